@@ -1,0 +1,91 @@
+"""Engines: one per database URL and process, with the settings each dialect needs.
+
+SQLite gets WAL, a busy timeout and explicit BEGIN so that a transaction that reads and
+then writes can take the write lock up front (`write_transaction`): without that, two
+processes that both read first deadlock and one fails at once with "database is locked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from dms_orchestration.settings import Settings, normalize_url
+
+_engines: dict[tuple[str, str | None], sa.Engine] = {}
+_lock = threading.Lock()
+
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def _prepare_sqlite(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("dms_write_lock") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(url: str | sa.URL, schema: str | None = None) -> sa.Engine:
+    """A new engine; `schema` is where the DMS tables live (DMS_SCHEMA), if not the default."""
+    url = normalize_url(url)
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        if url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        schema = None  # SQLite has no schemas
+    engine = sa.create_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        _prepare_sqlite(engine)
+    if schema:
+        # lower case = case-insensitive to SQLAlchemy: rendered unquoted, as plain SQL would
+        engine = engine.execution_options(schema_translate_map={None: schema.lower()})
+    return engine
+
+
+def engine_for(url: str | sa.URL, schema: str | None = None) -> sa.Engine:
+    """The process-wide engine for a URL (pools are shared, never one per call)."""
+    url = normalize_url(url)
+    key = (url.render_as_string(hide_password=False), schema)
+    with _lock:
+        if key not in _engines:
+            _engines[key] = create_engine(url, schema)
+        return _engines[key]
+
+
+def metadata_engine(settings: Settings) -> sa.Engine:
+    return engine_for(settings.database_url, settings.dms_schema)
+
+
+def dms_schema(engine: sa.Engine | sa.Connection) -> str | None:
+    """The schema the DMS tables are in (None: the connection's default)."""
+    return (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+
+
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that will write: on SQLite it takes the write lock at BEGIN."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(dms_write_lock=True)
+        with conn.begin():
+            yield conn
+
+
+def dispose_all() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
