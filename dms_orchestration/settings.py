@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -64,9 +65,7 @@ def _legacy_url(env: Mapping[str, str]) -> sa.URL:
     if db_type == "ORACLE":
         if not env.get("DB_SID"):
             raise ConfigError("DB_TYPE=ORACLE needs DB_SID (the service name)")
-        return sa.URL.create(
-            "oracle+oracledb", query={"service_name": env["DB_SID"]}, **common
-        )
+        return sa.URL.create("oracle+oracledb", query={"service_name": env["DB_SID"]}, **common)
     raise ConfigError(f"DB_TYPE={env['DB_TYPE']!r} is not ORACLE or POSTGRESQL")
 
 
@@ -105,3 +104,13 @@ def load_settings(url: str | None = None, env: Mapping[str, str] | None = None) 
         timezone=timezone,
         source=source,
     )
+
+
+def dms_now(env: Mapping[str, str] | None = None) -> datetime:
+    """Now on the DMS clock (DMS_TIMEZONE), naive, as the DMS tables store it."""
+    env = os.environ if env is None else env
+    try:
+        zone = ZoneInfo(env.get("DMS_TIMEZONE") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return datetime.now(zone).replace(tzinfo=None, microsecond=0)

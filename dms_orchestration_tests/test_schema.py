@@ -63,7 +63,8 @@ def test_init_leaves_an_existing_legacy_table_and_its_rows_alone(dms_url):
             "TRGTBNM VARCHAR(100), CURFLG VARCHAR(1))"
         )
         conn.exec_driver_sql(
-            "INSERT INTO DMS_MAPR (MAPID, MAPREF, TRGTBNM, CURFLG) VALUES (41, 'OLD_MAP', 'T1', 'Y')"
+            "INSERT INTO DMS_MAPR (MAPID, MAPREF, TRGTBNM, CURFLG) "
+            "VALUES (41, 'OLD_MAP', 'T1', 'Y')"
         )
     report = init_schema(engine)
     assert "DMS_MAPR" in report.existing and "DMS_MAPR" not in report.created
@@ -78,7 +79,9 @@ def test_init_leaves_an_existing_legacy_table_and_its_rows_alone(dms_url):
 def test_init_starts_a_new_sequence_after_existing_ids(pg_url):
     engine = create_engine(pg_url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE DMS_PRCLOG (PRCID BIGINT PRIMARY KEY, MAPREF VARCHAR(50))")
+        conn.exec_driver_sql(
+            "CREATE TABLE DMS_PRCLOG (PRCID BIGINT PRIMARY KEY, MAPREF VARCHAR(50))"
+        )
         conn.exec_driver_sql("INSERT INTO DMS_PRCLOG VALUES (500, 'X')")
     init_schema(engine)
     with engine.connect() as conn:

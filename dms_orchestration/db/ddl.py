@@ -34,7 +34,9 @@ def render(dialect: Dialect) -> str:
     for spec in TABLES:
         parts.extend(s + ";\n" for s in table_statements(dialect, spec))
     if dialect.has_sequences:
-        parts.append("\n-- SEQUENCE-mode ids, one per entity (DMS_IDPOOL serves TABLE_COUNTER mode)\n")
+        parts.append(
+            "\n-- SEQUENCE-mode ids, one per entity (DMS_IDPOOL serves TABLE_COUNTER mode)\n"
+        )
         parts.extend(dialect.create_sequence(t.sequence) + ";\n" for t in TABLES if t.sequence)
     return "\n".join(parts)
 

@@ -1,0 +1,192 @@
+"""Writes of the legacy log tables: DMS_PRCLOG (one per process run), DMS_JOBLOG (row
+counts per chunk and per load) and DMS_JOBERR (errors with traceback).
+
+Each write is its own short transaction on its own connection, so the log of a load
+survives when the load's own transaction rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_prclog
+from dms_orchestration.ids.provider import next_id
+from dms_orchestration.settings import dms_now
+
+PROCESS_STATUSES = ("IP", "PC", "FL", "ST")
+FINAL_STATUSES = ("PC", "FL", "ST")
+ERROR_TYPES = ("TRANSIENT", "PERMANENT", "VALIDATION", "DATA")
+MESSAGE_LIMIT = 4000
+_CUT_MARK = " ...[truncated; full text in ERRDTL]"
+
+
+class LogError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadCounts:
+    srcrows: int = 0
+    insrows: int = 0
+    updrows: int = 0
+    exprows: int = 0
+    delrows: int = 0
+    unchrows: int = 0
+    errrows: int = 0
+
+    def __add__(self, other: LoadCounts) -> LoadCounts:
+        a, b = asdict(self), asdict(other)
+        return LoadCounts(**{k: a[k] + b[k] for k in a})
+
+
+def fit_message(text: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
+    """A message cut to its VARCHAR2(4000) column, visibly marked when cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - len(_CUT_MARK)] + _CUT_MARK
+
+
+def _params(params: Sequence[str | None] | Mapping[str, str | None] | None) -> dict:
+    if params is None:
+        return {}
+    if isinstance(params, Mapping):
+        values = {k.upper(): v for k, v in params.items()}
+        unknown = set(values) - {f"PARAM{i}" for i in range(1, 11)}
+        if unknown:
+            raise LogError(f"unknown parameter(s) {sorted(unknown)}: use PARAM1..PARAM10")
+        return {k.lower(): v for k, v in values.items()}
+    if len(params) > 10:
+        raise LogError(f"{len(params)} parameters given: at most 10 (PARAM1..PARAM10)")
+    return {f"param{i}": v for i, v in enumerate(params, start=1)}
+
+
+def open_process(
+    engine: sa.Engine,
+    *,
+    mapref: str | None,
+    jobid: int | None = None,
+    jobschid: int | None = None,
+    prcreqid: int | None = None,
+    runid: str | None = None,
+    params: Sequence[str | None] | Mapping[str, str | None] | None = None,
+    message: str | None = None,
+) -> int:
+    """Open a DMS_PRCLOG row in status IP; returns its PRCID."""
+    prcid = next_id(engine, "DMS_PRCLOG")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(dms_prclog).values(
+                prcid=prcid,
+                prcreqid=prcreqid,
+                jobid=jobid,
+                jobschid=jobschid,
+                mapref=mapref,
+                runid=runid,
+                prcsts="IP",
+                strtdt=dms_now(),
+                prcmsg=fit_message(message),
+                **_params(params),
+            )
+        )
+    return prcid
+
+
+def close_process(engine: sa.Engine, prcid: int, status: str, message: str | None = None) -> bool:
+    """IP -> PC | FL | ST. Returns False when the run was no longer IP (closed already,
+    e.g. stopped): the first final status wins and is never overwritten."""
+    if status not in FINAL_STATUSES:
+        raise LogError(f"DMS_PRCLOG status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(dms_prclog)
+            .where(dms_prclog.c.prcid == prcid, dms_prclog.c.prcsts == "IP")
+            .values(prcsts=status, enddt=dms_now(), prcmsg=fit_message(message))
+        )
+        if result.rowcount == 0:
+            exists = conn.execute(
+                sa.select(dms_prclog.c.prcid).where(dms_prclog.c.prcid == prcid)
+            ).first()
+            if exists is None:
+                raise LogError(f"DMS_PRCLOG has no process {prcid}")
+    return result.rowcount == 1
+
+
+def write_joblog(
+    engine: sa.Engine,
+    *,
+    prcid: int,
+    mapref: str,
+    counts: LoadCounts,
+    status: str,
+    start: datetime,
+    end: datetime | None = None,
+    jobid: int | None = None,
+    chunkno: int | None = None,
+    chunkcnt: int | None = None,
+    chkpntval: str | None = None,
+) -> int:
+    """One DMS_JOBLOG row: a chunk (chunkno set) or the whole load (chunkno None)."""
+    if status not in PROCESS_STATUSES:
+        raise LogError(f"DMS_JOBLOG status {status!r} is not one of {', '.join(PROCESS_STATUSES)}")
+    if chkpntval is not None and (chunkno is not None or status != "PC"):
+        raise LogError("CHKPNTVAL belongs on the whole-load row of a successful load only")
+    joblogid = next_id(engine, "DMS_JOBLOG")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(dms_joblog).values(
+                joblogid=joblogid,
+                prcid=prcid,
+                jobid=jobid,
+                mapref=mapref,
+                chunkno=chunkno,
+                chunkcnt=chunkcnt,
+                chkpntval=chkpntval,
+                strtdt=start,
+                enddt=end or dms_now(),
+                jobsts=status,
+                **asdict(counts),
+            )
+        )
+    return joblogid
+
+
+def write_joberr(
+    engine: sa.Engine,
+    *,
+    prcid: int | None,
+    mapref: str | None,
+    errtyp: str,
+    message: str,
+    detail: str | None = None,
+    jobid: int | None = None,
+    chunkno: int | None = None,
+    errcd: str | None = None,
+    keyval: str | None = None,
+) -> int:
+    """One DMS_JOBERR row; `detail` is the traceback (CLOB, kept whole)."""
+    if errtyp not in ERROR_TYPES:
+        raise LogError(f"DMS_JOBERR type {errtyp!r} is not one of {', '.join(ERROR_TYPES)}")
+    joberrid = next_id(engine, "DMS_JOBERR")
+    if detail is None and len(message) > MESSAGE_LIMIT:
+        detail = message
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(dms_joberr).values(
+                joberrid=joberrid,
+                prcid=prcid,
+                jobid=jobid,
+                mapref=mapref,
+                chunkno=chunkno,
+                errtyp=errtyp,
+                errcd=errcd,
+                errmsg=fit_message(message),
+                errdtl=detail,
+                keyval=fit_message(keyval),
+                reccrdt=dms_now(),
+            )
+        )
+    return joberrid

@@ -1,0 +1,405 @@
+"""Unique ids for DMS entities, drawn a block per round trip from a sequence (SEQUENCE mode)
+or from the DMS_IDPOOL counter (TABLE_COUNTER mode), as DMS_PARAMS configures."""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import re
+import threading
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from dms_orchestration.db.connect import dms_schema, write_transaction
+from dms_orchestration.db.dialects import dialect_of
+from dms_orchestration.db.schema import ENTITY_SEQUENCES, TABLES_BY_NAME, T, dms_idpool, dms_params
+
+log = logging.getLogger(__name__)
+
+SEQUENCE = "SEQUENCE"
+TABLE_COUNTER = "TABLE_COUNTER"
+MODES = (SEQUENCE, TABLE_COUNTER)
+
+CONFIG_TYPE = "DMSCONFIG"
+MODE_PARAM = "ID_GENERATION_MODE"
+BLOCK_PARAM = "ID_BLOCK_SIZE"
+DEFAULT_BLOCK_SIZE = 500
+# a block is drawn in one statement (generate_series / CONNECT BY): keep a typo from
+# asking the database for billions of rows
+MAX_BLOCK_SIZE = 1_000_000
+ENTITYNM_SIZE = TABLES_BY_NAME["DMS_IDPOOL"].column("ENTITYNM").size
+
+_ENTITY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$#]{0,127}")
+_ENTITY_OF_SEQUENCE = {seq: entity for entity, seq in ENTITY_SEQUENCES.items()}
+_POOL_ATTEMPTS = 5
+
+
+class IdConfigError(ValueError):
+    """The id configuration (a DMS_PARAMS row) or an entity name is wrong; the message names it."""
+
+
+def normalize_entity(name: str) -> str:
+    """The entity an id is for, upper case; a sequence name ('DMS_PRCLOGSEQ', 'DIM_X_SEQ')
+    means the entity it serves, so legacy callers that pass sequence names share its ids."""
+    if not isinstance(name, str) or not _ENTITY_RE.fullmatch(name):
+        raise IdConfigError(
+            f"invalid id entity name {name!r}: expected a table name matching "
+            f"{_ENTITY_RE.pattern} (letters, digits, _ $ #; at most 128 characters)"
+        )
+    entity = name.upper()
+    if entity in _ENTITY_OF_SEQUENCE:
+        return _ENTITY_OF_SEQUENCE[entity]
+    if entity not in ENTITY_SEQUENCES and entity.endswith("_SEQ") and len(entity) > 4:
+        return entity[: -len("_SEQ")]
+    return entity
+
+
+def sequence_name(entity: str) -> str:
+    """The sequence that serves an entity in SEQUENCE mode."""
+    entity = normalize_entity(entity)
+    return ENTITY_SEQUENCES.get(entity, f"{entity}_SEQ")
+
+
+@dataclass(frozen=True)
+class IdConfig:
+    """DMSCONFIG id settings as read from DMS_PARAMS (None: not set)."""
+
+    mode: str | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    modes: dict[str, str] = field(default_factory=dict)
+    block_sizes: dict[str, int] = field(default_factory=dict)
+    # PRCDs that ask for SEQUENCE, for the notice on databases without sequences
+    sequence_params: tuple[str, ...] = ()
+
+
+def _parse_mode(prcd: str, value: str) -> str:
+    mode = value.strip().upper()
+    if mode not in MODES:
+        raise IdConfigError(
+            f"DMS_PARAMS {CONFIG_TYPE} {prcd} = {value!r}: unknown id generation mode "
+            f"(expected {' or '.join(MODES)})"
+        )
+    return mode
+
+
+def _parse_block_size(prcd: str, value: str) -> int:
+    try:
+        size = int(value.strip())
+    except ValueError:
+        raise IdConfigError(
+            f"DMS_PARAMS {CONFIG_TYPE} {prcd} = {value!r}: block size is not an integer"
+        ) from None
+    if not 1 <= size <= MAX_BLOCK_SIZE:
+        raise IdConfigError(
+            f"DMS_PARAMS {CONFIG_TYPE} {prcd} = {value!r}: block size must be between 1 "
+            f"and {MAX_BLOCK_SIZE}"
+        )
+    return size
+
+
+def parse_config(rows: list[tuple[str, str | None]]) -> IdConfig:
+    """Build the id config from (PRCD, PRVAL) rows of PRTYP='DMSCONFIG'; other keys are ignored."""
+    mode: str | None = None
+    block_size = DEFAULT_BLOCK_SIZE
+    modes: dict[str, str] = {}
+    block_sizes: dict[str, int] = {}
+    sequence_params: list[str] = []
+    seen: dict[tuple[str, str | None], str] = {}
+    for prcd, prval in rows:
+        base, dot, suffix = (prcd or "").strip().upper().partition(".")
+        if base not in (MODE_PARAM, BLOCK_PARAM):
+            continue
+        value = (prval or "").strip()
+        if not value:
+            continue  # blank = not set (Oracle stores '' as NULL anyway)
+        entity = None
+        if dot:
+            try:
+                entity = normalize_entity(suffix)
+            except IdConfigError as exc:
+                raise IdConfigError(f"DMS_PARAMS {CONFIG_TYPE} {prcd}: {exc}") from None
+        key = (base, entity)
+        if key in seen:
+            # e.g. ID_BLOCK_SIZE.DMS_PRCLOG and ID_BLOCK_SIZE.DMS_PRCLOGSEQ: no silent winner
+            raise IdConfigError(
+                f"DMS_PARAMS {CONFIG_TYPE} {prcd} and {seen[key]} set the same thing; keep one"
+            )
+        seen[key] = prcd
+        if base == MODE_PARAM:
+            parsed_mode = _parse_mode(prcd, value)
+            if parsed_mode == SEQUENCE:
+                sequence_params.append(prcd)
+            if entity:
+                modes[entity] = parsed_mode
+            else:
+                mode = parsed_mode
+        else:
+            size = _parse_block_size(prcd, value)
+            if entity:
+                block_sizes[entity] = size
+            else:
+                block_size = size
+    return IdConfig(mode, block_size, modes, block_sizes, tuple(sequence_params))
+
+
+class IdProvider:
+    """Hands out ids per entity from blocks reserved in the database.
+
+    Every reservation is committed in its own connection before any id of it is used, so
+    ids are never reused (a crash leaves a gap). One lock per provider makes it safe for
+    threads; the database makes it safe across processes. Ids of one entity increase
+    within a process.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = dialect_of(engine)
+        self.schema = dms_schema(engine)
+        self.round_trips = 0
+        self._lock = threading.Lock()
+        self._config: IdConfig | None = None
+        self._cache: dict[str, deque[int]] = {}
+        self._noticed_no_sequences = False
+        _providers.add(self)
+
+    # configuration ---------------------------------------------------------------------
+
+    def refresh_config(self) -> None:
+        """Re-read DMS_PARAMS; ids already reserved under the old settings are dropped
+        (a gap), so the new mode and block size apply from the next id on."""
+        with self._lock:
+            self._config = self._read_config()
+            self._cache.clear()
+
+    def mode_for(self, entity: str) -> str:
+        """The mode the entity's ids come from here: SEQUENCE or TABLE_COUNTER."""
+        entity = normalize_entity(entity)
+        with self._lock:
+            return self._mode(self._current_config(), entity)
+
+    def block_size_for(self, entity: str) -> int:
+        entity = normalize_entity(entity)
+        with self._lock:
+            return self._block_size(self._current_config(), entity)
+
+    def _read_config(self) -> IdConfig:
+        p = dms_params
+        stmt = sa.select(p.c.prcd, p.c.prval).where(p.c.prtyp == CONFIG_TYPE)
+        with self.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(stmt)]
+        config = parse_config(rows)
+        self._notice_fallback(config)
+        return config
+
+    def _current_config(self) -> IdConfig:
+        if self._config is None:
+            self._config = self._read_config()
+        return self._config
+
+    def _notice_fallback(self, config: IdConfig) -> None:
+        if self.dialect.has_sequences or self._noticed_no_sequences:
+            return
+        self._noticed_no_sequences = True
+        if config.sequence_params:
+            log.warning(
+                "%s has no sequences: %s asks for SEQUENCE ids, using TABLE_COUNTER "
+                "(DMS_IDPOOL) instead",
+                self.dialect.name,
+                ", ".join(config.sequence_params),
+            )
+        else:
+            log.info(
+                "%s has no sequences: ids come from TABLE_COUNTER mode (DMS_IDPOOL)",
+                self.dialect.name,
+            )
+
+    def _mode(self, config: IdConfig, entity: str) -> str:
+        if not self.dialect.has_sequences:
+            return TABLE_COUNTER
+        return config.modes.get(entity) or config.mode or SEQUENCE
+
+    def _block_size(self, config: IdConfig, entity: str) -> int:
+        return config.block_sizes.get(entity, config.block_size)
+
+    # ids -------------------------------------------------------------------------------
+
+    def next_id(self, entity: str) -> int:
+        return self.next_ids(entity, 1)[0]
+
+    def next_ids(self, entity: str, n: int) -> list[int]:
+        """n new ids for the entity, increasing; one reservation statement at most, once the
+        entity's sequence or DMS_IDPOOL row exists."""
+        n = operator.index(n)
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        entity = normalize_entity(entity)
+        with self._lock:
+            cached = self._cache.setdefault(entity, deque())
+            if len(cached) < n:
+                config = self._current_config()
+                block = self._block_size(config, entity)
+                want = max(n - len(cached), block)
+                if self._mode(config, entity) == SEQUENCE:
+                    cached.extend(self._reserve_from_sequence(entity, want))
+                else:
+                    cached.extend(self._reserve_from_pool(entity, want, block))
+            return [cached.popleft() for _ in range(n)]
+
+    # SEQUENCE mode ---------------------------------------------------------------------
+
+    def _qualified(self, name: str) -> str:
+        return f"{self.schema}.{name}" if self.schema else name
+
+    def _reserve_from_sequence(self, entity: str, n: int) -> list[int]:
+        try:
+            return self._draw(entity, n)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            # only a missing sequence is ours to fix. If it exists now, another process
+            # created it since our draw failed, or the error was something else: then the
+            # second draw raises it for the caller.
+            if not self._sequence_exists(entity):
+                self._create_sequence(entity)
+        return self._draw(entity, n)
+
+    def _draw(self, entity: str, n: int) -> list[int]:
+        stmt = self.dialect.next_values(self._qualified(sequence_name(entity)), n)
+        # nextval is not transactional: the value is ours once drawn, no commit needed
+        with self.engine.connect() as conn:
+            self.round_trips += 1
+            values = [int(v) for v in conn.execute(stmt).scalars()]
+        if len(values) != n:
+            raise RuntimeError(f"asked {sequence_name(entity)} for {n} values, got {len(values)}")
+        # the values of one statement need not come back in order
+        return sorted(values)
+
+    def _sequence_exists(self, entity: str) -> bool:
+        with self.engine.connect() as conn:
+            self.round_trips += 1
+            return self.dialect.sequence_exists(conn, sequence_name(entity), self.schema)
+
+    def _create_sequence(self, entity: str) -> None:
+        """Create a new entity's sequence, starting above every id it may already have:
+        its contract table's rows and its DMS_IDPOOL counter (an earlier TABLE_COUNTER)."""
+        name = self._qualified(sequence_name(entity))
+        start = self._highest_used(entity) + 1
+        stmt = self.dialect.create_sequence(name, start)
+        if self.dialect.name == "postgresql":
+            stmt = stmt.replace("CREATE SEQUENCE ", "CREATE SEQUENCE IF NOT EXISTS ", 1)
+        try:
+            with self.engine.begin() as conn:
+                self.round_trips += 1
+                conn.exec_driver_sql(stmt)
+        except sa.exc.DBAPIError:
+            # another process created it at the same moment (even IF NOT EXISTS can race
+            # on PostgreSQL); theirs serves us as well
+            if not self._sequence_exists(entity):
+                raise
+        log.info("sequence %s for id entity %s is in place (start %d)", name, entity, start)
+
+    def _highest_used(self, entity: str) -> int:
+        pool = dms_idpool
+        counter = sa.select(pool.c.lastval).where(pool.c.entitynm == entity).scalar_subquery()
+        parts = [sa.func.coalesce(counter, 0)]
+        used = self._max_id_subquery(entity)
+        if used is not None:
+            parts.append(used)
+        with self.engine.connect() as conn:
+            self.round_trips += 1
+            return max(int(v or 0) for v in conn.execute(sa.select(*parts)).one())
+
+    # TABLE_COUNTER mode ----------------------------------------------------------------
+
+    def _max_id_subquery(self, entity: str) -> sa.ScalarSelect | None:
+        spec = TABLES_BY_NAME.get(entity)
+        if spec is None or spec.id_column is None:
+            return None
+        col = T[entity].c[spec.id_column.lower()]
+        return sa.select(sa.func.coalesce(sa.func.max(col), 0)).scalar_subquery()
+
+    def _reserve_from_pool(self, entity: str, n: int, block: int) -> range:
+        if len(entity) > ENTITYNM_SIZE:
+            raise IdConfigError(
+                f"id entity {entity!r} is longer than DMS_IDPOOL.ENTITYNM ({ENTITYNM_SIZE} "
+                "characters): TABLE_COUNTER mode cannot serve it"
+            )
+        pool = dms_idpool
+        used = self._max_id_subquery(entity)
+        if used is None:
+            base = sa.func.coalesce(pool.c.lastval, 0)
+        else:
+            # rows written with plain SQL (legacy screens, scripts) may be above the
+            # counter: continue after them; still one statement, so still atomic
+            base = sa.case((pool.c.lastval >= used, pool.c.lastval), else_=used)
+        update = (
+            sa.update(pool)
+            .where(pool.c.entitynm == entity)
+            .values(lastval=base + n, blksz=block, recupdt=sa.func.current_timestamp())
+            .returning(pool.c.lastval)
+        )
+        for _ in range(_POOL_ATTEMPTS):
+            with write_transaction(self.engine) as conn:
+                self.round_trips += 1
+                last = conn.execute(update).scalar()
+            if last is not None:
+                last = int(last)
+                return range(last - n + 1, last + 1)
+            self._insert_pool_row(entity, block)
+        raise RuntimeError(f"could not create or update the DMS_IDPOOL row of {entity}")
+
+    def _insert_pool_row(self, entity: str, block: int) -> None:
+        pool = dms_idpool
+        used = self._max_id_subquery(entity)
+        stmt = sa.insert(pool).values(
+            entitynm=entity,
+            lastval=0 if used is None else used,
+            blksz=block,
+            recupdt=sa.func.current_timestamp(),
+        )
+        try:
+            with write_transaction(self.engine) as conn:
+                self.round_trips += 1
+                conn.execute(stmt)
+        except sa.exc.IntegrityError:
+            pass  # another process inserted it first; the retried UPDATE uses its row
+
+
+# every live provider, so that a forked child starts with none of its parent's ids
+_providers: weakref.WeakSet[IdProvider] = weakref.WeakSet()
+_by_engine: dict[sa.Engine, IdProvider] = {}
+_by_engine_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _by_engine_lock
+    _by_engine_lock = threading.Lock()
+    for provider in list(_providers):
+        # the parent hands out those same ids; a lock held by a parent thread stays held
+        provider._lock = threading.Lock()
+        provider._cache = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def provider_for(engine: sa.Engine) -> IdProvider:
+    """The provider of an engine (one per engine and process, so blocks are shared)."""
+    with _by_engine_lock:
+        provider = _by_engine.get(engine)
+        if provider is None:
+            provider = _by_engine[engine] = IdProvider(engine)
+        return provider
+
+
+def next_id(engine: sa.Engine, entity: str) -> int:
+    return provider_for(engine).next_id(entity)
+
+
+def next_ids(engine: sa.Engine, entity: str, n: int) -> list[int]:
+    return provider_for(engine).next_ids(entity, n)

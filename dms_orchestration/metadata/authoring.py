@@ -1,0 +1,501 @@
+"""`dms mappings import` / `export`: mapping files <-> DMS rows, with legacy versioning.
+
+An edit writes a new CURFLG='Y' row and sets the old one to 'N'; rows whose values are
+unchanged are left alone, so importing an export changes nothing. The whole import is
+one transaction: a bad file leaves the schema as it was.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from dms_orchestration.db import schema as s
+from dms_orchestration.db.connect import write_transaction
+from dms_orchestration.ids.provider import next_ids
+from dms_orchestration.metadata.catalog import load_catalog
+from dms_orchestration.metadata.mapping_file import (
+    CheckpointSpec,
+    ColumnSpec,
+    ConnectionSpec,
+    JobSpec,
+    LookupSpec,
+    MappingFile,
+    MappingFileError,
+    MappingSpec,
+    ParamSpec,
+    ScheduleSpec,
+    SourceSqlSpec,
+    TargetSpec,
+)
+from dms_orchestration.metadata.models import Catalog, Mapping
+from dms_orchestration.settings import dms_now
+
+
+def _norm(value):
+    """Compare DB values and file values on equal terms."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else value
+    if isinstance(value, datetime):
+        return value.replace(microsecond=0, tzinfo=None)
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    if isinstance(value, str) and value == "":
+        return None
+    return value
+
+
+@dataclass
+class ImportReport:
+    new: Counter = field(default_factory=Counter)
+    changed: Counter = field(default_factory=Counter)
+    unchanged: Counter = field(default_factory=Counter)
+    retired: Counter = field(default_factory=Counter)
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.new or self.changed or self.retired)
+
+    def summary(self) -> list[tuple[str, int, int, int, int]]:
+        tables = sorted(set(self.new) | set(self.changed) | set(self.unchanged) | set(self.retired))
+        return [
+            (t, self.new[t], self.changed[t], self.unchanged[t], self.retired[t]) for t in tables
+        ]
+
+
+class _Ids:
+    """Ids reserved before the write transaction (on SQLite the provider's own
+    transaction could not run while ours holds the write lock); unused ones are gaps."""
+
+    def __init__(self, engine: sa.Engine, needs: dict[str, int]) -> None:
+        self._ids = {entity: iter(next_ids(engine, entity, n)) for entity, n in needs.items() if n}
+
+    def take(self, entity: str) -> int:
+        return next(self._ids[entity])
+
+
+class _Writer:
+    def __init__(self, conn: sa.Connection, ids: _Ids, report: ImportReport) -> None:
+        self.conn, self.ids, self.report, self.now = conn, ids, report, dms_now()
+
+    def current(self, table: sa.Table, **natural_key) -> list[dict]:
+        query = sa.select(table).where(table.c.curflg == "Y")
+        for col, value in natural_key.items():
+            query = query.where(table.c[col] == value)
+        pk = list(table.primary_key.columns)[0]
+        return [dict(r._mapping) for r in self.conn.execute(query.order_by(pk))]
+
+    def retire(self, table: sa.Table, row: dict) -> None:
+        pk = list(table.primary_key.columns)[0]
+        values = {"curflg": "N"}
+        if "recupdt" in table.c:
+            values["recupdt"] = self.now
+        self.conn.execute(sa.update(table).where(pk == row[pk.name]).values(**values))
+        self.report.retired[table.name.upper()] += 1
+
+    def upsert(self, table: sa.Table, existing: dict | None, values: dict) -> int:
+        """Insert `values` as the current row unless `existing` already equals it."""
+        name = table.name.upper()
+        pk = list(table.primary_key.columns)[0]
+        if existing is not None:
+            if all(_norm(existing.get(k)) == _norm(v) for k, v in values.items()):
+                self.report.unchanged[name] += 1
+                return existing[pk.name]
+            self.retire(table, existing)
+            self.report.retired[name] -= 1
+            self.report.changed[name] += 1
+        else:
+            self.report.new[name] += 1
+        new_id = self.ids.take(name)
+        row = {pk.name: new_id, **values, "curflg": "Y"}
+        if "reccrdt" in table.c:
+            row["reccrdt"] = self.now
+        self.conn.execute(sa.insert(table).values(**row))
+        return new_id
+
+
+def _connection_values(spec: ConnectionSpec) -> dict:
+    return dict(
+        connm=spec.name,
+        dbtyp=spec.type,
+        dbhost=spec.host,
+        dbport=spec.port,
+        dbsid=spec.service_name,
+        dbnm=spec.database,
+        dbusr=spec.user,
+        dbpswdenv=spec.password_env,
+        dburl=spec.url,
+    )
+
+
+def _column_values(mapref: str, spec: ColumnSpec) -> dict:
+    return dict(
+        mapref=mapref,
+        trgclnm=spec.name,
+        trgcldtyp=spec.type,
+        trgkeyflg="Y" if spec.key is not None else "N",
+        trgkeyseq=spec.key,
+        trgcldesc=spec.description,
+        maplogic=spec.logic,
+        keyclnm=spec.lookup.key if spec.lookup else None,
+        valclnm=spec.lookup.value if spec.lookup else None,
+        mapcmbcd=spec.combine,
+        excseq=spec.order,
+        scdtyp=str(spec.scd) if spec.scd is not None else None,
+    )
+
+
+def _schedule_values(mapref: str, job_id: int, spec: ScheduleSpec, parent: int | None) -> dict:
+    return dict(
+        jobid=job_id,
+        mapref=mapref,
+        frqcd=spec.frequency,
+        frqdd=spec.day,
+        frqhh=spec.hour,
+        frqmi=spec.minute,
+        enableflg="Y" if spec.enabled else "N",
+        dpnd_jobschid=parent,
+        strdt=_norm(spec.start),
+        enddt=_norm(spec.end),
+    )
+
+
+def _id_needs(file: MappingFile) -> dict[str, int]:
+    columns = sum(len(m.columns) for m in file.mappings)
+    jobs = [m for m in file.mappings if m.job]
+    return {
+        "DMS_DBCONDTLS": len(file.connections),
+        "DMS_MAPRSQL": len(file.sql),
+        "DMS_MAPR": len(file.mappings),
+        "DMS_MAPRDTL": columns,
+        "DMS_JOB": len(jobs),
+        "DMS_JOBSCH": sum(len(m.job.schedules) for m in jobs),
+        "DMS_JOBDTL": sum(len(m.columns) for m in jobs),
+    }
+
+
+def _check_references(file: MappingFile, catalog: Catalog) -> None:
+    """Names a file refers to must exist in the file or already in the schema."""
+    connections = {c.name for c in file.connections} | {
+        c.name for c in catalog.connections.values()
+    }
+    sql_codes = {q.code for q in file.sql} | set(catalog.source_sql)
+    maprefs = {m.ref for m in file.mappings} | set(catalog.mappings)
+    problems = []
+    for q in file.sql:
+        if q.connection and q.connection not in connections:
+            problems.append(f"sql {q.code}: unknown connection {q.connection!r}")
+    for m in file.mappings:
+        if m.target.connection and m.target.connection not in connections:
+            problems.append(f"mapping {m.ref}: unknown target connection {m.target.connection!r}")
+        if m.sql not in sql_codes:
+            problems.append(f"mapping {m.ref}: unknown sql code {m.sql!r}")
+        for sch in m.job.schedules if m.job else ():
+            if sch.depends_on and sch.depends_on not in maprefs:
+                problems.append(f"mapping {m.ref}: depends_on unknown mapping {sch.depends_on!r}")
+    for kind, names in (
+        ("connection", [c.name for c in file.connections]),
+        ("sql", [q.code for q in file.sql]),
+        ("mapping", [m.ref for m in file.mappings]),
+    ):
+        for name, count in Counter(names).items():
+            if count > 1:
+                problems.append(f"{kind} {name!r} appears {count} times in the file")
+    if problems:
+        raise MappingFileError(
+            "the mapping file does not fit together:\n  " + "\n  ".join(problems)
+        )
+
+
+def import_mapping_file(engine: sa.Engine, file: MappingFile) -> ImportReport:
+    _check_references(file, load_catalog(engine))
+    ids = _Ids(engine, _id_needs(file))
+    report = ImportReport()
+    with write_transaction(engine) as conn:
+        w = _Writer(conn, ids, report)
+        _import_params(w, file.params)
+        con_ids = {}
+        for spec in file.connections:
+            rows = w.current(s.dms_dbcondtls, connm=spec.name)
+            con_ids[spec.name] = w.upsert(
+                s.dms_dbcondtls, rows[0] if rows else None, _connection_values(spec)
+            )
+        for spec in file.sql:
+            rows = w.current(s.dms_maprsql, maprsqlcd=spec.code)
+            w.upsert(
+                s.dms_maprsql,
+                rows[0] if rows else None,
+                dict(
+                    maprsqlcd=spec.code,
+                    maprsqldesc=spec.description,
+                    maprsql=spec.sql,
+                    sqlconid=_connection_id(w, con_ids, spec.connection),
+                ),
+            )
+        for spec in file.mappings:
+            _import_mapping(w, con_ids, spec)
+        for spec in file.mappings:
+            if spec.job:
+                _import_job(w, spec)
+    return report
+
+
+def _connection_id(w: _Writer, con_ids: dict[str, int], name: str | None) -> int | None:
+    if name is None:
+        return None
+    if name not in con_ids:
+        con_ids[name] = w.current(s.dms_dbcondtls, connm=name)[0]["conid"]
+    return con_ids[name]
+
+
+def _import_params(w: _Writer, params: list[ParamSpec]) -> None:
+    t = s.dms_params
+    for p in params:
+        key = (t.c.prtyp == p.type) & (t.c.prcd == p.code)
+        row = w.conn.execute(sa.select(t).where(key)).first()
+        if row is None:
+            w.conn.execute(
+                sa.insert(t).values(
+                    prtyp=p.type, prcd=p.code, prval=p.value, prdesc=p.description, reccrdt=w.now
+                )
+            )
+            w.report.new["DMS_PARAMS"] += 1
+        elif (row.prval, row.prdesc) != (p.value, p.description):
+            # DMS_PARAMS has no history columns: its rows are edited in place
+            w.conn.execute(
+                sa.update(t).where(key).values(prval=p.value, prdesc=p.description, recupdt=w.now)
+            )
+            w.report.changed["DMS_PARAMS"] += 1
+        else:
+            w.report.unchanged["DMS_PARAMS"] += 1
+
+
+def _import_mapping(w: _Writer, con_ids: dict[str, int], spec: MappingSpec) -> None:
+    rows = w.current(s.dms_mapr, mapref=spec.ref)
+    cp = spec.checkpoint
+    w.upsert(
+        s.dms_mapr,
+        rows[0] if rows else None,
+        dict(
+            mapref=spec.ref,
+            mapdesc=spec.description,
+            srcsys=spec.source_system,
+            trgtbnm=spec.target.table,
+            trgtbtyp=spec.target.type,
+            trgschm=spec.target.schema_,
+            frqcd=spec.frequency,
+            blkprcrows=spec.bulk_rows,
+            trgconid=_connection_id(w, con_ids, spec.target.connection),
+            maprsqlcd=spec.sql,
+            chkpntstrtgy=cp.strategy if cp else None,
+            chkpntclnm=cp.column if cp else None,
+            chkpntfn=cp.function if cp else None,
+            delhndl=spec.delete_handling,
+        ),
+    )
+    existing = {
+        r["trgclnm"].upper(): r for r in w.current(s.dms_maprdtl, mapref=spec.ref) if r["trgclnm"]
+    }
+    for col in spec.columns:
+        w.upsert(s.dms_maprdtl, existing.pop(col.name.upper(), None), _column_values(spec.ref, col))
+    for row in existing.values():
+        w.retire(s.dms_maprdtl, row)
+
+
+def _import_job(w: _Writer, spec: MappingSpec) -> None:
+    job = spec.job
+    rows = w.current(s.dms_job, mapref=spec.ref)
+    changed_before = w.report.new["DMS_MAPRDTL"] + w.report.changed["DMS_MAPRDTL"]
+    job_id = w.upsert(
+        s.dms_job,
+        rows[0] if rows else None,
+        dict(mapref=spec.ref, jobdesc=job.description, stflg="A" if job.active else "N"),
+    )
+    for extra in rows[1:]:
+        w.retire(s.dms_job, extra)
+    _freeze_job_columns(w, spec, job_id, rows[0]["jobid"] if rows else None, changed_before)
+    existing = w.current(s.dms_jobsch, mapref=spec.ref)
+    for i, sch in enumerate(job.schedules):
+        parent = _parent_schedule_id(w, sch.depends_on) if sch.depends_on else None
+        old = existing[i] if i < len(existing) else None
+        if old is not None and parent is not None and _same_parent(w, old, sch.depends_on):
+            parent = old["dpnd_jobschid"]  # still the same parent job: keep the link as is
+        w.upsert(s.dms_jobsch, old, _schedule_values(spec.ref, job_id, sch, parent))
+    for old in existing[len(job.schedules) :]:
+        w.retire(s.dms_jobsch, old)
+
+
+def _freeze_job_columns(
+    w: _Writer, spec: MappingSpec, job_id: int, old_job_id: int | None, columns_changed: int
+) -> None:
+    """DMS_JOBDTL: the mapping's columns as they were when the job was (re)created."""
+    current = w.current(s.dms_jobdtl, mapref=spec.ref)
+    if current and job_id == old_job_id and not columns_changed:
+        return
+    for row in current:
+        w.retire(s.dms_jobdtl, row)
+    for col in spec.columns:
+        v = _column_values(spec.ref, col)
+        w.conn.execute(
+            sa.insert(s.dms_jobdtl).values(
+                jobdtlid=w.ids.take("DMS_JOBDTL"),
+                jobid=job_id,
+                mapref=spec.ref,
+                trgclnm=v["trgclnm"],
+                trgcldtyp=v["trgcldtyp"],
+                trgkeyflg=v["trgkeyflg"],
+                trgkeyseq=v["trgkeyseq"],
+                maplogic=v["maplogic"],
+                scdtyp=v["scdtyp"],
+                excseq=v["excseq"],
+                curflg="Y",
+            )
+        )
+        w.report.new["DMS_JOBDTL"] += 1
+
+
+def _parent_schedule_id(w: _Writer, parent_mapref: str) -> int:
+    rows = w.current(s.dms_jobsch, mapref=parent_mapref)
+    if not rows:
+        raise MappingFileError(
+            f"depends_on {parent_mapref!r}: that mapping's job has no schedule to depend on"
+        )
+    return rows[0]["jobschid"]
+
+
+def _same_parent(w: _Writer, old: dict, parent_mapref: str) -> bool:
+    if old["dpnd_jobschid"] is None:
+        return False
+    row = w.conn.execute(
+        sa.select(s.dms_jobsch.c.mapref).where(s.dms_jobsch.c.jobschid == old["dpnd_jobschid"])
+    ).first()
+    return row is not None and row.mapref == parent_mapref
+
+
+# ---------------------------------------------------------------- export
+
+
+def _date_out(value):
+    if isinstance(value, datetime) and value.time() == time():
+        return value.date()
+    return value
+
+
+def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> MappingFile:
+    catalog = load_catalog(engine)
+    if maprefs:
+        missing = [r for r in maprefs if r not in catalog.mappings]
+        if missing:
+            raise MappingFileError(f"no current mapping named {', '.join(missing)}")
+        chosen = [catalog.mappings[r] for r in maprefs]
+    else:
+        chosen = list(catalog.mappings.values())
+    sql_codes = {m.source_sql_code for m in chosen}
+    sql = [q for code, q in catalog.source_sql.items() if not maprefs or code in sql_codes]
+    used_cons = {q.connection_id for q in sql} | {m.target_connection_id for m in chosen}
+    connections = {
+        c.name: c for cid, c in catalog.connections.items() if not maprefs or cid in used_cons
+    }
+    return MappingFile(
+        params=[] if maprefs else _param_specs(engine),
+        connections=[
+            ConnectionSpec(
+                name=c.name,
+                type=c.db_type.upper(),
+                host=c.host,
+                port=c.port,
+                service_name=c.service_name,
+                database=c.database,
+                user=c.user,
+                password_env=c.password_env,
+                url=c.url,
+            )
+            for c in connections.values()
+        ],
+        sql=[
+            SourceSqlSpec(
+                code=q.code,
+                description=q.description,
+                sql=q.sql or "",
+                connection=_con_name(catalog, q.connection_id),
+            )
+            for q in sql
+        ],
+        mappings=[_mapping_spec(catalog, m) for m in chosen],
+    )
+
+
+def _param_specs(engine: sa.Engine) -> list[ParamSpec]:
+    t = s.dms_params
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t).order_by(t.c.prtyp, t.c.prcd)).all()
+    return [ParamSpec(type=r.prtyp, code=r.prcd, value=r.prval, description=r.prdesc) for r in rows]
+
+
+def _con_name(catalog: Catalog, con_id: int | None) -> str | None:
+    return catalog.connections[con_id].name if con_id in catalog.connections else None
+
+
+def _mapping_spec(catalog: Catalog, m: Mapping) -> MappingSpec:
+    job = m.jobs[0] if m.jobs else None
+    return MappingSpec(
+        ref=m.ref,
+        description=m.description,
+        source_system=m.source_system,
+        target=TargetSpec(
+            table=m.target_table or "",
+            schema=m.target_schema,
+            type=m.target_type or "DIMENSION",
+            connection=_con_name(catalog, m.target_connection_id),
+        ),
+        sql=m.source_sql_code or "",
+        frequency=m.frequency,
+        bulk_rows=m.bulk_rows,
+        checkpoint=CheckpointSpec(
+            strategy=m.checkpoint_strategy,
+            column=m.checkpoint_column,
+            function=m.checkpoint_function,
+        )
+        if m.checkpoint_strategy
+        else None,
+        delete_handling=m.delete_handling,
+        columns=[
+            ColumnSpec(
+                name=c.name or "",
+                type=c.data_type or "",
+                key=(c.key_seq if c.key_seq is not None else 1) if c.is_key else None,
+                description=c.description,
+                logic=c.logic,
+                lookup=LookupSpec(key=c.lookup_key, value=c.lookup_value)
+                if c.lookup_key and c.lookup_value
+                else None,
+                combine=c.combine,
+                order=c.order,
+                scd=int(c.scd_type) if c.scd_type in ("1", "2") else None,
+            )
+            for c in sorted(m.columns, key=lambda c: c.id)
+        ],
+        job=JobSpec(
+            description=job.description,
+            active=job.active,
+            schedules=[
+                ScheduleSpec(
+                    frequency=sch.frequency,
+                    day=sch.day,
+                    hour=sch.hour,
+                    minute=sch.minute,
+                    enabled=sch.enabled,
+                    start=_date_out(sch.start),
+                    end=_date_out(sch.end),
+                    depends_on=sch.depends_on_mapref,
+                )
+                for sch in job.schedules
+            ],
+        )
+        if job
+        else None,
+    )

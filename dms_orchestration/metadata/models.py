@@ -1,0 +1,157 @@
+"""Frozen pydantic models of the DMS rows the runtime reads.
+
+Fields carry readable names; the legacy column names are their aliases, so a row read
+from the database (keys upper-cased) validates straight into a model.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import Field
+
+from dms_orchestration.db.connections import Connection, DmsRow
+
+__all__ = [
+    "Catalog",
+    "Connection",
+    "DmsRow",
+    "Finding",
+    "Job",
+    "Mapping",
+    "MappingColumn",
+    "Schedule",
+    "SourceSql",
+]
+
+
+class SourceSql(DmsRow):
+    id: int = Field(alias="MAPRSQLID")
+    code: str = Field(alias="MAPRSQLCD")
+    description: str | None = Field(None, alias="MAPRSQLDESC")
+    sql: str | None = Field(None, alias="MAPRSQL")
+    connection_id: int | None = Field(None, alias="SQLCONID")
+
+
+class MappingColumn(DmsRow):
+    id: int = Field(alias="MAPDTLID")
+    mapref: str = Field(alias="MAPREF")
+    name: str | None = Field(None, alias="TRGCLNM")
+    data_type: str | None = Field(None, alias="TRGCLDTYP")
+    key_flag: str | None = Field(None, alias="TRGKEYFLG")
+    key_seq: int | None = Field(None, alias="TRGKEYSEQ")
+    description: str | None = Field(None, alias="TRGCLDESC")
+    logic: str | None = Field(None, alias="MAPLOGIC")
+    lookup_key: str | None = Field(None, alias="KEYCLNM")
+    lookup_value: str | None = Field(None, alias="VALCLNM")
+    combine: str | None = Field(None, alias="MAPCMBCD")
+    order: int | None = Field(None, alias="EXCSEQ")
+    scd_type: str | None = Field(None, alias="SCDTYP")
+    verified: str | None = Field(None, alias="LGVRFYFLG")
+
+    @property
+    def is_key(self) -> bool:
+        return (self.key_flag or "").upper() == "Y"
+
+    @property
+    def is_lookup(self) -> bool:
+        return bool(self.lookup_key or self.lookup_value)
+
+
+class Schedule(DmsRow):
+    id: int = Field(alias="JOBSCHID")
+    job_id: int | None = Field(None, alias="JOBID")
+    mapref: str | None = Field(None, alias="MAPREF")
+    frequency: str | None = Field(None, alias="FRQCD")
+    day: str | None = Field(None, alias="FRQDD")
+    hour: int | None = Field(None, alias="FRQHH")
+    minute: int | None = Field(None, alias="FRQMI")
+    enabled_flag: str | None = Field(None, alias="ENABLEFLG")
+    depends_on_id: int | None = Field(None, alias="DPND_JOBSCHID")
+    start: datetime | date | None = Field(None, alias="STRDT")
+    end: datetime | date | None = Field(None, alias="ENDDT")
+    # the MAPREF of the schedule DPND_JOBSCHID names (resolved by the catalog)
+    depends_on_mapref: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return (self.enabled_flag or "Y").upper() == "Y"
+
+
+class Job(DmsRow):
+    id: int = Field(alias="JOBID")
+    mapref: str = Field(alias="MAPREF")
+    description: str | None = Field(None, alias="JOBDESC")
+    status: str | None = Field(None, alias="STFLG")
+    schedules: tuple[Schedule, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return (self.status or "A").upper() == "A"
+
+
+class Finding(DmsRow):
+    mapref: str = Field(alias="MAPREF")
+    column: str | None = Field(None, alias="TRGCLNM")
+    severity: str = Field(alias="ERRTYP")  # ERROR | WARNING
+    message: str = Field(alias="ERRMSG")
+
+
+class Mapping(DmsRow):
+    id: int = Field(alias="MAPID")
+    ref: str = Field(alias="MAPREF")
+    description: str | None = Field(None, alias="MAPDESC")
+    source_system: str | None = Field(None, alias="SRCSYS")
+    target_table: str | None = Field(None, alias="TRGTBNM")
+    target_type: str | None = Field(None, alias="TRGTBTYP")
+    target_schema: str | None = Field(None, alias="TRGSCHM")
+    frequency: str | None = Field(None, alias="FRQCD")
+    bulk_rows: int | None = Field(None, alias="BLKPRCROWS")
+    target_connection_id: int | None = Field(None, alias="TRGCONID")
+    source_sql_code: str | None = Field(None, alias="MAPRSQLCD")
+    checkpoint_strategy: str | None = Field(None, alias="CHKPNTSTRTGY")
+    checkpoint_column: str | None = Field(None, alias="CHKPNTCLNM")
+    checkpoint_function: str | None = Field(None, alias="CHKPNTFN")
+    delete_handling: str | None = Field(None, alias="DELHNDL")
+    # assembled by the catalog from the other tables
+    columns: tuple[MappingColumn, ...] = ()
+    source: SourceSql | None = None
+    source_connection: Connection | None = None
+    target_connection: Connection | None = None
+    jobs: tuple[Job, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def business_key(self) -> tuple[MappingColumn, ...]:
+        keys = [c for c in self.columns if c.is_key]
+        return tuple(sorted(keys, key=lambda c: (c.key_seq or 0, (c.name or "").upper())))
+
+    @property
+    def columns_in_order(self) -> tuple[MappingColumn, ...]:
+        """EXCSEQ order, ties by TRGCLNM: evaluation order and printing order."""
+        return tuple(
+            sorted(
+                self.columns, key=lambda c: (c.order is None, c.order or 0, (c.name or "").upper())
+            )
+        )
+
+
+class Catalog(DmsRow):
+    """Everything the runtime reads from the DMS schema, from one fixed set of queries."""
+
+    mappings: dict[str, Mapping] = {}
+    connections: dict[int, Connection] = {}
+    source_sql: dict[str, SourceSql] = {}
+    params: dict[str, dict[str, str | None]] = {}
+
+    def param(self, code: str, default: str | None = None, prtyp: str = "DMSCONFIG") -> str | None:
+        value = self.params.get(prtyp, {}).get(code)
+        return default if value is None else value
+
+    @property
+    def jobs(self) -> tuple[Job, ...]:
+        return tuple(job for m in self.mappings.values() for job in m.jobs)
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        return tuple(s for job in self.jobs for s in job.schedules)
