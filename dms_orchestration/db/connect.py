@@ -20,6 +20,7 @@ _engines: dict[tuple[str, str | None], sa.Engine] = {}
 _lock = threading.Lock()
 
 SQLITE_BUSY_TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = 10
 
 
 def _prepare_sqlite(engine: sa.Engine) -> None:
@@ -42,6 +43,11 @@ def create_engine(url: str | sa.URL, schema: str | None = None) -> sa.Engine:
     """A new engine; `schema` is where the DMS tables live (DMS_SCHEMA), if not the default."""
     url = normalize_url(url)
     kwargs: dict = {"pool_pre_ping": True}
+    # a source host that drops packets must not hang validation or a load for minutes
+    if url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if url.get_backend_name() == "oracle":
+        kwargs["connect_args"] = {"tcp_connect_timeout": CONNECT_TIMEOUT_S}
     if url.get_backend_name() == "sqlite":
         if url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

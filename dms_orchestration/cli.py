@@ -1,0 +1,294 @@
+"""The `dms` command: DMS-side chores (schema, mapping files, validation, ids, demo).
+
+Every command takes --url (or the global `dms --url URL ...`); otherwise the metadata
+database comes from DMS_DATABASE_URL, the legacy DB_TYPE variables, or the embedded
+SQLite default under DMS_HOME.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.db.ddl import init_schema
+from dms_orchestration.settings import Settings, load_settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="The DMS metadata schema.", no_args_is_help=True)
+mappings_app = typer.Typer(help="Mapping files: import, export, validate.", no_args_is_help=True)
+ids_app = typer.Typer(
+    help="Ids: numeric (ID provider) and formatted (PREFIX-AAA0001).", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(mappings_app, name="mappings")
+app.add_typer(ids_app, name="ids")
+
+out = Console()
+err = Console(stderr=True)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="SQLAlchemy URL of the metadata database (overrides the environment)."
+    ),
+]
+
+
+class CliState:
+    url: str | None = None
+
+
+_state = CliState()
+
+
+@app.callback()
+def main(url: UrlOption = None, verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False):
+    """DMS Orchestration: run DMS warehouse-load metadata on Dagster."""
+    _state.url = url
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _settings(url: str | None) -> Settings:
+    return load_settings(url or _state.url)
+
+
+def _engine(settings: Settings) -> sa.Engine:
+    engine = metadata_engine(settings)
+    if settings.source == "embedded":
+        init_schema(engine)  # our own embedded database: create it on first use
+    return engine
+
+
+def _fails_cleanly(fn):
+    """Known failures print one clear line and exit 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, LookupError) as exc:  # our errors are ValueErrors with clear text
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        except sa.exc.SQLAlchemyError as exc:
+            first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+            err.print(f"[red]database error:[/red] {first}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+# ------------------------------------------------------------------ db
+
+
+@db_app.command("init")
+@_fails_cleanly
+def db_init(url: UrlOption = None):
+    """Create the DMS tables, indexes and sequences that are missing (and nothing else)."""
+    settings = _settings(url)
+    report = init_schema(metadata_engine(settings))
+    out.print(f"metadata database: {settings.safe_url}", highlight=False)
+    out.print(f"created: {', '.join(report.created) or 'nothing (all present)'}")
+    for table, cols in report.missing_columns.items():
+        err.print(
+            f"[yellow]warning:[/yellow] existing table {table} lacks contract columns "
+            f"{', '.join(cols)}; left as it is (add them with ALTER TABLE when ready)"
+        )
+
+
+# ------------------------------------------------------------ mappings
+
+
+@mappings_app.command("import")
+@_fails_cleanly
+def mappings_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Mapping YAML file")],
+    url: UrlOption = None,
+):
+    """Upsert connections, source SQL, mappings, columns, jobs and schedules from FILE.
+
+    Changed rows get a new CURFLG='Y' version (the old one becomes 'N'); unchanged rows
+    are left alone. All or nothing: a bad file changes nothing.
+    """
+    from dms_orchestration.metadata.authoring import import_mapping_file
+    from dms_orchestration.metadata.mapping_file import read_mapping_file
+
+    report = import_mapping_file(_engine(_settings(url)), read_mapping_file(file))
+    table = Table("table", "new", "changed", "unchanged", "retired", title=f"import {file}")
+    for row in report.summary():
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
+    out.print("no changes" if report.is_noop else "imported")
+
+
+@mappings_app.command("export")
+@_fails_cleanly
+def mappings_export(
+    maprefs: Annotated[list[str] | None, typer.Argument(help="MAPREFs (default: all)")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write")] = None,
+    url: UrlOption = None,
+):
+    """Write current mappings (with their connections, SQL, jobs, schedules) as YAML."""
+    from dms_orchestration.metadata.authoring import export_mapping_file
+    from dms_orchestration.metadata.mapping_file import dump_mapping_file
+
+    text = dump_mapping_file(export_mapping_file(_engine(_settings(url)), maprefs or None))
+    if output:
+        output.write_text(text)
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@mappings_app.command("validate")
+@_fails_cleanly
+def mappings_validate(
+    maprefs: Annotated[list[str] | None, typer.Argument(help="MAPREFs (default: all)")] = None,
+    url: UrlOption = None,
+):
+    """Check mappings and record the findings in DMS_MAPERR. Exit 1 on any ERROR."""
+    settings = _settings(url)
+    report = _validate(settings, maprefs or None)
+    if report.has_errors:
+        raise typer.Exit(1)
+
+
+def _validate(settings: Settings, maprefs: list[str] | None):
+    from dms_orchestration.metadata.validation import validate_mappings
+
+    report = validate_mappings(_engine(settings), settings, maprefs)
+    table = Table("mapping", "column", "severity", "finding", title="validation findings")
+    for f in report.findings:
+        colour = "red" if f.severity == "ERROR" else "yellow"
+        table.add_row(f.mapref, f.column or "", f"[{colour}]{f.severity}[/{colour}]", f.message)
+    if report.findings:
+        out.print(table)
+    errors = sum(f.severity == "ERROR" for f in report.findings)
+    warnings = len(report.findings) - errors
+    out.print(f"{len(report.checked)} mapping(s) checked: {errors} error(s), {warnings} warning(s)")
+    return report
+
+
+@mappings_app.command("schema")
+def mappings_schema():
+    """Print the JSON Schema of the mapping file (for editors)."""
+    from dms_orchestration.metadata.mapping_file import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+# ----------------------------------------------------------------- ids
+
+CountOption = Annotated[int, typer.Option("-n", "--count", min=1, help="How many ids")]
+
+
+@ids_app.command("next")
+@_fails_cleanly
+def ids_next(
+    entity: Annotated[str, typer.Argument(help="Entity: a DMS table (DMS_PRCLOG) or target table")],
+    n: CountOption = 1,
+    url: UrlOption = None,
+):
+    """Print N new numeric ids for ENTITY, one per line."""
+    from dms_orchestration.ids.provider import next_ids
+
+    sys.stdout.write("".join(f"{i}\n" for i in next_ids(_engine(_settings(url)), entity, n)))
+
+
+@ids_app.command("format")
+@_fails_cleanly
+def ids_format(
+    prefix: Annotated[str, typer.Argument(help="Prefix, e.g. CUS")],
+    n: CountOption = 1,
+    url: UrlOption = None,
+):
+    """Print N new formatted ids PREFIX-AAA0001, one per line."""
+    from dms_orchestration.ids.formatted import generate_ids
+
+    sys.stdout.write("".join(f"{i}\n" for i in generate_ids(_engine(_settings(url)), prefix, n)))
+
+
+@ids_app.command("reset")
+@_fails_cleanly
+def ids_reset(
+    prefix: Annotated[str, typer.Argument(help="Prefix, e.g. CUS")],
+    last_id: Annotated[str, typer.Argument(metavar="ID", help="The id to continue after")],
+    url: UrlOption = None,
+):
+    """Reset PREFIX so that the next id follows ID."""
+    from dms_orchestration.ids.formatted import reset_prefix
+
+    stored = reset_prefix(_engine(_settings(url)), prefix, last_id)
+    out.print(f"{prefix}: last id is now {stored}", highlight=False)
+
+
+@ids_app.command("stats")
+@_fails_cleanly
+def ids_stats(url: UrlOption = None):
+    """Print statistics of the formatted-id prefixes as JSON."""
+    from dms_orchestration.ids.formatted import prefix_statistics
+
+    sys.stdout.write(json.dumps(prefix_statistics(_engine(_settings(url))), indent=2) + "\n")
+
+
+@ids_app.command("health")
+def ids_health(url: UrlOption = None):
+    """Health check of the formatted-id manager, as JSON; exit 1 when unhealthy."""
+    from dms_orchestration.ids.formatted import health_check
+
+    try:
+        engine = _engine(_settings(url))
+    except (ValueError, sa.exc.SQLAlchemyError) as exc:
+        result = {
+            "status": "unhealthy",
+            "message": f"cannot reach the metadata database: {exc}",
+            "prefix_count": None,
+            "test_id_generated": None,
+            "timestamp": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+        }
+    else:
+        result = health_check(engine)
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    if result["status"] != "healthy":
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- demo
+
+
+@app.command("demo")
+@_fails_cleanly
+def demo(url: UrlOption = None):
+    """Create the embedded database, load the demo retail metadata and validate it."""
+    from dms_orchestration.demo import run_demo
+
+    settings = _settings(url)
+    run_demo(settings, out)
+    report = _validate(settings, None)
+    if report.has_errors:
+        raise typer.Exit(1)
+    out.print(
+        "\nThe demo metadata is loaded and valid. Look at it with "
+        "`dms mappings export`; DMS_HOME is " + str(settings.dms_home),
+        highlight=False,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
