@@ -14,6 +14,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from dms_orchestration.db.rowhash import sqlite_row_hash
 from dms_orchestration.settings import Settings, normalize_url
 
 _engines: dict[tuple[str, str | None], sa.Engine] = {}
@@ -27,6 +28,7 @@ def _prepare_sqlite(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        dbapi_conn.create_function("dms_rowhash", -1, sqlite_row_hash, deterministic=True)
         cur = dbapi_conn.cursor()
         if engine.url.database not in (None, "", ":memory:"):
             cur.execute("PRAGMA journal_mode=WAL")

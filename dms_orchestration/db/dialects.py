@@ -1,21 +1,33 @@
 """What differs between PostgreSQL, Oracle and SQLite, one small class each.
 
-Everything dialect-specific that the DMS side needs lives here: DDL types, partial
-unique indexes, sequences and how to draw a block of values from one. The base class
-holds what the three share; a subclass overrides only what differs (sqlglot's shape).
+Everything dialect-specific lives here: DDL types, partial unique indexes, sequences,
+and the pieces of load SQL that differ (RWHKEY text, null-safe comparison, UPDATE ...
+FROM vs MERGE, bulk load, row estimates). The base class holds what the three share;
+a subclass overrides only what differs (sqlglot's shape).
 """
 
 from __future__ import annotations
 
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+
 import sqlalchemy as sa
+from sqlalchemy.dialects import oracle, postgresql, sqlite
 
 from dms_orchestration.db.schema import ColumnSpec, IndexSpec, TableSpec
+
+STRING_FAMILIES = ("STRING", "CHAR", "TEXT")
+# (SQL expression, type family, decimal scale) of one column that goes into RWHKEY
+HashColumn = tuple[str, str, int | None]
 
 
 class Dialect:
     name = "base"
     sqlglot_name = ""
     has_sequences = True
+    sa_dialect: sa.engine.Dialect
     type_names = {
         "ID": "BIGINT",
         "INT": "INTEGER",
@@ -24,6 +36,8 @@ class Dialect:
         "TS": "TIMESTAMP",
         "DATE": "DATE",
     }
+
+    # ------------------------------------------------------------ DMS schema DDL
 
     def column_type(self, col: ColumnSpec) -> str:
         if col.kind == "VC":
@@ -52,26 +66,172 @@ class Dialect:
         """One statement that draws n values from a sequence (one round trip)."""
         raise NotImplementedError(f"{self.name} has no sequences")
 
+    def next_sequence_value(self, sequence: str) -> str:
+        """The SQL expression that draws one value, for set-based inserts."""
+        raise NotImplementedError(f"{self.name} has no sequences")
+
     def sequence_exists(self, conn: sa.Connection, name: str, schema: str | None) -> bool:
         return sa.inspect(conn).has_sequence(name.lower(), schema=schema)
 
-    def connect_args(self) -> dict:
-        return {}
+    # ------------------------------------------------------------ load SQL
+
+    def quote(self, name: str) -> str:
+        """A validated identifier from metadata, quoted as plain SQL would spell it
+        (lower case is case-insensitive to SQLAlchemy: unquoted unless it must be)."""
+        return self.sa_dialect.identifier_preparer.quote(name.lower())
+
+    def qualified(self, schema: str | None, table: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(table)}" if schema else self.quote(table)
+
+    def is_distinct(self, a: str, b: str) -> str:
+        return f"{a} IS DISTINCT FROM {b}"
+
+    def type_sql(self, sa_type: sa.types.TypeEngine) -> str:
+        return sa_type.compile(dialect=self.sa_dialect)
+
+    def typed(self, expr: str, family: str, type_sql: str) -> str:
+        """An expression in the target column's type, so that it compares equal to the
+        stored value. Strings are not cast: an explicit cast would cut them silently,
+        where storing them raises an error."""
+        return expr if family in STRING_FAMILIES else f"CAST({expr} AS {type_sql})"
+
+    def key_order(self, expr: str, family: str) -> str:
+        """How a chunk-range key compares: byte order for strings on every database."""
+        return expr
+
+    def canonical_text(self, expr: str, family: str, scale: int | None) -> str:
+        raise NotImplementedError
+
+    def int_text(self, expr: str) -> str:
+        return f"CAST({expr} AS VARCHAR(20))"
+
+    def md5(self, text_expr: str) -> str:
+        return f"MD5({text_expr})"
+
+    def row_hash(self, columns: Sequence[HashColumn]) -> str:
+        """SQL computing RWHKEY exactly as db.rowhash.row_hash does."""
+        fields = []
+        for expr, family, scale in columns:
+            text = self.canonical_text(expr, family, scale)
+            fields.append(
+                f"CASE WHEN {expr} IS NULL THEN '~' "
+                f"ELSE {self.int_text(f'LENGTH({text})')} || ':' || {text} END"
+            )
+        return self.md5(" || '|' || ".join(fields) if fields else "''")
+
+    def create_work_table(self, name: str, select_sql: str) -> str:
+        return f"CREATE TABLE {name} AS {select_sql}"
+
+    def update_from(
+        self, target: str, source: str, join: str, assignments: Sequence[tuple[str, str]]
+    ) -> str:
+        """UPDATE target (alias T) from the rows of source (alias A) that match `join`."""
+        sets = ", ".join(f"{col} = {value}" for col, value in assignments)
+        return f"UPDATE {target} AS T SET {sets} FROM {source} AS A WHERE {join}"
+
+    def limit(self, sql: str, n: int) -> str:
+        return f"{sql} LIMIT {int(n)}"
+
+    def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
+        """A cheap estimate of a query's rows; here counted (SQLite, Oracle)."""
+        counted = sa.text(f"SELECT COUNT(*) FROM ({query.text}) DMS_EST")
+        counted = counted.bindparams(*query._bindparams.values())
+        return int(conn.execute(counted).scalar() or 0)
+
+    def bulk_insert(
+        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+    ) -> int:
+        """Insert one batch of rows: executemany (array binding on Oracle)."""
+        rows = list(rows)
+        if rows:
+            marks = ", ".join(f":c{i}" for i in range(len(columns)))
+            stmt = sa.text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})")
+            conn.execute(stmt, [{f"c{i}": v for i, v in enumerate(r)} for r in rows])
+        return len(rows)
+
+
+def _copy_field(value) -> str:
+    """One field in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        text = value.isoformat(sep=" ")
+    elif isinstance(value, date):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 class PostgresDialect(Dialect):
     name = "postgresql"
     sqlglot_name = "postgres"
+    sa_dialect = postgresql.dialect()
 
     def next_values(self, sequence: str, n: int) -> sa.TextClause:
         return sa.text(
             f"SELECT nextval('{sequence.lower()}') AS id FROM generate_series(1, :n)"
         ).bindparams(n=n)
 
+    def next_sequence_value(self, sequence: str) -> str:
+        return f"nextval('{sequence.lower()}')"
+
+    def key_order(self, expr: str, family: str) -> str:
+        return f'{expr} COLLATE "C"' if family in STRING_FAMILIES else expr
+
+    def canonical_text(self, expr: str, family: str, scale: int | None) -> str:
+        if family == "CHAR":
+            return f"RTRIM(CAST({expr} AS TEXT))"
+        if family == "DECIMAL":
+            if scale is None:
+                return f"CAST(TRIM_SCALE(CAST({expr} AS NUMERIC)) AS TEXT)"
+            return f"CAST(CAST({expr} AS NUMERIC(38, {int(scale)})) AS TEXT)"
+        if family == "FLOAT":
+            return f"CAST(CAST({expr} AS DOUBLE PRECISION) AS TEXT)"
+        if family == "DATE":
+            return f"TO_CHAR({expr}, 'YYYY-MM-DD')"
+        if family == "TIMESTAMP":
+            return f"TO_CHAR({expr}, 'YYYY-MM-DD HH24:MI:SS.US')"
+        if family == "BOOLEAN":
+            return f"CASE WHEN {expr} THEN '1' ELSE '0' END"
+        return f"CAST({expr} AS TEXT)"
+
+    def create_work_table(self, name: str, select_sql: str) -> str:
+        # work tables live for one chunk: they need no WAL
+        return f"CREATE UNLOGGED TABLE {name} AS {select_sql}"
+
+    def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
+        """The planner's estimate (EXPLAIN): no scan of the source."""
+        explain = sa.text(f"EXPLAIN (FORMAT JSON) {query.text}")
+        plan = conn.execute(explain.bindparams(*query._bindparams.values())).scalar()
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+    def bulk_insert(
+        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+    ) -> int:
+        """COPY ... FROM STDIN, the fastest way into PostgreSQL from Python."""
+        buffer = io.StringIO()
+        count = 0
+        for row in rows:
+            buffer.write("\t".join(_copy_field(v) for v in row) + "\n")
+            count += 1
+        if count:
+            buffer.seek(0)
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
+            finally:
+                cursor.close()
+        return count
+
 
 class OracleDialect(Dialect):
     name = "oracle"
     sqlglot_name = "oracle"
+    sa_dialect = oracle.dialect()
     type_names = {
         "ID": "NUMBER(19)",
         "INT": "NUMBER(10)",
@@ -80,6 +240,7 @@ class OracleDialect(Dialect):
         "TS": "TIMESTAMP",
         "DATE": "DATE",
     }
+    _numeric_chars = "'NLS_NUMERIC_CHARACTERS=''.,'''"
 
     def column_type(self, col: ColumnSpec) -> str:
         if col.kind == "VC":
@@ -100,11 +261,55 @@ class OracleDialect(Dialect):
             f"SELECT {sequence.upper()}.NEXTVAL AS id FROM dual CONNECT BY LEVEL <= :n"
         ).bindparams(n=n)
 
+    def next_sequence_value(self, sequence: str) -> str:
+        return f"{sequence.upper()}.NEXTVAL"
+
+    def is_distinct(self, a: str, b: str) -> str:
+        return f"DECODE({a}, {b}, 0, 1) = 1"
+
+    def int_text(self, expr: str) -> str:
+        return f"TO_CHAR({expr})"
+
+    def canonical_text(self, expr: str, family: str, scale: int | None) -> str:
+        if family == "CHAR":
+            return f"RTRIM({expr})"
+        if family == "DECIMAL" and scale:
+            mask = "FM" + "9" * (37 - scale) + "0." + "0" * scale
+            return f"TO_CHAR({expr}, '{mask}', {self._numeric_chars})"
+        if family in ("INTEGER", "DECIMAL", "FLOAT"):
+            # TM9 writes 0.5 as .5: put the zero back
+            tm9 = f"TO_CHAR({expr}, 'TM9', {self._numeric_chars})"
+            return f"REGEXP_REPLACE({tm9}, '^(-?)[.]', '\\10.')"
+        if family == "DATE":
+            return f"TO_CHAR({expr}, 'YYYY-MM-DD')"
+        if family == "TIMESTAMP":
+            return f"TO_CHAR({expr}, 'YYYY-MM-DD HH24:MI:SS.FF6')"
+        if family == "BOOLEAN":
+            return f"CASE WHEN {expr} = 1 THEN '1' ELSE '0' END"
+        return f"TO_CHAR({expr})"
+
+    def md5(self, text_expr: str) -> str:
+        return f"LOWER(RAWTOHEX(STANDARD_HASH({text_expr}, 'MD5')))"
+
+    def update_from(
+        self, target: str, source: str, join: str, assignments: Sequence[tuple[str, str]]
+    ) -> str:
+        # Oracle has no UPDATE ... FROM: MERGE does the same
+        sets = ", ".join(f"T.{col} = {value}" for col, value in assignments)
+        return (
+            f"MERGE INTO {target} T USING {source} A ON ({join}) "
+            f"WHEN MATCHED THEN UPDATE SET {sets}"
+        )
+
+    def limit(self, sql: str, n: int) -> str:
+        return f"{sql} FETCH FIRST {int(n)} ROWS ONLY"
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
     sqlglot_name = "sqlite"
     has_sequences = False
+    sa_dialect = sqlite.dialect()
     type_names = {
         "ID": "INTEGER",
         "INT": "INTEGER",
@@ -119,6 +324,30 @@ class SqliteDialect(Dialect):
 
     def sequence_exists(self, conn: sa.Connection, name: str, schema: str | None) -> bool:
         return False
+
+    def is_distinct(self, a: str, b: str) -> str:
+        return f"{a} IS NOT {b}"
+
+    def typed(self, expr: str, family: str, type_sql: str) -> str:
+        # SQLite stores by affinity: cast to the affinity the column applies. DATE and
+        # TIMESTAMP stay text (a cast to their NUMERIC affinity would turn them into years)
+        affinity = {
+            "INTEGER": "INTEGER",
+            "DECIMAL": "NUMERIC",
+            "FLOAT": "REAL",
+            "STRING": "TEXT",
+            "CHAR": "TEXT",
+            "TEXT": "TEXT",
+        }.get(family)
+        return f"CAST({expr} AS {affinity})" if affinity else expr
+
+    def row_hash(self, columns: Sequence[HashColumn]) -> str:
+        # dms_rowhash is db.rowhash.sqlite_row_hash, registered on every connection
+        args = ", ".join(
+            f"'{family}{'' if scale is None else f':{int(scale)}'}', {expr}"
+            for expr, family, scale in columns
+        )
+        return f"dms_rowhash({args})" if args else "dms_rowhash()"
 
 
 DIALECTS: dict[str, Dialect] = {

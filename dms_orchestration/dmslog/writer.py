@@ -13,7 +13,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_prclog
+from dms_orchestration.db.connect import write_transaction
+from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_mapr, dms_prclog
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import dms_now
 
@@ -26,6 +27,10 @@ _CUT_MARK = " ...[truncated; full text in ERRDTL]"
 
 class LogError(ValueError):
     pass
+
+
+class LoadLocked(RuntimeError):
+    """Another load of the same mapping is in progress."""
 
 
 @dataclass(frozen=True)
@@ -74,25 +79,50 @@ def open_process(
     runid: str | None = None,
     params: Sequence[str | None] | Mapping[str, str | None] | None = None,
     message: str | None = None,
+    exclusive: bool = False,
 ) -> int:
-    """Open a DMS_PRCLOG row in status IP; returns its PRCID."""
+    """Open a DMS_PRCLOG row in status IP; returns its PRCID.
+
+    exclusive: the row is the mapping's load lock. Under a lock on the mapping's DMS_MAPR
+    row, no other process of the mapping may be IP, else LoadLocked names it."""
     prcid = next_id(engine, "DMS_PRCLOG")
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(dms_prclog).values(
-                prcid=prcid,
-                prcreqid=prcreqid,
-                jobid=jobid,
-                jobschid=jobschid,
-                mapref=mapref,
-                runid=runid,
-                prcsts="IP",
-                strtdt=dms_now(),
-                prcmsg=fit_message(message),
-                **_params(params),
-            )
-        )
+    row = dict(
+        prcid=prcid,
+        prcreqid=prcreqid,
+        jobid=jobid,
+        jobschid=jobschid,
+        mapref=mapref,
+        runid=runid,
+        prcsts="IP",
+        strtdt=dms_now(),
+        prcmsg=fit_message(message),
+        **_params(params),
+    )
+    with write_transaction(engine) as conn:
+        if exclusive:
+            _check_not_running(conn, mapref)
+        conn.execute(sa.insert(dms_prclog).values(**row))
     return prcid
+
+
+def _check_not_running(conn: sa.Connection, mapref: str | None) -> None:
+    conn.execute(
+        sa.select(dms_mapr.c.mapid)
+        .where(dms_mapr.c.mapref == mapref, dms_mapr.c.curflg == "Y")
+        .with_for_update()
+    ).all()
+    running = conn.execute(
+        sa.select(dms_prclog.c.prcid, dms_prclog.c.runid, dms_prclog.c.strtdt)
+        .where(dms_prclog.c.mapref == mapref, dms_prclog.c.prcsts == "IP")
+        .order_by(dms_prclog.c.prcid)
+    ).first()
+    if running is not None:
+        raise LoadLocked(
+            f"mapping {mapref} is already being loaded by process {running.prcid} "
+            f"(run {running.runid or '-'}, in progress since {running.strtdt}); try again when "
+            f"it ends. If that process is gone, close it: UPDATE DMS_PRCLOG SET PRCSTS = 'FL' "
+            f"WHERE PRCID = {running.prcid}"
+        )
 
 
 def close_process(engine: sa.Engine, prcid: int, status: str, message: str | None = None) -> bool:

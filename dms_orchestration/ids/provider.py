@@ -249,6 +249,17 @@ class IdProvider:
                     cached.extend(self._reserve_from_pool(entity, want, block))
             return [cached.popleft() for _ in range(n)]
 
+    def reserve_range(self, entity: str, n: int) -> range:
+        """n consecutive new ids from DMS_IDPOOL in one atomic statement, past the cache:
+        a set-based insert numbers its rows from the range's start (SKEY)."""
+        n = operator.index(n)
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        entity = normalize_entity(entity)
+        with self._lock:
+            block = self._block_size(self._current_config(), entity)
+            return self._reserve_from_pool(entity, n, block)
+
     # SEQUENCE mode ---------------------------------------------------------------------
 
     def _qualified(self, name: str) -> str:

@@ -18,6 +18,7 @@ from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import write_transaction
 from dms_orchestration.db.connections import connection_engine
 from dms_orchestration.db.dialects import DIALECTS, dialect_of
+from dms_orchestration.db.sqltext import text_with_params
 from dms_orchestration.ids.provider import next_ids
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.datatypes import UnknownDataType, parse_data_type
@@ -36,7 +37,6 @@ DELETE_HANDLING = ("IGNORE", "EXPIRE", "DELETE")
 CHECKPOINT_STRATEGIES = ("NONE", "KEY", "AUTO", "PYTHON")
 COMBINE_CODES = ("SUM", "MIN", "MAX", "COUNT", "AVG", "FIRST", "LAST")
 SCD_TYPES = ("1", "2")
-PARAMS = frozenset(f"p{i}" for i in range(1, 11))  # PARAM1..PARAM10 of a request
 
 ERRMSG_SIZE = s.TABLES_BY_NAME["DMS_MAPERR"].column("ERRMSG").size
 TRGCLNM_SIZE = s.TABLES_BY_NAME["DMS_MAPERR"].column("TRGCLNM").size
@@ -408,31 +408,6 @@ class _Sources:
 # ---------------------------------------------------------------- live checks
 
 
-# how sa.text finds a bind parameter (`::` casts are not binds)
-_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
-
-
-def text_with_params(sql: str, values: dict[str, object] | None = None) -> sa.TextClause:
-    """Source SQL as a text clause whose only binds are :p1..:p10 (bound to `values`, NULL
-    by default); any other `:word`, as in a literal '10:30', stays literal text."""
-    values = values or {}
-    names: list[str] = []
-
-    def bind_or_escape(match: re.Match) -> str:
-        name = match.group(1)
-        if name.lower() in PARAMS:
-            names.append(name)
-            return match.group(0)
-        return "\\" + match.group(0)
-
-    clause = sa.text(_BIND.sub(bind_or_escape, sql))
-    if names:
-        clause = clause.bindparams(
-            **{name: values.get(name.lower()) for name in dict.fromkeys(names)}
-        )
-    return clause
-
-
 def _probe(conn: sa.Connection, sql: str) -> tuple[list[str] | None, str | None]:
     """Run a WHERE 1=0 query in a transaction that is rolled back: (result keys, error)."""
     clause = text_with_params(sql)
@@ -773,3 +748,11 @@ def validate_mappings(
         report.findings.extend(out.items)
         report.checked.append(ref)
     return report
+
+
+def rule_findings(mapping: Mapping) -> list[Finding]:
+    """The checks that need no database (no live compile, no other mappings): what a
+    load refuses to start with."""
+    out = _Findings(mapping.ref)
+    _check_mapping(mapping, {}, out)
+    return out.items

@@ -1,0 +1,101 @@
+"""RWHKEY: the MD5 of a row's tracked columns, the same on every database.
+
+Each value is written in a canonical text for its type family; a field is `~` for NULL
+and `<length>:<text>` otherwise, fields joined by `|`. The length prefix keeps
+('a','bc') apart from ('ab','c') and '' apart from NULL. This module is the reference:
+SQLite computes the hash with it (a registered function); PostgreSQL and Oracle build
+the same text in SQL (db.dialects), and tests hold them to this function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+NULL_FIELD = "~"
+
+
+def _decimal(value) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _plain(d: Decimal) -> str:
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _float(value: float) -> str:
+    # PostgreSQL's float8 text: shortest round-trip digits, exponent from 1e15 / below 1e-4
+    v = float(value)
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    digits = repr(v)
+    if "e" not in digits and (abs(v) >= 1e15 or abs(v) < 1e-4):
+        mantissa, exponent = f"{v:.16e}".split("e")
+        mantissa = repr(float(mantissa)).rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent):+03d}"
+    if "e" in digits:
+        mantissa, exponent = digits.split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent):+03d}"
+    return digits
+
+
+def _datetime(value) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    return datetime.fromisoformat(str(value).strip().replace("T", " "))
+
+
+def canonical_text(value, family: str, scale: int | None = None) -> str | None:
+    """The canonical text of one value of a type family (see metadata.datatypes)."""
+    if value is None:
+        return None
+    if family in ("STRING", "TEXT"):
+        return str(value)
+    if family == "CHAR":
+        return str(value).rstrip(" ")
+    if family == "INTEGER":
+        return str(int(_decimal(value)))
+    if family == "DECIMAL":
+        d = _decimal(value)
+        if scale is None:
+            return _plain(d)
+        return format(d.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP), "f")
+    if family == "FLOAT":
+        return _float(value)
+    if family == "DATE":
+        return _datetime(value).strftime("%Y-%m-%d")
+    if family == "TIMESTAMP":
+        return _datetime(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if family == "BOOLEAN":
+        return "1" if value in (True, 1, "1", "t", "true", "TRUE", "Y") else "0"
+    raise ValueError(f"no canonical text for type family {family!r}")
+
+
+def field(text: str | None) -> str:
+    return NULL_FIELD if text is None else f"{len(text)}:{text}"
+
+
+def row_hash(values, types) -> str:
+    """MD5 hex of a row: `types` are (family, scale) pairs matching `values`."""
+    joined = "|".join(
+        field(canonical_text(v, family, scale))
+        for v, (family, scale) in zip(values, types, strict=True)
+    )
+    return hashlib.md5(joined.encode("utf-8")).hexdigest()
+
+
+def sqlite_row_hash(*args) -> str:
+    """SQLite function dms_rowhash(type1, value1, type2, value2, ...); a type is
+    'FAMILY' or 'DECIMAL:scale'."""
+    types, values = [], []
+    for spec, value in zip(args[0::2], args[1::2], strict=True):
+        family, _, scale = spec.partition(":")
+        types.append((family, int(scale) if scale else None))
+        values.append(value)
+    return row_hash(values, types)

@@ -1,0 +1,43 @@
+"""Source SQL as SQLAlchemy text: :p1..:p10 are the only bind parameters (PARAM1..PARAM10
+of a request), bound as parameters, never formatted into the text."""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+
+PARAMS = frozenset(f"p{i}" for i in range(1, 11))
+
+# how sa.text finds a bind parameter (`::` casts are not binds)
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+
+
+def escape_binds(sql: str) -> tuple[str, list[str]]:
+    """Escape every `:word` of stored SQL except :p1..:p10, so that a literal '10:30'
+    stays text when the SQL is embedded in a larger statement. Returns the escaped text
+    and the parameter names it uses."""
+    names: list[str] = []
+
+    def bind_or_escape(match: re.Match) -> str:
+        name = match.group(1)
+        if name.lower() in PARAMS:
+            names.append(name)
+            return match.group(0)
+        return "\\" + match.group(0)
+
+    return _BIND.sub(bind_or_escape, sql), list(dict.fromkeys(names))
+
+
+def param_values(names: list[str], values: dict[str, object] | None) -> dict[str, object]:
+    """Bind values for :p1..:p10 (NULL when not given); `values` keys are p1..p10."""
+    values = values or {}
+    return {name: values.get(name.lower()) for name in names}
+
+
+def text_with_params(sql: str, values: dict[str, object] | None = None) -> sa.TextClause:
+    """Source SQL as a text clause whose only binds are :p1..:p10 (bound to `values`, NULL
+    by default); any other `:word`, as in a literal '10:30', stays literal text."""
+    escaped, names = escape_binds(sql)
+    clause = sa.text(escaped)
+    return clause.bindparams(**param_values(names, values)) if names else clause

@@ -1,0 +1,129 @@
+"""What went wrong in a load, in DMS_JOBERR's words (TRANSIENT | PERMANENT | VALIDATION |
+DATA), and how a failure or a stop is written to the log tables."""
+
+from __future__ import annotations
+
+import re
+import traceback
+
+import sqlalchemy as sa
+
+from dms_orchestration.dmslog.writer import (
+    LoadCounts,
+    close_process,
+    write_joberr,
+    write_joblog,
+)
+from dms_orchestration.engine.checkpoint import CheckpointError
+from dms_orchestration.engine.spec import MappingInvalid
+from dms_orchestration.engine.target import SchemaDrift
+from dms_orchestration.settings import ConfigError, dms_now
+
+# OperationalError covers syntax errors too (SQLite): only these are worth a retry
+_TRANSIENT = re.compile(
+    r"database is locked|deadlock|could not serialize|could not connect|connection|"
+    r"server closed|timeout|timed out|terminating|too many clients|ORA-(03113|03114|12541|"
+    r"12170|00060|12514)",
+    re.IGNORECASE,
+)
+
+
+class DataError(ValueError):
+    """The extract itself is wrong (duplicate or NULL business keys, a value the target
+    cannot hold); `keys` names some of the rows at fault."""
+
+    def __init__(self, message: str, keys: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.keys = keys or []
+
+
+def error_type(exc: BaseException) -> str:
+    if isinstance(exc, MappingInvalid | SchemaDrift | CheckpointError | ConfigError):
+        return "VALIDATION"
+    if isinstance(exc, DataError | sa.exc.DataError | sa.exc.IntegrityError):
+        return "DATA"
+    if isinstance(exc, TimeoutError | sa.exc.InterfaceError) or (
+        isinstance(exc, sa.exc.OperationalError) and _TRANSIENT.search(str(exc.orig))
+    ):
+        return "TRANSIENT"  # connection lost, deadlock, lock timeout: a retry may pass
+    return "PERMANENT"
+
+
+def is_transient(exc: BaseException) -> bool:
+    return error_type(exc) == "TRANSIENT"
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """A stop (Ctrl-C, a terminated run), not a failure."""
+    return not isinstance(exc, Exception)
+
+
+def describe(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def record_chunk_end(
+    meta: sa.Engine,
+    *,
+    prcid: int,
+    mapref: str,
+    jobid: int | None,
+    chunk: int,
+    chunks: int,
+    exc: BaseException,
+    start,
+) -> None:
+    """The DMS_JOBLOG row (FL or ST) and, for a failure, the DMS_JOBERR row of a chunk."""
+    status = "ST" if is_interruption(exc) else "FL"
+    write_joblog(
+        meta,
+        prcid=prcid,
+        mapref=mapref,
+        jobid=jobid,
+        chunkno=chunk,
+        chunkcnt=chunks,
+        counts=LoadCounts(),
+        status=status,
+        start=start,
+        end=dms_now(),
+    )
+    if status == "FL":
+        write_joberr(
+            meta,
+            prcid=prcid,
+            mapref=mapref,
+            jobid=jobid,
+            chunkno=chunk,
+            errtyp=error_type(exc),
+            message=describe(exc),
+            detail="".join(traceback.format_exception(exc)),
+            keyval=", ".join(getattr(exc, "keys", [])) or None,
+        )
+
+
+def record_load_end(
+    meta: sa.Engine,
+    *,
+    prcid: int,
+    mapref: str,
+    jobid: int | None,
+    exc: BaseException,
+    logged: bool = False,
+) -> None:
+    """Close DMS_PRCLOG as FL (with DMS_JOBERR unless a chunk logged it) or ST."""
+    if is_interruption(exc):
+        close_process(meta, prcid, "ST", f"stopped: {describe(exc)}")
+        return
+    if not logged:
+        write_joberr(
+            meta,
+            prcid=prcid,
+            mapref=mapref,
+            jobid=jobid,
+            errtyp=error_type(exc),
+            message=describe(exc),
+            detail="".join(traceback.format_exception(exc)),
+            keyval=", ".join(getattr(exc, "keys", [])) or None,
+        )
+    close_process(meta, prcid, "FL", describe(exc))

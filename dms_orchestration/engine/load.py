@@ -1,0 +1,130 @@
+"""commit() and load(): the end of a load, and plan -> chunks -> commit in one call.
+
+commit writes the whole-load DMS_JOBLOG row with the checkpoint and closes DMS_PRCLOG
+(PC). load() runs the chunks here, one after another, or in parallel processes.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing import get_context
+
+from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.dmslog.writer import LoadCounts, close_process, write_joblog
+from dms_orchestration.engine.chunk import ChunkResult, run_chunk
+from dms_orchestration.engine.errors import record_load_end
+from dms_orchestration.engine.plan import LoadPlan, plan
+from dms_orchestration.metadata.models import Mapping
+from dms_orchestration.settings import Settings, dms_now, load_settings
+
+
+class IncompleteLoad(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    mapref: str
+    prcid: int
+    chunk_count: int
+    counts: LoadCounts
+    checkpoint: str | None
+    seconds: float
+    estimated_rows: int
+
+
+def commit(
+    plan: LoadPlan, results: list[ChunkResult], settings: Settings | None = None
+) -> LoadResult:
+    settings = settings or load_settings()
+    meta = metadata_engine(settings)
+    missing = sorted(set(range(plan.chunk_count)) - {r.index for r in results})
+    if missing:
+        exc = IncompleteLoad(
+            f"mapping {plan.mapref}: chunk(s) {missing} of {plan.chunk_count} did not finish"
+        )
+        record_load_end(meta, prcid=plan.prcid, mapref=plan.mapref, jobid=plan.jobid, exc=exc)
+        raise exc
+    total = LoadCounts()
+    for r in results:
+        total = total + r.counts
+    checkpoint = plan.window.record if plan.windowed else None
+    end = dms_now()
+    write_joblog(
+        meta,
+        prcid=plan.prcid,
+        mapref=plan.mapref,
+        jobid=plan.jobid,
+        chunkcnt=plan.chunk_count,
+        counts=total,
+        status="PC",
+        start=plan.load_time,
+        end=end,
+        chkpntval=checkpoint,
+    )
+    close_process(
+        meta,
+        plan.prcid,
+        "PC",
+        f"{total.srcrows} source rows: {total.insrows} inserted, {total.updrows} "
+        f"updated, {total.exprows} expired, {total.delrows} deleted, "
+        f"{total.unchrows} unchanged",
+    )
+    return LoadResult(
+        plan.mapref,
+        plan.prcid,
+        plan.chunk_count,
+        total,
+        checkpoint,
+        (datetime.now() - plan.started_at).total_seconds(),
+        plan.estimated_rows,
+    )
+
+
+def _chunk_in_process(plan_json: str, index: int, url: str | None) -> ChunkResult:
+    return run_chunk(LoadPlan.model_validate_json(plan_json), index, load_settings(url))
+
+
+def run_chunks(
+    plan: LoadPlan, settings: Settings, parallel: bool = False, url: str | None = None
+) -> list[ChunkResult]:
+    """Every chunk of a plan: here, or each in its own process (spawned, so nothing of
+    this process's connections is shared)."""
+    if not parallel or plan.chunk_count == 1:
+        return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
+    data = plan.model_dump_json()
+    with ProcessPoolExecutor(plan.chunk_count, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_chunk_in_process, data, i, url) for i in range(plan.chunk_count)]
+        return [f.result() for f in futures]
+
+
+def load(
+    mapping: Mapping,
+    params: dict[str, str | None] | None = None,
+    *,
+    chunks: int | None = None,
+    full: bool = False,
+    parallel: bool = False,
+    settings: Settings | None = None,
+    url: str | None = None,
+    **log_ids,
+) -> LoadResult:
+    """plan -> every chunk -> commit. A failure leaves DMS_PRCLOG FL (the failed chunk
+    logged its error), an interruption ST."""
+    settings = settings or load_settings(url)
+    the_plan = plan(mapping, params, chunks=chunks, full=full, settings=settings, **log_ids)
+    try:
+        results = run_chunks(the_plan, settings, parallel, url)
+    except BaseException as exc:
+        record_load_end(
+            metadata_engine(settings),
+            prcid=the_plan.prcid,
+            mapref=mapping.ref,
+            jobid=the_plan.jobid,
+            exc=exc,
+            logged=True,
+        )
+        raise
+    return commit(the_plan, results, settings)

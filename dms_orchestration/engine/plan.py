@@ -1,0 +1,316 @@
+"""plan(): everything decided once per load, before any chunk runs.
+
+Opens DMS_PRCLOG (IP, the mapping's load lock), makes sure the target table fits the
+mapping, fixes the checkpoint window, estimates the source rows, chooses the chunk
+count and the key boundaries, and stores the load's SQL in DMS_JOBFLW for review.
+The plan is plain data (JSON), so chunks can run in other processes.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+
+from dms_orchestration.db import schema as s
+from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.db.connections import connection_engine
+from dms_orchestration.db.dialects import dialect_of
+from dms_orchestration.db.sqltext import escape_binds, param_values
+from dms_orchestration.dmslog.writer import open_process
+from dms_orchestration.engine import sqlgen
+from dms_orchestration.engine.checkpoint import (
+    CheckpointError,
+    Window,
+    as_text,
+    checkpoint_function,
+    last_checkpoint,
+)
+from dms_orchestration.engine.errors import DataError, record_load_end
+from dms_orchestration.engine.jobflow import store_load_sql
+from dms_orchestration.engine.spec import LoadSpec, load_spec
+from dms_orchestration.engine.target import WORK_TABLE, ensure_target, leftover_work_tables
+from dms_orchestration.ids.provider import SEQUENCE, TABLE_COUNTER, provider_for
+from dms_orchestration.metadata.models import Mapping
+from dms_orchestration.settings import ConfigError, Settings, dms_now, load_settings
+
+CHUNK_DEFAULTS = {"MIN_ROWS_FOR_PARALLEL": 100_000, "CHUNK_ROWS": 500_000, "MAX_PARALLEL_CHUNKS": 4}
+
+
+class LoadPlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    mapping: Mapping
+    prcid: int
+    jobid: int | None = None
+    params: dict[str, str | None] = {}  # p1..p10
+    load_time: datetime  # on the DMS clock: RECCRDT / RECUPDT / VLDFRM / VLDTO of the load
+    started_at: datetime  # local wall clock, for the load's duration
+    chunk_count: int
+    boundaries: list[Any] = []  # upper key bound of chunks 0..n-2
+    window_start: str | None = None
+    window_end: str | None = None
+    windowed: bool = False
+    full_extract: bool
+    skey_mode: str
+    same_database: bool
+    estimated_rows: int
+    estimate_method: str
+
+    @property
+    def mapref(self) -> str:
+        return self.mapping.ref
+
+    @property
+    def window(self) -> Window:
+        return Window(self.window_start, self.window_end, self.windowed)
+
+    def binds(self, chunk: int) -> dict[str, Any]:
+        lo = self.boundaries[chunk - 1] if chunk > 0 else None
+        hi = self.boundaries[chunk] if chunk < self.chunk_count - 1 else None
+        return {
+            "dms_lo": lo,
+            "dms_hi": hi,
+            "dms_now": self.load_time,
+            "dms_chk_from": self.window_start,
+            "dms_chk_to": self.window_end,
+            **self.params,
+        }
+
+
+def normalize_params(params: dict[str, str | None] | None) -> dict[str, str | None]:
+    """PARAM1..PARAM10 (or p1..p10) -> p1..p10."""
+    out = {}
+    for name, value in (params or {}).items():
+        key = name.strip().lower().removeprefix("param")
+        key = key if key.startswith("p") else f"p{key}"
+        if key not in {f"p{i}" for i in range(1, 11)}:
+            raise ConfigError(f"unknown load parameter {name!r}: use PARAM1..PARAM10")
+        out[key] = value
+    return out
+
+
+def chunk_settings(meta: sa.Engine) -> dict[str, int]:
+    p = s.dms_params
+    with meta.connect() as conn:
+        rows = conn.execute(
+            sa.select(p.c.prcd, p.c.prval).where(
+                p.c.prtyp == "DMSCONFIG", p.c.prcd.in_(list(CHUNK_DEFAULTS))
+            )
+        ).all()
+    values = dict(CHUNK_DEFAULTS)
+    for code, value in rows:
+        try:
+            values[code] = int(str(value).strip())
+            if values[code] < 1:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"DMS_PARAMS DMSCONFIG {code}={value!r} is not a positive integer"
+            ) from None
+    return values
+
+
+def choose_chunk_count(estimate: int, config: dict[str, int]) -> int:
+    if estimate < config["MIN_ROWS_FOR_PARALLEL"]:
+        return 1
+    return max(1, min(config["MAX_PARALLEL_CHUNKS"], math.ceil(estimate / config["CHUNK_ROWS"])))
+
+
+def _bound(value) -> Any:
+    """A key boundary as JSON that binds back to the same comparison."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    return as_text(value)
+
+
+def _window(spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full: bool) -> Window:
+    if spec.checkpoint_strategy == "NONE":
+        return Window(None, None, windowed=False)
+    if spec.checkpoint_strategy == "PYTHON":
+        if not spec.checkpoint_column:
+            raise CheckpointError(f"mapping {spec.mapref}: PYTHON checkpoints need CHKPNTCLNM")
+        fn = checkpoint_function(spec.checkpoint_function or "")
+        start, end = fn(None if full else last_checkpoint(meta, spec.mapref), dict(params))
+        return Window(as_text(start), as_text(end), windowed=True)
+    start = None if full else last_checkpoint(meta, spec.mapref)
+    d = dialect_of(src)
+    query = sa.text(sqlgen.checkpoint_max(d, spec))
+    binds = {"dms_chk_from": start, **param_values(escape_binds(spec.source_sql)[1], params)}
+    with src.connect() as conn:
+        end = conn.execute(query, binds).scalar()
+    return Window(start, as_text(end) if end is not None else start, windowed=True)
+
+
+def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> tuple[int, str]:
+    d = dialect_of(src)
+    query = sa.text(sqlgen.extract(d, spec, window.windowed)).bindparams(
+        **_binds_for(
+            sqlgen.extract(d, spec, window.windowed),
+            {"dms_chk_from": window.start, "dms_chk_to": window.end, **params},
+        )
+    )
+    with src.connect() as conn:
+        rows = d.estimate_rows(conn, query)
+    return rows, (
+        "planner estimate (EXPLAIN)" if d.name == "postgresql" else "count of the extract"
+    )
+
+
+def _binds_for(sql: str, values: dict) -> dict:
+    """The values of the binds a statement uses (params absent from `values` are NULL)."""
+    names = sa.text(sql)._bindparams
+    return {name: values.get(name) for name in names}
+
+
+def _boundaries(src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n: int) -> list:
+    d = dialect_of(src)
+    sql = sqlgen.key_tiles(d, spec, window.windowed)
+    values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    with src.connect() as conn:
+        tiles = conn.execute(sa.text(sql), _binds_for(sql, values)).all()
+    if len(spec.keys) == 1 and not spec.aggregated and any(t[3] > 1 for t in tiles):
+        raise _duplicates(src, spec, window, params)
+    return [_bound(t[1]) for t in tiles[:-1]]
+
+
+def _duplicates(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> DataError:
+    d = dialect_of(src)
+    key = spec.keys[0].logic
+    sql = d.limit(
+        f"SELECT {key} AS k, COUNT(*) AS n FROM ({sqlgen.extract(d, spec, window.windowed)}) SRC "
+        f"GROUP BY {key} HAVING COUNT(*) > 1 ORDER BY {key}",
+        5,
+    )
+    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    with src.connect() as conn:
+        rows = conn.execute(sa.text(sql), _binds_for(sql, values)).all()
+    keys = [str(r[0]) for r in rows]
+    return DataError(
+        f"mapping {spec.mapref}: duplicate business keys in the source extract "
+        f"({spec.keys[0].name} = {', '.join(keys)}{' ...' if len(rows) == 5 else ''}); "
+        f"give the non-key columns a MAPCMBCD to aggregate them, or fix the source",
+        keys,
+    )
+
+
+def _ensure_skey_sequence(tgt: sa.Engine, spec: LoadSpec) -> None:
+    """SEQUENCE mode: the target table's own <TRGTBNM>_SEQ, next to it, starting after
+    the SKEYs it already holds."""
+    d = dialect_of(tgt)
+    name = f"{spec.table}_SEQ"
+    schema = spec.schema.lower() if spec.schema else None
+    with tgt.begin() as conn:
+        if d.sequence_exists(conn, name, schema):
+            return
+        table = d.qualified(spec.schema, spec.table)
+        start = (conn.exec_driver_sql(f"SELECT MAX(SKEY) FROM {table}").scalar() or 0) + 1
+        stmt = d.create_sequence(d.qualified(spec.schema, name), int(start))
+        if d.name == "postgresql":
+            stmt = stmt.replace("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS", 1)
+        conn.exec_driver_sql(stmt)
+
+
+def _drop_leftovers(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
+    names = leftover_work_tables(tgt, spec)
+    if not names:
+        return
+    prcids = {int(WORK_TABLE.match(n.lower()).group(1)) for n in names}
+    p = s.dms_prclog
+    with meta.connect() as conn:
+        ours = set(
+            conn.execute(
+                sa.select(p.c.prcid).where(
+                    p.c.prcid.in_(prcids), p.c.mapref == spec.mapref, p.c.prcsts != "IP"
+                )
+            ).scalars()
+        )
+    d = dialect_of(tgt)
+    for name in names:
+        if int(WORK_TABLE.match(name.lower()).group(1)) in ours:
+            with tgt.begin() as conn:
+                conn.exec_driver_sql(sqlgen.drop_table(d.qualified(spec.schema, name)))
+
+
+def resolve(mapping: Mapping, settings: Settings) -> tuple[LoadSpec, sa.Engine, sa.Engine]:
+    """The load spec and the source and target engines of a mapping."""
+    src = connection_engine(mapping.source_connection, settings)
+    tgt = connection_engine(mapping.target_connection, settings)
+    return load_spec(mapping, dialect_of(tgt).name, settings.cdr_schema), src, tgt
+
+
+def same_database(a: sa.Engine, b: sa.Engine) -> bool:
+    return a.url.render_as_string(hide_password=False) == b.url.render_as_string(
+        hide_password=False
+    )
+
+
+def plan(
+    mapping: Mapping,
+    params: dict[str, str | None] | None = None,
+    *,
+    chunks: int | None = None,
+    full: bool = False,
+    settings: Settings | None = None,
+    runid: str | None = None,
+    jobid: int | None = None,
+    prcreqid: int | None = None,
+    jobschid: int | None = None,
+) -> LoadPlan:
+    started = datetime.now()
+    settings = settings or load_settings()
+    meta = metadata_engine(settings)
+    params = normalize_params(params)
+    if jobid is None and mapping.jobs:
+        jobid = mapping.jobs[0].id
+    prcid = open_process(
+        meta,
+        mapref=mapping.ref,
+        jobid=jobid,
+        jobschid=jobschid,
+        prcreqid=prcreqid,
+        runid=runid,
+        params=[params.get(f"p{i}") for i in range(1, 11)],
+        exclusive=True,
+    )
+    try:
+        spec, src, tgt = resolve(mapping, settings)
+        ensure_target(tgt, spec)
+        _drop_leftovers(tgt, meta, spec)
+        window = _window(spec, src, meta, params, full)
+        estimate, method = _estimate(src, spec, window, params)
+        n = chunks or choose_chunk_count(estimate, chunk_settings(meta))
+        boundaries = _boundaries(src, spec, window, params, n) if n > 1 else []
+        skey_mode = TABLE_COUNTER
+        if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
+            skey_mode = SEQUENCE
+            _ensure_skey_sequence(tgt, spec)
+        result = LoadPlan(
+            mapping=mapping,
+            prcid=prcid,
+            jobid=jobid,
+            params=params,
+            load_time=dms_now(),
+            started_at=started,
+            chunk_count=len(boundaries) + 1,
+            boundaries=boundaries,
+            window_start=window.start,
+            window_end=window.end,
+            windowed=window.windowed,
+            full_extract=window.reads_everything and not any(params.values()),
+            skey_mode=skey_mode,
+            same_database=same_database(src, tgt),
+            estimated_rows=estimate,
+            estimate_method=method,
+        )
+        store_load_sql(meta, result, spec, dialect_of(src), dialect_of(tgt))
+        return result
+    except BaseException as exc:
+        record_load_end(meta, prcid=prcid, mapref=mapping.ref, jobid=jobid, exc=exc)
+        raise

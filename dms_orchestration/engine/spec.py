@@ -1,0 +1,139 @@
+"""A mapping as the loader needs it: typed target columns in EXCSEQ order, the business
+key, SCD kind, delete handling and checkpoint settings. Built once per load from the
+metadata models; refuses a mapping whose rules are broken, naming every finding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dms_orchestration.metadata.datatypes import DataType, parse_data_type
+from dms_orchestration.metadata.models import Mapping
+from dms_orchestration.metadata.validation import rule_findings
+
+AUDIT_COLUMNS = ("SKEY", "RWHKEY", "RECCRDT", "RECUPDT")
+SCD2_AUDIT_COLUMNS = ("CURFLG", "VLDFRM", "VLDTO")
+# FIRST / LAST need a row order that a SQL extract does not have: they take the
+# smallest / largest value, which is deterministic on every database
+AGGREGATES = {
+    "SUM": "SUM",
+    "MIN": "MIN",
+    "MAX": "MAX",
+    "COUNT": "COUNT",
+    "AVG": "AVG",
+    "FIRST": "MIN",
+    "LAST": "MAX",
+}
+
+
+class MappingInvalid(ValueError):
+    """The mapping breaks the metadata rules; the message lists every finding."""
+
+    def __init__(self, mapref: str, findings: list[str]) -> None:
+        self.mapref = mapref
+        self.findings = findings
+        super().__init__(f"mapping {mapref} is not valid:\n  " + "\n  ".join(findings))
+
+
+@dataclass(frozen=True)
+class TargetColumn:
+    name: str  # upper case, as in DMS_MAPRDTL
+    dtype: DataType
+    logic: str
+    is_key: bool = False
+    scd: int = 1
+    combine: str | None = None
+    lookup_key: str | None = None
+    lookup_value: str | None = None
+
+    @property
+    def is_lookup(self) -> bool:
+        return self.lookup_key is not None
+
+    @property
+    def hash_type(self) -> tuple[str, int | None]:
+        return self.dtype.family, self.dtype.scale if self.dtype.family == "DECIMAL" else None
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    mapref: str
+    schema: str | None
+    table: str
+    keys: tuple[TargetColumn, ...]
+    columns: tuple[TargetColumn, ...]  # the non-key columns, EXCSEQ order
+    source_sql: str
+    delete_handling: str  # IGNORE | EXPIRE | DELETE
+    checkpoint_strategy: str  # NONE | KEY | PYTHON (AUTO resolved)
+    checkpoint_column: str | None
+    checkpoint_function: str | None
+    batch_rows: int
+
+    @property
+    def scd2(self) -> bool:
+        return any(c.scd == 2 for c in self.columns)
+
+    @property
+    def aggregated(self) -> bool:
+        return any(c.combine for c in self.columns)
+
+    @property
+    def all_columns(self) -> tuple[TargetColumn, ...]:
+        return self.keys + self.columns
+
+    @property
+    def sequence_entity(self) -> str:
+        return self.table.upper()
+
+
+DEFAULT_BATCH_ROWS = 10_000
+
+
+def _code(value: str | None, default: str) -> str:
+    return (value or "").strip().upper() or default
+
+
+def load_spec(
+    mapping: Mapping, target_dialect: str = "", default_schema: str | None = None
+) -> LoadSpec:
+    """The mapping for the loader. SQLite has no schemas: a SQLite target's table lives in
+    its connection's database file, TRGSCHM aside. Elsewhere TRGSCHM, else CDR_SCHEMA."""
+    errors = [
+        (f"{f.column}: " if f.column else "") + f.message
+        for f in rule_findings(mapping)
+        if f.severity == "ERROR"
+    ]
+    if mapping.source is None or not (mapping.source.sql or "").strip():
+        errors.append(f"source SQL {mapping.source_sql_code!r} is missing")
+    if errors:
+        raise MappingInvalid(mapping.ref, errors)
+    cols = []
+    for c in mapping.columns_in_order:
+        cols.append(
+            TargetColumn(
+                name=c.name.upper(),
+                dtype=parse_data_type(c.data_type),
+                logic=(c.logic or "").strip(),
+                is_key=c.is_key,
+                scd=0 if c.is_key else int(c.scd_type or 1),
+                combine=_code(c.combine, "") or None,
+                lookup_key=c.lookup_key.strip() if c.lookup_key else None,
+                lookup_value=c.lookup_value.strip() if c.lookup_value else None,
+            )
+        )
+    keys = tuple(next(t for t in cols if t.name == k.name.upper()) for k in mapping.business_key)
+    strategy = _code(mapping.checkpoint_strategy, "NONE")
+    if strategy == "AUTO":
+        strategy = "KEY" if mapping.checkpoint_column else "NONE"
+    return LoadSpec(
+        mapref=mapping.ref,
+        schema=None if target_dialect == "sqlite" else (mapping.target_schema or default_schema),
+        table=mapping.target_table.upper(),
+        keys=keys,
+        columns=tuple(c for c in cols if not c.is_key),
+        source_sql=mapping.source.sql.strip().rstrip(";"),
+        delete_handling=_code(mapping.delete_handling, "IGNORE"),
+        checkpoint_strategy=strategy,
+        checkpoint_column=mapping.checkpoint_column,
+        checkpoint_function=mapping.checkpoint_function,
+        batch_rows=mapping.bulk_rows or DEFAULT_BATCH_ROWS,
+    )

@@ -1,0 +1,282 @@
+"""The SQL of a load, as pure functions: spec + dialect in, statement text out.
+
+Nothing here runs SQL, so every statement can be read, stored for review (DMS_JOBFLW)
+and checked against another dialect's parser. Identifiers come from validated metadata
+and are quoted by the dialect; values are always bind parameters:
+:dms_lo / :dms_hi (chunk key range), :dms_chk_from / :dms_chk_to (checkpoint window),
+:dms_now (load time), :dms_skey0 (first surrogate key - 1), :p1..:p10 (request params).
+
+The flow of a chunk: the transform query (source dialect) computes the target columns;
+its rows reach the target as the staging table S (streamed) or as a subquery (same
+database); one work table A joins them with the current target rows and classifies
+every key (I insert, V new version, U update in place, N unchanged, D absent); a few
+set-based statements then apply A to the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dms_orchestration.db.dialects import Dialect
+from dms_orchestration.db.sqltext import escape_binds
+from dms_orchestration.engine.spec import AGGREGATES, LoadSpec, TargetColumn
+
+SRCCNT = "dms_srccnt"  # source rows behind a staged row (aggregated mappings)
+TSKEY = "dms_tskey"  # the SKEY of the current target row a staged row meets
+ACT = "dms_act"
+
+
+@dataclass(frozen=True)
+class ChunkBounds:
+    """Which binds bound chunk i of n: the first chunk has no lower, the last no upper."""
+
+    lower: bool
+    upper: bool
+
+    @staticmethod
+    def of(index: int, count: int) -> ChunkBounds:
+        return ChunkBounds(lower=index > 0, upper=index < count - 1)
+
+
+def _source(spec: LoadSpec) -> str:
+    return escape_binds(spec.source_sql)[0]
+
+
+def _key_range(d: Dialect, expr: str, key: TargetColumn, bounds: ChunkBounds) -> list[str]:
+    ordered = d.key_order(expr, key.dtype.family)
+    conds = []
+    if bounds.lower:
+        conds.append(f"{ordered} > :dms_lo")
+    if bounds.upper:
+        conds.append(f"{ordered} <= :dms_hi")
+    return conds
+
+
+def _checkpoint_filter(d: Dialect, spec: LoadSpec, windowed: bool) -> list[str]:
+    if not windowed:
+        return []
+    col = f"SRC.{d.quote(spec.checkpoint_column)}"
+    return [f"(:dms_chk_from IS NULL OR {col} > :dms_chk_from)", f"{col} <= :dms_chk_to"]
+
+
+def _where(conds: list[str]) -> str:
+    return f" WHERE {' AND '.join(conds)}" if conds else ""
+
+
+def transform_query(spec: LoadSpec, d: Dialect, bounds: ChunkBounds, windowed: bool) -> str:
+    """The target columns of one chunk, computed over the source query (alias SRC):
+    keys, then the columns in EXCSEQ order, then the source row count."""
+    q = d.quote
+    key_exprs = [k.logic for k in spec.keys]
+    inner = [f"{k.logic} AS {q(k.name)}" for k in spec.keys]
+    for c in spec.columns:
+        if c.is_lookup:
+            continue
+        expr = f"{AGGREGATES[c.combine]}({c.logic})" if spec.aggregated else c.logic
+        inner.append(f"{expr} AS {q(c.name)}")
+    inner.append(f"COUNT(*) AS {SRCCNT}" if spec.aggregated else f"1 AS {SRCCNT}")
+    conds = _key_range(d, key_exprs[0], spec.keys[0], bounds)
+    conds += _checkpoint_filter(d, spec, windowed)
+    sql = f"SELECT {', '.join(inner)} FROM ({_source(spec)}) SRC{_where(conds)}"
+    if spec.aggregated:
+        sql += f" GROUP BY {', '.join(key_exprs)}"
+    lookups = [c for c in spec.columns if c.is_lookup]
+    if not lookups:
+        return sql
+    # lookups join after grouping: one value per business key
+    outer = [f"X.{q(k.name)}" for k in spec.keys]
+    joins = []
+    for i, c in enumerate(spec.columns):
+        if c.is_lookup:
+            alias = f"L{i}"
+            outer.append(f"{alias}.{q(c.lookup_value)} AS {q(c.name)}")
+            joins.append(
+                f" LEFT JOIN ({escape_binds(c.logic)[0]}) {alias}"
+                f" ON {alias}.{q(c.lookup_key)} = X.{q(spec.keys[0].name)}"
+            )
+        else:
+            outer.append(f"X.{q(c.name)}")
+    outer.append(f"X.{SRCCNT}")
+    return f"SELECT {', '.join(outer)} FROM ({sql}) X{''.join(joins)}"
+
+
+def target_table(d: Dialect, spec: LoadSpec) -> str:
+    return d.qualified(spec.schema, spec.table)
+
+
+def work_table(d: Dialect, spec: LoadSpec, kind: str, prcid: int, chunk: int) -> str:
+    """Chunk-private staging / work table in the target schema (dropped after the chunk;
+    `DMS_S_...` / `DMS_A_...` left behind by a crash are dropped by the next load)."""
+    return d.qualified(spec.schema, f"dms_{kind}_{prcid}_{chunk}")
+
+
+def create_staging(d: Dialect, spec: LoadSpec, name: str) -> str:
+    cols = [f"{d.quote(c.name)} {d.type_sql(c.dtype.sqlalchemy_type())}" for c in spec.all_columns]
+    cols.append(f"{SRCCNT} BIGINT")
+    create = "CREATE UNLOGGED TABLE" if d.name == "postgresql" else "CREATE TABLE"
+    return f"{create} {name} ({', '.join(cols)})"
+
+
+def staging_columns(d: Dialect, spec: LoadSpec) -> list[str]:
+    return [d.quote(c.name) for c in spec.all_columns] + [SRCCNT]
+
+
+def _current_rows(d: Dialect, spec: LoadSpec, bounds: ChunkBounds) -> str:
+    conds = ["CURFLG = 'Y'"] if spec.scd2 else []
+    conds += _key_range(d, d.quote(spec.keys[0].name), spec.keys[0], bounds)
+    return f"SELECT * FROM {target_table(d, spec)}{_where(conds)}"
+
+
+def classify(
+    d: Dialect, spec: LoadSpec, staged: str, work: str, bounds: ChunkBounds, full: bool
+) -> str:
+    """CREATE the work table A: every staged key with the current target row it meets,
+    and what to do with it. `staged` is the staging table or the transform subquery."""
+    q = d.quote
+    finds_absent = full and _deletes(spec)
+
+    def typed(c: TargetColumn) -> str:
+        return d.typed(f"S.{q(c.name)}", c.dtype.family, d.type_sql(c.dtype.sqlalchemy_type()))
+
+    cols = [
+        f"COALESCE({typed(k)}, T.{q(k.name)}) AS {q(k.name)}"
+        if finds_absent
+        else f"{typed(k)} AS {q(k.name)}"
+        for k in spec.keys
+    ]
+    cols += [f"{typed(c)} AS {q(c.name)}" for c in spec.columns]
+    cols.append(f"S.{SRCCNT} AS {SRCCNT}")
+    cols.append(f"T.SKEY AS {TSKEY}")
+    changed = {
+        scd: " OR ".join(
+            d.is_distinct(typed(c), f"T.{q(c.name)}") for c in spec.columns if c.scd == scd
+        )
+        for scd in (1, 2)
+    }
+    case = ["WHEN T.SKEY IS NULL THEN 'I'"]
+    if finds_absent:
+        case.append(f"WHEN S.{q(spec.keys[0].name)} IS NULL THEN 'D'")
+    if changed[2]:
+        case.append(f"WHEN {changed[2]} THEN 'V'")
+    if changed[1]:
+        case.append(f"WHEN {changed[1]} THEN 'U'")
+    cols.append(f"CASE {' '.join(case)} ELSE 'N' END AS {ACT}")
+    join = " AND ".join(f"{typed(k)} = T.{q(k.name)}" for k in spec.keys)
+    kind = "FULL OUTER JOIN" if finds_absent else "LEFT JOIN"
+    select = (
+        f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
+        f"({_current_rows(d, spec, bounds)}) T ON {join}"
+    )
+    return d.create_work_table(work, select)
+
+
+def _deletes(spec: LoadSpec) -> bool:
+    """Whether absent keys do anything: EXPIRE needs versions (SCD2) to close."""
+    return spec.delete_handling == "DELETE" or (spec.delete_handling == "EXPIRE" and spec.scd2)
+
+
+def duplicate_keys(d: Dialect, spec: LoadSpec, work: str, limit: int = 5) -> str:
+    keys = ", ".join(d.quote(k.name) for k in spec.keys)
+    return d.limit(
+        f"SELECT {keys}, COUNT(*) AS n FROM {work} WHERE {ACT} <> 'D' "
+        f"GROUP BY {keys} HAVING COUNT(*) > 1 ORDER BY {keys}",
+        limit,
+    )
+
+
+def null_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
+    cond = " OR ".join(f"{d.quote(k.name)} IS NULL" for k in spec.keys)
+    return f"SELECT COUNT(*) FROM {work} WHERE {cond}"
+
+
+def action_counts(work: str) -> str:
+    return f"SELECT {ACT}, COUNT(*), SUM({SRCCNT}) FROM {work} GROUP BY {ACT}"
+
+
+def _hash(d: Dialect, spec: LoadSpec, alias: str) -> str:
+    return d.row_hash([(f"{alias}.{d.quote(c.name)}", *c.hash_type) for c in spec.columns])
+
+
+def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[tuple[str, str]]:
+    """(count name, statement) pairs that apply the work table to the target, in order.
+    `skey` is the SQL of a new surrogate key (a sequence, or :dms_skey0 + row number)."""
+    q = d.quote
+    t = target_table(d, spec)
+    statements = []
+    if spec.scd2:
+        closing = ["'V'"] + (["'D'"] if spec.delete_handling == "EXPIRE" else [])
+        statements.append(
+            (
+                "exprows",
+                f"UPDATE {t} SET CURFLG = 'N', VLDTO = :dms_now, RECUPDT = :dms_now "
+                f"WHERE SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} IN ({', '.join(closing)}))",
+            )
+        )
+    if spec.columns:
+        assignments = [(q(c.name), f"A.{q(c.name)}") for c in spec.columns]
+        assignments += [("RWHKEY", _hash(d, spec, "A")), ("RECUPDT", ":dms_now")]
+        statements.append(
+            (
+                "updrows",
+                d.update_from(t, work, f"T.SKEY = A.{TSKEY} AND A.{ACT} = 'U'", assignments),
+            )
+        )
+    if spec.delete_handling == "DELETE":
+        if spec.scd2:  # every version of an absent key goes
+            match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
+            cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
+        else:
+            cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
+        statements.append(("delrows", f"DELETE FROM {t} WHERE {cond}"))
+    names = ["SKEY"] + [q(c.name) for c in spec.all_columns] + ["RWHKEY", "RECCRDT", "RECUPDT"]
+    values = [skey] + [f"A.{q(c.name)}" for c in spec.all_columns]
+    values += [_hash(d, spec, "A"), ":dms_now", ":dms_now"]
+    if spec.scd2:
+        names += ["CURFLG", "VLDFRM", "VLDTO"]
+        values += ["'Y'", ":dms_now", "NULL"]
+    statements.append(
+        (
+            "insrows",
+            f"INSERT INTO {t} ({', '.join(names)}) SELECT {', '.join(values)} "
+            f"FROM {work} A WHERE A.{ACT} IN ('I', 'V')",
+        )
+    )
+    return statements
+
+
+def pool_skey(d: Dialect, spec: LoadSpec) -> str:
+    keys = ", ".join(f"A.{d.quote(k.name)}" for k in spec.keys)
+    return f":dms_skey0 + ROW_NUMBER() OVER (ORDER BY {keys})"
+
+
+def drop_table(name: str) -> str:
+    return f"DROP TABLE {name}"
+
+
+# ------------------------------------------------------------------ plan-time queries
+
+
+def checkpoint_max(d: Dialect, spec: LoadSpec) -> str:
+    col = f"SRC.{d.quote(spec.checkpoint_column)}"
+    return (
+        f"SELECT MAX({col}) FROM ({_source(spec)}) SRC "
+        f"WHERE (:dms_chk_from IS NULL OR {col} > :dms_chk_from)"
+    )
+
+
+def extract(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
+    """The source rows a load reads (for the row estimate)."""
+    return f"SELECT * FROM ({_source(spec)}) SRC{_where(_checkpoint_filter(d, spec, windowed))}"
+
+
+def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
+    """Upper bound, key count and largest duplicate count of each of :dms_n tiles of
+    the first business-key column, in key order: the chunk boundaries."""
+    key = spec.keys[0]
+    ordered = d.key_order("k", key.dtype.family)
+    keyed = (
+        f"SELECT {key.logic} AS k, COUNT(*) AS c FROM ({_source(spec)}) SRC"
+        f"{_where(_checkpoint_filter(d, spec, windowed))} GROUP BY {key.logic}"
+    )
+    tiled = f"SELECT k, c, NTILE(:dms_n) OVER (ORDER BY {ordered}) AS t FROM ({keyed}) K"
+    return f"SELECT t, MAX({ordered}), COUNT(*), MAX(c) FROM ({tiled}) X GROUP BY t ORDER BY t"
