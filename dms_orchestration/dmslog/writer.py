@@ -145,6 +145,19 @@ def close_process(engine: sa.Engine, prcid: int, status: str, message: str | Non
     return result.rowcount == 1
 
 
+def close_run(engine: sa.Engine, runid: str, status: str, message: str | None = None) -> int:
+    """Close every process of an orchestrator run that is still IP (a run that failed or
+    was stopped outside the load's own code); returns how many were closed."""
+    if status not in FINAL_STATUSES:
+        raise LogError(f"DMS_PRCLOG status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.update(dms_prclog)
+            .where(dms_prclog.c.runid == runid, dms_prclog.c.prcsts == "IP")
+            .values(prcsts=status, enddt=dms_now(), prcmsg=fit_message(message))
+        ).rowcount
+
+
 def write_joblog(
     engine: sa.Engine,
     *,

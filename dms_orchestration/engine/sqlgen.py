@@ -56,7 +56,8 @@ def _checkpoint_filter(d: Dialect, spec: LoadSpec, windowed: bool) -> list[str]:
     if not windowed:
         return []
     col = f"SRC.{d.quote(spec.checkpoint_column)}"
-    return [f"(:dms_chk_from IS NULL OR {col} > :dms_chk_from)", f"{col} <= :dms_chk_to"]
+    # no checkpoint yet: the first load reads everything (rows whose column is NULL too)
+    return [f"(:dms_chk_from IS NULL OR ({col} > :dms_chk_from AND {col} <= :dms_chk_to))"]
 
 
 def _where(conds: list[str]) -> str:

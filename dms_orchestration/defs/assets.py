@@ -1,0 +1,290 @@
+"""One asset per current mapping: a graph of plan -> one step per chunk (dynamic fan-out,
+N decided by the engine at run time) -> commit, plus its asset checks.
+
+The Dagster layer holds no SQL: every step calls the engine. Run tags carry what a run
+was asked for: dms/param1..10, dms/full, dms/chunks, dms/prcreqid, dms/jobschid.
+"""
+
+import inspect
+import json
+import random
+from collections.abc import Sequence
+
+import dagster as dg
+import sqlglot
+from sqlglot import exp
+
+from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.db.connections import Connection
+from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
+from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.dmslog.writer import close_process
+from dms_orchestration.engine import commit, plan, run_chunk
+from dms_orchestration.engine.checks import current_rows, reconcile
+from dms_orchestration.engine.chunk import ChunkResult
+from dms_orchestration.engine.errors import describe, is_interruption, is_transient
+from dms_orchestration.engine.plan import LoadPlan
+from dms_orchestration.metadata.models import Catalog, Finding, Mapping
+
+TAG = "dms/"
+RETRY_DEFAULTS = {"RETRY_MAX": 3, "RETRY_DELAY_SECONDS": 5}
+
+
+def asset_key(mapping: Mapping) -> dg.AssetKey:
+    return dg.AssetKey(
+        [
+            (mapping.target_schema or "default").lower(),
+            (mapping.target_table or mapping.ref).lower(),
+        ]
+    )
+
+
+def pool_name(mapping: Mapping) -> str:
+    """One concurrency pool per target database (dagster.yaml caps each)."""
+    con = mapping.target_connection
+    return f"dms_{con.name.lower() if con else 'metadata'}"
+
+
+def _dialect(con: Connection | None, default: str) -> str:
+    return DBTYP_TO_DIALECT.get((con.db_type if con else "").upper(), default)
+
+
+def _tables_read(sql: str, dialect: str) -> set[tuple[str | None, str]]:
+    """(schema, table) of every table a query reads; nothing when it does not parse."""
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect or None)
+    except sqlglot.errors.SqlglotError:
+        return set()
+    ctes = {c.alias_or_name.upper() for c in tree.find_all(exp.CTE)}
+    return {
+        ((t.db or "").upper() or None, t.name.upper())
+        for t in tree.find_all(exp.Table)
+        if t.name and t.name.upper() not in ctes
+    }
+
+
+def upstream_assets(mapping: Mapping, catalog: Catalog, metadata_dialect: str) -> list[dg.AssetKey]:
+    """The assets whose target tables this mapping's source SQL (and lookups) read."""
+    dialect = {"postgresql": "postgres"}.get(
+        _dialect(mapping.source_connection, metadata_dialect),
+        _dialect(mapping.source_connection, metadata_dialect),
+    )
+    read: set[tuple[str | None, str]] = set()
+    for sql in [mapping.source.sql if mapping.source else None] + [
+        c.logic for c in mapping.columns if c.is_lookup
+    ]:
+        if sql:
+            read |= _tables_read(sql, dialect)
+    keys = []
+    for other in catalog.mappings.values():
+        if other.ref == mapping.ref or not other.target_table:
+            continue
+        table, schema = other.target_table.upper(), (other.target_schema or "").upper() or None
+        if any(name == table and (s is None or schema is None or s == schema) for s, name in read):
+            keys.append(asset_key(other))
+    return sorted(set(keys), key=lambda k: k.to_user_string())
+
+
+def _column_table(mapping: Mapping) -> str:
+    rows = ["| column | type | key | SCD | combine | logic |", "|---|---|---|---|---|---|"]
+    for c in mapping.columns_in_order:
+        logic = (c.logic or "").replace("|", "\\|").replace("\n", " ")
+        if c.is_lookup:
+            logic = f"lookup {c.lookup_value} by {c.lookup_key}: {logic}"
+        rows.append(
+            f"| {c.name} | {c.data_type or ''} | {c.key_seq or 'Y' if c.is_key else ''} | "
+            f"{'' if c.is_key else c.scd_type or 1} | {c.combine or ''} | `{logic}` |"
+        )
+    return "\n".join(rows)
+
+
+def _findings_text(findings: Sequence[Finding]) -> str:
+    if not findings:
+        return "no findings"
+    return "\n".join(
+        f"- **{f.severity}** {f.column + ': ' if f.column else ''}{f.message}" for f in findings
+    )
+
+
+def asset_metadata(mapping: Mapping, extra_findings: Sequence[Finding]) -> dict:
+    sql = mapping.source.sql if mapping.source else "(missing)"
+    return {
+        "dms/mapref": mapping.ref,
+        "dms/target": f"{mapping.target_schema or ''}.{mapping.target_table}".lstrip("."),
+        "dms/table type": mapping.target_type or "",
+        "dms/columns": dg.MetadataValue.md(_column_table(mapping)),
+        "dms/source sql": dg.MetadataValue.md(f"```sql\n{sql}\n```"),
+        "dms/findings": dg.MetadataValue.md(_findings_text([*mapping.findings, *extra_findings])),
+        "dms/delete handling": mapping.delete_handling or "IGNORE",
+        "dms/checkpoint": mapping.checkpoint_strategy or "NONE",
+    }
+
+
+def run_options(tags: dict[str, str]) -> dict:
+    """What a run asks of its load, from its tags."""
+    params = {f"p{i}": tags[f"{TAG}param{i}"] for i in range(1, 11) if f"{TAG}param{i}" in tags}
+    chunks = tags.get(f"{TAG}chunks")
+    as_int = lambda name: int(tags[name]) if tags.get(name) else None  # noqa: E731
+    return {
+        "params": params,
+        "full": tags.get(f"{TAG}full", "").lower() in ("1", "true", "yes"),
+        "chunks": int(chunks) if chunks else None,
+        "prcreqid": as_int(f"{TAG}prcreqid"),
+        "jobschid": as_int(f"{TAG}jobschid"),
+    }
+
+
+def _backoff(base: float, attempt: int) -> float:
+    """Exponential backoff with +/- 25% jitter."""
+    return base * (2**attempt) * random.uniform(0.75, 1.25)
+
+
+def mapping_asset(
+    mapping: Mapping,
+    catalog: Catalog,
+    deps: Sequence[dg.AssetKey],
+    extra_findings: Sequence[Finding],
+) -> dg.AssetsDefinition:
+    name = mapping.ref.lower()
+    retry_max = int(catalog.param("RETRY_MAX", str(RETRY_DEFAULTS["RETRY_MAX"])))
+    retry_delay = float(
+        catalog.param("RETRY_DELAY_SECONDS", str(RETRY_DEFAULTS["RETRY_DELAY_SECONDS"]))
+    )
+    after = {f"after_{i}": dep for i, dep in enumerate(deps)}
+
+    @dg.op(
+        name=f"{name}__plan",
+        ins={n: dg.In(dg.Nothing) for n in after},
+        out=dg.DynamicOut(str),
+        tags={f"{TAG}mapref": mapping.ref},
+    )
+    def plan_step(context: dg.OpExecutionContext, dms: DmsResource):
+        options = run_options(dict(context.run.tags))
+        load_plan = plan(
+            mapping,
+            options["params"],
+            chunks=options["chunks"],
+            full=options["full"],
+            settings=dms.settings(),
+            runid=context.run_id,
+            prcreqid=options["prcreqid"],
+            jobschid=options["jobschid"],
+        )
+        context.log.info(
+            f"{mapping.ref}: process {load_plan.prcid}, {load_plan.chunk_count} chunk(s) for "
+            f"~{load_plan.estimated_rows} rows ({load_plan.estimate_method})"
+        )
+        data = load_plan.model_dump_json()
+        for i in range(load_plan.chunk_count):
+            yield dg.DynamicOutput(data, mapping_key=f"c{i:04d}")
+
+    @dg.op(name=f"{name}__chunk", pool=pool_name(mapping), tags={f"{TAG}mapref": mapping.ref})
+    def chunk_step(context: dg.OpExecutionContext, dms: DmsResource, plan_json: str) -> str:
+        load_plan = LoadPlan.model_validate_json(plan_json)
+        index = int(context.get_mapping_key()[1:])
+        settings = dms.settings()
+        try:
+            result = run_chunk(load_plan, index, settings)
+        except BaseException as exc:
+            if not is_interruption(exc) and is_transient(exc) and context.retry_number < retry_max:
+                wait = _backoff(retry_delay, context.retry_number)
+                context.log.warning(
+                    f"chunk {index}: transient error, retry in {wait:.0f}s: {describe(exc)}"
+                )
+                raise dg.RetryRequested(max_retries=retry_max, seconds_to_wait=wait) from exc
+            close_process(
+                metadata_engine(settings),
+                load_plan.prcid,
+                "ST" if is_interruption(exc) else "FL",
+                describe(exc),
+            )
+            raise
+        return json.dumps({"plan": plan_json, "result": result.model_dump_json()})
+
+    @dg.op(name=f"{name}__commit", tags={f"{TAG}mapref": mapping.ref})
+    def commit_step(context: dg.OpExecutionContext, dms: DmsResource, chunks: list[str]):
+        items = [json.loads(c) for c in chunks]
+        load_plan = LoadPlan.model_validate_json(items[0]["plan"])
+        results = [ChunkResult.model_validate_json(i["result"]) for i in items]
+        done = commit(load_plan, results, dms.settings())
+        c = done.counts
+        seconds = max(done.seconds, 1e-6)
+        yield dg.Output(
+            None,
+            metadata={
+                "dms/prcid": done.prcid,
+                "source rows": c.srcrows,
+                "inserted": c.insrows,
+                "updated": c.updrows,
+                "expired": c.exprows,
+                "deleted": c.delrows,
+                "unchanged": c.unchrows,
+                "chunks": done.chunk_count,
+                "seconds": round(done.seconds, 3),
+                "rows per second": round(c.srcrows / seconds, 1),
+                "estimated rows": done.estimated_rows,
+                "checkpoint": done.checkpoint or "",
+            },
+        )
+
+    def compose(**upstream):
+        plans = plan_step(**upstream)
+        return commit_step(plans.map(chunk_step).collect())
+
+    compose.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in after]
+    )
+    return dg.graph_asset(
+        compose_fn=compose,
+        key=asset_key(mapping),
+        ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing) for n, k in after.items()},
+        group_name=(mapping.source_system or "dms").lower(),
+        description=mapping.description or f"DMS mapping {mapping.ref}",
+        metadata=asset_metadata(mapping, extra_findings),
+        kinds={"sql"},
+        tags={"dms/mapref": mapping.ref.lower()},
+    )
+
+
+def mapping_checks(mapping: Mapping) -> list[dg.AssetChecksDefinition]:
+    key = asset_key(mapping)
+    name = mapping.ref.lower()
+
+    @dg.asset_check(
+        asset=key,
+        name="one_current_row_per_key",
+        blocking=True,
+        description="Exactly one current row per business key",
+    )
+    def one_current_row(dms: DmsResource) -> dg.AssetCheckResult:
+        result = current_rows(mapping, dms.settings())
+        return dg.AssetCheckResult(
+            passed=result.passed,
+            metadata={
+                "keys with several current rows": result.keys_with_several_current_rows,
+                "sample": ", ".join(result.sample),
+            },
+        )
+
+    @dg.asset_check(
+        asset=key,
+        name="source_target_reconciliation",
+        description="Distinct source keys vs current target rows (a warning)",
+    )
+    def reconciliation(dms: DmsResource) -> dg.AssetCheckResult:
+        r = reconcile(mapping, dms.settings())
+        # keys a source no longer has stay in the target when DELHNDL is IGNORE
+        keeps_absent = (mapping.delete_handling or "IGNORE").upper() == "IGNORE"
+        passed = r.difference == 0 or (keeps_absent and r.difference > 0)
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "source keys": r.source_keys,
+                "current target rows": r.target_rows,
+                "difference": r.difference,
+            },
+        )
+
+    one_current_row.__name__ = f"{name}_one_current_row"
+    return [one_current_row, reconciliation]

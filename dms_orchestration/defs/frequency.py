@@ -1,0 +1,112 @@
+"""DMS_JOBSCH frequency codes -> cron, plus the rules cron cannot say (every 14 days,
+last day of the month, STRDT / ENDDT), checked when a tick comes.
+
+YR yearly on FRQDD 'MM-DD' (default Jan 1); HY Jan and Jul, QT Jan/Apr/Jul/Oct, on day
+FRQDD (a day of month, or the DD of 'MM-DD'; default 1); MN monthly on day FRQDD, 'L' =
+last day; FN every 14 days on weekday FRQDD counted from STRDT; WK weekly on weekday
+FRQDD (MON..SUN); DL daily; ID every FRQMI minutes, or FRQHH hours when FRQMI is 0.
+FRQHH:FRQMI is the time of day for all but ID.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from dms_orchestration.metadata.models import Schedule
+
+WEEKDAYS = {"SUN": 0, "MON": 1, "TUE": 2, "WED": 3, "THU": 4, "FRI": 5, "SAT": 6}
+CODES = ("YR", "HY", "QT", "MN", "FN", "WK", "DL", "ID")
+
+
+class FrequencyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Clock:
+    cron: str
+    last_day_of_month: bool = False  # MN 'L': cron fires on 28-31, the tick checks
+    fortnight_anchor: date | None = None  # FN: fire only on even weeks from this date
+
+
+def _int(value, what: str, low: int, high: int, default: int) -> int:
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise FrequencyError(f"{what} {value!r} is not a number") from None
+    if not low <= number <= high:
+        raise FrequencyError(f"{what} {number} is not between {low} and {high}")
+    return number
+
+
+def _day_of_month(day: str | None) -> int:
+    text = (day or "").strip()
+    if "-" in text:  # 'MM-DD'
+        text = text.split("-", 1)[1]
+    return _int(text, "FRQDD day of month", 1, 31, 1)
+
+
+def _weekday(day: str | None, code: str) -> int:
+    text = (day or "").strip().upper()[:3]
+    if text not in WEEKDAYS:
+        raise FrequencyError(f"{code} needs FRQDD as a weekday MON..SUN, got {day!r}")
+    return WEEKDAYS[text]
+
+
+def clock_for(s: Schedule) -> Clock:
+    """The cron of a schedule; a FrequencyError names what is wrong with the row."""
+    code = (s.frequency or "").strip().upper()
+    if code not in CODES:
+        raise FrequencyError(f"FRQCD {s.frequency!r} is not one of {', '.join(CODES)}")
+    if code == "ID":
+        minutes = _int(s.minute, "FRQMI", 0, 59, 0)
+        hours = _int(s.hour, "FRQHH", 0, 23, 0)
+        if minutes:
+            return Clock(f"*/{minutes} * * * *")
+        if hours:
+            return Clock(f"0 */{hours} * * *")
+        raise FrequencyError("ID needs FRQMI (minutes) or FRQHH (hours) above 0")
+    hh = _int(s.hour, "FRQHH", 0, 23, 0)
+    mi = _int(s.minute, "FRQMI", 0, 59, 0)
+    if code == "DL":
+        return Clock(f"{mi} {hh} * * *")
+    if code == "WK":
+        return Clock(f"{mi} {hh} * * {_weekday(s.day, code)}")
+    if code == "FN":
+        if s.start is None:
+            raise FrequencyError("FN (every 14 days) counts from STRDT, which is empty")
+        start = s.start.date() if isinstance(s.start, datetime) else s.start
+        return Clock(f"{mi} {hh} * * {_weekday(s.day, code)}", fortnight_anchor=start)
+    if code == "MN":
+        if (s.day or "").strip().upper() == "L":
+            return Clock(f"{mi} {hh} 28-31 * *", last_day_of_month=True)
+        return Clock(f"{mi} {hh} {_day_of_month(s.day)} * *")
+    if code == "YR":
+        text = (s.day or "01-01").strip()
+        month, _, day = text.partition("-")
+        month_n = _int(month, "FRQDD month", 1, 12, 1)
+        return Clock(f"{mi} {hh} {_int(day, 'FRQDD day', 1, 31, 1)} {month_n} *")
+    months = "1,7" if code == "HY" else "1,4,7,10"
+    return Clock(f"{mi} {hh} {_day_of_month(s.day)} {months} *")
+
+
+def skip_reason(s: Schedule, clock: Clock, tick: datetime) -> str | None:
+    """Why a tick (in DMS_TIMEZONE) does not run, or None when it does."""
+    day = tick.date()
+    start = s.start.date() if isinstance(s.start, datetime) else s.start
+    end = s.end.date() if isinstance(s.end, datetime) else s.end
+    if start and day < start:
+        return f"before STRDT {start}"
+    if end and day > end:
+        return f"after ENDDT {end}"
+    if clock.last_day_of_month and day.day != calendar.monthrange(day.year, day.month)[1]:
+        return "not the last day of the month"
+    if clock.fortnight_anchor is not None:
+        weeks = (day - clock.fortnight_anchor).days // 7
+        if weeks % 2:
+            return f"off week of the 14-day cycle counted from {clock.fortnight_anchor}"
+    return None

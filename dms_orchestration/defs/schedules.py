@@ -1,0 +1,37 @@
+"""A Dagster schedule per enabled DMS_JOBSCH row that has a clock (FRQCD), in
+DMS_TIMEZONE. Disabled rows are defined but stopped; rows with DPND_JOBSCHID are sensors."""
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from dms_orchestration.defs.assets import TAG
+from dms_orchestration.defs.frequency import clock_for, skip_reason
+from dms_orchestration.metadata.models import Schedule
+
+
+def schedule_definition(
+    job: UnresolvedAssetJobDefinition, row: Schedule, timezone: str
+) -> dg.ScheduleDefinition:
+    """Raises FrequencyError for a row whose codes make no clock."""
+    clock = clock_for(row)
+
+    @dg.schedule(
+        name=f"{job.name}_{(row.frequency or '').lower()}_{row.id}",
+        cron_schedule=clock.cron,
+        job=job,
+        execution_timezone=timezone,
+        default_status=(
+            dg.DefaultScheduleStatus.RUNNING if row.enabled else dg.DefaultScheduleStatus.STOPPED
+        ),
+        description=f"DMS_JOBSCH {row.id}: {row.frequency} {row.day or ''} "
+        f"{row.hour or 0:02d}:{row.minute or 0:02d}".replace("  ", " "),
+        tags={f"{TAG}jobschid": str(row.id)},
+    )
+    def dms_schedule(context: dg.ScheduleEvaluationContext):
+        tick = context.scheduled_execution_time
+        reason = skip_reason(row, clock, tick.replace(tzinfo=None) if tick else tick)
+        if reason:
+            return dg.SkipReason(reason)
+        return dg.RunRequest(tags={f"{TAG}jobschid": str(row.id)})
+
+    return dms_schedule
