@@ -33,6 +33,12 @@ ids_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(ids_app, name="ids")
+schedule_app = typer.Typer(
+    help="Schedules and dependencies (the legacy PKGDWPRC API).", no_args_is_help=True
+)
+queue_app = typer.Typer(help="Requests in DMS_PRCREQ for the queue sensor.", no_args_is_help=True)
+app.add_typer(schedule_app, name="schedule")
+app.add_typer(queue_app, name="queue")
 
 out = Console()
 err = Console(stderr=True)
@@ -332,24 +338,132 @@ def run(
     )
 
 
+# ------------------------------------------------------------ schedule
+
+
+@schedule_app.command("set")
+@_fails_cleanly
+def schedule_set(
+    mapref: Annotated[str, typer.Argument(help="The mapping to schedule")],
+    freq: Annotated[str, typer.Option("--freq", help="YR HY QT MN FN WK DL ID")],
+    day: Annotated[str | None, typer.Option("--day", help="FRQDD: MM-DD, day, L, MON..SUN")] = None,
+    hour: Annotated[int | None, typer.Option("--hour", min=0, max=23)] = None,
+    minute: Annotated[int | None, typer.Option("--minute", min=0, max=59)] = None,
+    start: Annotated[datetime | None, typer.Option("--start", formats=["%Y-%m-%d"])] = None,
+    end: Annotated[datetime | None, typer.Option("--end", formats=["%Y-%m-%d"])] = None,
+    url: UrlOption = None,
+):
+    """Set MAPREF's clock schedule; prints the DMS_JOBSCH id."""
+    from dms_orchestration.metadata.scheduling import create_job_schedule
+
+    engine = _engine(_settings(url))
+    out.print(create_job_schedule(engine, mapref, freq, day, hour, minute, start, end))
+
+
+@schedule_app.command("depend")
+@_fails_cleanly
+def schedule_depend(
+    child: Annotated[str, typer.Argument(help="The mapping that runs after")],
+    on: Annotated[str, typer.Option("--on", help="The mapping it runs after")],
+    url: UrlOption = None,
+):
+    """Run CHILD after PARENT's job succeeds; prints the DMS_JOBSCH id."""
+    from dms_orchestration.metadata.scheduling import create_job_dependency
+
+    out.print(create_job_dependency(_engine(_settings(url)), child, on))
+
+
+def _switch(mapref: str, enabled: bool, url: str | None) -> None:
+    from dms_orchestration.metadata.scheduling import enable_disable_schedule
+
+    for jobschid in enable_disable_schedule(_engine(_settings(url)), mapref, enabled):
+        out.print(jobschid)
+
+
+@schedule_app.command("enable")
+@_fails_cleanly
+def schedule_enable(mapref: str, url: UrlOption = None):
+    """Switch MAPREF's schedules on; prints their DMS_JOBSCH ids."""
+    _switch(mapref, True, url)
+
+
+@schedule_app.command("disable")
+@_fails_cleanly
+def schedule_disable(mapref: str, url: UrlOption = None):
+    """Switch MAPREF's schedules off (still defined); prints their DMS_JOBSCH ids."""
+    _switch(mapref, False, url)
+
+
+# --------------------------------------------------------------- queue
+
+
+@queue_app.command("immediate")
+@_fails_cleanly
+def queue_immediate(
+    mapref: str,
+    param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE")] = None,
+    url: UrlOption = None,
+):
+    """Ask for a load now; prints the DMS_PRCREQ id."""
+    from dms_orchestration.metadata.scheduling import queue_immediate_job
+
+    out.print(queue_immediate_job(_engine(_settings(url)), mapref, _parse_params(param)))
+
+
+@queue_app.command("history")
+@_fails_cleanly
+def queue_history(
+    mapref: str,
+    start: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"])],
+    end: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"])],
+    url: UrlOption = None,
+):
+    """Ask for one load per day from --from to --to, oldest first; prints the id."""
+    from dms_orchestration.metadata.scheduling import queue_history_job
+
+    out.print(queue_history_job(_engine(_settings(url)), mapref, start.date(), end.date()))
+
+
+@queue_app.command("stop")
+@_fails_cleanly
+def queue_stop(
+    mapref: Annotated[str | None, typer.Argument(help="Stop this mapping's running runs")] = None,
+    request: Annotated[
+        int | None, typer.Option("--request", help="Stop this request's run")
+    ] = None,
+    url: UrlOption = None,
+):
+    """Ask to stop running loads; prints the DMS_PRCREQ id."""
+    from dms_orchestration.metadata.scheduling import queue_stop_request
+
+    out.print(queue_stop_request(_engine(_settings(url)), mapref, request))
+
+
 # ---------------------------------------------------------------- demo
 
 
 @app.command("demo")
 @_fails_cleanly
 def demo(url: UrlOption = None):
-    """Create the embedded database, load the demo retail metadata and validate it."""
-    from dms_orchestration.demo import run_demo
+    """The demo on the embedded default: create the databases, load the retail metadata,
+    validate it, materialize every asset through Dagster, change the source, load again
+    (SCD2 versions appear) and print what each load did."""
+    from dms_orchestration.defs.demo_run import dagster_home, run_demo
+    from dms_orchestration.demo import load_demo_metadata
 
     settings = _settings(url)
-    run_demo(settings, out)
-    report = _validate(settings, None)
-    if report.has_errors:
+    load_demo_metadata(settings, out)
+    if _validate(settings, None).has_errors:
         raise typer.Exit(1)
+    run_demo(settings, out)
+    home = dagster_home(settings)
     out.print(
-        "\nThe demo metadata is loaded and valid. Look at it with "
-        "`dms mappings export`; DMS_HOME is " + str(settings.dms_home),
+        "\nNext: open the Dagster UI on this data with\n"
+        f"  DAGSTER_HOME={home} DMS_HOME={settings.dms_home} .venv/bin/dagster dev "
+        "-w workspace.yaml -h 127.0.0.1 -p 3000\n"
+        "and browse to http://127.0.0.1:3000",
         highlight=False,
+        soft_wrap=True,
     )
 
 

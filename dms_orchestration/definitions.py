@@ -7,6 +7,8 @@ invalid still appears as an asset that shows its findings (a run of it fails at 
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 from dagster._core.definitions.definitions_load_context import (
     DefinitionsLoadContext,
@@ -15,7 +17,6 @@ from dagster._core.definitions.definitions_load_context import (
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import asset_key, mapping_asset, mapping_checks, upstream_assets
-from dms_orchestration.defs.frequency import FrequencyError
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
@@ -27,6 +28,7 @@ from dms_orchestration.defs.sensors import (
     queue_sensor,
 )
 from dms_orchestration.metadata.catalog import load_catalog
+from dms_orchestration.metadata.frequency import FrequencyError
 from dms_orchestration.metadata.models import Catalog, Finding
 from dms_orchestration.settings import Settings, load_settings
 
@@ -105,9 +107,11 @@ def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
 def definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     catalog = read_catalog(settings)
-    return build_definitions(catalog, settings).with_reconstruction_metadata(
-        {CATALOG_KEY: catalog.model_dump_json()}
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # with_reconstruction_metadata
+        return build_definitions(catalog, settings).with_reconstruction_metadata(
+            {CATALOG_KEY: catalog.model_dump_json()}
+        )
 
 
 defs = definitions()

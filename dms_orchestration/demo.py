@@ -31,7 +31,7 @@ def create_demo_databases(dms_home: Path) -> Path:
     return path
 
 
-def run_demo(settings: Settings, console: Console) -> None:
+def load_demo_metadata(settings: Settings, console: Console) -> None:
     console.print(f"DMS_HOME: {settings.dms_home}", highlight=False)
     console.print(f"metadata database: {settings.safe_url}", highlight=False)
     engine = metadata_engine(settings)
@@ -44,3 +44,24 @@ def run_demo(settings: Settings, console: Console) -> None:
     for row in imported.summary():
         table.add_row(*(str(v) for v in row))
     console.print(table)
+
+
+# what changes in the source between the two loads, so that SCD2 versions appear
+SOURCE_CHANGES = """
+UPDATE CUSTOMERS SET CITY = 'Paris', UPDATED_AT = '2026-11-10 09:00:00' WHERE CUST_ID = 1;
+UPDATE CUSTOMERS SET SEGMENT = 'CORPORATE', UPDATED_AT = '2026-11-10 09:00:00' WHERE CUST_ID = 4;
+UPDATE CUSTOMERS SET EMAIL = 'alan.turing@example.com', UPDATED_AT = '2026-11-10 09:00:00'
+ WHERE CUST_ID = 2;
+DELETE FROM SALES WHERE CUST_ID = 8;
+DELETE FROM CUSTOMERS WHERE CUST_ID = 8;
+INSERT INTO CUSTOMERS VALUES (9, 'Linus Torvalds', 'linus@example.com', 'Portland', 'RETAIL',
+ 7000.00, '1969-12-28', 'A', '2026-11-10 09:00:00');
+UPDATE PRODUCTS SET UNIT_PRICE = 44.90, UPDATED_AT = '2026-11-10 09:00:00' WHERE PROD_ID = 10;
+INSERT INTO SALES VALUES (1016, '2026-11-10 10:00:00', 9, 13, 1, 1199.00);
+INSERT INTO SALES VALUES (1017, '2026-11-10 11:30:00', 1, 10, 2, 89.80);
+"""
+
+
+def change_source(dms_home: Path) -> None:
+    with sqlite3.connect(dms_home / SOURCE_DB) as conn:
+        conn.executescript(SOURCE_CHANGES)

@@ -5,7 +5,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from dms_orchestration.defs.assets import TAG
-from dms_orchestration.defs.frequency import clock_for, skip_reason
+from dms_orchestration.metadata.frequency import clock_for, skip_reason
 from dms_orchestration.metadata.models import Schedule
 
 

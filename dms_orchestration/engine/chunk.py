@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import Dialect, dialect_of
+from dms_orchestration.db.interrupt import cancellable
 from dms_orchestration.dmslog.writer import LoadCounts, write_joblog
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.errors import DataError, record_chunk_end
@@ -116,13 +117,12 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
                     _stream_into(src, conn, td, spec, transform, staging, values)
                     staged = staging
                 made.append(work)
-                _execute(
-                    conn, sqlgen.classify(td, spec, staged, work, bounds, plan.full_extract), values
-                )
-            if td.name == "postgresql":  # fresh statistics for the apply statements' plans
-                with conn.begin():
+                with cancellable(tgt):
+                    classify = sqlgen.classify(td, spec, staged, work, bounds, plan.full_extract)
+                    _execute(conn, classify, values)
+            with cancellable(tgt), conn.begin():
+                if td.name == "postgresql":  # fresh statistics for the apply statements' plans
                     conn.exec_driver_sql(f"ANALYZE {work}")
-            with conn.begin():
                 _check_keys(conn, td, spec, work)
                 acts = {
                     r[0]: (int(r[1]), int(r[2] or 0))
@@ -138,7 +138,7 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
                         provider_for(meta).reserve_range(spec.table, new_rows).start - 1
                     )
             written = {}
-            with conn.begin():
+            with cancellable(tgt), conn.begin():
                 for name, stmt in sqlgen.apply_statements(td, spec, work, skey):
                     written[name] = written.get(name, 0) + _execute(conn, stmt, values).rowcount
         _drop(tgt, made)

@@ -1,0 +1,60 @@
+"""Stopping a statement that runs in the database when the Python side is interrupted
+(Ctrl-C, a stopped Dagster run): the server cancels it, the transaction rolls back.
+
+psycopg2 waits for a statement in C, where Python signal handlers cannot run. With a wait
+callback the waiting happens here, in Python: an interruption arrives between two polls,
+we ask the server to cancel, wait for it to confirm, and raise the interruption itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+
+def _wait(conn) -> None:  # noqa: ANN001 - a psycopg2 connection
+    import psycopg2
+    from psycopg2 import extensions as ext
+
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            state = conn.poll()
+            if state == ext.POLL_OK:
+                break
+            if state == ext.POLL_READ:
+                select.select([conn.fileno()], [], [], 0.5)
+            elif state == ext.POLL_WRITE:
+                select.select([], [conn.fileno()], [], 0.5)
+        except psycopg2.extensions.QueryCanceledError:
+            if interrupted is not None:
+                raise interrupted from None
+            raise
+        except Exception:
+            raise
+        except BaseException as exc:  # the interruption: KeyboardInterrupt and the like
+            if interrupted is None:
+                interrupted = exc
+                conn.cancel()
+    if interrupted is not None:
+        raise interrupted
+
+
+@contextlib.contextmanager
+def cancellable(engine: sa.Engine) -> Iterator[None]:
+    """Statements run inside are cancelled in the server when Python is interrupted.
+    (Not around COPY: psycopg2 cannot COPY while a wait callback is set.)"""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    from psycopg2 import extensions as ext
+
+    previous = ext.get_wait_callback()
+    ext.set_wait_callback(_wait)
+    try:
+        yield
+    finally:
+        ext.set_wait_callback(previous)

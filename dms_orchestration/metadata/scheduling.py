@@ -1,0 +1,250 @@
+"""The legacy scheduling API (the old PKGDWPRC package) with its validations: schedules,
+dependencies, enable / disable, and requests queued in DMS_PRCREQ.
+
+Every function returns the id it wrote. Schedules keep the legacy history (a changed
+schedule is a new CURFLG='Y' row); requests are picked up by the queue sensor.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+
+from dms_orchestration.db import schema as s
+from dms_orchestration.db.connect import write_transaction
+from dms_orchestration.ids.provider import next_id
+from dms_orchestration.metadata.catalog import load_catalog
+from dms_orchestration.metadata.frequency import FrequencyError, clock_for
+from dms_orchestration.metadata.models import Catalog, Job, Schedule
+from dms_orchestration.settings import dms_now
+
+
+class SchedulingError(ValueError):
+    pass
+
+
+def _job(catalog: Catalog, mapref: str) -> Job:
+    mapping = catalog.mappings.get(mapref)
+    if mapping is None:
+        raise SchedulingError(f"no current mapping named {mapref}")
+    active = [j for j in mapping.jobs if j.active]
+    if not active:
+        raise SchedulingError(f"mapping {mapref} has no active job (DMS_JOB STFLG='A')")
+    return active[0]
+
+
+def _ensure_job(engine: sa.Engine, catalog: Catalog, mapref: str) -> int:
+    """The mapping's active job; created (DMS_JOB) when the mapping has none yet."""
+    mapping = catalog.mappings.get(mapref)
+    if mapping is None:
+        raise SchedulingError(f"no current mapping named {mapref}")
+    active = [j for j in mapping.jobs if j.active]
+    if active:
+        return active[0].id
+    if mapping.jobs:
+        raise SchedulingError(f"the job of mapping {mapref} is inactive (STFLG='N')")
+    jobid = next_id(engine, "DMS_JOB")
+    with write_transaction(engine) as conn:
+        conn.execute(
+            sa.insert(s.dms_job).values(
+                jobid=jobid,
+                mapref=mapref,
+                jobdesc=f"Load {mapref}",
+                stflg="A",
+                curflg="Y",
+                reccrdt=dms_now(),
+            )
+        )
+    return jobid
+
+
+def _as_datetime(value: date | datetime | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime(value.year, value.month, value.day)
+
+
+def create_job_schedule(
+    engine: sa.Engine,
+    mapref: str,
+    frequency: str,
+    day: str | None = None,
+    hour: int | None = None,
+    minute: int | None = None,
+    start: date | datetime | None = None,
+    end: date | datetime | None = None,
+) -> int:
+    """Set the mapping's clock schedule (a new version replaces the current one)."""
+    catalog = load_catalog(engine)
+    code = (frequency or "").strip().upper()
+    start, end = _as_datetime(start), _as_datetime(end)
+    if start and end and end < start:
+        raise SchedulingError(f"end {end:%Y-%m-%d} is before start {start:%Y-%m-%d}")
+    candidate = Schedule(
+        JOBSCHID=0, FRQCD=code, FRQDD=day, FRQHH=hour, FRQMI=minute, STRDT=start, ENDDT=end
+    )
+    try:
+        clock_for(candidate)
+    except FrequencyError as exc:
+        raise SchedulingError(f"mapping {mapref}: {exc}") from None
+    jobid = _ensure_job(engine, catalog, mapref)
+    clocks = (
+        [r for r in catalog.mappings[mapref].jobs[0].schedules if not r.depends_on_mapref]
+        if catalog.mappings[mapref].jobs
+        else []
+    )
+    jobschid = next_id(engine, "DMS_JOBSCH")
+    with write_transaction(engine) as conn:
+        for old in clocks:
+            conn.execute(
+                sa.update(s.dms_jobsch)
+                .where(s.dms_jobsch.c.jobschid == old.id)
+                .values(curflg="N", recupdt=dms_now())
+            )
+        conn.execute(
+            sa.insert(s.dms_jobsch).values(
+                jobschid=jobschid,
+                jobid=jobid,
+                mapref=mapref,
+                frqcd=code,
+                frqdd=day,
+                frqhh=hour,
+                frqmi=minute,
+                enableflg="Y",
+                strdt=start,
+                enddt=end,
+                curflg="Y",
+                reccrdt=dms_now(),
+            )
+        )
+    return jobschid
+
+
+def _parents(catalog: Catalog) -> dict[str, set[str]]:
+    return {
+        m.ref: {r.depends_on_mapref for j in m.jobs for r in j.schedules if r.depends_on_mapref}
+        for m in catalog.mappings.values()
+    }
+
+
+def create_job_dependency(engine: sa.Engine, child: str, parent: str) -> int:
+    """Run CHILD after PARENT's job succeeds (DMS_JOBSCH.DPND_JOBSCHID)."""
+    catalog = load_catalog(engine)
+    if child == parent:
+        raise SchedulingError(f"mapping {child} cannot depend on itself")
+    parent_job = _job(catalog, parent)
+    if not parent_job.schedules:
+        raise SchedulingError(f"mapping {parent} has no schedule to depend on: schedule it first")
+    parents = _parents(catalog)
+    seen, todo = set(), [parent]
+    while todo:  # would CHILD become its own ancestor?
+        node = todo.pop()
+        if node == child:
+            raise SchedulingError(f"{child} -> {parent} would make a dependency cycle")
+        if node not in seen:
+            seen.add(node)
+            todo += parents.get(node, ())
+    jobid = _ensure_job(engine, catalog, child)
+    jobschid = next_id(engine, "DMS_JOBSCH")
+    with write_transaction(engine) as conn:
+        conn.execute(
+            sa.insert(s.dms_jobsch).values(
+                jobschid=jobschid,
+                jobid=jobid,
+                mapref=child,
+                dpnd_jobschid=parent_job.schedules[0].id,
+                enableflg="Y",
+                curflg="Y",
+                reccrdt=dms_now(),
+            )
+        )
+    return jobschid
+
+
+def enable_disable_schedule(engine: sa.Engine, mapref: str, enabled: bool) -> list[int]:
+    """Switch the mapping's current schedules on or off (they stay defined)."""
+    job = _job(load_catalog(engine), mapref)
+    ids = [r.id for r in job.schedules]
+    if not ids:
+        raise SchedulingError(f"mapping {mapref} has no schedule")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(s.dms_jobsch)
+            .where(s.dms_jobsch.c.jobschid.in_(ids))
+            .values(enableflg="Y" if enabled else "N", recupdt=dms_now())
+        )
+    return ids
+
+
+def _queue(engine: sa.Engine, **values) -> int:
+    prcreqid = next_id(engine, "DMS_PRCREQ")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(s.dms_prcreq).values(
+                prcreqid=prcreqid, reqsts="NEW", retrycnt=0, reccrdt=dms_now(), **values
+            )
+        )
+    return prcreqid
+
+
+def queue_immediate_job(
+    engine: sa.Engine,
+    mapref: str,
+    params: dict[str, str | None] | None = None,
+    requested_by: str | None = None,
+) -> int:
+    job = _job(load_catalog(engine), mapref)
+    columns = {}
+    for name, value in (params or {}).items():
+        key = name.strip().upper()
+        key = key if key.startswith("PARAM") else f"PARAM{key.removeprefix('P')}"
+        if key not in {f"PARAM{i}" for i in range(1, 11)}:
+            raise SchedulingError(f"unknown parameter {name!r}: use PARAM1..PARAM10")
+        columns[key.lower()] = value
+    return _queue(
+        engine, reqtyp="IMMEDIATE", jobid=job.id, mapref=mapref, reqby=requested_by, **columns
+    )
+
+
+def queue_history_job(
+    engine: sa.Engine, mapref: str, start: date, end: date, requested_by: str | None = None
+) -> int:
+    job = _job(load_catalog(engine), mapref)
+    if end < start:
+        raise SchedulingError(f"history range ends ({end}) before it starts ({start})")
+    return _queue(
+        engine,
+        reqtyp="HISTORY",
+        jobid=job.id,
+        mapref=mapref,
+        hstfrmdt=start,
+        hsttodt=end,
+        reqby=requested_by,
+    )
+
+
+def queue_stop_request(
+    engine: sa.Engine,
+    mapref: str | None = None,
+    prcreqid: int | None = None,
+    requested_by: str | None = None,
+) -> int:
+    if (mapref is None) == (prcreqid is None):
+        raise SchedulingError("a STOP request names a mapping or a request, one of the two")
+    jobid = None
+    if prcreqid is not None:
+        with engine.connect() as conn:
+            target = conn.execute(
+                sa.select(s.dms_prcreq.c.mapref, s.dms_prcreq.c.jobid).where(
+                    s.dms_prcreq.c.prcreqid == prcreqid
+                )
+            ).first()
+        if target is None:
+            raise SchedulingError(f"no request {prcreqid} to stop")
+        mapref, jobid = target.mapref, target.jobid
+    else:
+        jobid = _job(load_catalog(engine), mapref).id
+    return _queue(
+        engine, reqtyp="STOP", jobid=jobid, mapref=mapref, trgprcreqid=prcreqid, reqby=requested_by
+    )
