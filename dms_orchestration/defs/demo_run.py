@@ -34,8 +34,9 @@ def materialize_all(settings: Settings, instance: dg.DagsterInstance) -> str:
 
     defs = definitions(settings)
     job = defs.resolve_implicit_global_asset_job_def()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     result = job.execute_in_process(
-        instance=instance, tags={"dms/full": "true"}, raise_on_error=False
+        run_config=quiet, instance=instance, tags={"dms/full": "true"}, raise_on_error=False
     )
     if not result.success:
         failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -58,15 +59,15 @@ def run_demo(settings: Settings, console: Console) -> None:
     table = Table(
         "load",
         "mapping",
-        "status",
+        "PRCSTS",
         "chunks",
-        "source",
-        "inserted",
-        "updated",
-        "expired",
-        "deleted",
-        "unchanged",
-        title="what each load did (DMS_JOBLOG)",
+        "SRC",
+        "INS",
+        "UPD",
+        "EXP",
+        "DEL",
+        "UNCH",
+        title="what each load did (DMS_PRCLOG / DMS_JOBLOG)",
     )
     for r in rows:
         table.add_row(
