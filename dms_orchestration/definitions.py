@@ -16,7 +16,13 @@ from dagster._core.definitions.definitions_load_context import (
 )
 
 from dms_orchestration.db.connect import metadata_engine
-from dms_orchestration.defs.assets import asset_key, mapping_asset, mapping_checks, upstream_assets
+from dms_orchestration.defs.assets import (
+    LoadSteps,
+    asset_key,
+    mapping_asset,
+    mapping_checks,
+    upstream_assets,
+)
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
@@ -30,6 +36,7 @@ from dms_orchestration.defs.sensors import (
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.frequency import FrequencyError
 from dms_orchestration.metadata.models import Catalog, Finding
+from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings, load_settings
 
 CATALOG_KEY = "dms_orchestration/catalog"
@@ -51,7 +58,11 @@ def read_catalog(settings: Settings) -> Catalog:
 
 
 def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
-    findings: dict[str, list[Finding]] = {ref: [] for ref in catalog.mappings}
+    # the rule checks need no database: an invalid mapping shows why before any validate run
+    findings: dict[str, list[Finding]] = {
+        ref: [f for f in rule_findings(m) if f not in m.findings]
+        for ref, m in catalog.mappings.items()
+    }
     edges: dict[str, set[str]] = {}
     for m in catalog.mappings.values():
         for row in (s for job in m.jobs for s in job.schedules):
@@ -67,7 +78,7 @@ def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
                 )
             )
     dialect = settings.database_url.get_backend_name()
-    assets, checks, jobs, schedules, sensors = [], [], {}, [], []
+    assets, jobs, schedules, sensors = [], {}, [], []
     for m in catalog.mappings.values():
         active = [job for job in m.jobs if job.active]
         if active:
@@ -84,11 +95,10 @@ def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
                 findings[m.ref].append(
                     Finding(mapref=m.ref, severity="ERROR", message=f"schedule {row.id}: {exc}")
                 )
+    deps = upstream_assets(catalog, dialect)
+    steps = LoadSteps(catalog, max((len(d) for d in deps.values()), default=0))
     for m in catalog.mappings.values():
-        assets.append(
-            mapping_asset(m, catalog, upstream_assets(m, catalog, dialect), findings[m.ref])
-        )
-        checks += mapping_checks(m)
+        assets.append(mapping_asset(m, steps, deps[m.ref], findings[m.ref]))
         for row in (s for job in m.jobs if job.active for s in job.schedules):
             parent = row.depends_on_mapref
             if parent and m.ref not in in_cycle and parent in jobs and m.ref in jobs:
@@ -96,7 +106,7 @@ def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
     sensors += [queue_sensor(list(jobs.values()), catalog), close_failed_runs, close_stopped_runs]
     return dg.Definitions(
         assets=assets,
-        asset_checks=checks,
+        asset_checks=[mapping_checks(catalog)] if catalog.mappings else [],
         jobs=list(jobs.values()),
         schedules=schedules,
         sensors=sensors,
@@ -114,4 +124,8 @@ def definitions(settings: Settings | None = None) -> dg.Definitions:
         )
 
 
-defs = definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What Dagster loads (workspace.yaml): built when the code location loads, not when
+    this module is imported."""
+    return definitions()

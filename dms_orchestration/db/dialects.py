@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle, postgresql, sqlite
@@ -327,6 +328,14 @@ class SqliteDialect(Dialect):
 
     def is_distinct(self, a: str, b: str) -> str:
         return f"{a} IS NOT {b}"
+
+    def bulk_insert(
+        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+    ) -> int:
+        # sqlite3 binds no Decimal (a PostgreSQL or Oracle source sends them): as exact
+        # text, which the column's NUMERIC affinity turns into a number
+        rows = ([str(v) if isinstance(v, Decimal) else v for v in row] for row in rows)
+        return super().bulk_insert(conn, table, columns, rows)
 
     def typed(self, expr: str, family: str, type_sql: str) -> str:
         # SQLite stores by affinity: cast to the affinity the column applies. DATE and

@@ -63,26 +63,29 @@ def _tables_read(sql: str, dialect: str) -> set[tuple[str | None, str]]:
     }
 
 
-def upstream_assets(mapping: Mapping, catalog: Catalog, metadata_dialect: str) -> list[dg.AssetKey]:
-    """The assets whose target tables this mapping's source SQL (and lookups) read."""
-    dialect = {"postgresql": "postgres"}.get(
-        _dialect(mapping.source_connection, metadata_dialect),
-        _dialect(mapping.source_connection, metadata_dialect),
-    )
-    read: set[tuple[str | None, str]] = set()
-    for sql in [mapping.source.sql if mapping.source else None] + [
-        c.logic for c in mapping.columns if c.is_lookup
-    ]:
-        if sql:
+def upstream_assets(catalog: Catalog, metadata_dialect: str) -> dict[str, list[dg.AssetKey]]:
+    """MAPREF -> the assets whose target tables its source SQL (and lookups) read."""
+    by_table: dict[str, list[Mapping]] = {}
+    for m in catalog.mappings.values():
+        if m.target_table:
+            by_table.setdefault(m.target_table.upper(), []).append(m)
+    deps = {}
+    for m in catalog.mappings.values():
+        dialect = _dialect(m.source_connection, metadata_dialect)
+        dialect = "postgres" if dialect == "postgresql" else dialect
+        read: set[tuple[str | None, str]] = set()
+        sqls = [m.source.sql if m.source else None] + [c.logic for c in m.columns if c.is_lookup]
+        for sql in filter(None, sqls):
             read |= _tables_read(sql, dialect)
-    keys = []
-    for other in catalog.mappings.values():
-        if other.ref == mapping.ref or not other.target_table:
-            continue
-        table, schema = other.target_table.upper(), (other.target_schema or "").upper() or None
-        if any(name == table and (s is None or schema is None or s == schema) for s, name in read):
-            keys.append(asset_key(other))
-    return sorted(set(keys), key=lambda k: k.to_user_string())
+        keys = {
+            asset_key(other)
+            for schema, table in read
+            for other in by_table.get(table, ())
+            if other.ref != m.ref
+            and (schema is None or not other.target_schema or schema == other.target_schema.upper())
+        }
+        deps[m.ref] = sorted(keys, key=lambda k: k.to_user_string())
+    return deps
 
 
 def _column_table(mapping: Mapping) -> str:
@@ -139,93 +142,109 @@ def _backoff(base: float, attempt: int) -> float:
     return base * (2**attempt) * random.uniform(0.75, 1.25)
 
 
+class LoadSteps:
+    """The three steps of every mapping's graph, defined once and shared: a step finds
+    its mapping from the graph it runs in (one graph per mapping, named after its key)."""
+
+    def __init__(self, catalog: Catalog, max_deps: int) -> None:
+        self.by_graph = {asset_key(m).to_python_identifier(): m for m in catalog.mappings.values()}
+        retry_max = int(catalog.param("RETRY_MAX", str(RETRY_DEFAULTS["RETRY_MAX"])))
+        retry_delay = float(
+            catalog.param("RETRY_DELAY_SECONDS", str(RETRY_DEFAULTS["RETRY_DELAY_SECONDS"]))
+        )
+        self.after = [f"after_{i}" for i in range(max_deps)]
+        mapping_of = self.mapping_of
+
+        @dg.op(
+            name="dms_plan", ins={n: dg.In(dg.Nothing) for n in self.after}, out=dg.DynamicOut(str)
+        )
+        def plan_step(context: dg.OpExecutionContext, dms: DmsResource):
+            mapping = mapping_of(context)
+            options = run_options(dict(context.run.tags))
+            load_plan = plan(
+                mapping,
+                options["params"],
+                chunks=options["chunks"],
+                full=options["full"],
+                settings=dms.settings(),
+                runid=context.run_id,
+                prcreqid=options["prcreqid"],
+                jobschid=options["jobschid"],
+            )
+            context.log.info(
+                f"{mapping.ref}: process {load_plan.prcid}, {load_plan.chunk_count} chunk(s) "
+                f"for ~{load_plan.estimated_rows} rows ({load_plan.estimate_method})"
+            )
+            data = load_plan.model_dump_json()
+            for i in range(load_plan.chunk_count):
+                yield dg.DynamicOutput(data, mapping_key=f"c{i:04d}")
+
+        def chunk_step(context: dg.OpExecutionContext, dms: DmsResource, plan_json: str) -> str:
+            load_plan = LoadPlan.model_validate_json(plan_json)
+            index = int(context.get_mapping_key()[1:])
+            settings = dms.settings()
+            try:
+                result = run_chunk(load_plan, index, settings)
+            except BaseException as exc:
+                retry = context.retry_number
+                if not is_interruption(exc) and is_transient(exc) and retry < retry_max:
+                    wait = _backoff(retry_delay, retry)
+                    context.log.warning(
+                        f"chunk {index}: transient error, retry in {wait:.0f}s: {describe(exc)}"
+                    )
+                    raise dg.RetryRequested(max_retries=retry_max, seconds_to_wait=wait) from exc
+                status = "ST" if is_interruption(exc) else "FL"
+                close_process(metadata_engine(settings), load_plan.prcid, status, describe(exc))
+                raise
+            return json.dumps({"plan": plan_json, "result": result.model_dump_json()})
+
+        pools = sorted({pool_name(m) for m in catalog.mappings.values()})
+        self.chunk_steps = {
+            pool: dg.op(name=f"dms_chunk_{pool.removeprefix('dms_')}", pool=pool)(chunk_step)
+            for pool in pools
+        }
+
+        @dg.op(name="dms_commit")
+        def commit_step(context: dg.OpExecutionContext, dms: DmsResource, chunks: list[str]):
+            items = [json.loads(c) for c in chunks]
+            load_plan = LoadPlan.model_validate_json(items[0]["plan"])
+            results = [ChunkResult.model_validate_json(i["result"]) for i in items]
+            done = commit(load_plan, results, dms.settings())
+            c = done.counts
+            seconds = max(done.seconds, 1e-6)
+            yield dg.Output(
+                None,
+                metadata={
+                    "dms/prcid": done.prcid,
+                    "source rows": c.srcrows,
+                    "inserted": c.insrows,
+                    "updated": c.updrows,
+                    "expired": c.exprows,
+                    "deleted": c.delrows,
+                    "unchanged": c.unchrows,
+                    "chunks": done.chunk_count,
+                    "seconds": round(done.seconds, 3),
+                    "rows per second": round(c.srcrows / seconds, 1),
+                    "estimated rows": done.estimated_rows,
+                    "checkpoint": done.checkpoint or "",
+                },
+            )
+
+        self.plan_step, self.commit_step = plan_step, commit_step
+
+    def mapping_of(self, context: dg.OpExecutionContext) -> Mapping:
+        return self.by_graph[context.op_handle.parent.name]
+
+
 def mapping_asset(
     mapping: Mapping,
-    catalog: Catalog,
+    steps: LoadSteps,
     deps: Sequence[dg.AssetKey],
     extra_findings: Sequence[Finding],
 ) -> dg.AssetsDefinition:
-    name = mapping.ref.lower()
-    retry_max = int(catalog.param("RETRY_MAX", str(RETRY_DEFAULTS["RETRY_MAX"])))
-    retry_delay = float(
-        catalog.param("RETRY_DELAY_SECONDS", str(RETRY_DEFAULTS["RETRY_DELAY_SECONDS"]))
-    )
     after = {f"after_{i}": dep for i, dep in enumerate(deps)}
-
-    @dg.op(
-        name=f"{name}__plan",
-        ins={n: dg.In(dg.Nothing) for n in after},
-        out=dg.DynamicOut(str),
-        tags={f"{TAG}mapref": mapping.ref},
-    )
-    def plan_step(context: dg.OpExecutionContext, dms: DmsResource):
-        options = run_options(dict(context.run.tags))
-        load_plan = plan(
-            mapping,
-            options["params"],
-            chunks=options["chunks"],
-            full=options["full"],
-            settings=dms.settings(),
-            runid=context.run_id,
-            prcreqid=options["prcreqid"],
-            jobschid=options["jobschid"],
-        )
-        context.log.info(
-            f"{mapping.ref}: process {load_plan.prcid}, {load_plan.chunk_count} chunk(s) for "
-            f"~{load_plan.estimated_rows} rows ({load_plan.estimate_method})"
-        )
-        data = load_plan.model_dump_json()
-        for i in range(load_plan.chunk_count):
-            yield dg.DynamicOutput(data, mapping_key=f"c{i:04d}")
-
-    @dg.op(name=f"{name}__chunk", pool=pool_name(mapping), tags={f"{TAG}mapref": mapping.ref})
-    def chunk_step(context: dg.OpExecutionContext, dms: DmsResource, plan_json: str) -> str:
-        load_plan = LoadPlan.model_validate_json(plan_json)
-        index = int(context.get_mapping_key()[1:])
-        settings = dms.settings()
-        try:
-            result = run_chunk(load_plan, index, settings)
-        except BaseException as exc:
-            if not is_interruption(exc) and is_transient(exc) and context.retry_number < retry_max:
-                wait = _backoff(retry_delay, context.retry_number)
-                context.log.warning(
-                    f"chunk {index}: transient error, retry in {wait:.0f}s: {describe(exc)}"
-                )
-                raise dg.RetryRequested(max_retries=retry_max, seconds_to_wait=wait) from exc
-            close_process(
-                metadata_engine(settings),
-                load_plan.prcid,
-                "ST" if is_interruption(exc) else "FL",
-                describe(exc),
-            )
-            raise
-        return json.dumps({"plan": plan_json, "result": result.model_dump_json()})
-
-    @dg.op(name=f"{name}__commit", tags={f"{TAG}mapref": mapping.ref})
-    def commit_step(context: dg.OpExecutionContext, dms: DmsResource, chunks: list[str]):
-        items = [json.loads(c) for c in chunks]
-        load_plan = LoadPlan.model_validate_json(items[0]["plan"])
-        results = [ChunkResult.model_validate_json(i["result"]) for i in items]
-        done = commit(load_plan, results, dms.settings())
-        c = done.counts
-        seconds = max(done.seconds, 1e-6)
-        yield dg.Output(
-            None,
-            metadata={
-                "dms/prcid": done.prcid,
-                "source rows": c.srcrows,
-                "inserted": c.insrows,
-                "updated": c.updrows,
-                "expired": c.exprows,
-                "deleted": c.delrows,
-                "unchanged": c.unchrows,
-                "chunks": done.chunk_count,
-                "seconds": round(done.seconds, 3),
-                "rows per second": round(c.srcrows / seconds, 1),
-                "estimated rows": done.estimated_rows,
-                "checkpoint": done.checkpoint or "",
-            },
-        )
+    plan_step, commit_step = steps.plan_step, steps.commit_step
+    chunk_step = steps.chunk_steps[pool_name(mapping)]
 
     def compose(**upstream):
         plans = plan_step(**upstream)
@@ -246,45 +265,62 @@ def mapping_asset(
     )
 
 
-def mapping_checks(mapping: Mapping) -> list[dg.AssetChecksDefinition]:
-    key = asset_key(mapping)
-    name = mapping.ref.lower()
+CURRENT_ROWS = "one_current_row_per_key"
+RECONCILIATION = "source_target_reconciliation"
 
-    @dg.asset_check(
-        asset=key,
-        name="one_current_row_per_key",
-        blocking=True,
-        description="Exactly one current row per business key",
-    )
-    def one_current_row(dms: DmsResource) -> dg.AssetCheckResult:
-        result = current_rows(mapping, dms.settings())
-        return dg.AssetCheckResult(
-            passed=result.passed,
-            metadata={
-                "keys with several current rows": result.keys_with_several_current_rows,
-                "sample": ", ".join(result.sample),
-            },
+
+def mapping_checks(catalog: Catalog) -> dg.AssetChecksDefinition:
+    """Both checks of every mapping, in one definition: a run evaluates those of the
+    assets it materializes. The current-row check blocks downstream assets."""
+    by_key = {asset_key(m): m for m in catalog.mappings.values()}
+    specs = [
+        spec
+        for key in by_key
+        for spec in (
+            dg.AssetCheckSpec(
+                CURRENT_ROWS,
+                asset=key,
+                blocking=True,
+                description="Exactly one current row per business key",
+            ),
+            dg.AssetCheckSpec(
+                RECONCILIATION,
+                asset=key,
+                description="Distinct source keys vs current target rows (a warning)",
+            ),
         )
+    ]
 
-    @dg.asset_check(
-        asset=key,
-        name="source_target_reconciliation",
-        description="Distinct source keys vs current target rows (a warning)",
-    )
-    def reconciliation(dms: DmsResource) -> dg.AssetCheckResult:
-        r = reconcile(mapping, dms.settings())
-        # keys a source no longer has stay in the target when DELHNDL is IGNORE
-        keeps_absent = (mapping.delete_handling or "IGNORE").upper() == "IGNORE"
-        passed = r.difference == 0 or (keeps_absent and r.difference > 0)
-        return dg.AssetCheckResult(
-            passed=passed,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "source keys": r.source_keys,
-                "current target rows": r.target_rows,
-                "difference": r.difference,
-            },
-        )
+    @dg.multi_asset_check(specs=specs, can_subset=True, name="dms_checks")
+    def dms_checks(context: dg.AssetCheckExecutionContext, dms: DmsResource):
+        settings = dms.settings()
+        for check_key in sorted(context.selected_asset_check_keys, key=str):
+            mapping = by_key[check_key.asset_key]
+            if check_key.name == CURRENT_ROWS:
+                result = current_rows(mapping, settings)
+                yield dg.AssetCheckResult(
+                    asset_key=check_key.asset_key,
+                    check_name=CURRENT_ROWS,
+                    passed=result.passed,
+                    metadata={
+                        "keys with several current rows": result.keys_with_several_current_rows,
+                        "sample": ", ".join(result.sample),
+                    },
+                )
+            else:
+                r = reconcile(mapping, settings)
+                # keys a source no longer has stay in the target when DELHNDL is IGNORE
+                keeps_absent = (mapping.delete_handling or "IGNORE").upper() == "IGNORE"
+                yield dg.AssetCheckResult(
+                    asset_key=check_key.asset_key,
+                    check_name=RECONCILIATION,
+                    passed=r.difference == 0 or (keeps_absent and r.difference > 0),
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "source keys": r.source_keys,
+                        "current target rows": r.target_rows,
+                        "difference": r.difference,
+                    },
+                )
 
-    one_current_row.__name__ = f"{name}_one_current_row"
-    return [one_current_row, reconciliation]
+    return dms_checks

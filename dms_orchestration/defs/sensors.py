@@ -101,8 +101,9 @@ def _run_request(request: Request, mapref: str, attempt: int, day=None) -> dg.Ru
 def _follow(context, request: Request, mapref: str, retry_max: int) -> Iterator[dg.RunRequest]:
     """A CLAIMED request: record its run, retry a launch that failed, close it when done."""
     engine = metadata_engine(context.resources.dms.settings())
+    # get_runs is newest first: oldest first, then by day (stable), so the last is the latest
     runs = sorted(
-        _runs(context.instance, request.id), key=lambda r: r.tags.get(f"{TAG}histday", "")
+        reversed(_runs(context.instance, request.id)), key=lambda r: r.tags.get(f"{TAG}histday", "")
     )
     if not runs:
         return

@@ -125,15 +125,26 @@ def _check_not_running(conn: sa.Connection, mapref: str | None) -> None:
         )
 
 
-def close_process(engine: sa.Engine, prcid: int, status: str, message: str | None = None) -> bool:
+def close_process(
+    engine: sa.Engine,
+    prcid: int,
+    status: str,
+    message: str | None = None,
+    reopen_failed: bool = False,
+) -> bool:
     """IP -> PC | FL | ST. Returns False when the run was no longer IP (closed already,
-    e.g. stopped): the first final status wins and is never overwritten."""
+    e.g. stopped): the first final status wins and is never overwritten - except that a
+    load whose failed chunk was re-run and then committed may turn FL into PC
+    (reopen_failed)."""
     if status not in FINAL_STATUSES:
         raise LogError(f"DMS_PRCLOG status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
     with engine.begin() as conn:
         result = conn.execute(
             sa.update(dms_prclog)
-            .where(dms_prclog.c.prcid == prcid, dms_prclog.c.prcsts == "IP")
+            .where(
+                dms_prclog.c.prcid == prcid,
+                dms_prclog.c.prcsts.in_(("IP", "FL") if reopen_failed else ("IP",)),
+            )
             .values(prcsts=status, enddt=dms_now(), prcmsg=fit_message(message))
         )
         if result.rowcount == 0:

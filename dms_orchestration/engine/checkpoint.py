@@ -88,10 +88,13 @@ class Window:
     start: str | None
     end: str | None
     windowed: bool  # False: no checkpoint, read everything
+    bounded: bool = False  # True: `end` limits even a window without a start (PYTHON)
 
     @property
     def reads_everything(self) -> bool:
-        return not self.windowed or self.start is None
+        if not self.windowed:
+            return True
+        return self.start is None and (not self.bounded or self.end is None)
 
     @property
     def record(self) -> str | None:

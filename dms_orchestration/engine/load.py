@@ -71,6 +71,7 @@ def commit(
         f"{total.srcrows} source rows: {total.insrows} inserted, {total.updrows} "
         f"updated, {total.exprows} expired, {total.delrows} deleted, "
         f"{total.unchrows} unchanged",
+        reopen_failed=True,  # a failed chunk re-run on its own completes the load
     )
     return LoadResult(
         plan.mapref,

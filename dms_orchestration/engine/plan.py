@@ -67,7 +67,8 @@ class LoadPlan(BaseModel):
 
     @property
     def window(self) -> Window:
-        return Window(self.window_start, self.window_end, self.windowed)
+        bounded = (self.mapping.checkpoint_strategy or "").upper() == "PYTHON"
+        return Window(self.window_start, self.window_end, self.windowed, bounded)
 
     def binds(self, chunk: int) -> dict[str, Any]:
         lo = self.boundaries[chunk - 1] if chunk > 0 else None
@@ -138,7 +139,7 @@ def _window(spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full:
             raise CheckpointError(f"mapping {spec.mapref}: PYTHON checkpoints need CHKPNTCLNM")
         fn = checkpoint_function(spec.checkpoint_function or "")
         start, end = fn(None if full else last_checkpoint(meta, spec.mapref), dict(params))
-        return Window(as_text(start), as_text(end), windowed=True)
+        return Window(as_text(start), as_text(end), windowed=True, bounded=True)
     start = None if full else last_checkpoint(meta, spec.mapref)
     d = dialect_of(src)
     query = sa.text(sqlgen.checkpoint_max(d, spec))

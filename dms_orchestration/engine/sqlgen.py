@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from dms_orchestration.db.dialects import Dialect
 from dms_orchestration.db.sqltext import escape_binds
 from dms_orchestration.engine.spec import AGGREGATES, LoadSpec, TargetColumn
@@ -56,7 +58,12 @@ def _checkpoint_filter(d: Dialect, spec: LoadSpec, windowed: bool) -> list[str]:
     if not windowed:
         return []
     col = f"SRC.{d.quote(spec.checkpoint_column)}"
-    # no checkpoint yet: the first load reads everything (rows whose column is NULL too)
+    if spec.checkpoint_strategy == "PYTHON":  # the function's window, either end open
+        return [
+            f"(:dms_chk_from IS NULL OR {col} > :dms_chk_from)",
+            f"(:dms_chk_to IS NULL OR {col} <= :dms_chk_to)",
+        ]
+    # KEY without a checkpoint yet: the first load reads everything (NULL values too)
     return [f"(:dms_chk_from IS NULL OR ({col} > :dms_chk_from AND {col} <= :dms_chk_to))"]
 
 
@@ -113,7 +120,7 @@ def work_table(d: Dialect, spec: LoadSpec, kind: str, prcid: int, chunk: int) ->
 
 def create_staging(d: Dialect, spec: LoadSpec, name: str) -> str:
     cols = [f"{d.quote(c.name)} {d.type_sql(c.dtype.sqlalchemy_type())}" for c in spec.all_columns]
-    cols.append(f"{SRCCNT} BIGINT")
+    cols.append(f"{SRCCNT} {d.type_sql(sa.BigInteger())}")
     create = "CREATE UNLOGGED TABLE" if d.name == "postgresql" else "CREATE TABLE"
     return f"{create} {name} ({', '.join(cols)})"
 

@@ -58,7 +58,7 @@ class DataType:
         if f == "DATE":
             return sa.Date()
         if f == "TIMESTAMP":
-            return sa.DateTime()
+            return sa.TIMESTAMP()  # DateTime would be DATE (no fractions) on Oracle
         if f == "BOOLEAN":
             return sa.Boolean()
         raise UnknownDataType(f"no column type for family {f!r}")

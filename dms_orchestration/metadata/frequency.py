@@ -89,7 +89,10 @@ def clock_for(s: Schedule) -> Clock:
         text = (s.day or "01-01").strip()
         month, _, day = text.partition("-")
         month_n = _int(month, "FRQDD month", 1, 12, 1)
-        return Clock(f"{mi} {hh} {_int(day, 'FRQDD day', 1, 31, 1)} {month_n} *")
+        day_n = _int(day, "FRQDD day", 1, 31, 1)
+        if day_n > calendar.monthrange(2000, month_n)[1]:  # 2000: a leap year
+            raise FrequencyError(f"FRQDD {s.day!r} is not a day of the year")
+        return Clock(f"{mi} {hh} {day_n} {month_n} *")
     months = "1,7" if code == "HY" else "1,4,7,10"
     return Clock(f"{mi} {hh} {_day_of_month(s.day)} {months} *")
 

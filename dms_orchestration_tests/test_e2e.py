@@ -1,0 +1,438 @@
+"""End to end: `dagster dev` (webserver + daemon + code server) on 127.0.0.1 with
+PostgreSQL storage, DMS metadata in PostgreSQL, and everything driven from outside the
+way people and other tools do it: GraphQL (DagsterGraphQLClient) and plain SQL rows.
+
+One module-scoped `dagster dev` serves the tests below, which run in order:
+listing, a GraphQL launch, an IMMEDIATE request, a STOP of a slow load inside its SQL
+statement, and a mapping added with plain SQL and picked up by a reload.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from dms_orchestration.db.connect import create_engine
+from dms_orchestration.db.ddl import init_schema
+from dms_orchestration.metadata.authoring import import_mapping_file
+from dms_orchestration.metadata.mapping_file import parse_mapping_file
+from dms_orchestration_tests.conftest import REPO_ROOT
+
+LOCATION = "dms_orchestration.definitions"
+SLOW_ROWS = 3000  # x 5 ms of pg_sleep: ~15 s of SQL in the server
+
+MAPPINGS = f"""
+params:
+  - {{code: RETRY_MAX, value: "1"}}
+  - {{code: RETRY_DELAY_SECONDS, value: "1"}}
+sql:
+  - code: FAST_SQL
+    sql: SELECT ID, NAME FROM E2E_FAST_SRC
+  - code: SLOW_SQL
+    sql: >-
+      SELECT g AS ID, 'v' || g AS VAL FROM generate_series(1, {SLOW_ROWS}) g
+      WHERE pg_sleep(0.005) IS NOT NULL
+mappings:
+  - ref: FAST
+    description: A few rows, SCD1
+    source_system: E2E
+    target: {{schema: public, table: FAST_T}}
+    sql: FAST_SQL
+    columns:
+      - {{name: ID, type: INTEGER, key: 1, logic: SRC.ID}}
+      - {{name: NAME, type: VARCHAR(50), logic: SRC.NAME, scd: 1}}
+    job: {{}}
+  - ref: SLOW
+    description: A source query that takes ~15 s
+    source_system: E2E
+    target: {{schema: public, table: SLOW_T}}
+    sql: SLOW_SQL
+    columns:
+      - {{name: ID, type: INTEGER, key: 1, logic: SRC.ID}}
+      - {{name: VAL, type: VARCHAR(50), logic: SRC.VAL, scd: 1}}
+    job: {{}}
+"""
+
+ASSETS_AND_JOBS = """
+{
+  assetNodes { assetKey { path } }
+  repositoriesOrError {
+    ... on RepositoryConnection { nodes { name location { name } jobs { name } } }
+  }
+}
+"""
+
+RUN = """
+query ($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run { status creationTime startTime endTime tags { key value } }
+  }
+}
+"""
+
+FINDINGS = """
+query ($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode { metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } }
+  }
+}
+"""
+
+TIMINGS: dict[str, float] = {}
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Dagster:
+    """The running `dagster dev` and the DMS database it serves."""
+
+    def __init__(self, port: int, dms_dsn: dict, log: Path) -> None:
+        self.port = port
+        self.dsn = dms_dsn
+        self.log = log
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            data = json.loads(resp.read())
+        assert "errors" not in data, data
+        return data["data"]
+
+    def run(self, run_id: str) -> dict:
+        return self.graphql(RUN, {"runId": run_id})["runOrError"]
+
+    def sql(self, statement: str, args: tuple = ()) -> list[tuple]:
+        conn = psycopg2.connect(**self.dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, args)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def tail(self, lines: int = 120) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait(self, what: str, check, timeout: float, interval: float = 0.5):
+        deadline = time.time() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.time() > deadline:
+                pytest.fail(
+                    f"timed out after {timeout:.0f}s waiting for {what}\n"
+                    f"--- dagster dev output (tail) ---\n{self.tail()}"
+                )
+            time.sleep(interval)
+
+    def wait_run(self, run_id: str, statuses: set[DagsterRunStatus], timeout: float):
+        final = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+        def check():
+            status = self.client.get_run_status(run_id)
+            if status in final and status not in statuses:
+                wanted = sorted(s.value for s in statuses)
+                pytest.fail(
+                    f"run {run_id} ended {status.value}, expected {wanted}"
+                    f"\n--- dagster dev output (tail) ---\n{self.tail()}"
+                )
+            return status if status in statuses else None
+
+        return self.wait(f"run {run_id} in {statuses}", check, timeout)
+
+    def prclog(self, run_id: str) -> list[tuple]:
+        return self.sql(
+            "SELECT PRCSTS, MAPREF, PRCMSG FROM DMS_PRCLOG WHERE RUNID = %s ORDER BY PRCID",
+            (run_id,),
+        )
+
+    def request(self, prcreqid: int) -> tuple:
+        rows = self.sql(
+            "SELECT REQSTS, RUNID, ERRMSG FROM DMS_PRCREQ WHERE PRCREQID = %s", (prcreqid,)
+        )
+        return rows[0]
+
+
+def _wait_for_graphql(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    body = json.dumps({"query": "{ version }"}).encode()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"dagster dev exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+            )
+        try:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/graphql",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if json.loads(resp.read()).get("data", {}).get("version"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"GraphQL did not answer within {timeout:.0f}s:\n{log.read_text()[-5000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    # the rest of the group (code server, run workers, step processes) gets a few
+    # seconds to end on its own, then whatever survived is killed
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def dagster(pg_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    storage_db = "e2e_dagster"
+    dms_db = "e2e_dms"
+    pg_server.create_database(storage_db)
+    dms_url = pg_server.create_database(dms_db)
+
+    home = tmp / "dagster_home"
+    home.mkdir()
+    postgres_db = {
+        "scheme": "postgresql+psycopg2",
+        "hostname": "127.0.0.1",
+        "port": pg_server.port,
+        "username": pg_server.user,  # the test server trusts it without a password
+        "db_name": storage_db,
+    }
+    storage = yaml.safe_dump({"storage": {"postgres": {"postgres_db": postgres_db}}})
+    (home / "dagster.yaml").write_text(f"{(REPO_ROOT / 'dagster.yaml').read_text()}\n{storage}")
+
+    engine = create_engine(dms_url)
+    init_schema(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE E2E_FAST_SRC (ID INTEGER PRIMARY KEY, NAME VARCHAR(50))")
+        conn.exec_driver_sql("INSERT INTO E2E_FAST_SRC VALUES (1, 'one'), (2, 'two'), (3, 'three')")
+    import_mapping_file(engine, parse_mapping_file(MAPPINGS))
+    engine.dispose()
+
+    port = _free_port()
+    log = tmp / "dagster-dev.log"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DMS_DATABASE_URL": dms_url,
+        "DMS_HOME": str(tmp / "dms_home"),
+    }
+    for name in ("DMS_SCHEMA", "CDR_SCHEMA", "DB_TYPE", "DMS_TIMEZONE"):
+        env.pop(name, None)
+    dagster_bin = str(Path(sys.executable).parent / "dagster")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                "env",
+                "--default-signal=INT,TERM",
+                dagster_bin,
+                "dev",
+                "-w",
+                str(REPO_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        started = time.time()
+        _wait_for_graphql(port, proc, log, timeout=90)
+        print(f"\n[e2e] dagster dev answers GraphQL after {time.time() - started:.1f}s")
+        dsn = dict(host="127.0.0.1", port=pg_server.port, user=pg_server.user, dbname=dms_db)
+        print(f"[e2e] dagster dev output: {log}")
+        yield Dagster(port, dsn, log)
+    finally:
+        _stop(proc)
+        if TIMINGS:
+            print("\n[e2e] timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMINGS.items()))
+
+
+@pytest.fixture(autouse=True)
+def _dagster_output_on_failure(request, dagster):
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed:
+        print(f"--- dagster dev output (tail) ---\n{dagster.tail()}")
+
+
+def _assets_and_jobs(dagster: Dagster) -> tuple[set[tuple[str, ...]], dict[str, set[str]]]:
+    data = dagster.graphql(ASSETS_AND_JOBS)
+    assets = {tuple(n["assetKey"]["path"]) for n in data["assetNodes"]}
+    jobs: dict[str, set[str]] = {}
+    for repo in data["repositoriesOrError"]["nodes"]:
+        jobs.setdefault(repo["location"]["name"], set()).update(j["name"] for j in repo["jobs"])
+    return assets, jobs
+
+
+def test_graphql_lists_assets_and_jobs(dagster):
+    assets, jobs = _assets_and_jobs(dagster)
+    assert {("public", "fast_t"), ("public", "slow_t")} <= assets
+    assert LOCATION in jobs, jobs
+    assert {"fast_job", "slow_job"} <= jobs[LOCATION]
+
+
+def test_job_launched_over_graphql_succeeds_and_logs_pc(dagster):
+    run_id = dagster.client.submit_job_execution("fast_job")
+    dagster.wait_run(run_id, {DagsterRunStatus.SUCCESS}, timeout=120)
+    assert [r[0] for r in dagster.prclog(run_id)] == ["PC"]
+    assert dagster.sql("SELECT ID, NAME FROM FAST_T ORDER BY ID") == [
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+    ]
+
+
+def test_immediate_request_row_runs_the_job(dagster):
+    inserted = time.time()
+    dagster.sql(
+        "INSERT INTO DMS_PRCREQ (PRCREQID, REQTYP, MAPREF) VALUES (%s, 'IMMEDIATE', 'FAST')",
+        (910001,),
+    )
+    # the sensor claims it and launches a run within its interval (5 s) plus daemon latency
+    run_id = dagster.wait(
+        "the IMMEDIATE request CLAIMED with a RUNID",
+        lambda: dagster.request(910001)[1],
+        timeout=60,
+    )
+    dagster.wait_run(run_id, {DagsterRunStatus.SUCCESS}, timeout=120)
+    # DONE on the sensor's next tick after the run ended
+    assert dagster.wait(
+        "the IMMEDIATE request DONE",
+        lambda: (r := dagster.request(910001))[0] not in ("NEW", "CLAIMED") and r,
+        timeout=30,
+    ) == ("DONE", run_id, None)
+    run = dagster.run(run_id)
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags.get("dms/prcreqid") == "910001"
+    TIMINGS["IMMEDIATE insert -> run started"] = run["startTime"] - inserted
+    TIMINGS["IMMEDIATE insert -> run created"] = run["creationTime"] - inserted
+    print(
+        f"\n[e2e] IMMEDIATE insert -> run created {run['creationTime'] - inserted:.1f}s, "
+        f"started {run['startTime'] - inserted:.1f}s, ended {run['endTime'] - inserted:.1f}s"
+    )
+    assert [r[0] for r in dagster.prclog(run_id)] == ["PC"]
+
+
+def _sleeping(dagster: Dagster) -> list[tuple]:
+    return dagster.sql(
+        "SELECT pid, query_start FROM pg_stat_activity "
+        "WHERE state = 'active' AND query ILIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"
+    )
+
+
+def test_stop_request_cancels_a_slow_load_inside_its_sql(dagster, pg_server):
+    run_id = dagster.client.submit_job_execution("slow_job")
+    dagster.wait(
+        "the SLOW load IP with its SQL running",
+        lambda: [r[0] for r in dagster.prclog(run_id)] == ["IP"] and _sleeping(dagster),
+        timeout=120,
+    )
+    time.sleep(3)  # well inside the ~15 s statement
+    assert _sleeping(dagster), "the slow statement ended before the STOP"
+    server_log = pg_server.tmp / "server.log"
+    log_offset = server_log.stat().st_size
+    inserted = time.time()
+    dagster.sql(
+        "INSERT INTO DMS_PRCREQ (PRCREQID, REQTYP, MAPREF) VALUES (%s, 'STOP', 'SLOW')",
+        (910002,),
+    )
+    dagster.wait_run(run_id, {DagsterRunStatus.CANCELED}, timeout=60)
+    stopped = time.time() - inserted
+    TIMINGS["STOP insert -> run CANCELED"] = stopped
+    print(f"\n[e2e] STOP insert -> run CANCELED {stopped:.1f}s")
+    assert not _sleeping(dagster), "the statement still runs in the server"
+    with open(server_log, "rb") as f:
+        f.seek(log_offset)
+        assert b"canceling statement due to user request" in f.read()
+    dagster.wait(
+        "DMS_PRCLOG ST", lambda: [r[0] for r in dagster.prclog(run_id)] == ["ST"], timeout=30
+    )
+    assert dagster.sql("SELECT COUNT(*) FROM SLOW_T") == [(0,)]
+    assert dagster.request(910002) == ("DONE", run_id, None)
+
+
+def test_mapping_added_with_plain_sql_appears_after_a_reload(dagster):
+    statements = [
+        "INSERT INTO DMS_MAPRSQL (MAPRSQLID, MAPRSQLCD, MAPRSQL, CURFLG) "
+        "VALUES (920001, 'NEW_SQL', 'SELECT ID, NAME FROM E2E_FAST_SRC', 'Y')",
+        "INSERT INTO DMS_MAPR (MAPID, MAPREF, MAPDESC, SRCSYS, TRGTBNM, TRGTBTYP, TRGSCHM, "
+        "MAPRSQLCD, CURFLG) VALUES (920001, 'NEWMAP', 'Added with plain SQL', 'E2E', "
+        "'NEW_T', 'DIMENSION', 'public', 'NEW_SQL', 'Y')",
+        "INSERT INTO DMS_MAPRDTL (MAPDTLID, MAPREF, TRGCLNM, TRGCLDTYP, TRGKEYFLG, TRGKEYSEQ, "
+        "MAPLOGIC, SCDTYP, EXCSEQ, CURFLG) VALUES "
+        "(920001, 'NEWMAP', 'ID', 'INTEGER', 'Y', 1, 'SRC.ID', NULL, 1, 'Y'), "
+        "(920002, 'NEWMAP', 'NAME', 'VARCHAR(50)', 'N', NULL, 'SRC.NAME', '1', 2, 'Y')",
+        "INSERT INTO DMS_JOB (JOBID, MAPREF, JOBDESC, STFLG, CURFLG) "
+        "VALUES (920001, 'NEWMAP', 'Load NEWMAP', 'A', 'Y')",
+    ]
+    for statement in statements:
+        dagster.sql(statement)
+    assets, _ = _assets_and_jobs(dagster)
+    assert ("public", "new_t") not in assets
+    info = dagster.client.reload_repository_location(LOCATION)
+    assert info.status.value == "SUCCESS", info
+    assets, jobs = _assets_and_jobs(dagster)
+    assert ("public", "new_t") in assets
+    assert "newmap_job" in jobs[LOCATION]
+    node = dagster.graphql(FINDINGS, {"path": ["public", "new_t"]})["assetNodeOrError"]
+    entries = {e["label"]: e.get("mdStr") for e in node["metadataEntries"]}
+    assert entries["dms/findings"] == "no findings"
