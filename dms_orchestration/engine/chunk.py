@@ -18,7 +18,7 @@ from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.db.interrupt import cancellable
 from dms_orchestration.dmslog.writer import LoadCounts, write_joblog
 from dms_orchestration.engine import sqlgen
-from dms_orchestration.engine.errors import DataError, record_chunk_end
+from dms_orchestration.engine.errors import DataError, describe, record_chunk_end
 from dms_orchestration.engine.plan import LoadPlan, resolve
 from dms_orchestration.engine.spec import LoadSpec
 from dms_orchestration.ids.provider import provider_for
@@ -58,27 +58,41 @@ def _stream_into(
             td.bulk_insert(conn, staging, columns, batch)
 
 
-def _check_keys(conn: sa.Connection, td: Dialect, spec: LoadSpec, work: str) -> None:
-    nulls = conn.execute(sa.text(sqlgen.null_keys(td, spec, work))).scalar()
+def _check_keys(
+    conn: sa.Connection,
+    td: Dialect,
+    spec: LoadSpec,
+    work: str,
+    values: dict[str, Any] | None = None,
+    staged: bool = False,
+) -> None:
+    """NULL or duplicate business keys fail the load with a DATA error naming them;
+    `work` is the work table, or with `staged` the staged rows (no 'D' rows there)."""
+    nulls = _execute(conn, sqlgen.null_keys(td, spec, work), values or {}).scalar()
     if nulls:
         names = ", ".join(k.name for k in spec.keys)
         raise DataError(
             f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key ({names})"
         )
-    dups = conn.execute(sa.text(sqlgen.duplicate_keys(td, spec, work))).all()
+    find = sqlgen.duplicate_staged_keys if staged else sqlgen.duplicate_keys
+    dups = _execute(conn, find(td, spec, work), values or {}).all()
     if dups:
-        keys = ["/".join(str(v) for v in row[:-1]) for row in dups]
-        why = (
-            "a lookup returns several rows for one key"
-            if spec.aggregated
-            else "give the non-key columns a MAPCMBCD to aggregate them, or fix the source"
-        )
-        raise DataError(
-            f"mapping {spec.mapref}: duplicate business keys in the source extract "
-            f"({', '.join(k.name for k in spec.keys)} = {', '.join(keys)}"
-            f"{' ...' if len(dups) == 5 else ''}); {why}",
-            keys,
-        )
+        raise _duplicate_error(spec, dups)
+
+
+def _duplicate_error(spec: LoadSpec, dups: list) -> DataError:
+    keys = ["/".join(str(v) for v in row[:-1]) for row in dups]
+    why = (
+        "a lookup returns several rows for one key"
+        if spec.aggregated
+        else "give the non-key columns a MAPCMBCD to aggregate them, or fix the source"
+    )
+    return DataError(
+        f"mapping {spec.mapref}: duplicate business keys in the source extract "
+        f"({', '.join(k.name for k in spec.keys)} = {', '.join(keys)}"
+        f"{' ...' if len(dups) == 5 else ''}); {why}",
+        keys,
+    )
 
 
 def _drop(tgt: sa.Engine, names: list[str]) -> None:
@@ -90,12 +104,96 @@ def _drop(tgt: sa.Engine, names: list[str]) -> None:
             pass  # never created; a leftover is dropped by the mapping's next load
 
 
+def _skey(
+    plan: LoadPlan,
+    meta: sa.Engine,
+    td: Dialect,
+    spec: LoadSpec,
+    new_rows: int,
+    values: dict[str, Any],
+) -> str:
+    """The SQL of a new SKEY: the target's sequence, or a DMS_IDPOOL range reserved now."""
+    if plan.skey_mode == "SEQUENCE":
+        return td.next_sequence_value(td.qualified(spec.schema, f"{spec.table}_SEQ"))
+    if new_rows:
+        values["dms_skey0"] = provider_for(meta).reserve_range(spec.table, new_rows).start - 1
+    return sqlgen.pool_skey(td, spec)
+
+
+def _initial_load(
+    conn: sa.Connection,
+    tgt: sa.Engine,
+    meta: sa.Engine,
+    plan: LoadPlan,
+    spec: LoadSpec,
+    staged: str,
+    values: dict[str, Any],
+) -> LoadCounts:
+    """Into an empty target every row is new: insert straight from the staged rows."""
+    td = dialect_of(tgt)
+    new_rows = 0
+    if plan.skey_mode != "SEQUENCE":
+        with conn.begin():  # ended before the reservation (on SQLite it holds the lock)
+            new_rows = int(_execute(conn, sqlgen.staged_rows(staged), values).scalar() or 0)
+    skey = _skey(plan, meta, td, spec, new_rows, values)
+    try:
+        with cancellable(tgt), conn.begin():
+            inserted = _execute(
+                conn, sqlgen.initial_insert(td, spec, staged, skey), values
+            ).rowcount
+    except sa.exc.IntegrityError as exc:  # duplicate or NULL business keys: name them
+        with conn.begin():
+            _check_keys(conn, td, spec, staged, values, staged=True)
+        raise DataError(f"mapping {spec.mapref}: {describe(exc)}") from exc
+    return LoadCounts(srcrows=inserted, insrows=inserted)
+
+
+def _delta_load(
+    conn: sa.Connection,
+    tgt: sa.Engine,
+    meta: sa.Engine,
+    plan: LoadPlan,
+    spec: LoadSpec,
+    staged: str,
+    work: str,
+    bounds: sqlgen.ChunkBounds,
+    values: dict[str, Any],
+) -> LoadCounts:
+    """Classify every key against the current rows (work table A), then apply A."""
+    td = dialect_of(tgt)
+    with cancellable(tgt), conn.begin():
+        _execute(conn, sqlgen.classify(td, spec, staged, work, bounds, plan.full_extract), values)
+    with cancellable(tgt), conn.begin():
+        if td.name == "postgresql":  # fresh statistics for the apply statements' plans
+            conn.exec_driver_sql(f"ANALYZE {work}")
+        _check_keys(conn, td, spec, work)
+        acts = {
+            r[0]: (int(r[1]), int(r[2] or 0))
+            for r in conn.execute(sa.text(sqlgen.action_counts(work)))
+        }
+    rows = {act: n for act, (n, _) in acts.items()}
+    skey = _skey(plan, meta, td, spec, rows.get("I", 0) + rows.get("V", 0), values)
+    deleted = 0
+    with cancellable(tgt), conn.begin():
+        for name, stmt in sqlgen.apply_statements(td, spec, work, skey):
+            count = _execute(conn, stmt, values).rowcount
+            deleted += count if name == "delete" else 0
+    expired_absent = rows.get("D", 0) if spec.scd2 and spec.delete_handling == "EXPIRE" else 0
+    return LoadCounts(
+        srcrows=sum(srccnt for act, (_, srccnt) in acts.items() if act != "D"),
+        insrows=rows.get("I", 0) + rows.get("V", 0),
+        updrows=rows.get("U", 0),
+        exprows=rows.get("V", 0) + expired_absent,
+        delrows=deleted,
+        unchrows=rows.get("N", 0),
+    )
+
+
 def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> ChunkResult:
     settings = settings or load_settings()
     meta = metadata_engine(settings)
     start = dms_now()
-    mapping = plan.mapping
-    spec, src, tgt = resolve(mapping, settings)
+    spec, src, tgt = resolve(plan.mapping, settings)
     sd, td = dialect_of(src), dialect_of(tgt)
     bounds = sqlgen.ChunkBounds.of(index, plan.chunk_count)
     values = plan.binds(index)
@@ -108,48 +206,20 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
         _drop(tgt, [work, staging])  # a failed earlier try of this same chunk
         with tgt.connect() as conn:
             conn = conn.execution_options(dms_write_lock=True)
-            with conn.begin():
-                if plan.same_database:
-                    staged = f"({transform})"
-                else:
+            if plan.same_database:
+                staged = f"({transform})"
+            else:
+                with conn.begin():
                     conn.exec_driver_sql(sqlgen.create_staging(td, spec, staging))
                     made.append(staging)
                     _stream_into(src, conn, td, spec, transform, staging, values)
-                    staged = staging
-                made.append(work)
-                with cancellable(tgt):
-                    classify = sqlgen.classify(td, spec, staged, work, bounds, plan.full_extract)
-                    _execute(conn, classify, values)
-            with cancellable(tgt), conn.begin():
-                if td.name == "postgresql":  # fresh statistics for the apply statements' plans
-                    conn.exec_driver_sql(f"ANALYZE {work}")
-                _check_keys(conn, td, spec, work)
-                acts = {
-                    r[0]: (int(r[1]), int(r[2] or 0))
-                    for r in conn.execute(sa.text(sqlgen.action_counts(work)))
-                }
-            new_rows = acts.get("I", (0, 0))[0] + acts.get("V", (0, 0))[0]
-            if plan.skey_mode == "SEQUENCE":
-                skey = td.next_sequence_value(td.qualified(spec.schema, f"{spec.table}_SEQ"))
+                staged = staging
+            if plan.initial:
+                counts = _initial_load(conn, tgt, meta, plan, spec, staged, values)
             else:
-                skey = sqlgen.pool_skey(td, spec)
-                if new_rows:
-                    values["dms_skey0"] = (
-                        provider_for(meta).reserve_range(spec.table, new_rows).start - 1
-                    )
-            written = {}
-            with cancellable(tgt), conn.begin():
-                for name, stmt in sqlgen.apply_statements(td, spec, work, skey):
-                    written[name] = written.get(name, 0) + _execute(conn, stmt, values).rowcount
+                made.append(work)
+                counts = _delta_load(conn, tgt, meta, plan, spec, staged, work, bounds, values)
         _drop(tgt, made)
-        counts = LoadCounts(
-            srcrows=sum(srccnt for act, (_, srccnt) in acts.items() if act != "D"),
-            insrows=written.get("insrows", 0),
-            updrows=written.get("updrows", 0),
-            exprows=written.get("exprows", 0),
-            delrows=written.get("delrows", 0),
-            unchrows=acts.get("N", (0, 0))[0],
-        )
         write_joblog(
             meta,
             prcid=plan.prcid,

@@ -15,7 +15,8 @@ from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.dmslog.writer import LoadCounts, close_process, write_joblog
 from dms_orchestration.engine.chunk import ChunkResult, run_chunk
 from dms_orchestration.engine.errors import record_load_end
-from dms_orchestration.engine.plan import LoadPlan, plan
+from dms_orchestration.engine.plan import LoadPlan, plan, resolve
+from dms_orchestration.engine.target import ensure_indexes
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import Settings, dms_now, load_settings
 
@@ -50,6 +51,8 @@ def commit(
     total = LoadCounts()
     for r in results:
         total = total + r.counts
+    spec, _src, tgt = resolve(plan.mapping, settings)
+    ensure_indexes(tgt, spec)  # the ones a first load builds after its rows are in
     checkpoint = plan.window.record if plan.windowed else None
     end = dms_now()
     write_joblog(

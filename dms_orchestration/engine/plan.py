@@ -33,7 +33,13 @@ from dms_orchestration.engine.checkpoint import (
 from dms_orchestration.engine.errors import DataError, record_load_end
 from dms_orchestration.engine.jobflow import store_load_sql
 from dms_orchestration.engine.spec import LoadSpec, load_spec
-from dms_orchestration.engine.target import WORK_TABLE, ensure_target, leftover_work_tables
+from dms_orchestration.engine.target import (
+    WORK_TABLE,
+    ensure_indexes,
+    ensure_target,
+    is_empty,
+    leftover_work_tables,
+)
 from dms_orchestration.ids.provider import SEQUENCE, TABLE_COUNTER, provider_for
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import ConfigError, Settings, dms_now, load_settings
@@ -56,6 +62,7 @@ class LoadPlan(BaseModel):
     window_end: str | None = None
     windowed: bool = False
     full_extract: bool
+    initial: bool = False  # the target was empty: every row is new, no comparison needed
     skey_mode: str
     same_database: bool
     estimated_rows: int
@@ -282,7 +289,9 @@ def plan(
     )
     try:
         spec, src, tgt = resolve(mapping, settings)
-        ensure_target(tgt, spec)
+        created = ensure_target(tgt, spec)
+        if not created:
+            ensure_indexes(tgt, spec)  # a first load that died before its commit
         _drop_leftovers(tgt, meta, spec)
         window = _window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
@@ -305,6 +314,7 @@ def plan(
             window_end=window.end,
             windowed=window.windowed,
             full_extract=window.reads_everything and not any(params.values()),
+            initial=not spec.aggregated and is_empty(tgt, spec),
             skey_mode=skey_mode,
             same_database=same_database(src, tgt),
             estimated_rows=estimate,

@@ -193,8 +193,8 @@ def duplicate_keys(d: Dialect, spec: LoadSpec, work: str, limit: int = 5) -> str
 
 
 def null_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
-    cond = " OR ".join(f"{d.quote(k.name)} IS NULL" for k in spec.keys)
-    return f"SELECT COUNT(*) FROM {work} WHERE {cond}"
+    cond = " OR ".join(f"A.{d.quote(k.name)} IS NULL" for k in spec.keys)
+    return f"SELECT COUNT(*) FROM {work} A WHERE {cond}"
 
 
 def action_counts(work: str) -> str:
@@ -212,22 +212,28 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
     t = target_table(d, spec)
     statements = []
     if spec.scd2:
+        # one pass over the target: update in place (U), close versions (V; D on EXPIRE)
         closing = ["'V'"] + (["'D'"] if spec.delete_handling == "EXPIRE" else [])
-        statements.append(
-            (
-                "exprows",
-                f"UPDATE {t} SET CURFLG = 'N', VLDTO = :dms_now, RECUPDT = :dms_now "
-                f"WHERE SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} IN ({', '.join(closing)}))",
-            )
-        )
-    if spec.columns:
+
+        def in_place(new: str, old: str) -> str:
+            return f"CASE WHEN A.{ACT} = 'U' THEN {new} ELSE {old} END"
+
+        assignments = [
+            (q(c.name), in_place(f"A.{q(c.name)}", f"T.{q(c.name)}")) for c in spec.columns
+        ]
+        assignments += [
+            ("RWHKEY", in_place(_hash(d, spec, "A"), "T.RWHKEY")),
+            ("CURFLG", in_place("'Y'", "'N'")),
+            ("VLDTO", in_place("T.VLDTO", ":dms_now")),
+            ("RECUPDT", ":dms_now"),
+        ]
+        join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ('U', {', '.join(closing)})"
+        statements.append(("update", d.update_from(t, work, join, assignments)))
+    elif spec.columns:
         assignments = [(q(c.name), f"A.{q(c.name)}") for c in spec.columns]
         assignments += [("RWHKEY", _hash(d, spec, "A")), ("RECUPDT", ":dms_now")]
         statements.append(
-            (
-                "updrows",
-                d.update_from(t, work, f"T.SKEY = A.{TSKEY} AND A.{ACT} = 'U'", assignments),
-            )
+            ("update", d.update_from(t, work, f"T.SKEY = A.{TSKEY} AND A.{ACT} = 'U'", assignments))
         )
     if spec.delete_handling == "DELETE":
         if spec.scd2:  # every version of an absent key goes
@@ -235,21 +241,52 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
             cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
         else:
             cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
-        statements.append(("delrows", f"DELETE FROM {t} WHERE {cond}"))
+        statements.append(("delete", f"DELETE FROM {t} WHERE {cond}"))
+    statements.append(("insert", _insert(d, spec, f"{work} A WHERE A.{ACT} IN ('I', 'V')", skey)))
+    return statements
+
+
+def _insert(d: Dialect, spec: LoadSpec, source: str, skey: str, typed: bool = False) -> str:
+    """INSERT new rows (alias A in `source`); `typed`: cast the values to the target's
+    types first (rows straight from the transform rather than from the work table)."""
+    q = d.quote
+
+    def value(c: TargetColumn) -> str:
+        expr = f"A.{q(c.name)}"
+        return (
+            d.typed(expr, c.dtype.family, d.type_sql(c.dtype.sqlalchemy_type())) if typed else expr
+        )
+
     names = ["SKEY"] + [q(c.name) for c in spec.all_columns] + ["RWHKEY", "RECCRDT", "RECUPDT"]
-    values = [skey] + [f"A.{q(c.name)}" for c in spec.all_columns]
-    values += [_hash(d, spec, "A"), ":dms_now", ":dms_now"]
+    values = [skey] + [value(c) for c in spec.all_columns]
+    hashed = [(value(c), *c.hash_type) for c in spec.columns]
+    values += [d.row_hash(hashed), ":dms_now", ":dms_now"]
     if spec.scd2:
         names += ["CURFLG", "VLDFRM", "VLDTO"]
         values += ["'Y'", ":dms_now", "NULL"]
-    statements.append(
-        (
-            "insrows",
-            f"INSERT INTO {t} ({', '.join(names)}) SELECT {', '.join(values)} "
-            f"FROM {work} A WHERE A.{ACT} IN ('I', 'V')",
-        )
+    return (
+        f"INSERT INTO {target_table(d, spec)} ({', '.join(names)}) "
+        f"SELECT {', '.join(values)} FROM {source}"
     )
-    return statements
+
+
+def initial_insert(d: Dialect, spec: LoadSpec, staged: str, skey: str) -> str:
+    """The first load into an empty target: every staged row is new, so no work table;
+    the target's unique index refuses duplicate keys (the whole chunk rolls back)."""
+    return _insert(d, spec, f"{staged} A", skey, typed=True)
+
+
+def staged_rows(staged: str) -> str:
+    return f"SELECT COUNT(*) FROM {staged} A"
+
+
+def duplicate_staged_keys(d: Dialect, spec: LoadSpec, staged: str, limit: int = 5) -> str:
+    keys = ", ".join(d.quote(k.name) for k in spec.keys)
+    return d.limit(
+        f"SELECT {keys}, COUNT(*) AS n FROM {staged} A GROUP BY {keys} "
+        f"HAVING COUNT(*) > 1 ORDER BY {keys}",
+        limit,
+    )
 
 
 def pool_skey(d: Dialect, spec: LoadSpec) -> str:

@@ -52,18 +52,39 @@ def _index_name(table: str, suffix: str) -> str:
     return f"{table.lower()[:50]}_{suffix}"
 
 
-def index_statements(d: Dialect, spec: LoadSpec) -> list[str]:
+def index_statements(d: Dialect, spec: LoadSpec) -> list[tuple[str, str, bool]]:
+    """(name, CREATE INDEX, unique) of the target's indexes."""
     table = d.qualified(spec.schema, spec.table)
     keys = tuple(d.quote(k.name) for k in spec.keys)
+    bk = _index_name(spec.table, "bk")
     if spec.scd2:
+        cur = _index_name(spec.table, "cur")
         return [
-            d.create_index(table, IndexSpec(_index_name(spec.table, "bk"), keys)),
-            d.create_index(
-                table,
-                IndexSpec(_index_name(spec.table, "cur"), keys, unique=True, current_only=True),
+            (bk, d.create_index(table, IndexSpec(bk, keys)), False),
+            (
+                cur,
+                d.create_index(table, IndexSpec(cur, keys, unique=True, current_only=True)),
+                True,
             ),
         ]
-    return [d.create_index(table, IndexSpec(_index_name(spec.table, "bk"), keys, unique=True))]
+    return [(bk, d.create_index(table, IndexSpec(bk, keys, unique=True)), True)]
+
+
+def ensure_indexes(engine: sa.Engine, spec: LoadSpec) -> list[str]:
+    """Create the target's indexes that are missing (a first load builds the non-unique
+    ones after its rows are in: cheaper than maintaining them row by row)."""
+    schema = spec.schema.lower() if spec.schema else None
+    d = dialect_of(engine)
+    with engine.begin() as conn:
+        present = {
+            ix["name"].lower() for ix in sa.inspect(conn).get_indexes(spec.table.lower(), schema)
+        }
+        made = []
+        for name, stmt, _unique in index_statements(d, spec):
+            if name.lower() not in present:
+                conn.exec_driver_sql(stmt)
+                made.append(name)
+    return made
 
 
 def _holds(existing: sa.types.TypeEngine, want: DataType) -> bool:
@@ -107,8 +128,11 @@ def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
         inspector = sa.inspect(conn)
         if not inspector.has_table(spec.table.lower(), schema=schema):
             table_model(spec).create(conn)
-            for stmt in index_statements(d, spec):
-                conn.exec_driver_sql(stmt)
+            # the unique rule from the start (it refuses duplicate keys); the rest once
+            # the first load is in (ensure_indexes at commit)
+            for _name, stmt, unique in index_statements(d, spec):
+                if unique:
+                    conn.exec_driver_sql(stmt)
             return [f"created table {table}"]
         existing = {
             c["name"].lower(): c["type"] for c in inspector.get_columns(spec.table.lower(), schema)
@@ -147,3 +171,10 @@ def leftover_work_tables(engine: sa.Engine, spec: LoadSpec) -> list[str]:
         for name in sa.inspect(engine).get_table_names(schema=schema)
         if WORK_TABLE.match(name.lower())
     ]
+
+
+def is_empty(engine: sa.Engine, spec: LoadSpec) -> bool:
+    d = dialect_of(engine)
+    sql = d.limit(f"SELECT 1 FROM {d.qualified(spec.schema, spec.table)}", 1)
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).first() is None
