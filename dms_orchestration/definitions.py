@@ -23,6 +23,7 @@ from dms_orchestration.defs.assets import (
     mapping_checks,
     upstream_assets,
 )
+from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
@@ -82,9 +83,9 @@ def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
     for m in catalog.mappings.values():
         active = [job for job in m.jobs if job.active]
         if active:
-            jobs[m.ref] = dg.define_asset_job(
+            jobs[m.ref] = mapping_job(
                 job_name(m.ref),
-                selection=dg.AssetSelection.assets(asset_key(m)),
+                asset_key(m),
                 description=active[0].description or f"Load {m.ref}",
                 tags={"dms/mapref": m.ref, "dms/jobid": str(active[0].id)},
             )
@@ -106,7 +107,7 @@ def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
     sensors += [queue_sensor(list(jobs.values()), catalog), close_failed_runs, close_stopped_runs]
     return dg.Definitions(
         assets=assets,
-        asset_checks=[mapping_checks(catalog)] if catalog.mappings else [],
+        asset_checks=[mapping_checks(m) for m in catalog.mappings.values()],
         jobs=list(jobs.values()),
         schedules=schedules,
         sensors=sensors,

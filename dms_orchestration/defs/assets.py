@@ -25,6 +25,7 @@ from dms_orchestration.engine.chunk import ChunkResult
 from dms_orchestration.engine.errors import describe, is_interruption, is_transient
 from dms_orchestration.engine.plan import LoadPlan
 from dms_orchestration.metadata.models import Catalog, Finding, Mapping
+from dms_orchestration.settings import Settings
 
 TAG = "dms/"
 RETRY_DEFAULTS = {"RETRY_MAX": 3, "RETRY_DELAY_SECONDS": 5}
@@ -269,58 +270,65 @@ CURRENT_ROWS = "one_current_row_per_key"
 RECONCILIATION = "source_target_reconciliation"
 
 
-def mapping_checks(catalog: Catalog) -> dg.AssetChecksDefinition:
-    """Both checks of every mapping, in one definition: a run evaluates those of the
-    assets it materializes. The current-row check blocks downstream assets."""
-    by_key = {asset_key(m): m for m in catalog.mappings.values()}
-    specs = [
-        spec
-        for key in by_key
-        for spec in (
-            dg.AssetCheckSpec(
-                CURRENT_ROWS,
-                asset=key,
-                blocking=True,
-                description="Exactly one current row per business key",
-            ),
-            dg.AssetCheckSpec(
-                RECONCILIATION,
-                asset=key,
-                description="Distinct source keys vs current target rows (a warning)",
-            ),
+def _evaluate_check(mapping: Mapping, check_name: str, settings: Settings) -> dg.AssetCheckResult:
+    key = asset_key(mapping)
+    if check_name == CURRENT_ROWS:
+        result = current_rows(mapping, settings)
+        return dg.AssetCheckResult(
+            asset_key=key,
+            check_name=CURRENT_ROWS,
+            passed=result.passed,
+            metadata={
+                "keys with several current rows": result.keys_with_several_current_rows,
+                "sample": ", ".join(result.sample),
+            },
         )
+    r = reconcile(mapping, settings)
+    # keys a source no longer has stay in the target when DELHNDL is IGNORE
+    keeps_absent = (mapping.delete_handling or "IGNORE").upper() == "IGNORE"
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=RECONCILIATION,
+        passed=r.difference == 0 or (keeps_absent and r.difference > 0),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "source keys": r.source_keys,
+            "current target rows": r.target_rows,
+            "difference": r.difference,
+        },
+    )
+
+
+def mapping_checks(mapping: Mapping) -> dg.AssetChecksDefinition:
+    """Both checks of one mapping's asset: a run evaluates those of the assets it
+    materializes. The current-row check blocks downstream assets.
+
+    One definition per asset, never one for all assets: a checks definition's op takes
+    every asset it checks as an input, and keeps them all when Dagster subsets it to one
+    job's asset, so a shared definition pulled every asset into every job and resolving
+    the jobs grew with the square of the number of mappings."""
+    key = asset_key(mapping)
+    specs = [
+        dg.AssetCheckSpec(
+            CURRENT_ROWS,
+            asset=key,
+            blocking=True,
+            description="Exactly one current row per business key",
+        ),
+        dg.AssetCheckSpec(
+            RECONCILIATION,
+            asset=key,
+            description="Distinct source keys vs current target rows (a warning)",
+        ),
     ]
 
-    @dg.multi_asset_check(specs=specs, can_subset=True, name="dms_checks")
+    # upper case: never the name of a mapping's graph (lower-case key), whatever its table
+    @dg.multi_asset_check(
+        specs=specs, can_subset=True, name=f"{key.to_python_identifier()}__CHECKS"
+    )
     def dms_checks(context: dg.AssetCheckExecutionContext, dms: DmsResource):
         settings = dms.settings()
         for check_key in sorted(context.selected_asset_check_keys, key=str):
-            mapping = by_key[check_key.asset_key]
-            if check_key.name == CURRENT_ROWS:
-                result = current_rows(mapping, settings)
-                yield dg.AssetCheckResult(
-                    asset_key=check_key.asset_key,
-                    check_name=CURRENT_ROWS,
-                    passed=result.passed,
-                    metadata={
-                        "keys with several current rows": result.keys_with_several_current_rows,
-                        "sample": ", ".join(result.sample),
-                    },
-                )
-            else:
-                r = reconcile(mapping, settings)
-                # keys a source no longer has stay in the target when DELHNDL is IGNORE
-                keeps_absent = (mapping.delete_handling or "IGNORE").upper() == "IGNORE"
-                yield dg.AssetCheckResult(
-                    asset_key=check_key.asset_key,
-                    check_name=RECONCILIATION,
-                    passed=r.difference == 0 or (keeps_absent and r.difference > 0),
-                    severity=dg.AssetCheckSeverity.WARN,
-                    metadata={
-                        "source keys": r.source_keys,
-                        "current target rows": r.target_rows,
-                        "difference": r.difference,
-                    },
-                )
+            yield _evaluate_check(mapping, check_key.name, settings)
 
     return dms_checks

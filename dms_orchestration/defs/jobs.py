@@ -1,0 +1,65 @@
+"""A job per mapping with an active DMS_JOB: it materializes the mapping's asset and runs
+its checks.
+
+Dagster resolves an asset job (define_asset_job) against the whole code location's asset
+graph, and that step walks every AssetsDefinition of the location once per job: with a
+job per mapping, loading thousands of mappings grew with the square of their number.
+A MappingJob resolves against the part of the graph it can touch instead: its asset, the
+checks of that asset and the assets the asset reads (shown in the job as unexecutable
+upstream assets, as Dagster does). The job it builds is the same, built in constant time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+
+class MappingJob(UnresolvedAssetJobDefinition):
+    """An asset job (as define_asset_job makes) resolved against the neighbourhood of its
+    selected assets in the code location's asset graph, not against the whole graph."""
+
+    def resolve(
+        self,
+        asset_graph: AssetGraph,
+        default_executor_def: dg.ExecutorDefinition | None = None,
+        resource_defs: Mapping[str, dg.ResourceDefinition] | None = None,
+    ) -> dg.JobDefinition:
+        return super().resolve(
+            asset_graph=neighbourhood(asset_graph, self.selection.resolve(asset_graph)),
+            default_executor_def=default_executor_def,
+            resource_defs=resource_defs,
+        )
+
+
+def neighbourhood(asset_graph: AssetGraph, keys: set[dg.AssetKey]) -> AssetGraph:
+    """The assets definitions of `keys`, of their checks, and of every asset those read or
+    write (what Dagster's job resolution keeps of the whole graph)."""
+    defs: dict[int, dg.AssetsDefinition] = {}
+    for key in keys:
+        node = asset_graph.get(key)
+        for entity in (key, *node.check_keys):
+            ad = asset_graph.assets_def_for_key(entity)
+            defs[id(ad)] = ad
+    for ad in list(defs.values()):
+        near = {*ad.node_keys_by_input_name.values(), *ad.node_keys_by_output_name.values()}
+        for key in near:
+            if asset_graph.has(key):
+                other = asset_graph.assets_def_for_key(key)
+                defs.setdefault(id(other), other)
+    return AssetGraph.from_assets(list(defs.values()))
+
+
+def mapping_job(
+    name: str, key: dg.AssetKey, description: str, tags: Mapping[str, str]
+) -> UnresolvedAssetJobDefinition:
+    """define_asset_job(name, selection=AssetSelection.assets(key), ...), resolved cheaply."""
+    job = dg.define_asset_job(
+        name, selection=dg.AssetSelection.assets(key), description=description, tags=tags
+    )
+    return MappingJob(
+        name=job.name, selection=job.selection, description=job.description, tags=job.tags
+    )
