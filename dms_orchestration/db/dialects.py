@@ -123,6 +123,10 @@ class Dialect:
     def create_work_table(self, name: str, select_sql: str) -> str:
         return f"CREATE TABLE {name} AS {select_sql}"
 
+    def load_session(self) -> list[str]:
+        """Statements that start a load transaction (settings for its big joins and sorts)."""
+        return []
+
     def update_from(
         self, target: str, source: str, join: str, assignments: Sequence[tuple[str, str]]
     ) -> str:
@@ -198,6 +202,10 @@ class PostgresDialect(Dialect):
         if family == "BOOLEAN":
             return f"CASE WHEN {expr} THEN '1' ELSE '0' END"
         return f"CAST({expr} AS TEXT)"
+
+    def load_session(self) -> list[str]:
+        # joins and sorts over a whole chunk: in memory, not spilled in 4 MB pieces
+        return ["SET LOCAL work_mem = '128MB'"]
 
     def create_work_table(self, name: str, select_sql: str) -> str:
         # work tables live for one chunk: they need no WAL

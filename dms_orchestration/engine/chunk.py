@@ -7,7 +7,9 @@ transaction: a chunk is applied whole or not at all, and re-running it is safe.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +31,15 @@ class ChunkResult(BaseModel):
     index: int
     counts: LoadCounts
     seconds: float
+
+
+@contextlib.contextmanager
+def _load_transaction(conn: sa.Connection, tgt: sa.Engine) -> Iterator[None]:
+    """A transaction of the chunk: cancellable on PostgreSQL, with the load settings."""
+    with cancellable(tgt), conn.begin():
+        for stmt in dialect_of(tgt).load_session():
+            conn.exec_driver_sql(stmt)
+        yield
 
 
 def _execute(conn: sa.Connection, sql: str, values: dict[str, Any]) -> sa.CursorResult:
@@ -137,7 +148,7 @@ def _initial_load(
             new_rows = int(_execute(conn, sqlgen.staged_rows(staged), values).scalar() or 0)
     skey = _skey(plan, meta, td, spec, new_rows, values)
     try:
-        with cancellable(tgt), conn.begin():
+        with _load_transaction(conn, tgt):
             inserted = _execute(
                 conn, sqlgen.initial_insert(td, spec, staged, skey), values
             ).rowcount
@@ -161,9 +172,9 @@ def _delta_load(
 ) -> LoadCounts:
     """Classify every key against the current rows (work table A), then apply A."""
     td = dialect_of(tgt)
-    with cancellable(tgt), conn.begin():
+    with _load_transaction(conn, tgt):
         _execute(conn, sqlgen.classify(td, spec, staged, work, bounds, plan.full_extract), values)
-    with cancellable(tgt), conn.begin():
+    with _load_transaction(conn, tgt):
         if td.name == "postgresql":  # fresh statistics for the apply statements' plans
             conn.exec_driver_sql(f"ANALYZE {work}")
         _check_keys(conn, td, spec, work)
@@ -174,7 +185,7 @@ def _delta_load(
     rows = {act: n for act, (n, _) in acts.items()}
     skey = _skey(plan, meta, td, spec, rows.get("I", 0) + rows.get("V", 0), values)
     deleted = 0
-    with cancellable(tgt), conn.begin():
+    with _load_transaction(conn, tgt):
         for name, stmt in sqlgen.apply_statements(td, spec, work, skey):
             count = _execute(conn, stmt, values).rowcount
             deleted += count if name == "delete" else 0
