@@ -67,12 +67,6 @@ def requests_in(engine: sa.Engine, status: str, limit: int = 100) -> list[Reques
         return _rows(conn, q.order_by(dms_prcreq.c.prcreqid).limit(limit))
 
 
-def get_request(engine: sa.Engine, prcreqid: int) -> Request | None:
-    with engine.connect() as conn:
-        rows = _rows(conn, sa.select(dms_prcreq).where(dms_prcreq.c.prcreqid == prcreqid))
-    return rows[0] if rows else None
-
-
 def claim(engine: sa.Engine, prcreqid: int) -> bool:
     """NEW -> CLAIMED in one statement: of two daemons, exactly one gets True."""
     with engine.begin() as conn:
