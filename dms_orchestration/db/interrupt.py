@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import threading
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -43,18 +44,29 @@ def _wait(conn) -> None:  # noqa: ANN001 - a psycopg2 connection
         raise interrupted
 
 
+_users = 0
+_users_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def cancellable(engine: sa.Engine) -> Iterator[None]:
     """Statements run inside are cancelled in the server when Python is interrupted.
-    (Not around COPY: psycopg2 cannot COPY while a wait callback is set.)"""
+    (Not around COPY: psycopg2 cannot COPY while a wait callback is set.) The callback is
+    process-wide: it stays set while any thread is inside."""
     if engine.dialect.name != "postgresql":
         yield
         return
     from psycopg2 import extensions as ext
 
-    previous = ext.get_wait_callback()
-    ext.set_wait_callback(_wait)
+    global _users
+    with _users_lock:
+        if _users == 0:
+            ext.set_wait_callback(_wait)
+        _users += 1
     try:
         yield
     finally:
-        ext.set_wait_callback(previous)
+        with _users_lock:
+            _users -= 1
+            if _users == 0:
+                ext.set_wait_callback(None)

@@ -6,7 +6,7 @@ commit writes the whole-load DMS_JOBLOG row with the checkpoint and closes DMS_P
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing import get_context
@@ -94,10 +94,16 @@ def _chunk_in_process(plan_json: str, index: int, url: str | None) -> ChunkResul
 def run_chunks(
     plan: LoadPlan, settings: Settings, parallel: bool = False, url: str | None = None
 ) -> list[ChunkResult]:
-    """Every chunk of a plan: here, or each in its own process (spawned, so nothing of
-    this process's connections is shared)."""
+    """Every chunk of a plan: here one after another, or in parallel. When the rows stay
+    in one database the work is all in the server: threads (each with its own
+    connection) start at once. Streaming between databases runs each chunk in its own
+    spawned process (COPY cannot share the process with a cancellable statement)."""
     if not parallel or plan.chunk_count == 1:
         return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
+    if plan.same_database:
+        with ThreadPoolExecutor(plan.chunk_count) as pool:
+            futures = [pool.submit(run_chunk, plan, i, settings) for i in range(plan.chunk_count)]
+            return [f.result() for f in futures]
     data = plan.model_dump_json()
     with ProcessPoolExecutor(plan.chunk_count, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_chunk_in_process, data, i, url) for i in range(plan.chunk_count)]
