@@ -76,15 +76,19 @@ def _check_keys(
     work: str,
     values: dict[str, Any] | None = None,
     staged: bool = False,
+    duplicates: bool = True,
 ) -> None:
     """NULL or duplicate business keys fail the load with a DATA error naming them;
-    `work` is the work table, or with `staged` the staged rows (no 'D' rows there)."""
+    `work` is the work table, or with `staged` the staged rows (no 'D' rows there).
+    `duplicates=False`: the plan counted them already."""
     nulls = _execute(conn, sqlgen.null_keys(td, spec, work), values or {}).scalar()
     if nulls:
         names = ", ".join(k.name for k in spec.keys)
         raise DataError(
             f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key ({names})"
         )
+    if not duplicates:
+        return
     find = sqlgen.duplicate_staged_keys if staged else sqlgen.duplicate_keys
     dups = _execute(conn, find(td, spec, work), values or {}).all()
     if dups:
@@ -177,7 +181,7 @@ def _delta_load(
     with _load_transaction(conn, tgt):
         if td.name == "postgresql":  # fresh statistics for the apply statements' plans
             conn.exec_driver_sql(f"ANALYZE {work}")
-        _check_keys(conn, td, spec, work)
+        _check_keys(conn, td, spec, work, duplicates=not plan.keys_checked)
         acts = {
             r[0]: (int(r[1]), int(r[2] or 0))
             for r in conn.execute(sa.text(sqlgen.action_counts(work)))

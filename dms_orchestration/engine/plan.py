@@ -63,6 +63,8 @@ class LoadPlan(BaseModel):
     windowed: bool = False
     full_extract: bool
     initial: bool = False  # the target was empty: every row is new, no comparison needed
+    # plan found no duplicate business keys in the extract (its key tiles count them)
+    keys_checked: bool = False
     skey_mode: str
     same_database: bool
     estimated_rows: int
@@ -183,9 +185,17 @@ def _boundaries(src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n:
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
         tiles = conn.execute(sa.text(sql), _binds_for(sql, values)).all()
-    if len(spec.keys) == 1 and not spec.aggregated and any(t[3] > 1 for t in tiles):
+    if _tiles_count_duplicates(spec) and any(t[3] > 1 for t in tiles):
         raise _duplicates(src, spec, window, params)
     return [_bound(t[1]) for t in tiles[:-1]]
+
+
+def _tiles_count_duplicates(spec: LoadSpec) -> bool:
+    """Whether the key tiles' counts cover every duplicate a chunk could stage: one key
+    column, no aggregation, no lookup that could add rows."""
+    return (
+        len(spec.keys) == 1 and not spec.aggregated and not any(c.is_lookup for c in spec.columns)
+    )
 
 
 def _duplicates(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> DataError:
@@ -315,6 +325,7 @@ def plan(
             windowed=window.windowed,
             full_extract=window.reads_everything and not any(params.values()),
             initial=not spec.aggregated and is_empty(tgt, spec),
+            keys_checked=bool(boundaries) and _tiles_count_duplicates(spec),
             skey_mode=skey_mode,
             same_database=same_database(src, tgt),
             estimated_rows=estimate,
