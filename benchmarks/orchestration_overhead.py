@@ -128,7 +128,7 @@ def main() -> None:
         print(f"delta load of {args.rows:,} rows, {args.chunks} chunks, PostgreSQL")
         print(f"{'how':<52}{'seconds':>9}  counts (SRC/INS/UPD/EXP/UNCH)")
         print(
-            f"{'engine alone (dms run: parallel processes)':<52}{engine_s:>9.2f}  "
+            f"{'engine alone (load(), chunks in parallel)':<52}{engine_s:>9.2f}  "
             f"{c.srcrows}/{c.insrows}/{c.updrows}/{c.exprows}/{c.unchrows}"
         )
         print(
