@@ -9,6 +9,23 @@ import sqlalchemy as sa
 
 PARAMS = frozenset(f"p{i}" for i in range(1, 11))
 
+
+class ParamError(ValueError):
+    pass
+
+
+def param_number(name: str) -> int:
+    """PARAM1..PARAM10, p1..p10 or 1..10 -> 1..10; anything else is an error naming it."""
+    text = name.strip().upper()
+    for prefix in ("PARAM", "P"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    if text.isdigit() and 1 <= int(text) <= 10:
+        return int(text)
+    raise ParamError(f"unknown parameter {name!r}: use PARAM1..PARAM10")
+
+
 # how sa.text finds a bind parameter (`::` casts are not binds)
 _BIND = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.connect import write_transaction
 from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_mapr, dms_prclog
+from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import dms_now
 
@@ -59,11 +60,7 @@ def _params(params: Sequence[str | None] | Mapping[str, str | None] | None) -> d
     if params is None:
         return {}
     if isinstance(params, Mapping):
-        values = {k.upper(): v for k, v in params.items()}
-        unknown = set(values) - {f"PARAM{i}" for i in range(1, 11)}
-        if unknown:
-            raise LogError(f"unknown parameter(s) {sorted(unknown)}: use PARAM1..PARAM10")
-        return {k.lower(): v for k, v in values.items()}
+        return {f"param{param_number(k)}": v for k, v in params.items()}
     if len(params) > 10:
         raise LogError(f"{len(params)} parameters given: at most 10 (PARAM1..PARAM10)")
     return {f"param{i}": v for i, v in enumerate(params, start=1)}

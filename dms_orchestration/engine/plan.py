@@ -20,7 +20,7 @@ from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
 from dms_orchestration.db.dialects import dialect_of
-from dms_orchestration.db.sqltext import escape_binds, param_values
+from dms_orchestration.db.sqltext import escape_binds, param_number, param_values
 from dms_orchestration.dmslog.writer import open_process
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import (
@@ -93,15 +93,8 @@ class LoadPlan(BaseModel):
 
 
 def normalize_params(params: dict[str, str | None] | None) -> dict[str, str | None]:
-    """PARAM1..PARAM10 (or p1..p10) -> p1..p10."""
-    out = {}
-    for name, value in (params or {}).items():
-        key = name.strip().lower().removeprefix("param")
-        key = key if key.startswith("p") else f"p{key}"
-        if key not in {f"p{i}" for i in range(1, 11)}:
-            raise ConfigError(f"unknown load parameter {name!r}: use PARAM1..PARAM10")
-        out[key] = value
-    return out
+    """PARAM1..PARAM10 (or p1..p10) -> p1..p10, the binds of the source SQL."""
+    return {f"p{param_number(name)}": value for name, value in (params or {}).items()}
 
 
 def chunk_settings(meta: sa.Engine) -> dict[str, int]:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import write_transaction
+from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.frequency import FrequencyError, clock_for
@@ -195,13 +196,7 @@ def queue_immediate_job(
     requested_by: str | None = None,
 ) -> int:
     job = _job(load_catalog(engine), mapref)
-    columns = {}
-    for name, value in (params or {}).items():
-        key = name.strip().upper()
-        key = key if key.startswith("PARAM") else f"PARAM{key.removeprefix('P')}"
-        if key not in {f"PARAM{i}" for i in range(1, 11)}:
-            raise SchedulingError(f"unknown parameter {name!r}: use PARAM1..PARAM10")
-        columns[key.lower()] = value
+    columns = {f"param{param_number(name)}": value for name, value in (params or {}).items()}
     return _queue(
         engine, reqtyp="IMMEDIATE", jobid=job.id, mapref=mapref, reqby=requested_by, **columns
     )
