@@ -305,7 +305,7 @@ def run(
     ] = False,
     url: UrlOption = None,
 ):
-    """Load one mapping now (plan, chunks in parallel processes, commit); print its counts."""
+    """Load one mapping now (plan, chunks in parallel, commit); print its counts."""
     from dms_orchestration.engine import load
     from dms_orchestration.metadata.catalog import load_catalog
 
