@@ -4,6 +4,7 @@ of a request), bound as parameters, never formatted into the text."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 
@@ -46,15 +47,17 @@ def escape_binds(sql: str) -> tuple[str, list[str]]:
     return _BIND.sub(bind_or_escape, sql), list(dict.fromkeys(names))
 
 
-def param_values(names: list[str], values: dict[str, object] | None) -> dict[str, object]:
-    """Bind values for :p1..:p10 (NULL when not given); `values` keys are p1..p10."""
-    values = values or {}
-    return {name: values.get(name.lower()) for name in names}
+def bound_text(sql: str, values: Mapping[str, object]) -> sa.TextClause:
+    """SQL text bound to `values`: every bind it uses gets its value (:P1 as :p1), NULL
+    when `values` has none."""
+    clause = sa.text(sql)
+    names = list(clause._bindparams)
+    if not names:
+        return clause
+    return clause.bindparams(**{n: values.get(n, values.get(n.lower())) for n in names})
 
 
-def text_with_params(sql: str, values: dict[str, object] | None = None) -> sa.TextClause:
+def text_with_params(sql: str, values: Mapping[str, object] | None = None) -> sa.TextClause:
     """Source SQL as a text clause whose only binds are :p1..:p10 (bound to `values`, NULL
     by default); any other `:word`, as in a literal '10:30', stays literal text."""
-    escaped, names = escape_binds(sql)
-    clause = sa.text(escaped)
-    return clause.bindparams(**param_values(names, values)) if names else clause
+    return bound_text(escape_binds(sql)[0], values or {})

@@ -49,6 +49,11 @@ class LoadCounts:
         return LoadCounts(**{k: a[k] + b[k] for k in a})
 
 
+def _require(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise LogError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+
+
 def fit_message(text: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
     """A message cut to its VARCHAR2(4000) column, visibly marked when cut."""
     if text is None or len(text) <= limit:
@@ -133,8 +138,7 @@ def close_process(
     e.g. stopped): the first final status wins and is never overwritten - except that a
     load whose failed chunk was re-run and then committed may turn FL into PC
     (reopen_failed)."""
-    if status not in FINAL_STATUSES:
-        raise LogError(f"DMS_PRCLOG status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
+    _require(status, FINAL_STATUSES, "DMS_PRCLOG status")
     with engine.begin() as conn:
         result = conn.execute(
             sa.update(dms_prclog)
@@ -156,8 +160,7 @@ def close_process(
 def close_run(engine: sa.Engine, runid: str, status: str, message: str | None = None) -> int:
     """Close every process of an orchestrator run that is still IP (a run that failed or
     was stopped outside the load's own code); returns how many were closed."""
-    if status not in FINAL_STATUSES:
-        raise LogError(f"DMS_PRCLOG status {status!r} is not one of {', '.join(FINAL_STATUSES)}")
+    _require(status, FINAL_STATUSES, "DMS_PRCLOG status")
     with engine.begin() as conn:
         return conn.execute(
             sa.update(dms_prclog)
@@ -181,8 +184,7 @@ def write_joblog(
     chkpntval: str | None = None,
 ) -> int:
     """One DMS_JOBLOG row: a chunk (chunkno set) or the whole load (chunkno None)."""
-    if status not in PROCESS_STATUSES:
-        raise LogError(f"DMS_JOBLOG status {status!r} is not one of {', '.join(PROCESS_STATUSES)}")
+    _require(status, PROCESS_STATUSES, "DMS_JOBLOG status")
     if chkpntval is not None and (chunkno is not None or status != "PC"):
         raise LogError("CHKPNTVAL belongs on the whole-load row of a successful load only")
     joblogid = next_id(engine, "DMS_JOBLOG")
@@ -219,8 +221,7 @@ def write_joberr(
     keyval: str | None = None,
 ) -> int:
     """One DMS_JOBERR row; `detail` is the traceback (CLOB, kept whole)."""
-    if errtyp not in ERROR_TYPES:
-        raise LogError(f"DMS_JOBERR type {errtyp!r} is not one of {', '.join(ERROR_TYPES)}")
+    _require(errtyp, ERROR_TYPES, "DMS_JOBERR type")
     joberrid = next_id(engine, "DMS_JOBERR")
     if detail is None and len(message) > MESSAGE_LIMIT:
         detail = message

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dms_orchestration.db.dialects import dialect_of
-from dms_orchestration.db.sqltext import escape_binds
+from dms_orchestration.db.sqltext import bound_text, escape_binds
 from dms_orchestration.engine.plan import resolve
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import Settings
@@ -52,14 +52,13 @@ def reconcile(mapping: Mapping, settings: Settings, params: dict | None = None) 
     """Distinct business keys of the full source extract vs current target rows."""
     spec, src, tgt = resolve(mapping, settings)
     td = dialect_of(tgt)
-    source_sql, names = escape_binds(spec.source_sql)
+    source_sql = escape_binds(spec.source_sql)[0]
     keys = ", ".join(k.logic for k in spec.keys)
     count_src = f"SELECT COUNT(*) FROM (SELECT {keys} FROM ({source_sql}) SRC GROUP BY {keys}) K"
     where = " WHERE CURFLG = 'Y'" if spec.scd2 else ""
     count_tgt = f"SELECT COUNT(*) FROM {td.qualified(spec.schema, spec.table)}{where}"
-    values = {n: (params or {}).get(n.lower()) for n in names}
     with src.connect() as conn:
-        source_keys = int(conn.execute(sa.text(count_src), values).scalar() or 0)
+        source_keys = int(conn.execute(bound_text(count_src, params or {})).scalar() or 0)
     with tgt.connect() as conn:
         target_rows = int(conn.execute(sa.text(count_tgt)).scalar() or 0)
     return Reconciliation(source_keys, target_rows)

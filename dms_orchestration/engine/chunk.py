@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.db.interrupt import cancellable
+from dms_orchestration.db.sqltext import bound_text
 from dms_orchestration.dmslog.writer import LoadCounts, write_joblog
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.errors import DataError, describe, record_chunk_end
@@ -43,8 +44,7 @@ def _load_transaction(conn: sa.Connection, tgt: sa.Engine) -> Iterator[None]:
 
 
 def _execute(conn: sa.Connection, sql: str, values: dict[str, Any]) -> sa.CursorResult:
-    clause = sa.text(sql)
-    return conn.execute(clause, {name: values.get(name) for name in clause._bindparams})
+    return conn.execute(bound_text(sql, values))
 
 
 def _stream_into(

@@ -20,7 +20,7 @@ from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
 from dms_orchestration.db.dialects import dialect_of
-from dms_orchestration.db.sqltext import escape_binds, param_number, param_values
+from dms_orchestration.db.sqltext import bound_text, param_number
 from dms_orchestration.dmslog.writer import open_process
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import (
@@ -144,21 +144,16 @@ def _window(spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full:
         return Window(as_text(start), as_text(end), windowed=True, bounded=True)
     start = None if full else last_checkpoint(meta, spec.mapref)
     d = dialect_of(src)
-    query = sa.text(sqlgen.checkpoint_max(d, spec))
-    binds = {"dms_chk_from": start, **param_values(escape_binds(spec.source_sql)[1], params)}
+    query = bound_text(sqlgen.checkpoint_max(d, spec), {"dms_chk_from": start, **params})
     with src.connect() as conn:
-        end = conn.execute(query, binds).scalar()
+        end = conn.execute(query).scalar()
     return Window(start, as_text(end) if end is not None else start, windowed=True)
 
 
 def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> tuple[int, str]:
     d = dialect_of(src)
-    query = sa.text(sqlgen.extract(d, spec, window.windowed)).bindparams(
-        **_binds_for(
-            sqlgen.extract(d, spec, window.windowed),
-            {"dms_chk_from": window.start, "dms_chk_to": window.end, **params},
-        )
-    )
+    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    query = bound_text(sqlgen.extract(d, spec, window.windowed), values)
     with src.connect() as conn:
         rows = d.estimate_rows(conn, query)
     return rows, (
@@ -166,18 +161,12 @@ def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> t
     )
 
 
-def _binds_for(sql: str, values: dict) -> dict:
-    """The values of the binds a statement uses (params absent from `values` are NULL)."""
-    names = sa.text(sql)._bindparams
-    return {name: values.get(name) for name in names}
-
-
 def _boundaries(src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n: int) -> list:
     d = dialect_of(src)
     sql = sqlgen.key_tiles(d, spec, window.windowed)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
-        tiles = conn.execute(sa.text(sql), _binds_for(sql, values)).all()
+        tiles = conn.execute(bound_text(sql, values)).all()
     if _tiles_count_duplicates(spec) and any(t[3] > 1 for t in tiles):
         raise _duplicates(src, spec, window, params)
     return [_bound(t[1]) for t in tiles[:-1]]
@@ -201,7 +190,7 @@ def _duplicates(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) ->
     )
     values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
-        rows = conn.execute(sa.text(sql), _binds_for(sql, values)).all()
+        rows = conn.execute(bound_text(sql, values)).all()
     keys = [str(r[0]) for r in rows]
     return DataError(
         f"mapping {spec.mapref}: duplicate business keys in the source extract "

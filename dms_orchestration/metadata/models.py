@@ -151,7 +151,3 @@ class Catalog(DmsRow):
     @property
     def jobs(self) -> tuple[Job, ...]:
         return tuple(job for m in self.mappings.values() for job in m.jobs)
-
-    @property
-    def schedules(self) -> tuple[Schedule, ...]:
-        return tuple(s for job in self.jobs for s in job.schedules)

@@ -90,11 +90,10 @@ def create_job_schedule(
     except FrequencyError as exc:
         raise SchedulingError(f"mapping {mapref}: {exc}") from None
     jobid = _ensure_job(engine, catalog, mapref)
-    clocks = (
-        [r for r in catalog.mappings[mapref].jobs[0].schedules if not r.depends_on_mapref]
-        if catalog.mappings[mapref].jobs
-        else []
-    )
+    # the mapping's current clock schedules: the new one replaces them
+    clocks = [
+        r for j in catalog.mappings[mapref].jobs for r in j.schedules if not r.depends_on_mapref
+    ]
     jobschid = next_id(engine, "DMS_JOBSCH")
     with write_transaction(engine) as conn:
         for old in clocks:
