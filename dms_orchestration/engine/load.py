@@ -51,8 +51,9 @@ def commit(
     total = LoadCounts()
     for r in results:
         total = total + r.counts
-    spec, _src, tgt = resolve(plan.mapping, settings)
-    ensure_indexes(tgt, spec)  # the ones a first load builds after its rows are in
+    if plan.initial:  # a first load builds the non-unique indexes once its rows are in
+        spec, _src, tgt = resolve(plan.mapping, settings)
+        ensure_indexes(tgt, spec)
     checkpoint = plan.window.record if plan.windowed else None
     end = dms_now()
     write_joblog(

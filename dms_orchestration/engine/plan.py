@@ -282,8 +282,11 @@ def plan(
     try:
         spec, src, tgt = resolve(mapping, settings)
         created = ensure_target(tgt, spec)
-        if not created:
-            ensure_indexes(tgt, spec)  # a first load that died before its commit
+        initial = not spec.aggregated and is_empty(tgt, spec)
+        if not (created and initial):
+            # all indexes now, unless a first load builds them after its rows (at commit);
+            # also repairs a first load that died before its commit
+            ensure_indexes(tgt, spec)
         _drop_leftovers(tgt, meta, spec)
         window = _window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
@@ -306,7 +309,7 @@ def plan(
             window_end=window.end,
             windowed=window.windowed,
             full_extract=window.reads_everything and not any(params.values()),
-            initial=not spec.aggregated and is_empty(tgt, spec),
+            initial=initial,
             keys_checked=bool(boundaries) and _tiles_count_duplicates(spec),
             skey_mode=skey_mode,
             same_database=same_database(src, tgt),
