@@ -28,6 +28,7 @@ class Dialect:
     name = "base"
     sqlglot_name = ""
     has_sequences = True
+    index_if_not_exists = True  # CREATE INDEX IF NOT EXISTS
     sa_dialect: sa.engine.Dialect
     type_names = {
         "ID": "BIGINT",
@@ -240,6 +241,7 @@ class PostgresDialect(Dialect):
 class OracleDialect(Dialect):
     name = "oracle"
     sqlglot_name = "oracle"
+    index_if_not_exists = False
     sa_dialect = oracle.dialect()
     type_names = {
         "ID": "NUMBER(19)",

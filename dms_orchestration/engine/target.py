@@ -82,6 +82,8 @@ def ensure_indexes(engine: sa.Engine, spec: LoadSpec) -> list[str]:
         made = []
         for name, stmt, _unique in index_statements(d, spec):
             if name.lower() not in present:
+                if d.index_if_not_exists:  # reflection of a just-made SQLite index can lag
+                    stmt = stmt.replace("INDEX ", "INDEX IF NOT EXISTS ", 1)
                 conn.exec_driver_sql(stmt)
                 made.append(name)
     return made
