@@ -1274,6 +1274,7 @@ def oracle_statements(spec) -> list[str]:
             for staged in (staging, f"({transform})"):
                 for full in (False, True):
                     out.append(sqlgen.classify(d, spec, staged, work, bounds, full))
+                    out.append(sqlgen.met_rows(d, spec, staged, bounds, full))
         out.append(sqlgen.key_tiles(d, spec, windowed))
         out.append(sqlgen.extract(d, spec, windowed))
     if spec.checkpoint_column:
@@ -1283,10 +1284,10 @@ def oracle_statements(spec) -> list[str]:
         out += [stmt for _, stmt in sqlgen.apply_statements(d, spec, work, skey)]
         out.append(sqlgen.initial_insert(d, spec, work, skey))
     out += [
-        sqlgen.duplicate_keys(d, spec, work),
+        sqlgen.duplicate_new_keys(d, spec, work),
         sqlgen.duplicate_staged_keys(d, spec, work),
         sqlgen.null_keys(d, spec, work),
-        sqlgen.staged_rows(work),
+        sqlgen.staged_counts(work),
         sqlgen.action_counts(work),
         sqlgen.drop_table(work),
         *(stmt for _name, stmt, _unique in index_statements(d, spec)),

@@ -47,7 +47,11 @@ def create_engine(url: str | sa.URL, schema: str | None = None) -> sa.Engine:
     kwargs: dict = {"pool_pre_ping": True}
     # a source host that drops packets must not hang validation or a load for minutes
     if url.get_backend_name() == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        # ISO dates: RWHKEY writes dates as their output text (db.dialects.row_value)
+        kwargs["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "options": "-c DateStyle=ISO,YMD",
+        }
     if url.get_backend_name() == "oracle":
         kwargs["connect_args"] = {"tcp_connect_timeout": CONNECT_TIMEOUT_S}
     if url.get_backend_name() == "sqlite":

@@ -104,28 +104,36 @@ class Dialect:
     def canonical_text(self, expr: str, family: str, scale: int | None) -> str:
         raise NotImplementedError
 
-    def int_text(self, expr: str) -> str:
-        return f"CAST({expr} AS VARCHAR(20))"
-
     def md5(self, text_expr: str) -> str:
         return f"MD5({text_expr})"
 
     def row_hash(self, columns: Sequence[HashColumn]) -> str:
-        """SQL computing RWHKEY exactly as db.rowhash.row_hash does."""
+        """SQL computing RWHKEY exactly as db.rowhash.row_hash does: the canonical
+        texts written as a row value, `(f1,f2,...)`, quoted where rowhash.field quotes."""
+        special = " || ".join(f"CHR({c})" for c in (34, 92, 40, 41, 44, 32, 9, 10, 11, 12, 13))
         fields = []
         for expr, family, scale in columns:
             text = self.canonical_text(expr, family, scale)
+            quoted = f"'\"' || REPLACE(REPLACE({text}, '\\', '\\\\'), '\"', '\"\"') || '\"'"
+            # TRANSLATE drops the special characters: shorter (or empty) means quote
+            kept = f"COALESCE(LENGTH(TRANSLATE({text}, 'x' || {special}, 'x')), 0)"
             fields.append(
-                f"CASE WHEN {expr} IS NULL THEN '~' "
-                f"ELSE {self.int_text(f'LENGTH({text})')} || ':' || {text} END"
+                f"CASE WHEN {expr} IS NULL THEN '' "
+                f"WHEN {kept} < COALESCE(LENGTH({text}), 0) OR {text} = '' THEN {quoted} "
+                f"ELSE {text} END"
             )
-        return self.md5(" || '|' || ".join(fields) if fields else "''")
+        return self.md5("'(' || " + " || ',' || ".join(fields or ["''"]) + " || ')'")
 
     def create_work_table(self, name: str, select_sql: str) -> str:
         return f"CREATE TABLE {name} AS {select_sql}"
 
     def load_session(self) -> list[str]:
         """Statements that start a load transaction (settings for its big joins and sorts)."""
+        return []
+
+    def snapshot_session(self) -> list[str]:
+        """Statements that make a transaction's reads all see one snapshot (SQLite's
+        transactions do; Oracle's CREATE TABLE ends the transaction anyway)."""
         return []
 
     def update_from(
@@ -204,9 +212,28 @@ class PostgresDialect(Dialect):
             return f"CASE WHEN {expr} THEN '1' ELSE '0' END"
         return f"CAST({expr} AS TEXT)"
 
-    def load_session(self) -> list[str]:
-        # joins and sorts over a whole chunk: in memory, not spilled in 4 MB pieces
-        return ["SET LOCAL work_mem = '128MB'"]
+    def snapshot_session(self) -> list[str]:
+        return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
+
+    def row_value(self, expr: str, family: str, scale: int | None) -> str:
+        """A value whose output text is its canonical text (dates: DateStyle ISO, which
+        db.connect sets on every connection): cheaper than building the text."""
+        if family == "INTEGER":
+            return f"CAST({expr} AS NUMERIC(38, 0))"
+        if family == "DECIMAL" and scale is not None:
+            return f"CAST({expr} AS NUMERIC(38, {int(scale)}))"
+        if family == "FLOAT":
+            return f"CAST({expr} AS DOUBLE PRECISION)"
+        if family == "DATE":
+            return f"CAST({expr} AS DATE)"
+        if family == "BOOLEAN":
+            return f"CASE WHEN {expr} THEN '1' WHEN NOT {expr} THEN '0' END"
+        return self.canonical_text(expr, family, scale)
+
+    def row_hash(self, columns: Sequence[HashColumn]) -> str:
+        # the row value's text is exactly rowhash.row_text (record output, in C)
+        values = [self.row_value(expr, family, scale) for expr, family, scale in columns]
+        return self.md5(f"CAST(ROW({', '.join(values)}) AS TEXT)" if values else "'()'")
 
     def create_work_table(self, name: str, select_sql: str) -> str:
         # work tables live for one chunk: they need no WAL
@@ -277,9 +304,6 @@ class OracleDialect(Dialect):
 
     def is_distinct(self, a: str, b: str) -> str:
         return f"DECODE({a}, {b}, 0, 1) = 1"
-
-    def int_text(self, expr: str) -> str:
-        return f"TO_CHAR({expr})"
 
     def canonical_text(self, expr: str, family: str, scale: int | None) -> str:
         if family == "CHAR":

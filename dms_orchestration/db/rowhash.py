@@ -1,10 +1,12 @@
 """RWHKEY: the MD5 of a row's tracked columns, the same on every database.
 
-Each value is written in a canonical text for its type family; a field is `~` for NULL
-and `<length>:<text>` otherwise, fields joined by `|`. The length prefix keeps
-('a','bc') apart from ('ab','c') and '' apart from NULL. This module is the reference:
-SQLite computes the hash with it (a registered function); PostgreSQL and Oracle build
-the same text in SQL (db.dialects), and tests hold them to this function.
+Each value is written in a canonical text for its type family, and the fields are joined
+as PostgreSQL writes a row value (`ROW(...)::text`): `(f1,f2,...)`, a NULL field empty, a
+field quoted ("...", with " and \\ doubled) when it is empty or holds a quote, backslash,
+parenthesis, comma or white space. So ('a','bc') stays apart from ('ab','c') and '' from
+NULL, and PostgreSQL builds the text with one C function instead of string concatenation.
+This module is the reference: SQLite computes the hash with it (a registered function);
+PostgreSQL and Oracle build the same text in SQL (db.dialects), and tests hold them to it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-NULL_FIELD = "~"
+_QUOTED = set('"\\(),') | set(" \t\n\r\v\f")
 
 
 def _decimal(value) -> Decimal:
@@ -69,7 +71,7 @@ def canonical_text(value, family: str, scale: int | None = None) -> str | None:
     if family == "FLOAT":
         return _float(value)
     if family == "DATE":
-        return _datetime(value).strftime("%Y-%m-%d")
+        return _datetime(value).date().isoformat()
     if family == "TIMESTAMP":
         return _datetime(value).strftime("%Y-%m-%d %H:%M:%S.%f")
     if family == "BOOLEAN":
@@ -78,16 +80,24 @@ def canonical_text(value, family: str, scale: int | None = None) -> str | None:
 
 
 def field(text: str | None) -> str:
-    return NULL_FIELD if text is None else f"{len(text)}:{text}"
+    """One field of a row value's text, as PostgreSQL's record output writes it."""
+    if text is None:
+        return ""
+    if text == "" or any(ch in _QUOTED for ch in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '""') + '"'
+    return text
+
+
+def row_text(texts) -> str:
+    return "(" + ",".join(field(t) for t in texts) + ")"
 
 
 def row_hash(values, types) -> str:
     """MD5 hex of a row: `types` are (family, scale) pairs matching `values`."""
-    joined = "|".join(
-        field(canonical_text(v, family, scale))
-        for v, (family, scale) in zip(values, types, strict=True)
+    text = row_text(
+        canonical_text(v, family, scale) for v, (family, scale) in zip(values, types, strict=True)
     )
-    return hashlib.md5(joined.encode("utf-8")).hexdigest()
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
 def sqlite_row_hash(*args) -> str:

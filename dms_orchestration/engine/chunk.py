@@ -35,10 +35,12 @@ class ChunkResult(BaseModel):
 
 
 @contextlib.contextmanager
-def _load_transaction(conn: sa.Connection, tgt: sa.Engine) -> Iterator[None]:
-    """A transaction of the chunk: cancellable on PostgreSQL, with the load settings."""
+def _load_transaction(conn: sa.Connection, tgt: sa.Engine, snapshot: bool = False) -> Iterator[None]:
+    """A transaction of the chunk: cancellable on PostgreSQL, with the load settings;
+    `snapshot`: its statements all read the same snapshot of the source and target."""
+    d = dialect_of(tgt)
     with cancellable(tgt), conn.begin():
-        for stmt in dialect_of(tgt).load_session():
+        for stmt in (d.snapshot_session() if snapshot else []) + d.load_session():
             conn.exec_driver_sql(stmt)
         yield
 
@@ -69,28 +71,16 @@ def _stream_into(
             td.bulk_insert(conn, staging, columns, batch)
 
 
-def _check_keys(
-    conn: sa.Connection,
-    td: Dialect,
-    spec: LoadSpec,
-    work: str,
-    values: dict[str, Any] | None = None,
-    staged: bool = False,
-    duplicates: bool = True,
-) -> None:
-    """NULL or duplicate business keys fail the load with a DATA error naming them;
-    `work` is the work table, or with `staged` the staged rows (no 'D' rows there).
-    `duplicates=False`: the plan counted them already."""
-    nulls = _execute(conn, sqlgen.null_keys(td, spec, work), values or {}).scalar()
-    if nulls:
+def _check_null_keys(conn: sa.Connection, td: Dialect, spec: LoadSpec, rows: str, values) -> None:
+    """NULL business keys fail the load with a DATA error (`rows`: work table or staged)."""
+    if _execute(conn, sqlgen.null_keys(td, spec, rows), values).scalar():
         names = ", ".join(k.name for k in spec.keys)
-        raise DataError(
-            f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key ({names})"
-        )
-    if not duplicates:
-        return
-    find = sqlgen.duplicate_staged_keys if staged else sqlgen.duplicate_keys
-    dups = _execute(conn, find(td, spec, work), values or {}).all()
+        raise DataError(f"mapping {spec.mapref}: source row(s) have a NULL business key ({names})")
+
+
+def _name_duplicates(conn: sa.Connection, td: Dialect, spec: LoadSpec, staged: str, values) -> None:
+    """Raise the DATA error naming some duplicate business keys of the staged rows."""
+    dups = _execute(conn, sqlgen.duplicate_staged_keys(td, spec, staged), values).all()
     if dups:
         raise _duplicate_error(spec, dups)
 
@@ -149,7 +139,7 @@ def _initial_load(
     new_rows = 0
     if plan.skey_mode != "SEQUENCE":
         with conn.begin():  # ended before the reservation (on SQLite it holds the lock)
-            new_rows = int(_execute(conn, sqlgen.staged_rows(staged), values).scalar() or 0)
+            new_rows = int(_execute(conn, sqlgen.staged_counts(staged), values).first()[0] or 0)
     skey = _skey(plan, meta, td, spec, new_rows, values)
     try:
         with _load_transaction(conn, tgt):
@@ -158,7 +148,8 @@ def _initial_load(
             ).rowcount
     except sa.exc.IntegrityError as exc:  # duplicate or NULL business keys: name them
         with conn.begin():
-            _check_keys(conn, td, spec, staged, values, staged=True)
+            _check_null_keys(conn, td, spec, staged, values)
+            _name_duplicates(conn, td, spec, staged, values)
         raise DataError(f"mapping {spec.mapref}: {describe(exc)}") from exc
     return LoadCounts(srcrows=inserted, insrows=inserted)
 
@@ -174,33 +165,42 @@ def _delta_load(
     bounds: sqlgen.ChunkBounds,
     values: dict[str, Any],
 ) -> LoadCounts:
-    """Classify every key against the current rows (work table A), then apply A."""
+    """Classify the keys that need a write (work table A), check the keys, apply A."""
     td = dialect_of(tgt)
-    with _load_transaction(conn, tgt):
-        _execute(conn, sqlgen.classify(td, spec, staged, work, bounds, plan.full_extract), values)
+    full = plan.full_extract
+    with _load_transaction(conn, tgt, snapshot=True):
+        _execute(conn, sqlgen.classify(td, spec, staged, work, bounds, full), values)
+        staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(staged), values).first()
+        met = _execute(conn, sqlgen.met_rows(td, spec, staged, bounds, full), values).scalar()
     with _load_transaction(conn, tgt):
         if td.name == "postgresql":  # fresh statistics for the apply statements' plans
             conn.exec_driver_sql(f"ANALYZE {work}")
-        _check_keys(conn, td, spec, work, duplicates=not plan.keys_checked)
-        acts = {
-            r[0]: (int(r[1]), int(r[2] or 0))
-            for r in conn.execute(sa.text(sqlgen.action_counts(work)))
-        }
-    rows = {act: n for act, (n, _) in acts.items()}
-    skey = _skey(plan, meta, td, spec, rows.get("I", 0) + rows.get("V", 0), values)
+        _check_null_keys(conn, td, spec, work, {})
+        acts = {r[0]: int(r[1]) for r in conn.execute(sa.text(sqlgen.action_counts(work)))}
+        # every staged row that is not new meets one current row, and no row is met twice
+        meeting = int(staged_rows or 0) - acts.get("I", 0)
+        duplicates = meeting > int(met or 0) - acts.get("D", 0) or _execute(
+            conn, sqlgen.duplicate_new_keys(td, spec, work), {}
+        ).first()
+    if duplicates:
+        with _load_transaction(conn, tgt, snapshot=True):
+            _name_duplicates(conn, td, spec, staged, values)
+        raise DataError(f"mapping {spec.mapref}: duplicate business keys in the source extract")
+    inserts = acts.get("I", 0) + acts.get("V", 0)
+    skey = _skey(plan, meta, td, spec, inserts, values)
     deleted = 0
     with _load_transaction(conn, tgt):
         for name, stmt in sqlgen.apply_statements(td, spec, work, skey):
             count = _execute(conn, stmt, values).rowcount
             deleted += count if name == "delete" else 0
-    expired_absent = rows.get("D", 0) if spec.scd2 and spec.delete_handling == "EXPIRE" else 0
+    expired_absent = acts.get("D", 0) if spec.scd2 and spec.delete_handling == "EXPIRE" else 0
     return LoadCounts(
-        srcrows=sum(srccnt for act, (_, srccnt) in acts.items() if act != "D"),
-        insrows=rows.get("I", 0) + rows.get("V", 0),
-        updrows=rows.get("U", 0),
-        exprows=rows.get("V", 0) + expired_absent,
+        srcrows=int(source_rows or 0),
+        insrows=inserts,
+        updrows=acts.get("U", 0),
+        exprows=acts.get("V", 0) + expired_absent,
         delrows=deleted,
-        unchrows=rows.get("N", 0),
+        unchrows=int(staged_rows or 0) - inserts - acts.get("U", 0),
     )
 
 

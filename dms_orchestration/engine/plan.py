@@ -63,8 +63,6 @@ class LoadPlan(BaseModel):
     windowed: bool = False
     full_extract: bool
     initial: bool = False  # the target was empty: every row is new, no comparison needed
-    # plan found no duplicate business keys in the extract (its key tiles count them)
-    keys_checked: bool = False
     skey_mode: str
     same_database: bool
     estimated_rows: int
@@ -310,7 +308,6 @@ def plan(
             windowed=window.windowed,
             full_extract=window.reads_everything and not any(params.values()),
             initial=initial,
-            keys_checked=bool(boundaries) and _tiles_count_duplicates(spec),
             skey_mode=skey_mode,
             same_database=same_database(src, tgt),
             estimated_rows=estimate,

@@ -135,60 +135,78 @@ def _current_rows(d: Dialect, spec: LoadSpec, bounds: ChunkBounds) -> str:
     return f"SELECT * FROM {target_table(d, spec)}{_where(conds)}"
 
 
+def _typed(d: Dialect, c: TargetColumn, alias: str = "S") -> str:
+    return d.typed(f"{alias}.{d.quote(c.name)}", c.dtype.family, d.type_sql(c.dtype.sqlalchemy_type()))
+
+
+def _key_match(d: Dialect, spec: LoadSpec) -> str:
+    """Staged row S meets target row T: equal business keys, in the target's types."""
+    return " AND ".join(f"{_typed(d, k)} = T.{d.quote(k.name)}" for k in spec.keys)
+
+
 def classify(
     d: Dialect, spec: LoadSpec, staged: str, work: str, bounds: ChunkBounds, full: bool
 ) -> str:
-    """CREATE the work table A: every staged key with the current target row it meets,
-    and what to do with it. `staged` is the staging table or the transform subquery."""
+    """CREATE the work table A: the staged keys that need a write, with the current
+    target row each meets, and what to do (I insert, V new version, U update in place,
+    D absent). Unchanged keys (N) stay out: they are most of a delta and need nothing;
+    `counts` counts them. A full extract meets every current row (FULL JOIN), so keys
+    absent from the source are found; `staged` is the staging table or the transform."""
     q = d.quote
-    finds_absent = full and _deletes(spec)
-
-    def typed(c: TargetColumn) -> str:
-        return d.typed(f"S.{q(c.name)}", c.dtype.family, d.type_sql(c.dtype.sqlalchemy_type()))
-
     cols = [
-        f"COALESCE({typed(k)}, T.{q(k.name)}) AS {q(k.name)}"
-        if finds_absent
-        else f"{typed(k)} AS {q(k.name)}"
+        f"COALESCE({_typed(d, k)}, T.{q(k.name)}) AS {q(k.name)}"
+        if full
+        else f"{_typed(d, k)} AS {q(k.name)}"
         for k in spec.keys
     ]
-    cols += [f"{typed(c)} AS {q(c.name)}" for c in spec.columns]
+    cols += [f"{_typed(d, c)} AS {q(c.name)}" for c in spec.columns]
     cols.append(f"S.{SRCCNT} AS {SRCCNT}")
     cols.append(f"T.SKEY AS {TSKEY}")
     changed = {
         scd: " OR ".join(
-            d.is_distinct(typed(c), f"T.{q(c.name)}") for c in spec.columns if c.scd == scd
+            d.is_distinct(_typed(d, c), f"T.{q(c.name)}") for c in spec.columns if c.scd == scd
         )
         for scd in (1, 2)
     }
     case = ["WHEN T.SKEY IS NULL THEN 'I'"]
-    if finds_absent:
+    if full:
         case.append(f"WHEN S.{q(spec.keys[0].name)} IS NULL THEN 'D'")
     if changed[2]:
         case.append(f"WHEN {changed[2]} THEN 'V'")
     if changed[1]:
         case.append(f"WHEN {changed[1]} THEN 'U'")
     cols.append(f"CASE {' '.join(case)} ELSE 'N' END AS {ACT}")
-    join = " AND ".join(f"{typed(k)} = T.{q(k.name)}" for k in spec.keys)
-    kind = "FULL OUTER JOIN" if finds_absent else "LEFT JOIN"
-    select = (
+    kind = "FULL OUTER JOIN" if full else "LEFT JOIN"
+    joined = (
         f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
-        f"({_current_rows(d, spec, bounds)}) T ON {join}"
+        f"({_current_rows(d, spec, bounds)}) T ON {_key_match(d, spec)}"
     )
-    return d.create_work_table(work, select)
+    return d.create_work_table(work, f"SELECT * FROM ({joined}) J WHERE {ACT} <> 'N'")
 
 
-def _deletes(spec: LoadSpec) -> bool:
-    """Whether absent keys do anything: EXPIRE needs versions (SCD2) to close."""
-    return spec.delete_handling == "DELETE" or (spec.delete_handling == "EXPIRE" and spec.scd2)
+def staged_counts(staged: str) -> str:
+    """Staged rows and the source rows behind them."""
+    return f"SELECT COUNT(*), SUM({SRCCNT}) FROM {staged} A"
 
 
-def duplicate_keys(d: Dialect, spec: LoadSpec, work: str, limit: int = 5) -> str:
+def met_rows(d: Dialect, spec: LoadSpec, staged: str, bounds: ChunkBounds, full: bool) -> str:
+    """How many current target rows of the chunk the staged rows meet at most: all of
+    them on a full extract (absent ones are the work table's D rows), else those whose
+    key is staged. More staged rows meeting a row than rows met: duplicate keys."""
+    current = f"({_current_rows(d, spec, bounds)}) T"
+    if full:
+        return f"SELECT COUNT(*) FROM {current}"
+    return (
+        f"SELECT COUNT(*) FROM {current} "
+        f"WHERE EXISTS (SELECT 1 FROM {staged} S WHERE {_key_match(d, spec)})"
+    )
+
+
+def duplicate_new_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
+    """Whether two staged rows bring the same new key (both 'I' in the work table)."""
     keys = ", ".join(d.quote(k.name) for k in spec.keys)
     return d.limit(
-        f"SELECT {keys}, COUNT(*) AS n FROM {work} WHERE {ACT} <> 'D' "
-        f"GROUP BY {keys} HAVING COUNT(*) > 1 ORDER BY {keys}",
-        limit,
+        f"SELECT 1 FROM {work} WHERE {ACT} = 'I' GROUP BY {keys} HAVING COUNT(*) > 1", 1
     )
 
 
@@ -252,10 +270,7 @@ def _insert(d: Dialect, spec: LoadSpec, source: str, skey: str, typed: bool = Fa
     q = d.quote
 
     def value(c: TargetColumn) -> str:
-        expr = f"A.{q(c.name)}"
-        return (
-            d.typed(expr, c.dtype.family, d.type_sql(c.dtype.sqlalchemy_type())) if typed else expr
-        )
+        return _typed(d, c, "A") if typed else f"A.{q(c.name)}"
 
     names = ["SKEY"] + [q(c.name) for c in spec.all_columns] + ["RWHKEY", "RECCRDT", "RECUPDT"]
     values = [skey] + [value(c) for c in spec.all_columns]
@@ -274,10 +289,6 @@ def initial_insert(d: Dialect, spec: LoadSpec, staged: str, skey: str) -> str:
     """The first load into an empty target: every staged row is new, so no work table;
     the target's unique index refuses duplicate keys (the whole chunk rolls back)."""
     return _insert(d, spec, f"{staged} A", skey, typed=True)
-
-
-def staged_rows(staged: str) -> str:
-    return f"SELECT COUNT(*) FROM {staged} A"
 
 
 def duplicate_staged_keys(d: Dialect, spec: LoadSpec, staged: str, limit: int = 5) -> str:
