@@ -35,7 +35,9 @@ class ChunkResult(BaseModel):
 
 
 @contextlib.contextmanager
-def _load_transaction(conn: sa.Connection, tgt: sa.Engine, snapshot: bool = False) -> Iterator[None]:
+def _load_transaction(
+    conn: sa.Connection, tgt: sa.Engine, snapshot: bool = False
+) -> Iterator[None]:
     """A transaction of the chunk: cancellable on PostgreSQL, with the load settings;
     `snapshot`: its statements all read the same snapshot of the source and target."""
     d = dialect_of(tgt)
@@ -179,9 +181,10 @@ def _delta_load(
         acts = {r[0]: int(r[1]) for r in conn.execute(sa.text(sqlgen.action_counts(work)))}
         # every staged row that is not new meets one current row, and no row is met twice
         meeting = int(staged_rows or 0) - acts.get("I", 0)
-        duplicates = meeting > int(met or 0) - acts.get("D", 0) or _execute(
-            conn, sqlgen.duplicate_new_keys(td, spec, work), {}
-        ).first()
+        duplicates = (
+            meeting > int(met or 0) - acts.get("D", 0)
+            or _execute(conn, sqlgen.duplicate_new_keys(td, spec, work), {}).first()
+        )
     if duplicates:
         with _load_transaction(conn, tgt, snapshot=True):
             _name_duplicates(conn, td, spec, staged, values)

@@ -136,7 +136,9 @@ def _current_rows(d: Dialect, spec: LoadSpec, bounds: ChunkBounds) -> str:
 
 
 def _typed(d: Dialect, c: TargetColumn, alias: str = "S") -> str:
-    return d.typed(f"{alias}.{d.quote(c.name)}", c.dtype.family, d.type_sql(c.dtype.sqlalchemy_type()))
+    return d.typed(
+        f"{alias}.{d.quote(c.name)}", c.dtype.family, d.type_sql(c.dtype.sqlalchemy_type())
+    )
 
 
 def _key_match(d: Dialect, spec: LoadSpec) -> str:
@@ -205,9 +207,7 @@ def met_rows(d: Dialect, spec: LoadSpec, staged: str, bounds: ChunkBounds, full:
 def duplicate_new_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
     """Whether two staged rows bring the same new key (both 'I' in the work table)."""
     keys = ", ".join(d.quote(k.name) for k in spec.keys)
-    return d.limit(
-        f"SELECT 1 FROM {work} WHERE {ACT} = 'I' GROUP BY {keys} HAVING COUNT(*) > 1", 1
-    )
+    return d.limit(f"SELECT 1 FROM {work} WHERE {ACT} = 'I' GROUP BY {keys} HAVING COUNT(*) > 1", 1)
 
 
 def null_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
