@@ -713,13 +713,33 @@ def test_duplicate_business_keys_fail_the_load_and_change_nothing(dms, chunks):
     )
 
 
-def test_a_null_business_key_fails_the_load(dms):
-    setup_cust(dms, scd1_columns(), n=3)
+def test_a_duplicate_that_reaches_the_source_after_the_plan_undoes_a_first_load(dms):
+    setup_cust(dms, scd2_columns(), n=9)
+    p = dms.plan(chunks=2)  # the plan found no duplicate, so the unique rule comes at commit
+    assert p.initial and p.chunk_count == 2
+    dms.insert("SRC_CUST", [{**cust_rows(1, start=2)[0], "NAME": "late"}])
+    results = [run_chunk(p, i, dms.settings) for i in range(2)]
+    with pytest.raises(DataError, match="duplicate business keys"):
+        commit(p, results, dms.settings)
+    assert dms.prcsts(p.prcid) == "FL"
+    assert dms.scalar("SELECT COUNT(*) FROM T_CUST") == 0  # the next load starts afresh
+    dms.run("DELETE FROM SRC_CUST WHERE NAME = 'late'")
+    assert counts(dms.load(chunks=2)) == (9, 9, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+@pytest.mark.parametrize("first_load", [True, False])
+def test_a_null_business_key_fails_the_load(dms, chunks, first_load):
+    setup_cust(dms, scd1_columns(), n=9)
+    if not first_load:
+        dms.load()
+        dms.run("UPDATE SRC_CUST SET CITY = 'moved'")
+    before = [] if first_load else dms.snapshot("T_CUST")
     dms.insert("SRC_CUST", [{"ID": None, "NAME": "x", "CITY": "y", "UPD": None}])
     with pytest.raises(DataError, match="NULL business key"):
-        dms.load()
+        dms.load(chunks=chunks)  # no chunk leaves the NULL key out, none writes
     assert dms.prcsts(dms.last_prcid()) == "FL"
-    assert dms.scalar("SELECT COUNT(*) FROM T_CUST") == 0
+    assert dms.snapshot("T_CUST") == before
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -1276,6 +1296,7 @@ def oracle_statements(spec) -> list[str]:
                     out.append(sqlgen.classify(d, spec, staged, work, bounds, full))
                     out.append(sqlgen.met_rows(d, spec, staged, bounds, full))
         out.append(sqlgen.key_tiles(d, spec, windowed))
+        out.append(sqlgen.key_range(d, spec, windowed))
         out.append(sqlgen.extract(d, spec, windowed))
     if spec.checkpoint_column:
         out.append(sqlgen.checkpoint_max(d, spec))

@@ -29,6 +29,7 @@ class Dialect:
     sqlglot_name = ""
     has_sequences = True
     index_if_not_exists = True  # CREATE INDEX IF NOT EXISTS
+    adds_primary_key = True  # ALTER TABLE ... ADD PRIMARY KEY (a table can get one later)
     sa_dialect: sa.engine.Dialect
     type_names = {
         "ID": "BIGINT",
@@ -63,6 +64,12 @@ class Dialect:
 
     def create_sequence(self, name: str, start: int = 1) -> str:
         return f"CREATE SEQUENCE {name} START WITH {start} INCREMENT BY 1"
+
+    def primary_key_statements(
+        self, table: str, name: str, column: str
+    ) -> tuple[list[str], list[str]]:
+        """Add a primary key to a table: (index builds, statements after them)."""
+        return [f"ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY ({column})"], []
 
     def next_values(self, sequence: str, n: int) -> sa.TextClause:
         """One statement that draws n values from a sequence (one round trip)."""
@@ -215,6 +222,15 @@ class PostgresDialect(Dialect):
     def snapshot_session(self) -> list[str]:
         return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
 
+    def primary_key_statements(
+        self, table: str, name: str, column: str
+    ) -> tuple[list[str], list[str]]:
+        # the index can be built beside the others; the constraint then takes it over
+        return (
+            [f"CREATE UNIQUE INDEX {name} ON {table} ({column})"],
+            [f"ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}"],
+        )
+
     def row_value(self, expr: str, family: str, scale: int | None) -> str:
         """A value whose output text is its canonical text (dates: DateStyle ISO, which
         db.connect sets on every connection): cheaper than building the text."""
@@ -344,6 +360,7 @@ class SqliteDialect(Dialect):
     name = "sqlite"
     sqlglot_name = "sqlite"
     has_sequences = False
+    adds_primary_key = False
     sa_dialect = sqlite.dialect()
     type_names = {
         "ID": "INTEGER",

@@ -24,6 +24,7 @@ from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.errors import DataError, describe, record_chunk_end
 from dms_orchestration.engine.plan import LoadPlan, resolve
 from dms_orchestration.engine.spec import LoadSpec
+from dms_orchestration.engine.target import unique_rule
 from dms_orchestration.ids.provider import provider_for
 from dms_orchestration.settings import Settings, dms_now, load_settings
 
@@ -148,6 +149,8 @@ def _initial_load(
             inserted = _execute(
                 conn, sqlgen.initial_insert(td, spec, staged, skey), values
             ).rowcount
+            for stmt in unique_rule(td, spec) if plan.unique_in_chunk else []:
+                conn.exec_driver_sql(stmt)  # fails on a duplicate key: nothing is kept
     except sa.exc.IntegrityError as exc:  # duplicate or NULL business keys: name them
         with conn.begin():
             _check_null_keys(conn, td, spec, staged, values)

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing import get_context
 
+import sqlalchemy as sa
+
 from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.dmslog.writer import LoadCounts, close_process, write_joblog
 from dms_orchestration.engine.chunk import ChunkResult, run_chunk
-from dms_orchestration.engine.errors import record_load_end
+from dms_orchestration.engine.errors import DataError, describe, record_load_end
 from dms_orchestration.engine.plan import LoadPlan, plan, resolve
 from dms_orchestration.engine.target import ensure_indexes
 from dms_orchestration.metadata.models import Mapping
@@ -36,6 +39,24 @@ class LoadResult:
     estimated_rows: int
 
 
+def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> None:
+    spec, _src, tgt = resolve(plan.mapping, settings)
+    try:
+        ensure_indexes(tgt, spec)
+    except sa.exc.IntegrityError as exc:
+        # the plan found no duplicate key, but the source gained one before a chunk read
+        # it: take the first load back out (the target was empty, under the load lock)
+        d = dialect_of(tgt)
+        with tgt.begin() as conn:
+            conn.exec_driver_sql(f"DELETE FROM {d.qualified(spec.schema, spec.table)}")
+        error = DataError(
+            f"mapping {plan.mapref}: duplicate business keys in the source extract "
+            f"({describe(exc)}); the rows of this first load were removed again"
+        )
+        record_load_end(meta, prcid=plan.prcid, mapref=plan.mapref, jobid=plan.jobid, exc=error)
+        raise error from exc
+
+
 def commit(
     plan: LoadPlan, results: list[ChunkResult], settings: Settings | None = None
 ) -> LoadResult:
@@ -51,9 +72,8 @@ def commit(
     total = LoadCounts()
     for r in results:
         total = total + r.counts
-    if plan.initial:  # a first load builds the non-unique indexes once its rows are in
-        spec, _src, tgt = resolve(plan.mapping, settings)
-        ensure_indexes(tgt, spec)
+    if plan.initial:  # a first load builds the indexes once its rows are in
+        _index_first_load(plan, meta, settings)
     checkpoint = plan.window.record if plan.windowed else None
     end = dms_now()
     write_joblog(

@@ -63,6 +63,9 @@ class LoadPlan(BaseModel):
     windowed: bool = False
     full_extract: bool
     initial: bool = False  # the target was empty: every row is new, no comparison needed
+    # the one chunk of a first load builds the unique business-key rule after its rows,
+    # in its own transaction (a duplicate key then fails the chunk)
+    unique_in_chunk: bool = False
     skey_mode: str
     same_database: bool
     estimated_rows: int
@@ -160,14 +163,35 @@ def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> t
 
 
 def _boundaries(src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n: int) -> list:
+    """Upper key bounds of chunks 0..n-2. Integer keys: n even steps between the smallest
+    and largest key (an index answers MIN / MAX); other keys: n tiles of the sorted keys.
+    Either query also finds duplicate keys, which must fail the load before any chunk
+    writes (a chunk finds only its own)."""
     d = dialect_of(src)
-    sql = sqlgen.key_tiles(d, spec, window.windowed)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
-        tiles = conn.execute(bound_text(sql, values)).all()
-    if _tiles_count_duplicates(spec) and any(t[3] > 1 for t in tiles):
+        if spec.keys[0].dtype.family == "INTEGER":
+            sql = sqlgen.key_range(d, spec, window.windowed)
+            lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
+            steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
+        else:
+            tiles = conn.execute(bound_text(sqlgen.key_tiles(d, spec, window.windowed), values))
+            tiles = tiles.all()
+            nulls = sum(int(t[2] or 0) for t in tiles)
+            duplicates = any(t[3] > 1 for t in tiles)
+            steps = [_bound(t[1]) for t in tiles[:-1] if t[1] is not None]
+    if nulls:
+        raise DataError(
+            f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key "
+            f"({spec.keys[0].name})"
+        )
+    if duplicates and _tiles_count_duplicates(spec):
         raise _duplicates(src, spec, window, params)
-    return [_bound(t[1]) for t in tiles[:-1]]
+    return steps
+
+
+def _even_steps(lo: int, hi: int, n: int) -> list[int]:
+    return sorted({lo + (hi - lo) * i // n for i in range(1, n)} - {hi})
 
 
 def _tiles_count_duplicates(spec: LoadSpec) -> bool:
@@ -290,6 +314,10 @@ def plan(
         estimate, method = _estimate(src, spec, window, params)
         n = chunks or choose_chunk_count(estimate, chunk_settings(meta))
         boundaries = _boundaries(src, spec, window, params, n) if n > 1 else []
+        first_build = bool(created and initial)
+        if first_build and boundaries and not _tiles_count_duplicates(spec):
+            # several chunks, keys the plan could not check: the rule guards every insert
+            ensure_indexes(tgt, spec, unique_only=True)
         skey_mode = TABLE_COUNTER
         if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
             skey_mode = SEQUENCE
@@ -308,6 +336,7 @@ def plan(
             windowed=window.windowed,
             full_extract=window.reads_everything and not any(params.values()),
             initial=initial,
+            unique_in_chunk=first_build and not boundaries,
             skey_mode=skey_mode,
             same_database=same_database(src, tgt),
             estimated_rows=estimate,

@@ -48,7 +48,9 @@ def _key_range(d: Dialect, expr: str, key: TargetColumn, bounds: ChunkBounds) ->
     ordered = d.key_order(expr, key.dtype.family)
     conds = []
     if bounds.lower:
-        conds.append(f"{ordered} > :dms_lo")
+        # NULL keys go to the last chunk, whose key check refuses them
+        upper_end = "" if bounds.upper else f" OR {expr} IS NULL"
+        conds.append(f"({ordered} > :dms_lo{upper_end})")
     if bounds.upper:
         conds.append(f"{ordered} <= :dms_hi")
     return conds
@@ -325,9 +327,22 @@ def extract(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     return f"SELECT * FROM ({_source(spec)}) SRC{_where(_checkpoint_filter(d, spec, windowed))}"
 
 
+def key_range(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
+    """Smallest and largest value, NULLs and duplicates of the first business-key column
+    (integer keys: even chunk boundaries between the two, no sort of the keys)."""
+    key = spec.keys[0].logic
+    keyed = (
+        f"SELECT {key} AS k FROM ({_source(spec)}) SRC"
+        f"{_where(_checkpoint_filter(d, spec, windowed))}"
+    )
+    return (
+        f"SELECT MIN(k), MAX(k), COUNT(*) - COUNT(k), COUNT(k) - COUNT(DISTINCT k) FROM ({keyed}) K"
+    )
+
+
 def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
-    """Upper bound, key count and largest duplicate count of each of :dms_n tiles of
-    the first business-key column, in key order: the chunk boundaries."""
+    """Upper bound, NULL keys and largest duplicate count of each of :dms_n tiles of the
+    first business-key column, in key order: the chunk boundaries."""
     key = spec.keys[0]
     ordered = d.key_order("k", key.dtype.family)
     keyed = (
@@ -335,4 +350,7 @@ def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
         f"{_where(_checkpoint_filter(d, spec, windowed))} GROUP BY {key.logic}"
     )
     tiled = f"SELECT k, c, NTILE(:dms_n) OVER (ORDER BY {ordered}) AS t FROM ({keyed}) K"
-    return f"SELECT t, MAX({ordered}), COUNT(*), MAX(c) FROM ({tiled}) X GROUP BY t ORDER BY t"
+    return (
+        f"SELECT t, MAX({ordered}), SUM(CASE WHEN k IS NULL THEN c ELSE 0 END), MAX(c) "
+        f"FROM ({tiled}) X GROUP BY t ORDER BY t"
+    )

@@ -5,6 +5,7 @@ added to the table; a type the table cannot hold is an error, never a silent cas
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
@@ -20,9 +21,11 @@ class SchemaDrift(ValueError):
     """The target table and the mapping disagree in a way the loader will not paper over."""
 
 
-def _audit_columns(spec: LoadSpec) -> list[sa.Column]:
+def _audit_columns(spec: LoadSpec, primary_key: bool = True) -> list[sa.Column]:
     cols = [
-        sa.Column("skey", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column(
+            "skey", sa.BigInteger, primary_key=primary_key, nullable=False, autoincrement=False
+        ),
         sa.Column("rwhkey", sa.String(32)),
         sa.Column("reccrdt", sa.DateTime),
         sa.Column("recupdt", sa.DateTime),
@@ -36,7 +39,9 @@ def _audit_columns(spec: LoadSpec) -> list[sa.Column]:
     return cols
 
 
-def table_model(spec: LoadSpec) -> sa.Table:
+def table_model(spec: LoadSpec, primary_key: bool = True) -> sa.Table:
+    """The target table; without `primary_key` the SKEY constraint comes later
+    (ensure_indexes), after a first load: cheaper than maintaining it row by row."""
     md = sa.MetaData(schema=spec.schema.lower() if spec.schema else None)
     mapped = [
         sa.Column(c.name.lower(), c.dtype.sqlalchemy_type(), nullable=not c.is_key)
@@ -44,7 +49,11 @@ def table_model(spec: LoadSpec) -> sa.Table:
     ]
     # SCD targets are updated in place: room on each page keeps those updates cheap
     return sa.Table(
-        spec.table.lower(), md, *mapped, *_audit_columns(spec), postgresql_with={"fillfactor": 90}
+        spec.table.lower(),
+        md,
+        *mapped,
+        *_audit_columns(spec, primary_key),
+        postgresql_with={"fillfactor": 90},
     )
 
 
@@ -70,23 +79,53 @@ def index_statements(d: Dialect, spec: LoadSpec) -> list[tuple[str, str, bool]]:
     return [(bk, d.create_index(table, IndexSpec(bk, keys, unique=True)), True)]
 
 
-def ensure_indexes(engine: sa.Engine, spec: LoadSpec) -> list[str]:
-    """Create the target's indexes that are missing (a first load builds the non-unique
-    ones after its rows are in: cheaper than maintaining them row by row)."""
+def _primary_key_name(spec: LoadSpec) -> str:
+    return _index_name(spec.table, "pkey")  # PostgreSQL's own name for it
+
+
+def unique_rule(d: Dialect, spec: LoadSpec) -> list[str]:
+    """CREATE INDEX statements of the rule that refuses duplicate business keys."""
+    return [stmt for _name, stmt, unique in index_statements(d, spec) if unique]
+
+
+def ensure_indexes(engine: sa.Engine, spec: LoadSpec, unique_only: bool = False) -> list[str]:
+    """Create the target's primary key and indexes that are missing (a first load
+    builds them after its rows are in: cheaper than maintaining them row by row). On
+    PostgreSQL the builds run side by side, one connection each."""
     schema = spec.schema.lower() if spec.schema else None
     d = dialect_of(engine)
-    with engine.begin() as conn:
-        present = {
-            ix["name"].lower() for ix in sa.inspect(conn).get_indexes(spec.table.lower(), schema)
-        }
-        made = []
-        for name, stmt, _unique in index_statements(d, spec):
-            if name.lower() not in present:
-                if d.index_if_not_exists:  # reflection of a just-made SQLite index can lag
-                    stmt = stmt.replace("INDEX ", "INDEX IF NOT EXISTS ", 1)
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        present = {ix["name"].lower() for ix in inspector.get_indexes(spec.table.lower(), schema)}
+        has_key = bool(
+            inspector.get_pk_constraint(spec.table.lower(), schema).get("constrained_columns")
+        )
+    table = d.qualified(spec.schema, spec.table)
+    builds, after = [], []
+    if not has_key and not unique_only:
+        builds, after = d.primary_key_statements(table, _primary_key_name(spec), "SKEY")
+    builds += [
+        stmt
+        for name, stmt, unique in index_statements(d, spec)
+        if name.lower() not in present and (unique or not unique_only)
+    ]
+    if d.index_if_not_exists:  # reflection of a just-made SQLite index can lag; a key's
+        # index may be left from a try that died before it became the key
+        builds = [stmt.replace("INDEX ", "INDEX IF NOT EXISTS ", 1) for stmt in builds]
+    if d.name == "postgresql" and len(builds) > 1:
+        with ThreadPoolExecutor(len(builds)) as pool:
+            list(pool.map(lambda stmt: _run_ddl(engine, [stmt]), builds))
+    else:
+        _run_ddl(engine, builds)
+    _run_ddl(engine, after)
+    return builds + after
+
+
+def _run_ddl(engine: sa.Engine, statements: list[str]) -> None:
+    if statements:
+        with engine.begin() as conn:
+            for stmt in statements:
                 conn.exec_driver_sql(stmt)
-                made.append(name)
-    return made
 
 
 def _holds(existing: sa.types.TypeEngine, want: DataType) -> bool:
@@ -129,12 +168,9 @@ def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
     with engine.begin() as conn:
         inspector = sa.inspect(conn)
         if not inspector.has_table(spec.table.lower(), schema=schema):
-            table_model(spec).create(conn)
-            # the unique rule from the start (it refuses duplicate keys); the rest once
-            # the first load is in (ensure_indexes at commit)
-            for _name, stmt, unique in index_statements(d, spec):
-                if unique:
-                    conn.exec_driver_sql(stmt)
+            # indexes (and the key, where a table can get one later) come with the
+            # first load (plan, chunk or commit) or right after (ensure_indexes)
+            table_model(spec, primary_key=not d.adds_primary_key).create(conn)
             return [f"created table {table}"]
         existing = {
             c["name"].lower(): c["type"] for c in inspector.get_columns(spec.table.lower(), schema)
