@@ -134,10 +134,6 @@ class Dialect:
     def create_work_table(self, name: str, select_sql: str) -> str:
         return f"CREATE TABLE {name} AS {select_sql}"
 
-    def load_session(self) -> list[str]:
-        """Statements that start a load transaction (settings for its big joins and sorts)."""
-        return []
-
     def snapshot_session(self) -> list[str]:
         """Statements that make a transaction's reads all see one snapshot (SQLite's
         transactions do; Oracle's CREATE TABLE ends the transaction anyway)."""

@@ -39,11 +39,11 @@ class ChunkResult(BaseModel):
 def _load_transaction(
     conn: sa.Connection, tgt: sa.Engine, snapshot: bool = False
 ) -> Iterator[None]:
-    """A transaction of the chunk: cancellable on PostgreSQL, with the load settings;
-    `snapshot`: its statements all read the same snapshot of the source and target."""
-    d = dialect_of(tgt)
+    """A transaction of the chunk, cancellable on PostgreSQL; `snapshot`: its statements
+    all read the same snapshot of the source and target. (The server's own settings
+    plan the load: a bigger work_mem, tried, led its planner to slower hash joins.)"""
     with cancellable(tgt), conn.begin():
-        for stmt in (d.snapshot_session() if snapshot else []) + d.load_session():
+        for stmt in dialect_of(tgt).snapshot_session() if snapshot else []:
             conn.exec_driver_sql(stmt)
         yield
 
@@ -178,8 +178,6 @@ def _delta_load(
         staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(staged), values).first()
         met = _execute(conn, sqlgen.met_rows(td, spec, staged, bounds, full), values).scalar()
     with _load_transaction(conn, tgt):
-        if td.name == "postgresql":  # fresh statistics for the apply statements' plans
-            conn.exec_driver_sql(f"ANALYZE {work}")
         _check_null_keys(conn, td, spec, work, {})
         acts = {r[0]: int(r[1]) for r in conn.execute(sa.text(sqlgen.action_counts(work)))}
         # every staged row that is not new meets one current row, and no row is met twice

@@ -47,10 +47,8 @@ def _source(spec: LoadSpec) -> str:
 def _key_range(d: Dialect, expr: str, key: TargetColumn, bounds: ChunkBounds) -> list[str]:
     ordered = d.key_order(expr, key.dtype.family)
     conds = []
-    if bounds.lower:
-        # NULL keys go to the last chunk, whose key check refuses them
-        upper_end = "" if bounds.upper else f" OR {expr} IS NULL"
-        conds.append(f"({ordered} > :dms_lo{upper_end})")
+    if bounds.lower:  # (the plan refused NULL keys: they would fall between chunks)
+        conds.append(f"{ordered} > :dms_lo")
     if bounds.upper:
         conds.append(f"{ordered} <= :dms_hi")
     return conds
