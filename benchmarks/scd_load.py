@@ -286,9 +286,14 @@ class Run:
 _STATEMENT_KINDS = [
     (re.compile(r"^EXPLAIN", re.I), "plan: row estimate (EXPLAIN)"),
     (re.compile(r"NTILE\(", re.I), "plan: key boundaries (NTILE)"),
+    (re.compile(r"^SELECT MIN\(k\), MAX\(k\)", re.I), "plan: key range, NULL / duplicate keys"),
     (re.compile(r"^CREATE UNLOGGED TABLE \S*dms_a_", re.I), "classify: CREATE work table A"),
-    (re.compile(r"^ANALYZE \S*dms_a_", re.I), "ANALYZE work table A"),
     (re.compile(r"HAVING COUNT", re.I), "check: duplicate keys"),
+    (re.compile(r"^SELECT COUNT\(\*\), SUM\(dms_srccnt\)", re.I), "counts: staged rows"),
+    (
+        re.compile(r"^SELECT COUNT\(\*\) FROM \(SELECT \* FROM \S*dim_customer", re.I),
+        "counts: current rows met",
+    ),
     (re.compile(r"^SELECT COUNT\(\*\) FROM \S*dms_a_", re.I), "check: NULL keys"),
     (re.compile(r"^SELECT dms_act, COUNT", re.I), "action counts"),
     (re.compile(r"^UPDATE \S*dim_customer SET CURFLG = 'N'", re.I), "apply: expire (UPDATE)"),

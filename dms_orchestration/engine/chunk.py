@@ -1,8 +1,8 @@
 """run_chunk(): one chunk of a load, set-based, in the target database.
 
-Stage (INSERT ... SELECT, or a stream from the source), classify every key against the
-current target rows, check the keys, reserve surrogate keys, then apply in ONE
-transaction: a chunk is applied whole or not at all, and re-running it is safe.
+Stage (INSERT ... SELECT, or a stream from the source), keep the keys that need a write
+(work table A) and count the rest, check the keys, reserve surrogate keys, then apply in
+ONE transaction: a chunk is applied whole or not at all, and re-running it is safe.
 """
 
 from __future__ import annotations

@@ -36,7 +36,10 @@ def load_sql_text(
             ("target: staging table", sqlgen.create_staging(td, spec, staged)),
         ]
     parts.append(
-        ("target: classify every key", sqlgen.classify(td, spec, staged, work, bounds, full))
+        (
+            "target: classify the keys (work table)",
+            sqlgen.classify(td, spec, staged, work, bounds, full),
+        )
     )
     skey = (
         td.next_sequence_value(td.qualified(spec.schema, f"{spec.table}_SEQ"))

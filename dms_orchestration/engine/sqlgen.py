@@ -8,9 +8,9 @@ and are quoted by the dialect; values are always bind parameters:
 
 The flow of a chunk: the transform query (source dialect) computes the target columns;
 its rows reach the target as the staging table S (streamed) or as a subquery (same
-database); one work table A joins them with the current target rows and classifies
-every key (I insert, V new version, U update in place, N unchanged, D absent); a few
-set-based statements then apply A to the target.
+database); they meet the current target rows in one join, and work table A keeps the
+keys that need a write (I insert, V new version, U update in place, D absent; the N
+unchanged keys are only counted); a few set-based statements then apply A.
 """
 
 from __future__ import annotations
