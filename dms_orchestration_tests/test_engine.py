@@ -514,15 +514,18 @@ def _indexes(engine, table) -> list[dict]:
     return sa.inspect(engine).get_indexes(table.lower())
 
 
+@pytest.mark.parametrize("chunks", [1, 2])
 @pytest.mark.parametrize("scd", [1, 2])
-def test_target_table_has_audit_columns_and_a_business_key_index(dms, scd):
+def test_target_table_has_audit_columns_and_a_business_key_index(dms, scd, chunks):
     setup_cust(dms, scd1_columns() if scd == 1 else scd2_columns(), n=3)
-    dms.load()
+    dms.load(chunks=chunks)  # a first load: the key and indexes come after its rows
     names = [c["name"].upper() for c in sa.inspect(dms.engine).get_columns("t_cust")]
     audit = ["SKEY", "RWHKEY", "RECCRDT", "RECUPDT"] + (["CURFLG", "VLDFRM", "VLDTO"] * (scd == 2))
     assert names == ["ID", "NAME", "CITY", *audit]
     keyed = [ix for ix in _indexes(dms.engine, "t_cust") if ix["column_names"] == ["id"]]
     assert keyed, _indexes(dms.engine, "t_cust")
+    pk = sa.inspect(dms.engine).get_pk_constraint("t_cust")["constrained_columns"]
+    assert [c.lower() for c in pk] == ["skey"]
     now = datetime(2030, 1, 1)
     if scd == 1:
         with pytest.raises(sa.exc.IntegrityError):
