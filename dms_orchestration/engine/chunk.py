@@ -76,9 +76,12 @@ def _stream_into(
 
 def _check_null_keys(conn: sa.Connection, td: Dialect, spec: LoadSpec, rows: str, values) -> None:
     """NULL business keys fail the load with a DATA error (`rows`: work table or staged)."""
-    if _execute(conn, sqlgen.null_keys(td, spec, rows), values).scalar():
+    nulls = _execute(conn, sqlgen.null_keys(td, spec, rows), values).scalar()
+    if nulls:
         names = ", ".join(k.name for k in spec.keys)
-        raise DataError(f"mapping {spec.mapref}: source row(s) have a NULL business key ({names})")
+        raise DataError(
+            f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key ({names})"
+        )
 
 
 def _name_duplicates(conn: sa.Connection, td: Dialect, spec: LoadSpec, staged: str, values) -> None:

@@ -152,7 +152,7 @@ def classify(
     """CREATE the work table A: the staged keys that need a write, with the current
     target row each meets, and what to do (I insert, V new version, U update in place,
     D absent). Unchanged keys (N) stay out: they are most of a delta and need nothing;
-    `counts` counts them. A full extract meets every current row (FULL JOIN), so keys
+    the chunk counts them (staged_counts). A full extract meets every current row (FULL JOIN), so keys
     absent from the source are found; `staged` is the staging table or the transform."""
     q = d.quote
     cols = [
@@ -216,7 +216,7 @@ def null_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
 
 
 def action_counts(work: str) -> str:
-    return f"SELECT {ACT}, COUNT(*), SUM({SRCCNT}) FROM {work} GROUP BY {ACT}"
+    return f"SELECT {ACT}, COUNT(*) FROM {work} GROUP BY {ACT}"
 
 
 def _hash(d: Dialect, spec: LoadSpec, alias: str) -> str:
