@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dms_orchestration.cli import app
 from dms_orchestration.db.connect import create_engine, dispose_all
 from dms_orchestration.db.ddl import init_schema
-from dms_orchestration.db.dialects import DIALECTS
+from dms_orchestration.db.dialects import DIALECTS, Dialect
 from dms_orchestration.db.rowhash import row_hash
 from dms_orchestration.dmslog.writer import LoadLocked
 from dms_orchestration.engine import ChunkResult, LoadPlan, commit, load, plan, run_chunk, sqlgen
@@ -440,6 +440,30 @@ def test_sql_row_hash_of_each_dialect_equals_the_python_reference(request, url_f
             assert got == row_hash(
                 [s[0] for s in HASH_SAMPLES], [(s[1], s[2]) for s in HASH_SAMPLES]
             )
+    finally:
+        engine.dispose()
+
+
+def test_row_text_built_with_string_functions_equals_the_python_reference(pg_url):
+    """Oracle has no row values: its RWHKEY text is built with TRANSLATE / REPLACE / CHR
+    (Dialect.row_hash). The same generic SQL runs on PostgreSQL here, against the
+    reference, with PostgreSQL's canonical texts."""
+    engine = create_engine(pg_url)
+    d = DIALECTS["postgresql"]
+    try:
+        with engine.connect() as conn:
+            for i, (value, family, scale, pg_type, _) in enumerate(HASH_SAMPLES):
+                expr = f"CAST(:v AS {pg_type})"
+                sql = (
+                    f"SELECT {Dialect.row_hash(d, [(expr, family, scale), (expr, family, scale)])}"
+                )
+                got = conn.execute(sa.text(sql), {"v": value}).scalar()
+                assert got == row_hash([value, value], [(family, scale)] * 2), (i, value)
+            quoted = ['a"b', "c\\d", "(x)", "1,2", " ", "tab\t", ""]
+            for value in quoted:
+                sql = f"SELECT {Dialect.row_hash(d, [('CAST(:v AS TEXT)', 'TEXT', None)])}"
+                got = conn.execute(sa.text(sql), {"v": value}).scalar()
+                assert got == row_hash([value], [("TEXT", None)]), value
     finally:
         engine.dispose()
 

@@ -152,8 +152,9 @@ def classify(
     """CREATE the work table A: the staged keys that need a write, with the current
     target row each meets, and what to do (I insert, V new version, U update in place,
     D absent). Unchanged keys (N) stay out: they are most of a delta and need nothing;
-    the chunk counts them (staged_counts). A full extract meets every current row (FULL JOIN), so keys
-    absent from the source are found; `staged` is the staging table or the transform."""
+    the chunk counts them (staged_counts). A full extract meets every current row
+    (FULL JOIN), so keys absent from the source are found; `staged` is the staging table
+    or the transform."""
     q = d.quote
     cols = [
         f"COALESCE({_typed(d, k)}, T.{q(k.name)}) AS {q(k.name)}"
