@@ -169,9 +169,14 @@ def point_view(engine: sa.Engine, version: str) -> None:
 
 
 def vacuum(engine: sa.Engine, *tables: str) -> None:
-    """VACUUM ANALYZE, CHECKPOINT, and no autovacuum worker busy: a quiet start."""
+    """CHECKPOINT, VACUUM ANALYZE, CHECKPOINT, and no autovacuum worker busy: a quiet
+    start. The first CHECKPOINT flushes the WAL: the throw-away server commits
+    asynchronously, and until a commit record is flushed VACUUM may neither set the hint
+    bits of its rows nor mark their pages all-visible (the next load would then rewrite
+    every page of the target to set them, which a table loaded the night before has not)."""
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("CHECKPOINT")
         for table in tables:
             conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
         conn.exec_driver_sql("CHECKPOINT")
