@@ -2,7 +2,7 @@
 (issue 3, "Benchmark"):
 
     python benchmarks/scd_load.py [--url URL] [--rows 1000000] [--legacy-rows 100000]
-                                  [--rss-rows 1000000,4000000] [--skip-rss]
+                                  [--repeat 3] [--rss-rows 1000000,4000000] [--skip-rss]
                                   [--rss-target postgresql|sqlite]
 
 Without --url a throw-away PostgreSQL server is started (as in the tests); with --url give
@@ -16,11 +16,13 @@ keys (N+1..). The mapping DIM_CUSTOMER (key CUST_ID, EMAIL SCD1, the rest SCD2, 
 EXPIRE) reads `SELECT * FROM SRC_CUSTOMER`, a view re-pointed at V1 or V2 between loads
 (outside the timed part).
 
-Timed, each once:
-- initial load of V1 into a fresh target, 1 chunk, then 2 chunks in parallel processes;
+Timed, each --repeat times (default 3; the median is reported with the range: this
+machine varies by 10-25% from run to run):
+- initial load of V1 into a fresh target, 1 chunk, then 2 chunks in parallel (threads of
+  load(), each chunk on its own connection: its own PostgreSQL backend process);
 - delta load of V2 (full=True, so EXPIRE applies) over a target holding V1, with 1, 2 and
   4 chunks; before each, untimed: the V1 target is rebuilt by dropping it and loading V1
-  again, then VACUUM ANALYZE + CHECKPOINT (the state of a table loaded the night before);
+  again, then CHECKPOINT + VACUUM ANALYZE + CHECKPOINT (a table loaded the night before);
 - COPY FROM of the N V1 rows into an empty table from Python (psycopg2 copy_expert from an
   in-memory buffer made by COPY TO; only the COPY FROM and its commit are timed), three
   times into a fresh table: the median is the limit every ratio divides by;
@@ -899,6 +901,9 @@ def main() -> None:
     ap.add_argument("--url", help="an empty scratch PostgreSQL database; default: throw-away")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--legacy-rows", type=int, default=100_000)
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs of each engine load and of COPY (median)"
+    )
     ap.add_argument("--rss-rows", default="1000000,4000000")
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument(
@@ -959,7 +964,17 @@ def main() -> None:
         expected = expected_delta(n)
         common = (engine, mapping, settings, url)
 
-        def step(run: Run) -> Run:
+        def step(make, repeat: int = args.repeat) -> Run:
+            """The median of `repeat` runs of make() (this VM varies 10-25% run to run)."""
+            runs = sorted((make() for _ in range(repeat)), key=lambda r: r.seconds)
+            run = runs[len(runs) // 2]
+            if repeat > 1:
+                run.label += (
+                    f" [median of {repeat}: {runs[0].seconds:.2f} .. {runs[-1].seconds:.2f} s]"
+                )
+            return logged(run)
+
+        def logged(run: Run) -> Run:
             load_avg = os.getloadavg()[0]
             loads.append(load_avg)
             print(f"  {run.label}: {run.seconds:.2f} s (load average {load_avg:.1f})", flush=True)
@@ -968,23 +983,22 @@ def main() -> None:
         loads: list[float] = []
 
         initial, delta = [], []
-        initial.append(step(initial_run("engine initial load of V1, 1 chunk", *common, 1, n)))
-        delta.append(
-            step(delta_run("engine delta load of V2, 1 chunk", *common, 1, expected["srcrows"]))
-        )
-        initial.append(
-            step(initial_run("engine initial load of V1, 2 chunks (parallel)", *common, 2, n))
-        )
-        label = "engine delta load of V2, {} chunks (parallel)"
-        delta.append(step(delta_run(label.format(2), *common, 2, expected["srcrows"])))
+        src_rows = expected["srcrows"]
+        for chunks in (1, 2):
+            label = f"engine initial load of V1, {chunks} chunk" + (
+                "s (parallel)" if chunks > 1 else ""
+            )
+            initial.append(step(lambda label=label, c=chunks: initial_run(label, *common, c, n)))
+        for chunks in (1, 2, 4):
+            label = f"engine delta load of V2, {chunks} chunk" + (
+                "s (parallel)" if chunks > 1 else ""
+            )
+            delta.append(step(lambda label=label, c=chunks: delta_run(label, *common, c, src_rows)))
         rebuild_v1(*common)
-        make_legacy_target(engine, legacy_keys)  # from the V1 target just rebuilt
-        delta.append(
-            step(delta_run(label.format(4), *common, 4, expected["srcrows"], rebuild=False))
-        )
-        copy = step(copy_run(engine, n))
+        make_legacy_target(engine, legacy_keys)  # from a V1 target
+        copy = logged(copy_run(engine, n, args.repeat))
         quiesce(engine)
-        legacy = step(legacy_run(engine, legacy_keys, hash_types))
+        legacy = logged(legacy_run(engine, legacy_keys, hash_types))
         rss = []
         for rows in rss_rows:
             r = rss_run(engine, url, rss_target, rows)
