@@ -911,6 +911,19 @@ def setup_keyed(d: Dms, key_type: str, n=30) -> list:
     return keys
 
 
+def test_integer_keys_stored_as_text_in_the_source_still_split_into_chunks(dms):
+    # the mapping says INTEGER, the source column is text: MIN / MAX would compare text,
+    # so the plan falls back to tiles of the keys as the source holds them
+    dms.run("CREATE TABLE SRC_K (K VARCHAR(20), V VARCHAR(20))")
+    dms.insert("SRC_K", [{"K": str(i), "V": f"v{i}"} for i in range(1, 31)])
+    columns = [col("K", "INTEGER", key=1), col("V", "VARCHAR(20)")]
+    dms.import_yaml(mapping_yaml("REF", "SELECT K, V FROM SRC_K", columns, table="T_K"))
+    assert counts(dms.load(chunks=3)) == (30, 30, 0, 0, 0, 0)
+    dms.run("UPDATE SRC_K SET V = 'changed' WHERE K IN ('3', '17', '29')")
+    assert counts(dms.load(chunks=3)) == (30, 0, 3, 0, 0, 27)
+    assert dms.scalar("SELECT COUNT(*) FROM T_K") == 30
+
+
 def chunk_of(key, boundaries) -> int:
     return sum(1 for b in boundaries if key > b)
 

@@ -169,12 +169,15 @@ def _boundaries(src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n:
     writes (a chunk finds only its own)."""
     d = dialect_of(src)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    integer = spec.keys[0].dtype.family == "INTEGER"
     with src.connect() as conn:
-        if spec.keys[0].dtype.family == "INTEGER":
+        if integer:
             sql = sqlgen.key_range(d, spec, window.windowed)
             lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
-            steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
-        else:
+            # a source that holds the keys as text compares them as text: tiles then
+            integer = lo is None or isinstance(lo, int | Decimal)
+            steps = [] if lo is None or not integer else _even_steps(int(lo), int(hi), n)
+        if not integer:
             tiles = conn.execute(bound_text(sqlgen.key_tiles(d, spec, window.windowed), values))
             tiles = tiles.all()
             nulls = sum(int(t[2] or 0) for t in tiles)

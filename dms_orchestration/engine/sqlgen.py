@@ -54,6 +54,13 @@ def _key_range(d: Dialect, expr: str, key: TargetColumn, bounds: ChunkBounds) ->
     return conds
 
 
+def _source_key(d: Dialect, spec: LoadSpec) -> str:
+    """The first business key over the source, in the target's type: chunk ranges compare
+    it as the target's column compares (a source may hold integer keys as text)."""
+    key = spec.keys[0]
+    return d.typed(key.logic, key.dtype.family, d.type_sql(key.dtype.sqlalchemy_type()))
+
+
 def _checkpoint_filter(d: Dialect, spec: LoadSpec, windowed: bool) -> list[str]:
     if not windowed:
         return []
@@ -83,7 +90,7 @@ def transform_query(spec: LoadSpec, d: Dialect, bounds: ChunkBounds, windowed: b
         expr = f"{AGGREGATES[c.combine]}({c.logic})" if spec.aggregated else c.logic
         inner.append(f"{expr} AS {q(c.name)}")
     inner.append(f"COUNT(*) AS {SRCCNT}" if spec.aggregated else f"1 AS {SRCCNT}")
-    conds = _key_range(d, key_exprs[0], spec.keys[0], bounds)
+    conds = _key_range(d, _source_key(d, spec), spec.keys[0], bounds)
     conds += _checkpoint_filter(d, spec, windowed)
     sql = f"SELECT {', '.join(inner)} FROM ({_source(spec)}) SRC{_where(conds)}"
     if spec.aggregated:
@@ -329,9 +336,8 @@ def extract(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
 def key_range(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     """Smallest and largest value, NULLs and duplicates of the first business-key column
     (integer keys: even chunk boundaries between the two, no sort of the keys)."""
-    key = spec.keys[0].logic
     keyed = (
-        f"SELECT {key} AS k FROM ({_source(spec)}) SRC"
+        f"SELECT {_source_key(d, spec)} AS k FROM ({_source(spec)}) SRC"
         f"{_where(_checkpoint_filter(d, spec, windowed))}"
     )
     return (
@@ -344,9 +350,10 @@ def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     first business-key column, in key order: the chunk boundaries."""
     key = spec.keys[0]
     ordered = d.key_order("k", key.dtype.family)
+    k = _source_key(d, spec)
     keyed = (
-        f"SELECT {key.logic} AS k, COUNT(*) AS c FROM ({_source(spec)}) SRC"
-        f"{_where(_checkpoint_filter(d, spec, windowed))} GROUP BY {key.logic}"
+        f"SELECT {k} AS k, COUNT(*) AS c FROM ({_source(spec)}) SRC"
+        f"{_where(_checkpoint_filter(d, spec, windowed))} GROUP BY {k}"
     )
     tiled = f"SELECT k, c, NTILE(:dms_n) OVER (ORDER BY {ordered}) AS t FROM ({keyed}) K"
     return (
