@@ -950,6 +950,13 @@ def test_three_chunks_cover_every_key_exactly_once(dms, key_type):
     assert counts(dms.load(chunks=3)) == (30, 0, 30, 0, 0, 0)
 
 
+def test_load_can_run_the_chunks_of_one_database_in_spawned_processes(dms):
+    setup_keyed(dms, "INTEGER")
+    assert counts(dms.load(chunks=2, parallel=True, processes=True)) == (30, 30, 0, 0, 0, 0)
+    dms.run("UPDATE SRC_K SET V = 'x' WHERE K > 20")
+    assert counts(dms.load(chunks=2, parallel=True, processes=True)) == (30, 0, 10, 0, 0, 20)
+
+
 def _spawned_chunk(plan_json: str, index: int, url: str, home: str) -> str:
     """A chunk in its own (spawned) process, as a Dagster op or `dms run` runs it."""
     settings = load_settings(url=url, env={"DMS_HOME": home})

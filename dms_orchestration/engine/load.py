@@ -108,26 +108,32 @@ def commit(
     )
 
 
-def _chunk_in_process(plan_json: str, index: int, url: str | None) -> ChunkResult:
-    return run_chunk(LoadPlan.model_validate_json(plan_json), index, load_settings(url))
+def _chunk_in_process(plan_json: str, index: int, settings: Settings) -> ChunkResult:
+    return run_chunk(LoadPlan.model_validate_json(plan_json), index, settings)
 
 
 def run_chunks(
-    plan: LoadPlan, settings: Settings, parallel: bool = False, url: str | None = None
+    plan: LoadPlan,
+    settings: Settings,
+    parallel: bool = False,
+    processes: bool = False,
 ) -> list[ChunkResult]:
     """Every chunk of a plan: here one after another, or in parallel. When the rows stay
     in one database the work is all in the server: threads (each with its own
-    connection) start at once. Streaming between databases runs each chunk in its own
-    spawned process (COPY cannot share the process with a cancellable statement)."""
+    connection) start at once. Streaming between databases, or `processes`, runs each
+    chunk in its own spawned process (COPY cannot share the process with a cancellable
+    statement; Dagster runs chunks as processes too)."""
     if not parallel or plan.chunk_count == 1:
         return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
-    if plan.same_database:
+    if plan.same_database and not processes:
         with ThreadPoolExecutor(plan.chunk_count) as pool:
             futures = [pool.submit(run_chunk, plan, i, settings) for i in range(plan.chunk_count)]
             return [f.result() for f in futures]
     data = plan.model_dump_json()
     with ProcessPoolExecutor(plan.chunk_count, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_chunk_in_process, data, i, url) for i in range(plan.chunk_count)]
+        futures = [
+            pool.submit(_chunk_in_process, data, i, settings) for i in range(plan.chunk_count)
+        ]
         return [f.result() for f in futures]
 
 
@@ -138,6 +144,7 @@ def load(
     chunks: int | None = None,
     full: bool = False,
     parallel: bool = False,
+    processes: bool = False,
     settings: Settings | None = None,
     url: str | None = None,
     **log_ids,
@@ -147,7 +154,7 @@ def load(
     settings = settings or load_settings(url)
     the_plan = plan(mapping, params, chunks=chunks, full=full, settings=settings, **log_ids)
     try:
-        results = run_chunks(the_plan, settings, parallel, url)
+        results = run_chunks(the_plan, settings, parallel, processes)
     except BaseException as exc:
         record_load_end(
             metadata_engine(settings),
