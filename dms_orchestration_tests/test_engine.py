@@ -1344,6 +1344,7 @@ def oracle_statements(spec) -> list[str]:
                     out.append(sqlgen.met_rows(d, spec, staged, bounds, full))
         out.append(sqlgen.key_tiles(d, spec, windowed))
         out.append(sqlgen.key_range(d, spec, windowed))
+        out.append(sqlgen.duplicate_source_keys(d, spec, windowed))
         out.append(sqlgen.extract(d, spec, windowed))
     if spec.checkpoint_column:
         out.append(sqlgen.checkpoint_max(d, spec))

@@ -21,7 +21,13 @@ from dms_orchestration.db.interrupt import cancellable
 from dms_orchestration.db.sqltext import bound_text
 from dms_orchestration.dmslog.writer import LoadCounts, write_joblog
 from dms_orchestration.engine import sqlgen
-from dms_orchestration.engine.errors import DataError, describe, record_chunk_end
+from dms_orchestration.engine.errors import (
+    DataError,
+    describe,
+    duplicate_key_error,
+    null_key_error,
+    record_chunk_end,
+)
 from dms_orchestration.engine.plan import LoadPlan, resolve
 from dms_orchestration.engine.spec import LoadSpec
 from dms_orchestration.engine.target import unique_rule
@@ -78,32 +84,14 @@ def _check_null_keys(conn: sa.Connection, td: Dialect, spec: LoadSpec, rows: str
     """NULL business keys fail the load with a DATA error (`rows`: work table or staged)."""
     nulls = _execute(conn, sqlgen.null_keys(td, spec, rows), values).scalar()
     if nulls:
-        names = ", ".join(k.name for k in spec.keys)
-        raise DataError(
-            f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key ({names})"
-        )
+        raise null_key_error(spec, nulls, [k.name for k in spec.keys])
 
 
 def _name_duplicates(conn: sa.Connection, td: Dialect, spec: LoadSpec, staged: str, values) -> None:
     """Raise the DATA error naming some duplicate business keys of the staged rows."""
     dups = _execute(conn, sqlgen.duplicate_staged_keys(td, spec, staged), values).all()
     if dups:
-        raise _duplicate_error(spec, dups)
-
-
-def _duplicate_error(spec: LoadSpec, dups: list) -> DataError:
-    keys = ["/".join(str(v) for v in row[:-1]) for row in dups]
-    why = (
-        "a lookup returns several rows for one key"
-        if spec.aggregated
-        else "give the non-key columns a MAPCMBCD to aggregate them, or fix the source"
-    )
-    return DataError(
-        f"mapping {spec.mapref}: duplicate business keys in the source extract "
-        f"({', '.join(k.name for k in spec.keys)} = {', '.join(keys)}"
-        f"{' ...' if len(dups) == 5 else ''}); {why}",
-        keys,
-    )
+        raise duplicate_key_error(spec, dups)
 
 
 def _drop(tgt: sa.Engine, names: list[str]) -> None:

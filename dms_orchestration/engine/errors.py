@@ -15,7 +15,7 @@ from dms_orchestration.dmslog.writer import (
     write_joblog,
 )
 from dms_orchestration.engine.checkpoint import CheckpointError
-from dms_orchestration.engine.spec import MappingInvalid
+from dms_orchestration.engine.spec import LoadSpec, MappingInvalid
 from dms_orchestration.engine.target import SchemaDrift
 from dms_orchestration.settings import ConfigError, dms_now
 
@@ -35,6 +35,29 @@ class DataError(ValueError):
     def __init__(self, message: str, keys: list[str] | None = None) -> None:
         super().__init__(message)
         self.keys = keys or []
+
+
+def null_key_error(spec: LoadSpec, nulls: int, columns: list[str]) -> DataError:
+    return DataError(
+        f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key "
+        f"({', '.join(columns)})"
+    )
+
+
+def duplicate_key_error(spec: LoadSpec, rows: list) -> DataError:
+    """The DATA error naming duplicate keys: `rows` are (key part..., count), at most 5."""
+    keys = ["/".join(str(v) for v in row[:-1]) for row in rows]
+    why = (
+        "a lookup returns several rows for one key"
+        if spec.aggregated
+        else "give the non-key columns a MAPCMBCD to aggregate them, or fix the source"
+    )
+    return DataError(
+        f"mapping {spec.mapref}: duplicate business keys in the source extract "
+        f"({', '.join(k.name for k in spec.keys)} = {', '.join(keys)}"
+        f"{' ...' if len(rows) == 5 else ''}); {why}",
+        keys,
+    )
 
 
 def error_type(exc: BaseException) -> str:
@@ -95,11 +118,18 @@ def record_chunk_end(
             mapref=mapref,
             jobid=jobid,
             chunkno=chunk,
-            errtyp=error_type(exc),
-            message=describe(exc),
-            detail="".join(traceback.format_exception(exc)),
-            keyval=", ".join(getattr(exc, "keys", [])) or None,
+            **_joberr_fields(exc),
         )
+
+
+def _joberr_fields(exc: BaseException) -> dict:
+    """DMS_JOBERR's words for an exception: type, message, traceback, keys at fault."""
+    return dict(
+        errtyp=error_type(exc),
+        message=describe(exc),
+        detail="".join(traceback.format_exception(exc)),
+        keyval=", ".join(getattr(exc, "keys", [])) or None,
+    )
 
 
 def record_load_end(
@@ -121,9 +151,6 @@ def record_load_end(
             prcid=prcid,
             mapref=mapref,
             jobid=jobid,
-            errtyp=error_type(exc),
-            message=describe(exc),
-            detail="".join(traceback.format_exception(exc)),
-            keyval=", ".join(getattr(exc, "keys", [])) or None,
+            **_joberr_fields(exc),
         )
     close_process(meta, prcid, "FL", describe(exc))

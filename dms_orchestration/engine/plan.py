@@ -30,7 +30,11 @@ from dms_orchestration.engine.checkpoint import (
     checkpoint_function,
     last_checkpoint,
 )
-from dms_orchestration.engine.errors import DataError, record_load_end
+from dms_orchestration.engine.errors import (
+    duplicate_key_error,
+    null_key_error,
+    record_load_end,
+)
 from dms_orchestration.engine.jobflow import store_load_sql
 from dms_orchestration.engine.spec import LoadSpec, load_spec
 from dms_orchestration.engine.target import (
@@ -169,27 +173,22 @@ def _boundaries(src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n:
     writes (a chunk finds only its own)."""
     d = dialect_of(src)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
-    integer = spec.keys[0].dtype.family == "INTEGER"
     with src.connect() as conn:
-        if integer:
+        if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
             sql = sqlgen.key_range(d, spec, window.windowed)
             lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
-            # a source that holds the keys as text compares them as text: tiles then
-            integer = lo is None or isinstance(lo, int | Decimal)
-            steps = [] if lo is None or not integer else _even_steps(int(lo), int(hi), n)
-        if not integer:
+            steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
+        else:
             tiles = conn.execute(bound_text(sqlgen.key_tiles(d, spec, window.windowed), values))
             tiles = tiles.all()
             nulls = sum(int(t[2] or 0) for t in tiles)
             duplicates = any(t[3] > 1 for t in tiles)
             steps = [_bound(t[1]) for t in tiles[:-1] if t[1] is not None]
-    if nulls:
-        raise DataError(
-            f"mapping {spec.mapref}: {nulls} source row(s) have a NULL business key "
-            f"({spec.keys[0].name})"
-        )
-    if duplicates and _tiles_count_duplicates(spec):
-        raise _duplicates(src, spec, window, params)
+        if nulls:
+            raise null_key_error(spec, nulls, [spec.keys[0].name])
+        if duplicates and _tiles_count_duplicates(spec):
+            sql = sqlgen.duplicate_source_keys(d, spec, window.windowed)
+            raise duplicate_key_error(spec, conn.execute(bound_text(sql, values)).all())
     return steps
 
 
@@ -202,26 +201,6 @@ def _tiles_count_duplicates(spec: LoadSpec) -> bool:
     column, no aggregation, no lookup that could add rows."""
     return (
         len(spec.keys) == 1 and not spec.aggregated and not any(c.is_lookup for c in spec.columns)
-    )
-
-
-def _duplicates(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> DataError:
-    d = dialect_of(src)
-    key = spec.keys[0].logic
-    sql = d.limit(
-        f"SELECT {key} AS k, COUNT(*) AS n FROM ({sqlgen.extract(d, spec, window.windowed)}) SRC "
-        f"GROUP BY {key} HAVING COUNT(*) > 1 ORDER BY {key}",
-        5,
-    )
-    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
-    with src.connect() as conn:
-        rows = conn.execute(bound_text(sql, values)).all()
-    keys = [str(r[0]) for r in rows]
-    return DataError(
-        f"mapping {spec.mapref}: duplicate business keys in the source extract "
-        f"({spec.keys[0].name} = {', '.join(keys)}{' ...' if len(rows) == 5 else ''}); "
-        f"give the non-key columns a MAPCMBCD to aggregate them, or fix the source",
-        keys,
     )
 
 

@@ -345,6 +345,17 @@ def key_range(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     )
 
 
+def duplicate_source_keys(d: Dialect, spec: LoadSpec, windowed: bool, limit: int = 5) -> str:
+    """Some duplicate values of the first business-key column, with their counts."""
+    k = _source_key(d, spec)
+    return d.limit(
+        f"SELECT {k} AS k, COUNT(*) AS n FROM ({_source(spec)}) SRC"
+        f"{_where(_checkpoint_filter(d, spec, windowed))} GROUP BY {k} HAVING COUNT(*) > 1 "
+        f"ORDER BY {k}",
+        limit,
+    )
+
+
 def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     """Upper bound, NULL keys and largest duplicate count of each of :dms_n tiles of the
     first business-key column, in key order: the chunk boundaries."""
