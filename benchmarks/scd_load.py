@@ -800,69 +800,42 @@ def report(
                 continue
             print(f"    {sum(times):7.2f} s  {len(times):4d}x  {kind}")
 
-    d1 = next(r for r in delta if r.chunk_s and len(r.chunk_s) == 1)
-    d2 = next((r for r in delta if len(r.chunk_s) == 2), None)
+    threads = [r for r in delta if "spawned" not in r.label]
+    d1 = next(r for r in threads if r.chunk_s and len(r.chunk_s) == 1)
+    d2 = next((r for r in threads if len(r.chunk_s) == 2), None)
+    spawned = next((r for r in delta if "spawned" in r.label), None)
     i1 = next(r for r in initial if len(r.chunk_s) == 1)
     i2 = next((r for r in initial if len(r.chunk_s) == 2), None)
     print("\nRatios and the issue's targets")
     rows = []
 
-    def add(name: str, value: float, target: str, result: str) -> None:
+    def add(name: str, value: float, target: str = "-", result: str = "") -> None:
         rows.append([name, f"{value:.2f}x", target, result])
 
-    add(
-        "initial (1 chunk) / COPY",
-        i1.seconds / copy.seconds,
-        f"<= {TARGET_INITIAL}x",
-        verdict(i1.seconds / copy.seconds, TARGET_INITIAL, True),
-    )
-    if i2:
-        add(
-            "initial (2 chunks) / COPY",
-            i2.seconds / copy.seconds,
-            f"<= {TARGET_INITIAL}x",
-            verdict(i2.seconds / copy.seconds, TARGET_INITIAL, True),
-        )
-    add(
-        "delta (1 chunk) / COPY",
-        d1.seconds / copy.seconds,
-        f"<= {TARGET_DELTA_1}x",
-        verdict(d1.seconds / copy.seconds, TARGET_DELTA_1, True),
-    )
-    if d2:
-        add(
-            "delta (2 chunks) / COPY",
-            d2.seconds / copy.seconds,
-            f"<= {TARGET_DELTA_2}x",
-            verdict(d2.seconds / copy.seconds, TARGET_DELTA_2, True),
-        )
-    spawned = next((r for r in delta if "spawned" in r.label), None)
-    if spawned:
-        add(
-            "delta (2 chunks, spawned processes) / COPY",
-            spawned.seconds / copy.seconds,
-            f"<= {TARGET_DELTA_2}x",
-            verdict(spawned.seconds / copy.seconds, TARGET_DELTA_2, True),
-        )
-    for r in delta:
+    def at_most(name: str, run: Run | None, bound: float) -> None:
+        if run:
+            ratio = run.seconds / copy.seconds
+            add(f"{name} / COPY", ratio, f"<= {bound}x", verdict(ratio, bound, True))
+
+    def at_least(name: str, run: Run | None) -> None:
+        if run:
+            ratio = run.rate / legacy.rate
+            add(name, ratio, f">= {TARGET_LEGACY:.0f}x", verdict(ratio, TARGET_LEGACY, False))
+
+    at_most("initial (1 chunk)", i1, TARGET_INITIAL)
+    at_most("initial (2 chunks)", i2, TARGET_INITIAL)
+    at_most("delta (1 chunk)", d1, TARGET_DELTA_1)
+    at_most("delta (2 chunks)", d2, TARGET_DELTA_2)
+    at_most("delta (2 chunks, spawned processes)", spawned, TARGET_DELTA_2)
+    for r in threads:
         if len(r.chunk_s) > 2:
-            add(f"delta ({len(r.chunk_s)} chunks) / COPY", r.seconds / copy.seconds, "-", "")
-    add(
-        "engine delta rows/s (1 chunk) / legacy rows/s",
-        d1.rate / legacy.rate,
-        f">= {TARGET_LEGACY:.0f}x",
-        verdict(d1.rate / legacy.rate, TARGET_LEGACY, False),
-    )
+            add(f"delta ({len(r.chunk_s)} chunks) / COPY", r.seconds / copy.seconds)
+    at_least("engine delta rows/s (1 chunk) / legacy rows/s", d1)
+    at_least("engine delta rows/s (2 chunks) / legacy rows/s", d2)
     if d2:
-        add(
-            "engine delta rows/s (2 chunks) / legacy rows/s",
-            d2.rate / legacy.rate,
-            f">= {TARGET_LEGACY:.0f}x",
-            verdict(d2.rate / legacy.rate, TARGET_LEGACY, False),
-        )
-        add("delta time 1 chunk / 2 chunks", d1.seconds / d2.seconds, "-", "")
+        add("delta time 1 chunk / 2 chunks", d1.seconds / d2.seconds)
     if i2:
-        add("initial time 1 chunk / 2 chunks", i1.seconds / i2.seconds, "-", "")
+        add("initial time 1 chunk / 2 chunks", i1.seconds / i2.seconds)
     table(["ratio", "measured", "target", "result"], rows)
 
     if rss:
