@@ -1066,7 +1066,7 @@ def test_an_interruption_inside_the_apply_leaves_nothing_half_applied(dms, monke
     monkeypatch.setattr(chunk_module, "_execute", interrupted)
     with pytest.raises(KeyboardInterrupt):
         dms.load()
-    assert seen.count("UPDATE") == 1  # the update (close versions + in place) ran before the stop
+    assert seen.count("UPDATE") == 2  # in place, then the closed versions, before the stop
     prcid = dms.last_prcid()
     assert dms.prcsts(prcid) == "ST"
     assert [r[:2] for r in dms.joblog(prcid)] == [(0, "ST")]

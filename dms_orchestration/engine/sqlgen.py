@@ -231,6 +231,15 @@ def _hash(d: Dialect, spec: LoadSpec, alias: str) -> str:
     return d.row_hash([(f"{alias}.{d.quote(c.name)}", *c.hash_type) for c in spec.columns])
 
 
+def _update_in_place(d: Dialect, spec: LoadSpec, work: str) -> str:
+    """The U rows: every column of the current row (an SCD2 change would have made V)."""
+    q = d.quote
+    assignments = [(q(c.name), f"A.{q(c.name)}") for c in spec.columns]
+    assignments += [("RWHKEY", _hash(d, spec, "A")), ("RECUPDT", ":dms_now")]
+    join = f"T.SKEY = A.{TSKEY} AND A.{ACT} = 'U'"
+    return d.update_from(target_table(d, spec), work, join, assignments)
+
+
 def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[tuple[str, str]]:
     """(count name, statement) pairs that apply the work table to the target, in order.
     `skey` is the SQL of a new surrogate key (a sequence, or :dms_skey0 + row number)."""
@@ -238,29 +247,16 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
     t = target_table(d, spec)
     statements = []
     if spec.scd2:
-        # one pass over the target: update in place (U), close versions (V; D on EXPIRE)
+        # SCD1 changes in place first: their new row versions fit in the room the pages
+        # keep (fillfactor), before the closed versions take it
+        if any(c.scd == 1 for c in spec.columns):
+            statements.append(("update", _update_in_place(d, spec, work)))
         closing = ["'V'"] + (["'D'"] if spec.delete_handling == "EXPIRE" else [])
-
-        def in_place(new: str, old: str) -> str:
-            return f"CASE WHEN A.{ACT} = 'U' THEN {new} ELSE {old} END"
-
-        assignments = [
-            (q(c.name), in_place(f"A.{q(c.name)}", f"T.{q(c.name)}")) for c in spec.columns
-        ]
-        assignments += [
-            ("RWHKEY", in_place(_hash(d, spec, "A"), "T.RWHKEY")),
-            ("CURFLG", in_place("'Y'", "'N'")),
-            ("VLDTO", in_place("T.VLDTO", ":dms_now")),
-            ("RECUPDT", ":dms_now"),
-        ]
-        join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ('U', {', '.join(closing)})"
-        statements.append(("update", d.update_from(t, work, join, assignments)))
+        assignments = [("CURFLG", "'N'"), ("VLDTO", ":dms_now"), ("RECUPDT", ":dms_now")]
+        join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({', '.join(closing)})"
+        statements.append(("expire", d.update_from(t, work, join, assignments)))
     elif spec.columns:
-        assignments = [(q(c.name), f"A.{q(c.name)}") for c in spec.columns]
-        assignments += [("RWHKEY", _hash(d, spec, "A")), ("RECUPDT", ":dms_now")]
-        statements.append(
-            ("update", d.update_from(t, work, f"T.SKEY = A.{TSKEY} AND A.{ACT} = 'U'", assignments))
-        )
+        statements.append(("update", _update_in_place(d, spec, work)))
     if spec.delete_handling == "DELETE":
         if spec.scd2:  # every version of an absent key goes
             match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
