@@ -740,15 +740,26 @@ def test_duplicate_business_keys_fail_the_load_and_change_nothing(dms, chunks):
     )
 
 
-def test_a_duplicate_that_reaches_the_source_after_the_plan_undoes_a_first_load(dms):
-    setup_cust(dms, scd2_columns(), n=9)
-    p = dms.plan(chunks=2)  # the plan found no duplicate, so the unique rule comes at commit
+@pytest.mark.parametrize("scd", [1, 2])
+@pytest.mark.parametrize("when", ["before the plan", "after the plan"])
+def test_duplicate_keys_in_a_first_load_of_several_chunks_are_named_and_taken_out(dms, scd, when):
+    # the unique rule of a first load is built at commit, after its rows: a duplicate
+    # makes the commit name some keys and take the load's rows back out
+    setup_cust(dms, scd1_columns() if scd == 1 else scd2_columns(), n=9)
+    dups = [{**cust_rows(1, start=k)[0], "NAME": "late"} for k in (2, 8)]
+    if when == "before the plan":
+        dms.insert("SRC_CUST", dups)
+    p = dms.plan(chunks=2)
     assert p.initial and p.chunk_count == 2
-    dms.insert("SRC_CUST", [{**cust_rows(1, start=2)[0], "NAME": "late"}])
+    if when == "after the plan":
+        dms.insert("SRC_CUST", dups)
     results = [run_chunk(p, i, dms.settings) for i in range(2)]
-    with pytest.raises(DataError, match="duplicate business keys"):
+    with pytest.raises(DataError, match="duplicate business keys") as info:
         commit(p, results, dms.settings)
+    assert set(info.value.keys) == {"2", "8"}
     assert dms.prcsts(p.prcid) == "FL"
+    errors = dms.query("SELECT ERRTYP, KEYVAL FROM DMS_JOBERR WHERE PRCID = :p", p=p.prcid)
+    assert [e[0] for e in errors] == ["DATA"] and "2" in errors[0][1] and "8" in errors[0][1]
     assert dms.scalar("SELECT COUNT(*) FROM T_CUST") == 0  # the next load starts afresh
     dms.run("DELETE FROM SRC_CUST WHERE NAME = 'late'")
     assert counts(dms.load(chunks=2)) == (9, 9, 0, 0, 0, 0)

@@ -16,8 +16,14 @@ import sqlalchemy as sa
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.dmslog.writer import LoadCounts, close_process, write_joblog
+from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.chunk import ChunkResult, run_chunk
-from dms_orchestration.engine.errors import DataError, describe, record_load_end
+from dms_orchestration.engine.errors import (
+    DataError,
+    describe,
+    duplicate_key_error,
+    record_load_end,
+)
 from dms_orchestration.engine.plan import LoadPlan, plan, resolve
 from dms_orchestration.engine.target import ensure_indexes
 from dms_orchestration.metadata.models import Mapping
@@ -44,15 +50,16 @@ def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> No
     try:
         ensure_indexes(tgt, spec)
     except sa.exc.IntegrityError as exc:
-        # the plan found no duplicate key, but the source gained one before a chunk read
-        # it: take the first load back out (the target was empty, under the load lock)
+        # a duplicate business key (the plan of a first load does not look for them):
+        # name some, and take the first load back out (the target was empty, under the
+        # load lock)
         d = dialect_of(tgt)
+        table = d.qualified(spec.schema, spec.table)
         with tgt.begin() as conn:
-            conn.exec_driver_sql(f"DELETE FROM {d.qualified(spec.schema, spec.table)}")
-        error = DataError(
-            f"mapping {plan.mapref}: duplicate business keys in the source extract "
-            f"({describe(exc)}); the rows of this first load were removed again"
-        )
+            dups = conn.execute(sa.text(sqlgen.duplicate_staged_keys(d, spec, table))).all()
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+        named = duplicate_key_error(spec, dups) if dups else DataError(describe(exc))
+        error = DataError(f"{named}; the rows of this first load were removed again", named.keys)
         record_load_end(meta, prcid=plan.prcid, mapref=plan.mapref, jobid=plan.jobid, exc=error)
         raise error from exc
 

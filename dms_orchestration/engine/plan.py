@@ -166,16 +166,20 @@ def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> t
     )
 
 
-def _boundaries(src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n: int) -> list:
+def _boundaries(
+    src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n: int, first_build: bool
+) -> list:
     """Upper key bounds of chunks 0..n-2. Integer keys: n even steps between the smallest
     and largest key (an index answers MIN / MAX); other keys: n tiles of the sorted keys.
     Either query also finds duplicate keys, which must fail the load before any chunk
-    writes (a chunk finds only its own)."""
+    writes (a chunk finds only its own) - except on a first load, whose unique rule is
+    built at commit: a duplicate then takes the first load back out (commit), so integer
+    keys are not sorted here."""
     d = dialect_of(src)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
         if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
-            sql = sqlgen.key_range(d, spec, window.windowed)
+            sql = sqlgen.key_range(d, spec, window.windowed, duplicates=not first_build)
             lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
             steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
         else:
@@ -297,9 +301,12 @@ def plan(
         window = _window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
         n = chunks or choose_chunk_count(estimate, chunk_settings(meta))
-        boundaries = _boundaries(src, spec, window, params, n) if n > 1 else []
+        # a first load builds the unique rule at commit, after its rows (one chunk: in
+        # the chunk), unless the plan cannot check the keys of several chunks
         first_build = bool(created and initial)
-        if first_build and boundaries and not _tiles_count_duplicates(spec):
+        commit_builds = first_build and _tiles_count_duplicates(spec)
+        boundaries = _boundaries(src, spec, window, params, n, commit_builds) if n > 1 else []
+        if first_build and boundaries and not commit_builds:
             # several chunks, keys the plan could not check: the rule guards every insert
             ensure_indexes(tgt, spec, unique_only=True)
         skey_mode = TABLE_COUNTER

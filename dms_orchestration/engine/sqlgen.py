@@ -329,16 +329,16 @@ def extract(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     return f"SELECT * FROM ({_source(spec)}) SRC{_where(_checkpoint_filter(d, spec, windowed))}"
 
 
-def key_range(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
-    """Smallest and largest value, NULLs and duplicates of the first business-key column
-    (integer keys: even chunk boundaries between the two, no sort of the keys)."""
+def key_range(d: Dialect, spec: LoadSpec, windowed: bool, duplicates: bool = True) -> str:
+    """Smallest and largest value, NULLs and (`duplicates`) duplicates of the first
+    business-key column (integer keys: even chunk boundaries between the two; only the
+    duplicate count sorts the keys)."""
     keyed = (
         f"SELECT {_source_key(d, spec)} AS k FROM ({_source(spec)}) SRC"
         f"{_where(_checkpoint_filter(d, spec, windowed))}"
     )
-    return (
-        f"SELECT MIN(k), MAX(k), COUNT(*) - COUNT(k), COUNT(k) - COUNT(DISTINCT k) FROM ({keyed}) K"
-    )
+    dups = "COUNT(k) - COUNT(DISTINCT k)" if duplicates else "0"
+    return f"SELECT MIN(k), MAX(k), COUNT(*) - COUNT(k), {dups} FROM ({keyed}) K"
 
 
 def duplicate_source_keys(d: Dialect, spec: LoadSpec, windowed: bool, limit: int = 5) -> str:
