@@ -1493,6 +1493,60 @@ def test_a_two_column_business_key_in_three_chunks(dms, handling):
     assert counts(dms.load(chunks=3)) == (6, 0, 0, 0, 0, 6)
 
 
+@pytest.mark.parametrize("first_load", [True, False])
+def test_a_duplicate_two_column_key_fails_a_load_of_three_chunks_with_nothing_written(
+    dms, first_load
+):
+    # the chunks split on REGION; the duplicate lives in one chunk, the other two have
+    # writes to do: the plan (delta) or the commit (first load) must stop them all
+    dms.run("CREATE TABLE SRC_2K (REGION VARCHAR(10), ID INTEGER, V VARCHAR(20))")
+    rows = [
+        {"REGION": r, "ID": i, "V": f"{r}{i}"} for r in ("east", "north", "west") for i in (1, 2, 3)
+    ]
+    dms.insert("SRC_2K", rows)
+    columns = [
+        col("REGION", "VARCHAR(10)", key=1),
+        col("ID", "INTEGER", key=2),
+        col("V", "VARCHAR(20)", scd=2),
+    ]
+    dms.import_yaml(mapping_yaml("REF", "SELECT REGION, ID, V FROM SRC_2K", columns))
+    if not first_load:
+        dms.load(chunks=3)
+        dms.run("UPDATE SRC_2K SET V = 'changed'")
+    before = [] if first_load else dms.snapshot("T_REF")
+    dms.insert("SRC_2K", [{"REGION": "west", "ID": 2, "V": "again"}])
+    with pytest.raises(DataError, match="duplicate business keys") as info:
+        dms.load(chunks=3)
+    assert info.value.keys == ["west/2"]
+    assert dms.prcsts(dms.last_prcid()) == "FL"
+    assert dms.snapshot("T_REF") == before
+
+
+def test_a_lookup_with_two_rows_for_a_key_fails_a_delta_of_three_chunks_before_any_writes(dms):
+    dms.run(CUST_DDL, "CREATE TABLE SRC_SEG (CUST_ID INTEGER, SEGMENT VARCHAR(20))")
+    dms.insert("SRC_CUST", cust_rows(9))
+    dms.insert("SRC_SEG", [{"CUST_ID": 8, "SEGMENT": "gold"}])
+    columns = [
+        col("ID", "INTEGER", key=1),
+        col("CITY", "VARCHAR(50)"),
+        col(
+            "SEGMENT",
+            "VARCHAR(20)",
+            "SELECT CUST_ID, SEGMENT FROM SRC_SEG",
+            lookup=("CUST_ID", "SEGMENT"),
+        ),
+    ]
+    dms.import_yaml(mapping_yaml("REF", CUST_SQL, columns))
+    dms.load(chunks=3)
+    dms.run("UPDATE SRC_CUST SET CITY = 'moved'")  # every chunk has updates to do
+    dms.insert("SRC_SEG", [{"CUST_ID": 8, "SEGMENT": "silver"}])
+    before = dms.snapshot("T_REF")
+    with pytest.raises(DataError, match="duplicate business keys") as info:
+        dms.load(chunks=3)
+    assert info.value.keys == ["8"]
+    assert dms.snapshot("T_REF") == before
+
+
 @pytest.mark.parametrize("mode", ["SEQUENCE", "TABLE_COUNTER"])
 def test_surrogate_keys_are_unique_across_chunks_and_loads(pg_url, make_dms, mode):
     dms = make_dms(pg_url)

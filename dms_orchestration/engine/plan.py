@@ -172,9 +172,10 @@ def _boundaries(
     """Upper key bounds of chunks 0..n-2. Integer keys: n even steps between the smallest
     and largest key (an index answers MIN / MAX); other keys: n tiles of the sorted keys.
     Either query also finds duplicate keys, which must fail the load before any chunk
-    writes (a chunk finds only its own) - except on a first load, whose unique rule is
-    built at commit: a duplicate then takes the first load back out (commit), so integer
-    keys are not sorted here."""
+    writes (a chunk finds only its own); keys of several columns or from lookups need a
+    GROUP BY over the whole transform. Not on a first load: its unique rule is built at
+    commit, and a duplicate then takes the first load back out (so integer keys are not
+    sorted here)."""
     d = dialect_of(src)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
@@ -193,6 +194,11 @@ def _boundaries(
         if duplicates and _tiles_count_duplicates(spec):
             sql = sqlgen.duplicate_source_keys(d, spec, window.windowed)
             raise duplicate_key_error(spec, conn.execute(bound_text(sql, values)).all())
+        if not first_build and _keys_repeat_beyond_tiles(spec):
+            sql = sqlgen.duplicate_transform_keys(d, spec, window.windowed)
+            dups = conn.execute(bound_text(sql, values)).all()
+            if dups:
+                raise duplicate_key_error(spec, dups)
     return steps
 
 
@@ -206,6 +212,13 @@ def _tiles_count_duplicates(spec: LoadSpec) -> bool:
     return (
         len(spec.keys) == 1 and not spec.aggregated and not any(c.is_lookup for c in spec.columns)
     )
+
+
+def _keys_repeat_beyond_tiles(spec: LoadSpec) -> bool:
+    """Whether duplicate keys can hide from the first key column's counts: several key
+    columns (without MAPCMBCD, which groups by all of them), or a lookup that returns
+    several rows for a key. The plan then looks for them over the whole transform."""
+    return any(c.is_lookup for c in spec.columns) or (len(spec.keys) > 1 and not spec.aggregated)
 
 
 def _ensure_skey_sequence(tgt: sa.Engine, spec: LoadSpec) -> None:
@@ -301,14 +314,10 @@ def plan(
         window = _window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
         n = chunks or choose_chunk_count(estimate, chunk_settings(meta))
-        # a first load builds the unique rule at commit, after its rows (one chunk: in
-        # the chunk), unless the plan cannot check the keys of several chunks
+        # a first load builds the unique rule after its rows: in its one chunk, or at
+        # commit (a duplicate key then takes the first load back out)
         first_build = bool(created and initial)
-        commit_builds = first_build and _tiles_count_duplicates(spec)
-        boundaries = _boundaries(src, spec, window, params, n, commit_builds) if n > 1 else []
-        if first_build and boundaries and not commit_builds:
-            # several chunks, keys the plan could not check: the rule guards every insert
-            ensure_indexes(tgt, spec, unique_only=True)
+        boundaries = _boundaries(src, spec, window, params, n, first_build) if n > 1 else []
         skey_mode = TABLE_COUNTER
         if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
             skey_mode = SEQUENCE

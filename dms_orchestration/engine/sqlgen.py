@@ -352,6 +352,13 @@ def duplicate_source_keys(d: Dialect, spec: LoadSpec, windowed: bool, limit: int
     )
 
 
+def duplicate_transform_keys(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
+    """Some duplicate business keys (every key column) of the whole transform, lookups
+    joined: what the first key column's counts cannot tell."""
+    staged = f"({transform_query(spec, d, ChunkBounds(False, False), windowed)})"
+    return duplicate_staged_keys(d, spec, staged)
+
+
 def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     """Upper bound, NULL keys and largest duplicate count of each of :dms_n tiles of the
     first business-key column, in key order: the chunk boundaries."""

@@ -85,7 +85,7 @@ def unique_rule(d: Dialect, spec: LoadSpec) -> list[str]:
     return [stmt for _name, stmt, unique in index_statements(d, spec) if unique]
 
 
-def ensure_indexes(engine: sa.Engine, spec: LoadSpec, unique_only: bool = False) -> list[str]:
+def ensure_indexes(engine: sa.Engine, spec: LoadSpec) -> list[str]:
     """Create the target's primary key and indexes that are missing (a first load
     builds them after its rows are in: cheaper than maintaining them row by row). On
     PostgreSQL the builds run side by side, one connection each."""
@@ -99,12 +99,10 @@ def ensure_indexes(engine: sa.Engine, spec: LoadSpec, unique_only: bool = False)
         )
     table = d.qualified(spec.schema, spec.table)
     builds, after = [], []
-    if not has_key and not unique_only:
+    if not has_key:
         builds, after = d.primary_key_statements(table, _primary_key_name(spec), "SKEY")
     builds += [
-        stmt
-        for name, stmt, unique in index_statements(d, spec)
-        if name.lower() not in present and (unique or not unique_only)
+        stmt for name, stmt, _unique in index_statements(d, spec) if name.lower() not in present
     ]
     if d.index_if_not_exists:  # reflection of a just-made SQLite index can lag; a key's
         # index may be left from a try that died before it became the key
