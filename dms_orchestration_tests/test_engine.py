@@ -1412,6 +1412,22 @@ def test_oracle_staging_table_uses_oracle_types(sqlite_url, make_dms):
     assert "BIGINT" not in sqlgen.create_staging(d, spec, sqlgen.work_table(d, spec, "s", 1, 0))
 
 
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite", "oracle"])
+def test_an_scd2_target_gets_a_plain_key_index_only_where_its_rule_cannot_serve_lookups(
+    sqlite_url, make_dms, dialect
+):
+    meta = make_dms(sqlite_url)
+    meta.import_yaml(ORACLE_FILE)
+    spec = load_spec(meta.mapping("O_SCD2"), dialect)
+    indexes = {
+        name.lower(): unique for name, _stmt, unique in index_statements(DIALECTS[dialect], spec)
+    }
+    # the rule (unique among current rows) is a partial index on PostgreSQL and SQLite,
+    # an index over CASE expressions on Oracle, which lookups by key cannot use
+    expected = {"o_scd2_cur": True} | ({"o_scd2_bk": False} if dialect == "oracle" else {})
+    assert indexes == expected
+
+
 # ------------------------------------------------------------------ dms run
 
 runner = CliRunner()

@@ -30,6 +30,8 @@ class Dialect:
     has_sequences = True
     index_if_not_exists = True  # CREATE INDEX IF NOT EXISTS
     adds_primary_key = True  # ALTER TABLE ... ADD PRIMARY KEY (a table can get one later)
+    # a "current rows only" index on the columns themselves, which lookups by them use
+    partial_indexes = True
     sa_dialect: sa.engine.Dialect
     type_names = {
         "ID": "BIGINT",
@@ -290,6 +292,7 @@ class OracleDialect(Dialect):
     name = "oracle"
     sqlglot_name = "oracle"
     index_if_not_exists = False
+    partial_indexes = False  # (an index over CASE expressions: no use for lookups by key)
     sa_dialect = oracle.dialect()
     type_names = {
         "ID": "NUMBER(19)",
