@@ -306,7 +306,10 @@ _STATEMENT_KINDS = [
     ),
     (re.compile(r"^SELECT COUNT\(\*\) FROM \S*dms_a_", re.I), "check: NULL keys"),
     (re.compile(r"^SELECT dms_act, COUNT", re.I), "action counts"),
-    (re.compile(r"^UPDATE \S*dim_customer SET CURFLG = 'N'", re.I), "apply: expire (UPDATE)"),
+    (
+        re.compile(r"^UPDATE \S*dim_customer AS T SET CURFLG = 'N'", re.I),
+        "apply: close versions (UPDATE FROM)",
+    ),
     (re.compile(r"^UPDATE \S*dim_customer AS T", re.I), "apply: update in place (UPDATE FROM)"),
     (re.compile(r"^INSERT INTO \S*dim_customer ", re.I), "apply: insert (INSERT SELECT)"),
     (re.compile(r"^(DROP|CREATE) ", re.I), "DDL (target, work tables)"),
