@@ -1352,8 +1352,9 @@ def oracle_statements(spec) -> list[str]:
             for staged in (staging, f"({transform})"):
                 for full in (False, True):
                     out.append(sqlgen.classify(d, spec, staged, work, bounds, full))
-                    out.append(sqlgen.met_rows(d, spec, staged, bounds, full))
+                    out.append(sqlgen.met_rows(d, spec, work, bounds, full))
         out.append(sqlgen.key_tiles(d, spec, windowed))
+        out.append(sqlgen.duplicate_transform_keys(d, spec, windowed))
         out.append(sqlgen.key_range(d, spec, windowed))
         out.append(sqlgen.duplicate_source_keys(d, spec, windowed))
         out.append(sqlgen.extract(d, spec, windowed))

@@ -166,8 +166,9 @@ def _delta_load(
     full = plan.full_extract
     with _load_transaction(conn, tgt, snapshot=True):
         _execute(conn, sqlgen.classify(td, spec, staged, work, bounds, full), values)
-        staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(staged), values).first()
-        met = _execute(conn, sqlgen.met_rows(td, spec, staged, bounds, full), values).scalar()
+        counted = staged if full else work  # (a window's work table keeps every row)
+        staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(counted), values).first()
+        met = _execute(conn, sqlgen.met_rows(td, spec, work, bounds, full), values).scalar()
     with _load_transaction(conn, tgt):
         _check_null_keys(conn, td, spec, work, {})
         acts = {r[0]: int(r[1]) for r in conn.execute(sa.text(sqlgen.action_counts(work)))}

@@ -156,12 +156,13 @@ def _key_match(d: Dialect, spec: LoadSpec) -> str:
 def classify(
     d: Dialect, spec: LoadSpec, staged: str, work: str, bounds: ChunkBounds, full: bool
 ) -> str:
-    """CREATE the work table A: the staged keys that need a write, with the current
-    target row each meets, and what to do (I insert, V new version, U update in place,
-    D absent). Unchanged keys (N) stay out: they are most of a delta and need nothing;
-    the chunk counts them (staged_counts). A full extract meets every current row
-    (FULL JOIN), so keys absent from the source are found; `staged` is the staging table
-    or the transform."""
+    """CREATE the work table A: the staged keys with the current target row each meets,
+    and what to do (I insert, V new version, U update in place, D absent, N nothing).
+    A full extract meets every current row (FULL JOIN), so keys absent from the source
+    are found, and its unchanged keys stay out: they are most of a delta and need no
+    write; the chunk counts them (staged_counts, met_rows). A checkpoint window keeps
+    them (it is small by design): its counts then come from A, without reading the
+    source again. `staged` is the staging table or the transform."""
     q = d.quote
     cols = [
         f"COALESCE({_typed(d, k)}, T.{q(k.name)}) AS {q(k.name)}"
@@ -191,25 +192,25 @@ def classify(
         f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
         f"({_current_rows(d, spec, bounds)}) T ON {_key_match(d, spec)}"
     )
+    if not full:
+        return d.create_work_table(work, joined)
     return d.create_work_table(work, f"SELECT * FROM ({joined}) J WHERE {ACT} <> 'N'")
 
 
 def staged_counts(staged: str) -> str:
-    """Staged rows and the source rows behind them."""
+    """Staged rows and the source rows behind them (of the staging table, the transform,
+    or a work table that keeps every staged row)."""
     return f"SELECT COUNT(*), SUM({SRCCNT}) FROM {staged} A"
 
 
-def met_rows(d: Dialect, spec: LoadSpec, staged: str, bounds: ChunkBounds, full: bool) -> str:
-    """How many current target rows of the chunk the staged rows meet at most: all of
-    them on a full extract (absent ones are the work table's D rows), else those whose
-    key is staged. More staged rows meeting a row than rows met: duplicate keys."""
-    current = f"({_current_rows(d, spec, bounds)}) T"
+def met_rows(d: Dialect, spec: LoadSpec, work: str, bounds: ChunkBounds, full: bool) -> str:
+    """How many current target rows of the chunk the staged rows meet: all of them on a
+    full extract (absent ones are the work table's D rows), else the distinct rows met
+    in the work table (which keeps every staged row of a window). More staged rows
+    meeting a row than rows met: duplicate keys."""
     if full:
-        return f"SELECT COUNT(*) FROM {current}"
-    return (
-        f"SELECT COUNT(*) FROM {current} "
-        f"WHERE EXISTS (SELECT 1 FROM {staged} S WHERE {_key_match(d, spec)})"
-    )
+        return f"SELECT COUNT(*) FROM ({_current_rows(d, spec, bounds)}) T"
+    return f"SELECT COUNT(DISTINCT {TSKEY}) FROM {work}"
 
 
 def duplicate_new_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
