@@ -42,7 +42,12 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """A throw-away PostgreSQL server. `durable=False` (the tests) trades crash safety for
+    speed (fsync, synchronous commit and full-page writes off); `durable=True` (the
+    benchmark) keeps PostgreSQL's default settings."""
+
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         self.bindir = find_bindir()
         self.tmp = Path(tempfile.mkdtemp(prefix="dms-pg-"))
         self.datadir = self.tmp / "data"
@@ -78,9 +83,10 @@ class PostgresServer:
         )
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.tmp} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c unix_socket_directories={self.tmp} -c max_connections=200"
         )
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl",
             "-D",
