@@ -760,6 +760,7 @@ def test_duplicate_keys_in_a_first_load_of_several_chunks_are_named_and_taken_ou
     assert dms.prcsts(p.prcid) == "FL"
     errors = dms.query("SELECT ERRTYP, KEYVAL FROM DMS_JOBERR WHERE PRCID = :p", p=p.prcid)
     assert [e[0] for e in errors] == ["DATA"] and "2" in errors[0][1] and "8" in errors[0][1]
+    assert [r[:2] for r in dms.joblog(p.prcid)] == [(0, "FL"), (1, "FL")]  # rows not kept
     assert dms.scalar("SELECT COUNT(*) FROM T_CUST") == 0  # the next load starts afresh
     dms.run("DELETE FROM SRC_CUST WHERE NAME = 'late'")
     assert counts(dms.load(chunks=2)) == (9, 9, 0, 0, 0, 0)

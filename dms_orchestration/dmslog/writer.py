@@ -207,6 +207,21 @@ def write_joblog(
     return joblogid
 
 
+def undo_chunk_rows(engine: sa.Engine, prcid: int) -> int:
+    """The chunk rows of a load whose committed chunks were taken back out (a first load
+    that met a duplicate key at commit) become FL: their counts were not kept."""
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.update(dms_joblog)
+            .where(
+                dms_joblog.c.prcid == prcid,
+                dms_joblog.c.chunkno.is_not(None),
+                dms_joblog.c.jobsts == "PC",
+            )
+            .values(jobsts="FL")
+        ).rowcount
+
+
 def write_joberr(
     engine: sa.Engine,
     *,

@@ -15,7 +15,12 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import dialect_of
-from dms_orchestration.dmslog.writer import LoadCounts, close_process, write_joblog
+from dms_orchestration.dmslog.writer import (
+    LoadCounts,
+    close_process,
+    undo_chunk_rows,
+    write_joblog,
+)
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.chunk import ChunkResult, run_chunk
 from dms_orchestration.engine.errors import (
@@ -60,6 +65,7 @@ def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> No
             conn.exec_driver_sql(f"DELETE FROM {table}")
         named = duplicate_key_error(spec, dups) if dups else DataError(describe(exc))
         error = DataError(f"{named}; the rows of this first load were removed again", named.keys)
+        undo_chunk_rows(meta, plan.prcid)
         record_load_end(meta, prcid=plan.prcid, mapref=plan.mapref, jobid=plan.jobid, exc=error)
         raise error from exc
 
