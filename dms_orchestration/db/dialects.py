@@ -15,7 +15,9 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
+import sqlglot
 from sqlalchemy.dialects import oracle, postgresql, sqlite
+from sqlglot import exp
 
 from dms_orchestration.db.schema import ColumnSpec, IndexSpec, TableSpec
 
@@ -161,6 +163,18 @@ class Dialect:
         counted = counted.bindparams(*query._bindparams.values())
         return int(conn.execute(counted).scalar() or 0)
 
+    def reads_one_table(self, conn: sa.Connection, query: sa.TextClause) -> bool:
+        """Whether a query only reads one table or view (no join, grouping, DISTINCT, set
+        operation or window): reading it twice costs little. Here from the SQL text (a
+        view may hide more); unparsable SQL counts as more."""
+        try:
+            tree = sqlglot.parse_one(query.text, read=self.sqlglot_name)
+        except sqlglot.errors.SqlglotError:
+            return False
+        busy = (exp.Join, exp.Group, exp.Distinct, exp.Union, exp.Window, exp.AggFunc)
+        tables = {t.sql() for t in tree.find_all(exp.Table)}
+        return len(tables) <= 1 and next(tree.find_all(*busy), None) is None
+
     def bulk_insert(
         self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
     ) -> int:
@@ -186,6 +200,21 @@ def _copy_field(value) -> str:
     else:
         text = str(value)
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+_SCAN_NODES = {
+    "Seq Scan",
+    "Index Scan",
+    "Index Only Scan",
+    "Bitmap Heap Scan",
+    "Bitmap Index Scan",
+    "BitmapAnd",
+    "BitmapOr",
+    "Subquery Scan",
+    "Result",
+    "Limit",
+    "Gather",
+}
 
 
 class PostgresDialect(Dialect):
@@ -262,12 +291,25 @@ class PostgresDialect(Dialect):
         # work tables live for one chunk: they need no WAL
         return f"CREATE UNLOGGED TABLE {name} AS {select_sql}"
 
-    def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
-        """The planner's estimate (EXPLAIN): no scan of the source."""
+    def _explain(self, conn: sa.Connection, query: sa.TextClause) -> dict:
         explain = sa.text(f"EXPLAIN (FORMAT JSON) {query.text}")
         plan = conn.execute(explain.bindparams(*query._bindparams.values())).scalar()
-        plan = json.loads(plan) if isinstance(plan, str) else plan
-        return int(plan[0]["Plan"]["Plan Rows"])
+        return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+
+    def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
+        """The planner's estimate (EXPLAIN): no scan of the source."""
+        return int(self._explain(conn, query)["Plan Rows"])
+
+    def reads_one_table(self, conn: sa.Connection, query: sa.TextClause) -> bool:
+        """From the planner's plan (EXPLAIN), which sees through views: one scanned
+        relation and nothing but scans, filters and limits."""
+        nodes, relations, stack = set(), set(), [self._explain(conn, query)]
+        while stack:
+            node = stack.pop()
+            nodes.add(node["Node Type"])
+            relations.add(node.get("Relation Name"))
+            stack += node.get("Plans", [])
+        return nodes <= _SCAN_NODES and len(relations - {None}) <= 1
 
     def bulk_insert(
         self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]

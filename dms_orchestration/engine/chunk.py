@@ -217,13 +217,16 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
         _drop(tgt, [work, staging])  # a failed earlier try of this same chunk
         with tgt.connect() as conn:
             conn = conn.execution_options(dms_write_lock=True)
-            if plan.same_database:
+            if plan.same_database and not plan.stage_source:
                 staged = f"({transform})"
             else:
                 with conn.begin():
                     conn.exec_driver_sql(sqlgen.create_staging(td, spec, staging))
                     made.append(staging)
-                    _stream_into(src, conn, td, spec, transform, staging, values)
+                    if plan.same_database:
+                        _execute(conn, sqlgen.stage(td, spec, staging, transform), values)
+                    else:
+                        _stream_into(src, conn, td, spec, transform, staging, values)
                 staged = staging
             if plan.initial:
                 counts = _initial_load(conn, tgt, meta, plan, spec, staged, values)

@@ -22,13 +22,20 @@ def load_sql_text(
     full: bool,
     skey_mode: str,
     same_database: bool,
+    stage_source: bool = False,
 ) -> str:
     """The statements of one chunk (a middle one: both key bounds), in order."""
     bounds = sqlgen.ChunkBounds(lower=True, upper=True)
     transform = sqlgen.transform_query(spec, sd, bounds, windowed)
     work = sqlgen.work_table(td, spec, "a", 0, 0)
-    if same_database:
+    if same_database and not stage_source:
         staged, parts = f"({transform})", []
+    elif same_database:
+        staged = sqlgen.work_table(td, spec, "s", 0, 0)
+        parts = [
+            ("target: staging table", sqlgen.create_staging(td, spec, staged)),
+            ("target: stage the transform query", sqlgen.stage(td, spec, staged, transform)),
+        ]
     else:
         staged = sqlgen.work_table(td, spec, "s", 0, 0)
         parts = [
@@ -56,7 +63,14 @@ def load_sql_text(
 def store_load_sql(meta: sa.Engine, plan, spec: LoadSpec, sd: Dialect, td: Dialect) -> bool:
     """Version DMS_JOBFLW when the load's SQL changed; True when a row was written."""
     text = load_sql_text(
-        spec, sd, td, plan.windowed, plan.full_extract, plan.skey_mode, plan.same_database
+        spec,
+        sd,
+        td,
+        plan.windowed,
+        plan.full_extract,
+        plan.skey_mode,
+        plan.same_database,
+        plan.stage_source,
     )
     f = dms_jobflw
     current = (f.c.mapref == spec.mapref) & (f.c.curflg == "Y")

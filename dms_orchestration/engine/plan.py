@@ -72,6 +72,9 @@ class LoadPlan(BaseModel):
     unique_in_chunk: bool = False
     skey_mode: str
     same_database: bool
+    # a full-extract delta in one database whose source query is more than a read of one
+    # table: staged once per chunk rather than run twice (join, then count)
+    stage_source: bool = False
     estimated_rows: int
     estimate_method: str
 
@@ -155,15 +158,26 @@ def _window(spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full:
     return Window(start, as_text(end) if end is not None else start, windowed=True)
 
 
+def _extract(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> sa.TextClause:
+    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    return bound_text(sqlgen.extract(dialect_of(src), spec, window.windowed), values)
+
+
 def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> tuple[int, str]:
     d = dialect_of(src)
-    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
-    query = bound_text(sqlgen.extract(d, spec, window.windowed), values)
     with src.connect() as conn:
-        rows = d.estimate_rows(conn, query)
+        rows = d.estimate_rows(conn, _extract(src, spec, window, params))
     return rows, (
         "planner estimate (EXPLAIN)" if d.name == "postgresql" else "count of the extract"
     )
+
+
+def _stage_source(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> bool:
+    """Whether a same-database full extract should be staged: its chunks would otherwise
+    run the source query twice (the join, then the count of its rows), which costs
+    little only when the query reads one table."""
+    with src.connect() as conn:
+        return not dialect_of(src).reads_one_table(conn, _extract(src, spec, window, params))
 
 
 def _boundaries(
@@ -318,6 +332,10 @@ def plan(
         # commit (a duplicate key then takes the first load back out)
         first_build = bool(created and initial)
         boundaries = _boundaries(src, spec, window, params, n, first_build) if n > 1 else []
+        full_extract = window.reads_everything and not any(params.values())
+        same = same_database(src, tgt)
+        # (a first load reads its source once; a window's work table keeps every row)
+        stage = same and full_extract and not initial and _stage_source(src, spec, window, params)
         skey_mode = TABLE_COUNTER
         if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
             skey_mode = SEQUENCE
@@ -334,11 +352,12 @@ def plan(
             window_start=window.start,
             window_end=window.end,
             windowed=window.windowed,
-            full_extract=window.reads_everything and not any(params.values()),
+            full_extract=full_extract,
             initial=initial,
             unique_in_chunk=first_build and not boundaries,
             skey_mode=skey_mode,
-            same_database=same_database(src, tgt),
+            same_database=same,
+            stage_source=stage,
             estimated_rows=estimate,
             estimate_method=method,
         )

@@ -136,6 +136,12 @@ def staging_columns(d: Dialect, spec: LoadSpec) -> list[str]:
     return [d.quote(c.name) for c in spec.all_columns] + [SRCCNT]
 
 
+def stage(d: Dialect, spec: LoadSpec, name: str, transform: str) -> str:
+    """Fill the staging table from the transform in the same database (a source query
+    that is dear to run twice)."""
+    return f"INSERT INTO {name} ({', '.join(staging_columns(d, spec))}) {transform}"
+
+
 def _current_rows(d: Dialect, spec: LoadSpec, bounds: ChunkBounds) -> str:
     conds = ["CURFLG = 'Y'"] if spec.scd2 else []
     conds += _key_range(d, d.quote(spec.keys[0].name), spec.keys[0], bounds)
