@@ -1289,6 +1289,34 @@ def test_which_source_queries_read_one_table_from_their_text(dialect):
     assert not one("SELECT ID, ROW_NUMBER() OVER (ORDER BY ID) AS R FROM T")
 
 
+def test_postgresql_trusts_a_unique_not_null_source_key_through_a_view(pg_url, make_dms):
+    dms = make_dms(pg_url)
+    dms.run(
+        "CREATE TABLE S_PK (ID INTEGER PRIMARY KEY, NAME VARCHAR(20))",
+        "CREATE TABLE S_UQ (ID INTEGER UNIQUE, NAME VARCHAR(20))",  # NULLs allowed
+        "CREATE TABLE S_PART (ID INTEGER NOT NULL, NAME VARCHAR(20))",
+        "CREATE UNIQUE INDEX S_PART_UQ ON S_PART (ID) WHERE NAME IS NOT NULL",
+        "CREATE TABLE S_TWO (ID INTEGER NOT NULL, NO INTEGER NOT NULL, PRIMARY KEY (ID, NO))",
+        "CREATE TABLE S_BIG (ID BIGINT PRIMARY KEY)",
+        "CREATE VIEW V_PK AS SELECT * FROM S_PK WHERE NAME <> 'x'",
+    )
+    d = DIALECTS["postgresql"]
+
+    def unique(key: str, source: str) -> bool:
+        sql = f"SELECT {key} AS k FROM ({source}) SRC WHERE (:c IS NULL OR SRC.ID > :c)"
+        with dms.engine.connect() as conn:
+            return d.key_is_unique(conn, sa.text(sql).bindparams(c=None))
+
+    assert unique("SRC.ID", "SELECT * FROM S_PK")
+    assert unique("CAST(SRC.ID AS INTEGER)", "SELECT * FROM V_PK")  # a filtered view
+    assert not unique("SRC.ID", "SELECT * FROM S_UQ")  # NULL keys possible
+    assert not unique("SRC.ID", "SELECT * FROM S_PART")  # unique only where NAME is set
+    assert not unique("SRC.ID", "SELECT * FROM S_TWO")  # unique only with NO
+    assert not unique("SRC.ID + 0", "SELECT * FROM S_PK")  # an expression
+    assert not unique("CAST(SRC.ID AS INTEGER)", "SELECT * FROM S_BIG")  # a narrowing cast
+    assert not unique("SRC.ID", "SELECT P.ID FROM S_PK P JOIN S_UQ U ON U.ID = P.ID")
+
+
 def test_postgresql_sees_through_a_view_to_tell_a_join(pg_url, make_dms):
     dms = make_dms(pg_url)
     setup_join(dms)
@@ -1431,7 +1459,7 @@ def oracle_statements(spec) -> list[str]:
                     out.append(sqlgen.met_rows(d, spec, work, bounds, full))
         out.append(sqlgen.key_tiles(d, spec, windowed))
         out.append(sqlgen.duplicate_transform_keys(d, spec, windowed))
-        out.append(sqlgen.key_range(d, spec, windowed))
+        out += [sqlgen.key_range(d, spec, windowed, checks) for checks in ("all", "nulls", "none")]
         out.append(sqlgen.duplicate_source_keys(d, spec, windowed))
         out.append(sqlgen.extract(d, spec, windowed))
     if spec.checkpoint_column:

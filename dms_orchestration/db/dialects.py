@@ -163,6 +163,12 @@ class Dialect:
         counted = counted.bindparams(*query._bindparams.values())
         return int(conn.execute(counted).scalar() or 0)
 
+    def key_is_unique(self, conn: sa.Connection, query: sa.TextClause) -> bool:
+        """Whether the one column a query returns is, as it stands, a column of one table
+        that a unique, NOT NULL key covers (no NULL or duplicate can come out). Only
+        PostgreSQL tells (through views); elsewhere False: the keys get counted."""
+        return False
+
     def reads_one_table(self, conn: sa.Connection, query: sa.TextClause) -> bool:
         """Whether a query only reads one table or view (no join, grouping, DISTINCT, set
         operation or window): reading it twice costs little. Here from the SQL text (a
@@ -291,8 +297,9 @@ class PostgresDialect(Dialect):
         # work tables live for one chunk: they need no WAL
         return f"CREATE UNLOGGED TABLE {name} AS {select_sql}"
 
-    def _explain(self, conn: sa.Connection, query: sa.TextClause) -> dict:
-        explain = sa.text(f"EXPLAIN (FORMAT JSON) {query.text}")
+    def _explain(self, conn: sa.Connection, query: sa.TextClause, verbose: bool = False) -> dict:
+        options = "VERBOSE, FORMAT JSON" if verbose else "FORMAT JSON"
+        explain = sa.text(f"EXPLAIN ({options}) {query.text}")
         plan = conn.execute(explain.bindparams(*query._bindparams.values())).scalar()
         return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
 
@@ -300,16 +307,54 @@ class PostgresDialect(Dialect):
         """The planner's estimate (EXPLAIN): no scan of the source."""
         return int(self._explain(conn, query)["Plan Rows"])
 
-    def reads_one_table(self, conn: sa.Connection, query: sa.TextClause) -> bool:
-        """From the planner's plan (EXPLAIN), which sees through views: one scanned
-        relation and nothing but scans, filters and limits."""
-        nodes, relations, stack = set(), set(), [self._explain(conn, query)]
+    @staticmethod
+    def _scans(plan: dict) -> tuple[set[str], list[dict]]:
+        """Node types of a plan, and its nodes that scan a relation."""
+        nodes, scans, stack = set(), [], [plan]
         while stack:
             node = stack.pop()
             nodes.add(node["Node Type"])
-            relations.add(node.get("Relation Name"))
+            if node.get("Relation Name"):
+                scans.append(node)
             stack += node.get("Plans", [])
-        return nodes <= _SCAN_NODES and len(relations - {None}) <= 1
+        return nodes, scans
+
+    def reads_one_table(self, conn: sa.Connection, query: sa.TextClause) -> bool:
+        """From the planner's plan (EXPLAIN), which sees through views: one scanned
+        relation and nothing but scans, filters and limits."""
+        nodes, scans = self._scans(self._explain(conn, query))
+        return nodes <= _SCAN_NODES and len({n["Relation Name"] for n in scans}) <= 1
+
+    def key_is_unique(self, conn: sa.Connection, query: sa.TextClause) -> bool:
+        """The plan (EXPLAIN VERBOSE) scans one relation and returns one of its columns
+        unchanged; the catalog has a valid unique index on just that column, without a
+        predicate, and the column is NOT NULL."""
+        plan = self._explain(conn, query, verbose=True)
+        nodes, scans = self._scans(plan)
+        if not nodes <= _SCAN_NODES or len(scans) != 1 or len(plan.get("Output", [])) != 1:
+            return False
+        scan = scans[0]
+        alias, _, column = plan["Output"][0].partition(".")
+        if alias != scan.get("Alias") or not column:
+            return False
+        if column.startswith('"'):
+            column = column[1:-1].replace('""', '"')
+        elif not column.replace("_", "").isalnum():
+            return False  # an expression, not a column
+        return (
+            conn.execute(
+                sa.text(
+                    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] "
+                    "WHERE n.nspname = :schema AND c.relname = :rel AND a.attname = :col "
+                    "AND a.attnotnull AND i.indisunique AND i.indisvalid "
+                    "AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 1"
+                ),
+                {"schema": scan.get("Schema"), "rel": scan["Relation Name"], "col": column},
+            ).first()
+            is not None
+        )
 
     def bulk_insert(
         self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]

@@ -189,12 +189,18 @@ def _boundaries(
     writes (a chunk finds only its own); keys of several columns or from lookups need a
     GROUP BY over the whole transform. Not on a first load: its unique rule is built at
     commit, and a duplicate then takes the first load back out (so integer keys are not
-    sorted here)."""
+    sorted here). Nor when the key is a column of one source table that a unique, NOT
+    NULL key covers (PostgreSQL tells): MIN and MAX then come from its index."""
     d = dialect_of(src)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
         if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
-            sql = sqlgen.key_range(d, spec, window.windowed, duplicates=not first_build)
+            keys = bound_text(sqlgen.source_keys(d, spec, window.windowed), values)
+            if d.key_is_unique(conn, keys):  # the source's own key rules out both
+                checks = "none"
+            else:
+                checks = "nulls" if first_build else "all"
+            sql = sqlgen.key_range(d, spec, window.windowed, checks)
             lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
             steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
         else:

@@ -336,16 +336,22 @@ def extract(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     return f"SELECT * FROM ({_source(spec)}) SRC{_where(_checkpoint_filter(d, spec, windowed))}"
 
 
-def key_range(d: Dialect, spec: LoadSpec, windowed: bool, duplicates: bool = True) -> str:
-    """Smallest and largest value, NULLs and (`duplicates`) duplicates of the first
-    business-key column (integer keys: even chunk boundaries between the two; only the
-    duplicate count sorts the keys)."""
-    keyed = (
+def source_keys(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
+    """The first business-key column of the source rows (as k)."""
+    return (
         f"SELECT {_source_key(d, spec)} AS k FROM ({_source(spec)}) SRC"
         f"{_where(_checkpoint_filter(d, spec, windowed))}"
     )
-    dups = "COUNT(k) - COUNT(DISTINCT k)" if duplicates else "0"
-    return f"SELECT MIN(k), MAX(k), COUNT(*) - COUNT(k), {dups} FROM ({keyed}) K"
+
+
+def key_range(d: Dialect, spec: LoadSpec, windowed: bool, checks: str = "all") -> str:
+    """Smallest and largest value, NULLs and duplicates of the first business-key column
+    (integer keys: even chunk boundaries between the two). `checks`: "all"; "nulls" (no
+    duplicate count, the one part that sorts the keys); "none" (MIN and MAX alone: an
+    index answers them)."""
+    nulls = "COUNT(*) - COUNT(k)" if checks != "none" else "0"
+    dups = "COUNT(k) - COUNT(DISTINCT k)" if checks == "all" else "0"
+    return f"SELECT MIN(k), MAX(k), {nulls}, {dups} FROM ({source_keys(d, spec, windowed)}) K"
 
 
 def duplicate_source_keys(d: Dialect, spec: LoadSpec, windowed: bool, limit: int = 5) -> str:
