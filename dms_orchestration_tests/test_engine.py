@@ -1317,6 +1317,31 @@ def test_postgresql_trusts_a_unique_not_null_source_key_through_a_view(pg_url, m
     assert not unique("SRC.ID", "SELECT P.ID FROM S_PK P JOIN S_UQ U ON U.ID = P.ID")
 
 
+@pytest.mark.parametrize("chunks", [1, 3])
+@pytest.mark.parametrize("keyed", [True, False])
+def test_a_source_with_its_own_unique_key_gives_the_same_counts(pg_url, make_dms, chunks, keyed):
+    # under a unique NOT NULL source key the chunks count the source rows from the target
+    # side (rows met, less the absent, plus the new) instead of reading the source again
+    dms = make_dms(pg_url)
+    pk = " PRIMARY KEY" if keyed else ""
+    dms.run(CUST_DDL.replace("ID INTEGER", f"ID INTEGER{pk}"))
+    dms.insert("SRC_CUST", cust_rows(12))
+    dms.import_yaml(mapping_yaml("REF", CUST_SQL, scd2_columns(), delete="EXPIRE"))
+    dms.load(chunks=chunks)
+    dms.run(
+        "UPDATE SRC_CUST SET CITY = 'moved' WHERE ID IN (1, 6, 11)",  # new versions
+        "UPDATE SRC_CUST SET NAME = 'renamed' WHERE ID IN (2, 7)",  # in place
+        "DELETE FROM SRC_CUST WHERE ID IN (3, 12)",  # absent: expired
+    )
+    dms.insert("SRC_CUST", cust_rows(2, start=13))  # new keys
+    p = dms.plan(chunks=chunks, full=True)
+    assert p.unique_source_key == keyed
+    result = commit(p, [run_chunk(p, i, dms.settings) for i in range(chunks)], dms.settings)
+    assert counts(result) == (12, 5, 2, 5, 0, 5)
+    assert dms.scalar("SELECT COUNT(*) FROM T_REF WHERE CURFLG = 'Y'") == 12
+    assert counts(dms.load(chunks=chunks, full=True)) == (12, 0, 0, 0, 0, 12)
+
+
 def test_postgresql_sees_through_a_view_to_tell_a_join(pg_url, make_dms):
     dms = make_dms(pg_url)
     setup_join(dms)

@@ -164,20 +164,28 @@ def _delta_load(
     """Classify the keys that need a write (work table A), check the keys, apply A."""
     td = dialect_of(tgt)
     full = plan.full_extract
+    # a full extract under the source's own unique key: one row per key, so its rows are
+    # the current rows met, less the absent, plus the new; no second read of the source
+    unique = full and plan.unique_source_key
     with _load_transaction(conn, tgt, snapshot=True):
         _execute(conn, sqlgen.classify(td, spec, staged, work, bounds, full), values)
-        counted = staged if full else work  # (a window's work table keeps every row)
-        staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(counted), values).first()
-        met = _execute(conn, sqlgen.met_rows(td, spec, work, bounds, full), values).scalar()
+        if not unique:
+            counted = staged if full else work  # (a window's work table keeps every row)
+            staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(counted), values).first()
+        met = int(_execute(conn, sqlgen.met_rows(td, spec, work, bounds, full), values).scalar())
     with _load_transaction(conn, tgt):
         _check_null_keys(conn, td, spec, work, {})
         acts = {r[0]: int(r[1]) for r in conn.execute(sa.text(sqlgen.action_counts(work)))}
-        # every staged row that is not new meets one current row, and no row is met twice
-        meeting = int(staged_rows or 0) - acts.get("I", 0)
-        duplicates = (
-            meeting > int(met or 0) - acts.get("D", 0)
-            or _execute(conn, sqlgen.duplicate_new_keys(td, spec, work), {}).first()
-        )
+        if unique:
+            staged_rows = source_rows = met - acts.get("D", 0) + acts.get("I", 0)
+            duplicates = False
+        else:
+            # every staged row that is not new meets one current row, none is met twice
+            meeting = int(staged_rows or 0) - acts.get("I", 0)
+            duplicates = (
+                meeting > met - acts.get("D", 0)
+                or _execute(conn, sqlgen.duplicate_new_keys(td, spec, work), {}).first()
+            )
     if duplicates:
         with _load_transaction(conn, tgt, snapshot=True):
             _name_duplicates(conn, td, spec, staged, values)

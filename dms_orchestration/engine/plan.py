@@ -75,6 +75,9 @@ class LoadPlan(BaseModel):
     # a full-extract delta in one database whose source query is more than a read of one
     # table: staged once per chunk rather than run twice (join, then count)
     stage_source: bool = False
+    # the source's own unique NOT NULL key is the business key (PostgreSQL): no NULL or
+    # duplicate key can come, so a full-extract chunk need not count the source rows
+    unique_source_key: bool = False
     estimated_rows: int
     estimate_method: str
 
@@ -180,8 +183,27 @@ def _stage_source(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) 
         return not dialect_of(src).reads_one_table(conn, _extract(src, spec, window, params))
 
 
+def _unique_source_key(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> bool:
+    """Whether one source row per business key is certain: one key column, no MAPCMBCD or
+    lookup, and the source's own unique NOT NULL key on it (PostgreSQL tells)."""
+    if len(spec.keys) != 1 or spec.aggregated or any(c.is_lookup for c in spec.columns):
+        return False
+    d = dialect_of(src)
+    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    with src.connect() as conn:
+        return d.key_is_unique(
+            conn, bound_text(sqlgen.source_keys(d, spec, window.windowed), values)
+        )
+
+
 def _boundaries(
-    src: sa.Engine, spec: LoadSpec, window: Window, params: dict, n: int, first_build: bool
+    src: sa.Engine,
+    spec: LoadSpec,
+    window: Window,
+    params: dict,
+    n: int,
+    first_build: bool,
+    unique_key: bool,
 ) -> list:
     """Upper key bounds of chunks 0..n-2. Integer keys: n even steps between the smallest
     and largest key (an index answers MIN / MAX); other keys: n tiles of the sorted keys.
@@ -189,17 +211,13 @@ def _boundaries(
     writes (a chunk finds only its own); keys of several columns or from lookups need a
     GROUP BY over the whole transform. Not on a first load: its unique rule is built at
     commit, and a duplicate then takes the first load back out (so integer keys are not
-    sorted here). Nor when the key is a column of one source table that a unique, NOT
-    NULL key covers (PostgreSQL tells): MIN and MAX then come from its index."""
+    sorted here). Nor when the source's own unique NOT NULL key is the business key
+    (`unique_key`): MIN and MAX then come from its index."""
     d = dialect_of(src)
     values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
     with src.connect() as conn:
         if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
-            keys = bound_text(sqlgen.source_keys(d, spec, window.windowed), values)
-            if d.key_is_unique(conn, keys):  # the source's own key rules out both
-                checks = "none"
-            else:
-                checks = "nulls" if first_build else "all"
+            checks = "none" if unique_key else "nulls" if first_build else "all"
             sql = sqlgen.key_range(d, spec, window.windowed, checks)
             lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
             steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
@@ -337,7 +355,10 @@ def plan(
         # a first load builds the unique rule after its rows: in its one chunk, or at
         # commit (a duplicate key then takes the first load back out)
         first_build = bool(created and initial)
-        boundaries = _boundaries(src, spec, window, params, n, first_build) if n > 1 else []
+        unique_key = _unique_source_key(src, spec, window, params)
+        boundaries = (
+            _boundaries(src, spec, window, params, n, first_build, unique_key) if n > 1 else []
+        )
         full_extract = window.reads_everything and not any(params.values())
         same = same_database(src, tgt)
         # (a first load reads its source once; a window's work table keeps every row)
@@ -364,6 +385,7 @@ def plan(
             skey_mode=skey_mode,
             same_database=same,
             stage_source=stage,
+            unique_source_key=unique_key,
             estimated_rows=estimate,
             estimate_method=method,
         )
