@@ -7,10 +7,12 @@ and are quoted by the dialect; values are always bind parameters:
 :dms_now (load time), :dms_skey0 (first surrogate key - 1), :p1..:p10 (request params).
 
 The flow of a chunk: the transform query (source dialect) computes the target columns;
-its rows reach the target as the staging table S (streamed) or as a subquery (same
-database); they meet the current target rows in one join, and work table A keeps the
-keys that need a write (I insert, V new version, U update in place, D absent; the N
-unchanged keys are only counted); a few set-based statements then apply A.
+its rows reach the target as the staging table S (streamed, or filled in the same
+database when the source query is dear to run twice) or as a subquery (same database);
+they meet the current target rows in one join, and work table A keeps the keys that need
+a write (I insert, V new version, U update in place, D absent; the N unchanged keys of a
+full extract are only counted, a window keeps them); a few set-based statements then
+apply A.
 """
 
 from __future__ import annotations
