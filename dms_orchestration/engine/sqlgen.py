@@ -333,17 +333,19 @@ def checkpoint_max(d: Dialect, spec: LoadSpec) -> str:
     )
 
 
+def _from_source(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
+    """FROM the source rows a load reads: the source query (alias SRC), in the window."""
+    return f"FROM ({_source(spec)}) SRC{_where(_checkpoint_filter(d, spec, windowed))}"
+
+
 def extract(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     """The source rows a load reads (for the row estimate)."""
-    return f"SELECT * FROM ({_source(spec)}) SRC{_where(_checkpoint_filter(d, spec, windowed))}"
+    return f"SELECT * {_from_source(d, spec, windowed)}"
 
 
 def source_keys(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     """The first business-key column of the source rows (as k)."""
-    return (
-        f"SELECT {_source_key(d, spec)} AS k FROM ({_source(spec)}) SRC"
-        f"{_where(_checkpoint_filter(d, spec, windowed))}"
-    )
+    return f"SELECT {_source_key(d, spec)} AS k {_from_source(d, spec, windowed)}"
 
 
 def key_range(d: Dialect, spec: LoadSpec, windowed: bool, checks: str = "all") -> str:
@@ -360,9 +362,8 @@ def duplicate_source_keys(d: Dialect, spec: LoadSpec, windowed: bool, limit: int
     """Some duplicate values of the first business-key column, with their counts."""
     k = _source_key(d, spec)
     return d.limit(
-        f"SELECT {k} AS k, COUNT(*) AS n FROM ({_source(spec)}) SRC"
-        f"{_where(_checkpoint_filter(d, spec, windowed))} GROUP BY {k} HAVING COUNT(*) > 1 "
-        f"ORDER BY {k}",
+        f"SELECT {k} AS k, COUNT(*) AS n {_from_source(d, spec, windowed)} "
+        f"GROUP BY {k} HAVING COUNT(*) > 1 ORDER BY {k}",
         limit,
     )
 
@@ -380,10 +381,7 @@ def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
     key = spec.keys[0]
     ordered = d.key_order("k", key.dtype.family)
     k = _source_key(d, spec)
-    keyed = (
-        f"SELECT {k} AS k, COUNT(*) AS c FROM ({_source(spec)}) SRC"
-        f"{_where(_checkpoint_filter(d, spec, windowed))} GROUP BY {k}"
-    )
+    keyed = f"SELECT {k} AS k, COUNT(*) AS c {_from_source(d, spec, windowed)} GROUP BY {k}"
     tiled = f"SELECT k, c, NTILE(:dms_n) OVER (ORDER BY {ordered}) AS t FROM ({keyed}) K"
     return (
         f"SELECT t, MAX({ordered}), SUM(CASE WHEN k IS NULL THEN c ELSE 0 END), MAX(c) "
