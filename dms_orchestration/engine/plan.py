@@ -161,9 +161,14 @@ def _window(spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full:
     return Window(start, as_text(end) if end is not None else start, windowed=True)
 
 
+def _window_binds(window: Window, params: dict) -> dict:
+    """The binds of a plan-time query over the source rows: the window and the params."""
+    return {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+
+
 def _extract(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> sa.TextClause:
-    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
-    return bound_text(sqlgen.extract(dialect_of(src), spec, window.windowed), values)
+    sql = sqlgen.extract(dialect_of(src), spec, window.windowed)
+    return bound_text(sql, _window_binds(window, params))
 
 
 def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> tuple[int, str]:
@@ -189,11 +194,9 @@ def _unique_source_key(src: sa.Engine, spec: LoadSpec, window: Window, params: d
     if len(spec.keys) != 1 or spec.aggregated or any(c.is_lookup for c in spec.columns):
         return False
     d = dialect_of(src)
-    values = {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    keys = bound_text(sqlgen.source_keys(d, spec, window.windowed), _window_binds(window, params))
     with src.connect() as conn:
-        return d.key_is_unique(
-            conn, bound_text(sqlgen.source_keys(d, spec, window.windowed), values)
-        )
+        return d.key_is_unique(conn, keys)
 
 
 def _boundaries(
@@ -214,7 +217,7 @@ def _boundaries(
     sorted here). Nor when the source's own unique NOT NULL key is the business key
     (`unique_key`): MIN and MAX then come from its index."""
     d = dialect_of(src)
-    values = {"dms_n": n, "dms_chk_from": window.start, "dms_chk_to": window.end, **params}
+    values = {"dms_n": n, **_window_binds(window, params)}
     with src.connect() as conn:
         if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
             checks = "none" if unique_key else "nulls" if first_build else "all"
@@ -355,14 +358,22 @@ def plan(
         # a first load builds the unique rule after its rows: in its one chunk, or at
         # commit (a duplicate key then takes the first load back out)
         first_build = bool(created and initial)
-        unique_key = _unique_source_key(src, spec, window, params)
+        full_extract = window.reads_everything and not any(params.values())
+        # (used by the key checks of several chunks and the counts of a full extract)
+        unique_key = (n > 1 or full_extract) and _unique_source_key(src, spec, window, params)
         boundaries = (
             _boundaries(src, spec, window, params, n, first_build, unique_key) if n > 1 else []
         )
-        full_extract = window.reads_everything and not any(params.values())
         same = same_database(src, tgt)
-        # (a first load reads its source once; a window's work table keeps every row)
-        stage = same and full_extract and not initial and _stage_source(src, spec, window, params)
+        # (a first load reads its source once; a window's work table keeps every row; a
+        # source key trusted as unique is a column of the one table the source reads)
+        stage = (
+            same
+            and full_extract
+            and not initial
+            and not unique_key
+            and _stage_source(src, spec, window, params)
+        )
         skey_mode = TABLE_COUNTER
         if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
             skey_mode = SEQUENCE
