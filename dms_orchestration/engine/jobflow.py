@@ -28,20 +28,17 @@ def load_sql_text(
     bounds = sqlgen.ChunkBounds(lower=True, upper=True)
     transform = sqlgen.transform_query(spec, sd, bounds, windowed)
     work = sqlgen.work_table(td, spec, "a", 0, 0)
+    staged = sqlgen.work_table(td, spec, "s", 0, 0)
+    create = ("target: staging table", sqlgen.create_staging(td, spec, staged))
     if same_database and not stage_source:
         staged, parts = f"({transform})", []
     elif same_database:
-        staged = sqlgen.work_table(td, spec, "s", 0, 0)
         parts = [
-            ("target: staging table", sqlgen.create_staging(td, spec, staged)),
+            create,
             ("target: stage the transform query", sqlgen.stage(td, spec, staged, transform)),
         ]
     else:
-        staged = sqlgen.work_table(td, spec, "s", 0, 0)
-        parts = [
-            ("source: transform query, streamed into the staging table", transform),
-            ("target: staging table", sqlgen.create_staging(td, spec, staged)),
-        ]
+        parts = [("source: transform query, streamed into the staging table", transform), create]
     parts.append(
         (
             "target: classify the keys (work table)",
