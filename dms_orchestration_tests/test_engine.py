@@ -1612,21 +1612,24 @@ def test_changes_to_and_from_null_and_empty_string_are_detected(dms):
     assert counts(dms.load()) == (4, 0, 0, 0, 0, 4)
 
 
-@pytest.mark.parametrize("handling", ["DELETE", "EXPIRE"])
-def test_a_two_column_business_key_in_three_chunks(dms, handling):
-    dms.run("CREATE TABLE SRC_2K (REGION VARCHAR(10), ID INTEGER, V VARCHAR(20))")
+def setup_two_column_key(d: Dms, **kw) -> None:
+    """SRC_2K: 9 rows keyed by (REGION, ID), three regions, mapped to T_REF (V is SCD2)."""
+    d.run("CREATE TABLE SRC_2K (REGION VARCHAR(10), ID INTEGER, V VARCHAR(20))")
     rows = [
         {"REGION": r, "ID": i, "V": f"{r}{i}"} for r in ("east", "north", "west") for i in (1, 2, 3)
     ]
-    dms.insert("SRC_2K", rows)
+    d.insert("SRC_2K", rows)
     columns = [
         col("REGION", "VARCHAR(10)", key=1),
         col("ID", "INTEGER", key=2),
         col("V", "VARCHAR(20)", scd=2),
     ]
-    dms.import_yaml(
-        mapping_yaml("REF", "SELECT REGION, ID, V FROM SRC_2K", columns, delete=handling)
-    )
+    d.import_yaml(mapping_yaml("REF", "SELECT REGION, ID, V FROM SRC_2K", columns, **kw))
+
+
+@pytest.mark.parametrize("handling", ["DELETE", "EXPIRE"])
+def test_a_two_column_business_key_in_three_chunks(dms, handling):
+    setup_two_column_key(dms, delete=handling)
     assert counts(dms.load(chunks=3)) == (9, 9, 0, 0, 0, 0)
     dms.run("UPDATE SRC_2K SET V = 'x' WHERE ID = 2", "DELETE FROM SRC_2K WHERE ID = 3")
     closed = 3 if handling == "EXPIRE" else 0
@@ -1645,17 +1648,7 @@ def test_a_duplicate_two_column_key_fails_a_load_of_three_chunks_with_nothing_wr
 ):
     # the chunks split on REGION; the duplicate lives in one chunk, the other two have
     # writes to do: the plan (delta) or the commit (first load) must stop them all
-    dms.run("CREATE TABLE SRC_2K (REGION VARCHAR(10), ID INTEGER, V VARCHAR(20))")
-    rows = [
-        {"REGION": r, "ID": i, "V": f"{r}{i}"} for r in ("east", "north", "west") for i in (1, 2, 3)
-    ]
-    dms.insert("SRC_2K", rows)
-    columns = [
-        col("REGION", "VARCHAR(10)", key=1),
-        col("ID", "INTEGER", key=2),
-        col("V", "VARCHAR(20)", scd=2),
-    ]
-    dms.import_yaml(mapping_yaml("REF", "SELECT REGION, ID, V FROM SRC_2K", columns))
+    setup_two_column_key(dms)
     if not first_load:
         dms.load(chunks=3)
         dms.run("UPDATE SRC_2K SET V = 'changed'")
