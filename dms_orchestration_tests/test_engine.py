@@ -4,7 +4,9 @@ the load lock, the log tables, cross-database streaming, Oracle SQL and `dms run
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,6 +22,7 @@ from sqlalchemy.dialects import oracle
 from typer.testing import CliRunner
 
 from dms_orchestration.cli import app
+from dms_orchestration.db import dialects as dialects_module
 from dms_orchestration.db.connect import create_engine, dispose_all
 from dms_orchestration.db.ddl import init_schema
 from dms_orchestration.db.dialects import DIALECTS, Dialect
@@ -1342,6 +1345,156 @@ def test_a_source_with_its_own_unique_key_gives_the_same_counts(pg_url, make_dms
     assert counts(dms.load(chunks=chunks, full=True)) == (12, 0, 0, 0, 0, 12)
 
 
+PARTS_PARAMS = [  # 12 source rows earn 3 chunks: a load forced into one reads 3 parts
+    {"code": "MIN_ROWS_FOR_PARALLEL", "value": "1"},
+    {"code": "CHUNK_ROWS", "value": "4"},
+    {"code": "MAX_PARALLEL_CHUNKS", "value": "3"},
+]
+
+
+@contextlib.contextmanager
+def statements_run() -> Iterator[list[str]]:
+    """The SQL every engine of this process sends while the block runs."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        seen.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+
+
+def change_cust(dms: Dms) -> None:
+    """V2 of 12 customers: 3 new versions, 2 in place, 2 absent, 2 new keys."""
+    dms.run(
+        "UPDATE SRC_CUST SET CITY = 'moved' WHERE ID IN (1, 6, 11)",
+        "UPDATE SRC_CUST SET NAME = 'renamed' WHERE ID IN (2, 7)",
+        "DELETE FROM SRC_CUST WHERE ID IN (3, 12)",
+    )
+    dms.insert("SRC_CUST", cust_rows(2, start=13))
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_one_chunk_of_a_delta_big_enough_for_several_reads_its_key_parts_side_by_side(
+    pg_url, make_dms, keyed
+):
+    dms = make_dms(pg_url)
+    pk = " PRIMARY KEY" if keyed else ""
+    dms.run(CUST_DDL.replace("ID INTEGER", f"ID INTEGER{pk}"))
+    dms.insert("SRC_CUST", cust_rows(12))
+    dms.import_yaml(
+        mapping_yaml("REF", CUST_SQL, scd2_columns(), delete="EXPIRE", params=PARTS_PARAMS)
+    )
+    assert dms.plan(chunks=1, full=True).parts == []  # a first load: nothing to compare
+    dms.run("UPDATE DMS_PRCLOG SET PRCSTS = 'FL'")
+    dms.load(chunks=1)
+    change_cust(dms)
+    p = dms.plan(chunks=1, full=True)
+    assert p.chunk_count == 1 and len(p.parts) == 2  # 3 parts
+    with statements_run() as seen:
+        result = commit(p, [run_chunk(p, 0, dms.settings)], dms.settings)
+    (classify,) = [s for s in seen if s.startswith("CREATE UNLOGGED TABLE dms_a_")]
+    assert classify.count("UNION ALL") == 2
+    assert counts(result) == (12, 5, 2, 5, 0, 5)
+    current = dict(dms.query("SELECT ID, CITY FROM T_REF WHERE CURFLG = 'Y'"))
+    assert sorted(current) == [1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14]
+    assert current[6] == "moved" and current[13] == "city1"
+    assert dms.scalar("SELECT COUNT(*) FROM T_REF") == 17
+    assert counts(dms.load(chunks=1, full=True)) == (12, 0, 0, 0, 0, 12)
+    # the default chunk count (3 here) reads no parts: its chunks run side by side
+    assert dms.plan(full=True).parts == []
+
+
+def test_a_null_key_fails_a_load_read_in_parts_before_any_write(pg_url, make_dms):
+    # parts split the keys by range: a NULL key would fall in none, so the plan counts them
+    dms = make_dms(pg_url)
+    dms.run(CUST_DDL)
+    dms.insert("SRC_CUST", cust_rows(12))
+    dms.import_yaml(mapping_yaml("REF", CUST_SQL, scd2_columns(), params=PARTS_PARAMS))
+    dms.load(chunks=1)
+    before = dms.snapshot("T_REF")
+    dms.run("UPDATE SRC_CUST SET ID = NULL WHERE ID = 4", "UPDATE SRC_CUST SET CITY = 'x'")
+    with pytest.raises(DataError, match="NULL.*ID"):
+        dms.plan(chunks=1)  # (a single chunk's own check would come after the parts)
+    assert dms.snapshot("T_REF") == before
+
+
+WIDE_SQL = "SELECT ID, NAME, CITY FROM SRC_WIDE"
+
+
+@pytest.mark.parametrize("mode", ["SEQUENCE", "TABLE_COUNTER"])
+def test_a_work_table_applied_in_slices_gives_the_target_of_one_applied_whole(
+    pg_server, make_dms, monkeypatch, mode
+):
+    """Wide rows spread the work table over pages; slices of 5 rows take a few pages
+    each; the target (content, versions, unique SKEYs) equals a load applied whole."""
+    slices: list[int] = []
+    real = DIALECTS["postgresql"].work_slices
+
+    def recorded(conn, table, rows):  # noqa: ANN001
+        out = real(conn, table, rows)
+        slices.append(len(out))
+        return out
+
+    monkeypatch.setattr(DIALECTS["postgresql"], "work_slices", recorded)
+    params = [{"code": "ID_GENERATION_MODE", "value": mode}]
+    targets = []
+    for slice_rows in (5, 1_000_000):
+        monkeypatch.setattr(dialects_module, "SLICE_ROWS", slice_rows)
+        dms = make_dms(new_pg_database(pg_server), name=f"home{slice_rows}")
+        dms.run("CREATE TABLE SRC_WIDE (ID INTEGER, NAME VARCHAR(2000), CITY VARCHAR(50))")
+        dms.insert(
+            "SRC_WIDE",
+            [{"ID": i, "NAME": "n" * 1500 + str(i), "CITY": f"c{i % 3}"} for i in range(1, 61)],
+        )
+        columns = [
+            col("ID", "INTEGER", key=1),
+            col("NAME", "VARCHAR(2000)", scd=1),
+            col("CITY", "VARCHAR(50)", scd=2),
+        ]
+        dms.import_yaml(mapping_yaml("W", WIDE_SQL, columns, delete="EXPIRE", params=params))
+        dms.load("W", chunks=1)
+        dms.run(
+            "UPDATE SRC_WIDE SET CITY = 'moved' WHERE ID % 4 = 0",  # 15 new versions
+            "UPDATE SRC_WIDE SET NAME = 'short' WHERE ID % 4 = 1",  # 12 in place (3 of them absent)
+            "DELETE FROM SRC_WIDE WHERE ID % 10 = 3",  # 6 absent (expired)
+        )
+        dms.insert("SRC_WIDE", [{"ID": i, "NAME": "new", "CITY": "c"} for i in range(61, 71)])
+        slices.clear()
+        assert counts(dms.load("W", chunks=1)) == (64, 25, 12, 21, 0, 27)
+        assert slices == [1] if slice_rows > 100 else len(slices) == 1 and slices[0] >= 4
+        rows = dms.query(
+            "SELECT ID, NAME, CITY, RWHKEY, CURFLG, VLDTO IS NULL, SKEY FROM T_W ORDER BY ID, SKEY"
+        )
+        assert len({r[-1] for r in rows}) == len(rows) == 85  # SKEYs unique
+        targets.append(sorted(r[:-1] for r in rows))
+    assert targets[0] == targets[1]
+
+
+def test_a_target_row_changed_under_the_load_fails_the_chunk_with_nothing_kept(dms, monkeypatch):
+    # a current row deleted by another session between the classify and the apply: the
+    # closing step writes fewer rows than the work table holds
+    setup_cust(dms, scd2_columns(), n=5)
+    dms.load()
+    dms.run("UPDATE SRC_CUST SET CITY = 'moved'")
+    real = chunk_module._skey
+
+    def meddling(*args, **kw):  # noqa: ANN002, ANN003
+        dms.run("DELETE FROM T_CUST WHERE ID = 2")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(chunk_module, "_skey", meddling)
+    with pytest.raises(RuntimeError, match=r"the expire step wrote 4 rows .* holds 5"):
+        dms.load()
+    assert dms.query("SELECT ID, CITY, CURFLG FROM T_CUST ORDER BY ID") == [
+        (i, f"city{i % 3}", "Y") for i in (1, 3, 4, 5)
+    ]
+    assert dms.prcsts(dms.last_prcid()) == "FL"
+
+
 def test_postgresql_sees_through_a_view_to_tell_a_join(pg_url, make_dms):
     dms = make_dms(pg_url)
     setup_join(dms)
@@ -1480,7 +1633,7 @@ def oracle_statements(spec) -> list[str]:
             out.append(transform)
             for staged in (staging, f"({transform})"):
                 for full in (False, True):
-                    out.append(sqlgen.classify(d, spec, staged, work, bounds, full))
+                    out.append(sqlgen.classify(d, spec, [(staged, bounds)], work, full))
                     out.append(sqlgen.met_rows(d, spec, work, bounds, full))
         out.append(sqlgen.key_tiles(d, spec, windowed))
         out.append(sqlgen.duplicate_transform_keys(d, spec, windowed))

@@ -147,6 +147,20 @@ class Dialect:
         """Statements before one of several index builds that run at the same time."""
         return []
 
+    def parallel_read_session(self) -> list[str] | None:
+        """Statements that let one transaction read the parts of a single chunk side by
+        side, or None: the dialect reads them one after the other (no parts then)."""
+        return None
+
+    def work_slice(self, alias: str) -> str | None:
+        """A condition that takes one slice of a work table's rows (binds dms_slice_from
+        and dms_slice_to, from work_slices), or None: the work table is applied whole."""
+        return None
+
+    def work_slices(self, conn: sa.Connection, table: str, rows: int) -> list[dict]:
+        """The binds of each slice of a work table of `rows` rows, in order."""
+        return [{}]
+
     def update_from(
         self, target: str, source: str, join: str, assignments: Sequence[tuple[str, str]]
     ) -> str:
@@ -223,6 +237,9 @@ _SCAN_NODES = {
 }
 
 
+SLICE_ROWS = 20_000  # work-table rows applied at a time (PostgreSQL)
+
+
 class PostgresDialect(Dialect):
     name = "postgresql"
     sqlglot_name = "postgres"
@@ -263,6 +280,38 @@ class PostgresDialect(Dialect):
         # the builds are the parallelism: no extra sort workers each (measured: two
         # builds of 1M rows 0.5 -> 0.4 s on 2 cores)
         return ["SET LOCAL max_parallel_maintenance_workers = 0"]
+
+    def parallel_read_session(self) -> list[str] | None:
+        # the classify's output is the few changed keys, though the planner expects every
+        # row: rows handed from the workers cost nothing here, nor does starting them
+        # (parts come only with sources big enough to earn several chunks)
+        return ["SET LOCAL parallel_setup_cost = 0", "SET LOCAL parallel_tuple_cost = 0"]
+
+    def work_slice(self, alias: str) -> str | None:
+        # a range of the work table's pages (a TID range scan from PostgreSQL 14 on)
+        return (
+            f"{alias}.ctid >= CAST(:dms_slice_from AS tid) "
+            f"AND {alias}.ctid < CAST(:dms_slice_to AS tid)"
+        )
+
+    def work_slices(self, conn: sa.Connection, table: str, rows: int) -> list[dict]:
+        """Slices of about SLICE_ROWS rows: the work table is in key order, so a slice's
+        writes (in place, closing, new versions) meet the same target pages while they
+        are still in shared buffers, instead of each statement sweeping the whole table
+        (measured: a 1M-row delta 2.45 -> 2.25 s)."""
+        pages = conn.execute(
+            sa.text(
+                "SELECT pg_relation_size(CAST(:t AS regclass)) / current_setting('block_size')::int"
+            ),
+            {"t": table},
+        ).scalar()
+        n = max(1, -(-rows // SLICE_ROWS)) if conn.dialect.server_version_info >= (14,) else 1
+        cuts = [int(pages) * i // n for i in range(n)] + [int(pages)]
+        return [
+            {"dms_slice_from": f"({lo},0)", "dms_slice_to": f"({hi},0)"}
+            for lo, hi in zip(cuts, cuts[1:], strict=False)
+            if hi > lo or n == 1
+        ]
 
     def primary_key_statements(
         self, table: str, name: str, column: str

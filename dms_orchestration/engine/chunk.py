@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,13 +44,17 @@ class ChunkResult(BaseModel):
 
 @contextlib.contextmanager
 def _load_transaction(
-    conn: sa.Connection, tgt: sa.Engine, snapshot: bool = False
+    conn: sa.Connection, tgt: sa.Engine, snapshot: bool = False, parallel: bool = False
 ) -> Iterator[None]:
     """A transaction of the chunk, cancellable on PostgreSQL; `snapshot`: its statements
-    all read the same snapshot of the source and target. (The server's own settings
-    plan the load: a bigger work_mem, tried, led its planner to slower hash joins.)"""
+    all read the same snapshot of the source and target; `parallel`: it reads a single
+    chunk's parts side by side. (Otherwise the server's own settings plan the load: a
+    bigger work_mem, tried, led its planner to slower hash joins.)"""
+    d = dialect_of(tgt)
     with cancellable(tgt), conn.begin():
-        for stmt in dialect_of(tgt).snapshot_session() if snapshot else []:
+        for stmt in d.snapshot_session() if snapshot else []:
+            conn.exec_driver_sql(stmt)
+        for stmt in (d.parallel_read_session() or []) if parallel else []:
             conn.exec_driver_sql(stmt)
         yield
 
@@ -150,6 +155,39 @@ def _initial_load(
     return LoadCounts(srcrows=inserted, insrows=inserted)
 
 
+def _apply(
+    conn: sa.Connection,
+    td: Dialect,
+    spec: LoadSpec,
+    work: str,
+    skey: str,
+    values: dict[str, Any],
+    rows: int,
+) -> Counter:
+    """Run the apply statements over the work table, slice after slice; rows written
+    by each. Reserved surrogate keys (:dms_skey0 + row number) go on from slice to slice."""
+    statements = sqlgen.apply_statements(td, spec, work, skey)
+    done: Counter = Counter()
+    for part in td.work_slices(conn, work, rows):
+        binds = {**values, **part}
+        if values.get("dms_skey0") is not None:
+            binds["dms_skey0"] = values["dms_skey0"] + done["insert"]
+        for name, stmt in statements:
+            done[name] += _execute(conn, stmt, binds).rowcount
+    return done
+
+
+def _check_applied(spec: LoadSpec, done: Counter, acts: dict[str, int]) -> None:
+    """Every statement wrote exactly the rows the work table holds for it; else the
+    target changed under the load (or a slice was missed): fail, nothing is kept."""
+    for name, expected in sqlgen.applied_rows(spec, acts).items():
+        if done[name] != expected:
+            raise RuntimeError(
+                f"mapping {spec.mapref}: the {name} step wrote {done[name]} rows of table "
+                f"{spec.table}, the work table holds {expected}; the chunk was rolled back"
+            )
+
+
 def _delta_load(
     conn: sa.Connection,
     tgt: sa.Engine,
@@ -160,15 +198,17 @@ def _delta_load(
     work: str,
     bounds: sqlgen.ChunkBounds,
     values: dict[str, Any],
+    sources: list[tuple[str, sqlgen.ChunkBounds]],
 ) -> LoadCounts:
-    """Classify the keys that need a write (work table A), check the keys, apply A."""
+    """Classify the keys that need a write (work table A) from `sources` (the staged
+    rows, or a single chunk's parts), check the keys, apply A."""
     td = dialect_of(tgt)
     full = plan.full_extract
     # a full extract under the source's own unique key: one row per key, so its rows are
     # the current rows met, less the absent, plus the new; no second read of the source
     unique = full and plan.unique_source_key
-    with _load_transaction(conn, tgt, snapshot=True):
-        _execute(conn, sqlgen.classify(td, spec, staged, work, bounds, full), values)
+    with _load_transaction(conn, tgt, snapshot=True, parallel=len(sources) > 1):
+        _execute(conn, sqlgen.classify(td, spec, sources, work, full), values)
         if not unique:
             counted = staged if full else work  # (a window's work table keeps every row)
             staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(counted), values).first()
@@ -192,11 +232,10 @@ def _delta_load(
         raise DataError(f"mapping {spec.mapref}: duplicate business keys in the source extract")
     inserts = acts.get("I", 0) + acts.get("V", 0)
     skey = _skey(plan, meta, td, spec, inserts, values)
-    deleted = 0
     with _load_transaction(conn, tgt):
-        for name, stmt in sqlgen.apply_statements(td, spec, work, skey):
-            count = _execute(conn, stmt, values).rowcount
-            deleted += count if name == "delete" else 0
+        done = _apply(conn, td, spec, work, skey, values, sum(acts.values()))
+        _check_applied(spec, done, acts)
+    deleted = done.get("delete", 0)
     expired_absent = acts.get("D", 0) if spec.scd2 and spec.delete_handling == "EXPIRE" else 0
     return LoadCounts(
         srcrows=int(source_rows or 0),
@@ -240,7 +279,15 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
                 counts = _initial_load(conn, tgt, meta, plan, spec, staged, values)
             else:
                 made.append(work)
-                counts = _delta_load(conn, tgt, meta, plan, spec, staged, work, bounds, values)
+                sources = [(staged, bounds)]
+                if plan.parts:  # (one chunk, its source in this database)
+                    sources = [
+                        (f"({sqlgen.transform_query(spec, sd, part, plan.windowed)})", part)
+                        for part in sqlgen.ChunkBounds.parts(len(plan.parts) + 1)
+                    ]
+                counts = _delta_load(
+                    conn, tgt, meta, plan, spec, staged, work, bounds, values, sources
+                )
         _drop(tgt, made)
         write_joblog(
             meta,

@@ -42,7 +42,7 @@ def load_sql_text(
     parts.append(
         (
             "target: classify the keys (work table)",
-            sqlgen.classify(td, spec, staged, work, bounds, full),
+            sqlgen.classify(td, spec, [(staged, bounds)], work, full),
         )
     )
     skey = (

@@ -78,6 +78,9 @@ class LoadPlan(BaseModel):
     # the source's own unique NOT NULL key is the business key (PostgreSQL): no NULL or
     # duplicate key can come, so a full-extract chunk need not count the source rows
     unique_source_key: bool = False
+    # a single chunk's key cuts: its classify reads the key ranges between them side by
+    # side (a full-extract delta big enough to earn several chunks, run as one)
+    parts: list[Any] = []
     estimated_rows: int
     estimate_method: str
 
@@ -99,6 +102,7 @@ class LoadPlan(BaseModel):
             "dms_now": self.load_time,
             "dms_chk_from": self.window_start,
             "dms_chk_to": self.window_end,
+            **{f"dms_cut{j}": cut for j, cut in enumerate(self.parts, start=1)},
             **self.params,
         }
 
@@ -205,22 +209,24 @@ def _boundaries(
     window: Window,
     params: dict,
     n: int,
-    first_build: bool,
+    count_duplicates: bool,
     unique_key: bool,
 ) -> list:
     """Upper key bounds of chunks 0..n-2. Integer keys: n even steps between the smallest
     and largest key (an index answers MIN / MAX); other keys: n tiles of the sorted keys.
-    Either query also finds duplicate keys, which must fail the load before any chunk
+    NULL keys fail the load (they would fall between chunks). With `count_duplicates`
+    either query also finds duplicate keys, which must fail the load before any chunk
     writes (a chunk finds only its own); keys of several columns or from lookups need a
     GROUP BY over the whole transform. Not on a first load: its unique rule is built at
     commit, and a duplicate then takes the first load back out (so integer keys are not
-    sorted here). Nor when the source's own unique NOT NULL key is the business key
-    (`unique_key`): MIN and MAX then come from its index."""
+    sorted here); nor for the parts of a single chunk, which finds its duplicates itself.
+    Nor when the source's own unique NOT NULL key is the business key (`unique_key`):
+    MIN and MAX then come from its index."""
     d = dialect_of(src)
     values = {"dms_n": n, **_window_binds(window, params)}
     with src.connect() as conn:
         if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
-            checks = "none" if unique_key else "nulls" if first_build else "all"
+            checks = "none" if unique_key else "all" if count_duplicates else "nulls"
             sql = sqlgen.key_range(d, spec, window.windowed, checks)
             lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
             steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
@@ -235,12 +241,32 @@ def _boundaries(
         if duplicates and _tiles_count_duplicates(spec):
             sql = sqlgen.duplicate_source_keys(d, spec, window.windowed)
             raise duplicate_key_error(spec, conn.execute(bound_text(sql, values)).all())
-        if not first_build and _keys_repeat_beyond_tiles(spec):
+        if count_duplicates and _keys_repeat_beyond_tiles(spec):
             sql = sqlgen.duplicate_transform_keys(d, spec, window.windowed)
             dups = conn.execute(bound_text(sql, values)).all()
             if dups:
                 raise duplicate_key_error(spec, dups)
     return steps
+
+
+def _parts(
+    src: sa.Engine,
+    tgt: sa.Engine,
+    spec: LoadSpec,
+    window: Window,
+    params: dict,
+    earned: int,
+    unique_key: bool,
+) -> list:
+    """Key cuts of a full-extract delta run as one chunk though its size earned several:
+    where the target database reads a transaction's key ranges side by side, its one
+    chunk still compares source and target on every core (measured: 1M rows, 2 parts,
+    classify 0.75 -> 0.43 s). Integer keys only (MIN / MAX, no sort of the keys)."""
+    if earned < 2 or dialect_of(tgt).parallel_read_session() is None:
+        return []
+    if spec.keys[0].dtype.family != "INTEGER":
+        return []
+    return _boundaries(src, spec, window, params, earned, False, unique_key)
 
 
 def _even_steps(lo: int, hi: int, n: int) -> list[int]:
@@ -354,7 +380,8 @@ def plan(
         _drop_leftovers(tgt, meta, spec)
         window = _window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
-        n = chunks or choose_chunk_count(estimate, chunk_settings(meta))
+        earned = choose_chunk_count(estimate, chunk_settings(meta))
+        n = chunks or earned
         # a first load builds the unique rule after its rows: in its one chunk, or at
         # commit (a duplicate key then takes the first load back out)
         first_build = bool(created and initial)
@@ -362,7 +389,7 @@ def plan(
         # (used by the key checks of several chunks and the counts of a full extract)
         unique_key = (n > 1 or full_extract) and _unique_source_key(src, spec, window, params)
         boundaries = (
-            _boundaries(src, spec, window, params, n, first_build, unique_key) if n > 1 else []
+            _boundaries(src, spec, window, params, n, not first_build, unique_key) if n > 1 else []
         )
         same = same_database(src, tgt)
         # (a first load reads its source once; a window's work table keeps every row; a
@@ -373,6 +400,11 @@ def plan(
             and not initial
             and not unique_key
             and _stage_source(src, spec, window, params)
+        )
+        parts = (
+            _parts(src, tgt, spec, window, params, earned, unique_key)
+            if n == 1 and same and full_extract and not initial and not stage
+            else []
         )
         skey_mode = TABLE_COUNTER
         if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
@@ -397,6 +429,7 @@ def plan(
             same_database=same,
             stage_source=stage,
             unique_source_key=unique_key,
+            parts=parts,
             estimated_rows=estimate,
             estimate_method=method,
         )

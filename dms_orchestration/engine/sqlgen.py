@@ -3,8 +3,10 @@
 Nothing here runs SQL, so every statement can be read, stored for review (DMS_JOBFLW)
 and checked against another dialect's parser. Identifiers come from validated metadata
 and are quoted by the dialect; values are always bind parameters:
-:dms_lo / :dms_hi (chunk key range), :dms_chk_from / :dms_chk_to (checkpoint window),
-:dms_now (load time), :dms_skey0 (first surrogate key - 1), :p1..:p10 (request params).
+:dms_lo / :dms_hi (chunk key range), :dms_cut1.. (key ranges of a single chunk's
+parts), :dms_chk_from / :dms_chk_to (checkpoint window), :dms_now (load time),
+:dms_skey0 (first surrogate key - 1), :dms_slice_from / :dms_slice_to (a slice of the
+work table), :p1..:p10 (request params).
 
 The flow of a chunk: the transform query (source dialect) computes the target columns;
 its rows reach the target as the staging table S (streamed, or filled in the same
@@ -36,10 +38,21 @@ class ChunkBounds:
 
     lower: bool
     upper: bool
+    lo: str = "dms_lo"  # the binds' names
+    hi: str = "dms_hi"
 
     @staticmethod
     def of(index: int, count: int) -> ChunkBounds:
         return ChunkBounds(lower=index > 0, upper=index < count - 1)
+
+    @staticmethod
+    def parts(count: int) -> list[ChunkBounds]:
+        """The key ranges of a single chunk's parts: part j from :dms_cut{j} (excluded)
+        to :dms_cut{j+1}."""
+        return [
+            ChunkBounds(j > 0, j < count - 1, lo=f"dms_cut{j}", hi=f"dms_cut{j + 1}")
+            for j in range(count)
+        ]
 
 
 def _source(spec: LoadSpec) -> str:
@@ -50,9 +63,9 @@ def _key_range(d: Dialect, expr: str, key: TargetColumn, bounds: ChunkBounds) ->
     ordered = d.key_order(expr, key.dtype.family)
     conds = []
     if bounds.lower:  # (the plan refused NULL keys: they would fall between chunks)
-        conds.append(f"{ordered} > :dms_lo")
+        conds.append(f"{ordered} > :{bounds.lo}")
     if bounds.upper:
-        conds.append(f"{ordered} <= :dms_hi")
+        conds.append(f"{ordered} <= :{bounds.hi}")
     return conds
 
 
@@ -162,7 +175,11 @@ def _key_match(d: Dialect, spec: LoadSpec) -> str:
 
 
 def classify(
-    d: Dialect, spec: LoadSpec, staged: str, work: str, bounds: ChunkBounds, full: bool
+    d: Dialect,
+    spec: LoadSpec,
+    sources: list[tuple[str, ChunkBounds]],
+    work: str,
+    full: bool,
 ) -> str:
     """CREATE the work table A: the staged keys with the current target row each meets,
     and what to do (I insert, V new version, U update in place, D absent, N nothing).
@@ -170,7 +187,25 @@ def classify(
     are found, and its unchanged keys stay out: they are most of a delta and need no
     write; the chunk counts them (staged_counts, met_rows). A checkpoint window keeps
     them (it is small by design): its counts then come from A, without reading the
-    source again. `staged` is the staging table or the transform."""
+    source again. `sources`: the staged rows (staging table or transform) and their key
+    range; several for a single chunk's parts (a full extract), joined by UNION ALL,
+    which PostgreSQL reads side by side (Parallel Append)."""
+    if not full:
+        ((staged, bounds),) = sources
+        return d.create_work_table(work, _classify_select(d, spec, staged, bounds, full))
+    return d.create_work_table(
+        work,
+        " UNION ALL ".join(
+            f"SELECT * FROM ({_classify_select(d, spec, staged, bounds, full)}) J "
+            f"WHERE {ACT} <> 'N'"
+            for staged, bounds in sources
+        ),
+    )
+
+
+def _classify_select(
+    d: Dialect, spec: LoadSpec, staged: str, bounds: ChunkBounds, full: bool
+) -> str:
     q = d.quote
     cols = [
         f"COALESCE({_typed(d, k)}, T.{q(k.name)}) AS {q(k.name)}"
@@ -196,13 +231,10 @@ def classify(
         case.append(f"WHEN {changed[1]} THEN 'U'")
     cols.append(f"CASE {' '.join(case)} ELSE 'N' END AS {ACT}")
     kind = "FULL OUTER JOIN" if full else "LEFT JOIN"
-    joined = (
+    return (
         f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
         f"({_current_rows(d, spec, bounds)}) T ON {_key_match(d, spec)}"
     )
-    if not full:
-        return d.create_work_table(work, joined)
-    return d.create_work_table(work, f"SELECT * FROM ({joined}) J WHERE {ACT} <> 'N'")
 
 
 def staged_counts(staged: str) -> str:
@@ -240,41 +272,62 @@ def _hash(d: Dialect, spec: LoadSpec, alias: str) -> str:
     return d.row_hash([(f"{alias}.{d.quote(c.name)}", *c.hash_type) for c in spec.columns])
 
 
-def _update_in_place(d: Dialect, spec: LoadSpec, work: str) -> str:
+def _update_in_place(d: Dialect, spec: LoadSpec, work: str, rows: str) -> str:
     """The U rows: every column of the current row (an SCD2 change would have made V)."""
     q = d.quote
     assignments = [(q(c.name), f"A.{q(c.name)}") for c in spec.columns]
     assignments += [("RWHKEY", _hash(d, spec, "A")), ("RECUPDT", ":dms_now")]
-    join = f"T.SKEY = A.{TSKEY} AND A.{ACT} = 'U'"
+    join = f"T.SKEY = A.{TSKEY} AND A.{ACT} = 'U'{rows}"
     return d.update_from(target_table(d, spec), work, join, assignments)
 
 
 def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[tuple[str, str]]:
     """(count name, statement) pairs that apply the work table to the target, in order.
-    `skey` is the SQL of a new surrogate key (a sequence, or :dms_skey0 + row number)."""
+    `skey` is the SQL of a new surrogate key (a sequence, or :dms_skey0 + row number).
+    Where the dialect slices work tables, each statement takes the rows of one slice
+    (binds from Dialect.work_slices) and the chunk runs them slice after slice."""
     q = d.quote
     t = target_table(d, spec)
+    sliced = d.work_slice("A")
+    rows = f" AND {sliced}" if sliced else ""
     statements = []
     if spec.scd2:
         # SCD1 changes in place first: their new row versions fit in the room the pages
         # keep (fillfactor), before the closed versions take it
         if any(c.scd == 1 for c in spec.columns):
-            statements.append(("update", _update_in_place(d, spec, work)))
+            statements.append(("update", _update_in_place(d, spec, work, rows)))
         closing = ["'V'"] + (["'D'"] if spec.delete_handling == "EXPIRE" else [])
         assignments = [("CURFLG", "'N'"), ("VLDTO", ":dms_now"), ("RECUPDT", ":dms_now")]
-        join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({', '.join(closing)})"
+        join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({', '.join(closing)}){rows}"
         statements.append(("expire", d.update_from(t, work, join, assignments)))
     elif spec.columns:
-        statements.append(("update", _update_in_place(d, spec, work)))
+        statements.append(("update", _update_in_place(d, spec, work, rows)))
     if spec.delete_handling == "DELETE":
         if spec.scd2:  # every version of an absent key goes
             match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
-            cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
+            cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match}{rows})"
         else:
-            cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
+            cond = f"SKEY IN (SELECT A.{TSKEY} FROM {work} A WHERE A.{ACT} = 'D'{rows})"
         statements.append(("delete", f"DELETE FROM {t} WHERE {cond}"))
-    statements.append(("insert", _insert(d, spec, f"{work} A WHERE A.{ACT} IN ('I', 'V')", skey)))
+    source = f"{work} A WHERE A.{ACT} IN ('I', 'V'){rows}"
+    statements.append(("insert", _insert(d, spec, source, skey)))
     return statements
+
+
+def applied_rows(spec: LoadSpec, acts: dict[str, int]) -> dict[str, int]:
+    """How many rows each apply statement must write, from the work table's actions
+    (a DELETE of SCD2 versions has no fixed count)."""
+    expected = {"insert": acts.get("I", 0) + acts.get("V", 0)}
+    if spec.scd2:
+        if any(c.scd == 1 for c in spec.columns):
+            expected["update"] = acts.get("U", 0)
+        closing = acts.get("V", 0)
+        expected["expire"] = closing + (acts.get("D", 0) if spec.delete_handling == "EXPIRE" else 0)
+    elif spec.columns:
+        expected["update"] = acts.get("U", 0)
+    if spec.delete_handling == "DELETE" and not spec.scd2:
+        expected["delete"] = acts.get("D", 0)
+    return expected
 
 
 def _insert(d: Dialect, spec: LoadSpec, source: str, skey: str, typed: bool = False) -> str:
