@@ -23,8 +23,8 @@ machine varies by 10-25% from run to run):
 - initial load of V1 into a fresh target, 1 chunk, then 2 chunks in parallel (threads of
   load(), each chunk on its own connection: its own PostgreSQL backend process);
 - delta load of V2 (full=True, so EXPIRE applies) over a target holding V1, with 1, 2 and
-  4 chunks, and with 2 chunks each in a spawned process (as Dagster runs chunks, with
-  the start of a Python process each); before each, untimed: the V1 target is rebuilt
+  4 chunks, and with 2 chunks each in its own process (forked by load() on Linux, with
+  the start of a process each); before each, untimed: the V1 target is rebuilt
   by dropping it and loading V1 again, then CHECKPOINT + VACUUM ANALYZE + CHECKPOINT (a
   table loaded the night before);
 - COPY FROM of the N V1 rows into an empty table from Python (psycopg2 copy_expert from an
@@ -39,7 +39,7 @@ machine varies by 10-25% from run to run):
   BLKPRCROWS; each load (initial, 1 chunk) in a fresh process (`--rss-child`), which reads
   its peak with getrusage(RUSAGE_SELF).ru_maxrss.
 An engine load is timed as one load() call (plan, chunks, commit; parallel chunks include
-the start of their spawned processes). For 1-chunk loads, which run in this process, the
+the start of their processes). For 1-chunk loads, which run in this process, the
 time of each SQL statement is recorded too (SQLAlchemy cursor events).
 """
 
@@ -806,10 +806,10 @@ def report(
                 continue
             print(f"    {sum(times):7.2f} s  {len(times):4d}x  {kind}")
 
-    threads = [r for r in delta if "spawned" not in r.label]
+    threads = [r for r in delta if "processes" not in r.label]
     d1 = next(r for r in threads if r.chunk_s and len(r.chunk_s) == 1)
     d2 = next((r for r in threads if len(r.chunk_s) == 2), None)
-    spawned = next((r for r in delta if "spawned" in r.label), None)
+    processes = next((r for r in delta if "processes" in r.label), None)
     i1 = next(r for r in initial if len(r.chunk_s) == 1)
     i2 = next((r for r in initial if len(r.chunk_s) == 2), None)
     print("\nRatios and the issue's targets")
@@ -832,7 +832,7 @@ def report(
     at_most("initial (2 chunks)", i2, TARGET_INITIAL)
     at_most("delta (1 chunk)", d1, TARGET_DELTA_1)
     at_most("delta (2 chunks)", d2, TARGET_DELTA_2)
-    at_most("delta (2 chunks, spawned processes)", spawned, TARGET_DELTA_2)
+    at_most("delta (2 chunks, processes)", processes, TARGET_DELTA_2)
     for r in threads:
         if len(r.chunk_s) > 2:
             add(f"delta ({len(r.chunk_s)} chunks) / COPY", r.seconds / copy.seconds)
@@ -928,7 +928,7 @@ def main() -> None:
     server = None
     url = args.url
     home = Path(tempfile.mkdtemp(prefix="dms-bench-scd-"))
-    # spawned chunk processes read their settings from the environment: make it ours
+    # chunk processes read their settings from the environment: make it ours
     for name in ("DMS_DATABASE_URL", "DB_TYPE", "DMS_SCHEMA", "CDR_SCHEMA", "DMS_TIMEZONE"):
         os.environ.pop(name, None)
     os.environ["DMS_HOME"] = str(home)
@@ -991,7 +991,7 @@ def main() -> None:
                 "s (parallel)" if chunks > 1 else ""
             )
             delta.append(step(lambda label=label, c=chunks: delta_run(label, *common, c, src_rows)))
-        label = "engine delta load of V2, 2 chunks (parallel, spawned processes)"
+        label = "engine delta load of V2, 2 chunks (parallel processes)"
         delta.append(step(lambda: delta_run(label, *common, 2, src_rows, processes=True)))
         rebuild_v1(*common)
         make_legacy_target(engine, legacy_keys)  # from a V1 target

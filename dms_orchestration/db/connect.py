@@ -96,6 +96,14 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
+def after_fork() -> None:
+    """In a forked child: a lock another thread of the parent held stays held; the
+    engines of the parent (emptied before the fork) are not the child's."""
+    global _lock
+    _lock = threading.Lock()
+    _engines.clear()
+
+
 def dispose_all() -> None:
     with _lock:
         for engine in _engines.values():

@@ -9,11 +9,11 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 
 import sqlalchemy as sa
 
-from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.db.connect import after_fork, dispose_all, metadata_engine
 from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.dmslog.writer import (
     LoadCounts,
@@ -125,6 +125,16 @@ def _chunk_in_process(plan_json: str, index: int, settings: Settings) -> ChunkRe
     return run_chunk(LoadPlan.model_validate_json(plan_json), index, settings)
 
 
+def _process_pool(n: int) -> ProcessPoolExecutor:
+    """Forked processes where the platform has fork: a child starts with the modules
+    loaded (a spawned one imports them again, measured +0.6 s a chunk). No pooled
+    connection may cross: the parent's pools are emptied first, the child opens its own."""
+    if "fork" not in get_all_start_methods():
+        return ProcessPoolExecutor(n, mp_context=get_context("spawn"))
+    dispose_all()
+    return ProcessPoolExecutor(n, mp_context=get_context("fork"), initializer=after_fork)
+
+
 def run_chunks(
     plan: LoadPlan,
     settings: Settings,
@@ -134,8 +144,8 @@ def run_chunks(
     """Every chunk of a plan: here one after another, or in parallel. When the rows stay
     in one database the work is all in the server: threads (each with its own
     connection) start at once. Streaming between databases, or `processes`, runs each
-    chunk in its own spawned process (COPY cannot share the process with a cancellable
-    statement; Dagster runs chunks as processes too)."""
+    chunk in its own process (COPY cannot share the process with a cancellable
+    statement; Dagster runs chunks as processes too), forked where the platform can."""
     if not parallel or plan.chunk_count == 1:
         return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
     if plan.same_database and not processes:
@@ -143,7 +153,7 @@ def run_chunks(
             futures = [pool.submit(run_chunk, plan, i, settings) for i in range(plan.chunk_count)]
             return [f.result() for f in futures]
     data = plan.model_dump_json()
-    with ProcessPoolExecutor(plan.chunk_count, mp_context=get_context("spawn")) as pool:
+    with _process_pool(plan.chunk_count) as pool:
         futures = [
             pool.submit(_chunk_in_process, data, i, settings) for i in range(plan.chunk_count)
         ]
