@@ -164,16 +164,18 @@ def _apply(
     values: dict[str, Any],
     rows: int,
 ) -> Counter:
-    """Run the apply statements over the work table, slice after slice; rows written
-    by each. Reserved surrogate keys (:dms_skey0 + row number) go on from slice to slice."""
+    """Run the apply statements over the work table, slice after slice (the DELETE in
+    the first only: it is not sliced); rows written by each. Reserved surrogate keys
+    (:dms_skey0 + row number) go on from slice to slice."""
     statements = sqlgen.apply_statements(td, spec, work, skey)
     done: Counter = Counter()
-    for part in td.work_slices(conn, work, rows):
+    for i, part in enumerate(td.work_slices(conn, work, rows)):
         binds = {**values, **part}
         if values.get("dms_skey0") is not None:
             binds["dms_skey0"] = values["dms_skey0"] + done["insert"]
         for name, stmt in statements:
-            done[name] += _execute(conn, stmt, binds).rowcount
+            if name != "delete" or i == 0:
+                done[name] += _execute(conn, stmt, binds).rowcount
     return done
 
 

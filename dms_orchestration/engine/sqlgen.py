@@ -284,8 +284,9 @@ def _update_in_place(d: Dialect, spec: LoadSpec, work: str, rows: str) -> str:
 def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[tuple[str, str]]:
     """(count name, statement) pairs that apply the work table to the target, in order.
     `skey` is the SQL of a new surrogate key (a sequence, or :dms_skey0 + row number).
-    Where the dialect slices work tables, each statement takes the rows of one slice
-    (binds from Dialect.work_slices) and the chunk runs them slice after slice."""
+    Where the dialect slices work tables, each statement but the DELETE takes the rows
+    of one slice (binds from Dialect.work_slices) and the chunk runs them slice after
+    slice; the DELETE, a pass over the target's versions, runs once."""
     q = d.quote
     t = target_table(d, spec)
     sliced = d.work_slice("A")
@@ -305,9 +306,9 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
     if spec.delete_handling == "DELETE":
         if spec.scd2:  # every version of an absent key goes
             match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
-            cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match}{rows})"
+            cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
         else:
-            cond = f"SKEY IN (SELECT A.{TSKEY} FROM {work} A WHERE A.{ACT} = 'D'{rows})"
+            cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
         statements.append(("delete", f"DELETE FROM {t} WHERE {cond}"))
     source = f"{work} A WHERE A.{ACT} IN ('I', 'V'){rows}"
     statements.append(("insert", _insert(d, spec, source, skey)))
