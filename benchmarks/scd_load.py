@@ -28,8 +28,10 @@ machine varies by 10-25% from run to run):
   by dropping it and loading V1 again, then CHECKPOINT + VACUUM ANALYZE + CHECKPOINT (a
   table loaded the night before);
 - COPY FROM of the N V1 rows into an empty table from Python (psycopg2 copy_expert from an
-  in-memory buffer made by COPY TO; only the COPY FROM and its commit are timed), three
-  times into a fresh table: the median is the limit every ratio divides by;
+  in-memory buffer made by COPY TO; only the COPY FROM and its commit are timed), each
+  time into a fresh table, once before the engine loads, once between the initial and
+  the delta loads and once after them (this VM drifts within a run): the median is the
+  limit every ratio divides by;
 - the legacy loop over the first --legacy-rows keys of V2: per source row a SELECT of the
   current target row, an MD5 (db.rowhash) in Python, then UPDATE / INSERT; one connection,
   autocommit off, one commit at the end;
@@ -461,23 +463,34 @@ def _copy_once(engine: sa.Engine, buffer: io.BytesIO, n: int) -> float:
     return seconds
 
 
-def copy_run(engine: sa.Engine, n: int, repeat: int = 3) -> Run:
-    """COPY FROM into an empty table, `repeat` times: the median is the limit (one COPY
-    varies by 10-20% from run to run here, and every ratio divides by it)."""
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        buffer = io.BytesIO()
-        cur.copy_expert(f"COPY src_customer_v1 ({COLS}) TO STDOUT", buffer)
-        cur.close()
-    finally:
-        raw.close()
-    times = sorted(_copy_once(engine, buffer, n) for _ in range(repeat))
-    label = (
-        f"COPY FROM of the {n:,} V1 rows (the limit; median of {repeat}: "
-        f"{times[0]:.2f} .. {times[-1]:.2f} s)"
-    )
-    return Run(label, times[len(times) // 2], n)
+class CopyLimit:
+    """COPY FROM into an empty table, sampled at several moments of the run (before the
+    engine loads, between the initial and the delta loads, after them): this VM drifts
+    by 10-30% within a run, and a limit measured at one moment would tilt every ratio.
+    The limit is the median of the samples."""
+
+    def __init__(self, engine: sa.Engine, n: int) -> None:
+        self.engine, self.n = engine, n
+        self.buffer = io.BytesIO()
+        self.times: list[float] = []
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.copy_expert(f"COPY src_customer_v1 ({COLS}) TO STDOUT", self.buffer)
+            cur.close()
+        finally:
+            raw.close()
+
+    def sample(self) -> None:
+        self.times.append(_copy_once(self.engine, self.buffer, self.n))
+
+    def run(self) -> Run:
+        times = sorted(self.times)
+        label = (
+            f"COPY FROM of the {self.n:,} V1 rows (the limit; median of {len(times)} "
+            f"through the run: {times[0]:.2f} .. {times[-1]:.2f} s)"
+        )
+        return Run(label, times[len(times) // 2], self.n)
 
 
 # ---------------------------------------------------------------------- the legacy loop
@@ -900,7 +913,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--legacy-rows", type=int, default=100_000)
     ap.add_argument(
-        "--repeat", type=int, default=3, help="runs of each engine load and of COPY (median)"
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each engine load (median); COPY: up to 3 samples through the run",
     )
     ap.add_argument("--rss-rows", default="1000000,4000000")
     ap.add_argument("--skip-rss", action="store_true")
@@ -983,11 +999,16 @@ def main() -> None:
 
         initial, delta = [], []
         src_rows = expected["srcrows"]
+        limit = CopyLimit(engine, n)
+        if args.repeat > 1:
+            limit.sample()
         for chunks in (1, 2):
             label = f"engine initial load of V1, {chunks} chunk" + (
                 "s (parallel)" if chunks > 1 else ""
             )
             initial.append(step(lambda label=label, c=chunks: initial_run(label, *common, c, n)))
+        if args.repeat > 2:
+            limit.sample()
         for chunks in (1, 2, 4):
             label = f"engine delta load of V2, {chunks} chunk" + (
                 "s (parallel)" if chunks > 1 else ""
@@ -997,7 +1018,8 @@ def main() -> None:
         delta.append(step(lambda: delta_run(label, *common, 2, src_rows, processes=True)))
         rebuild_v1(*common)
         make_legacy_target(engine, legacy_keys)  # from a V1 target
-        copy = logged(copy_run(engine, n, args.repeat))
+        limit.sample()
+        copy = logged(limit.run())
         quiesce(engine)
         legacy = logged(legacy_run(engine, legacy_keys, hash_types))
         rss = []
