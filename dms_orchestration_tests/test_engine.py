@@ -1377,16 +1377,25 @@ def change_cust(dms: Dms) -> None:
     dms.insert("SRC_CUST", cust_rows(2, start=13))
 
 
+@pytest.mark.parametrize("checkpoint", [None, "KEY"])
 @pytest.mark.parametrize("keyed", [True, False])
 def test_one_chunk_of_a_delta_big_enough_for_several_reads_its_key_parts_side_by_side(
-    pg_url, make_dms, keyed
+    pg_url, make_dms, keyed, checkpoint
 ):
     dms = make_dms(pg_url)
     pk = " PRIMARY KEY" if keyed else ""
     dms.run(CUST_DDL.replace("ID INTEGER", f"ID INTEGER{pk}"))
     dms.insert("SRC_CUST", cust_rows(12))
-    dms.import_yaml(
-        mapping_yaml("REF", CUST_SQL, scd2_columns(), delete="EXPIRE", params=PARTS_PARAMS)
+    window = {"strategy": checkpoint, "column": "UPD"} if checkpoint else None
+    dms.import_yaml(  # (with a checkpoint, full=True reads the whole window's range)
+        mapping_yaml(
+            "REF",
+            CUST_SQL,
+            scd2_columns(),
+            delete="EXPIRE",
+            params=PARTS_PARAMS,
+            checkpoint=window,
+        )
     )
     assert dms.plan(chunks=1, full=True).parts == []  # a first load: nothing to compare
     dms.run("UPDATE DMS_PRCLOG SET PRCSTS = 'FL'")
