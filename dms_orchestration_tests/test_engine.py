@@ -614,6 +614,16 @@ def test_a_narrower_type_in_the_mapping_keeps_the_wider_column(dms):
 # ------------------------------------------------------------------ transforms
 
 
+def segment_lookup():
+    """SEGMENT looked up in SRC_SEG (CUST_ID -> SEGMENT) by the business key."""
+    return col(
+        "SEGMENT",
+        "VARCHAR(20)",
+        "SELECT CUST_ID, SEGMENT FROM SRC_SEG",
+        lookup=("CUST_ID", "SEGMENT"),
+    )
+
+
 def test_maplogic_expressions_and_lookups(dms):
     dms.run(CUST_DDL)
     dms.insert("SRC_CUST", cust_rows(5))
@@ -624,12 +634,7 @@ def test_maplogic_expressions_and_lookups(dms):
         col("NAME_UP", "VARCHAR(100)", "UPPER(SRC.NAME)"),
         col("LABEL", "VARCHAR(200)", "SRC.NAME || '@' || SRC.CITY"),
         col("CITY", "VARCHAR(50)", "CITY"),  # a bare column name
-        col(
-            "SEGMENT",
-            "VARCHAR(20)",
-            "SELECT CUST_ID, SEGMENT FROM SRC_SEG",
-            lookup=("CUST_ID", "SEGMENT"),
-        ),
+        segment_lookup(),
     ]
     dms.import_yaml(mapping_yaml("REF", CUST_SQL, columns))
     assert counts(dms.load()) == (5, 5, 0, 0, 0, 0)
@@ -1832,12 +1837,7 @@ def test_a_lookup_with_two_rows_for_a_key_fails_a_delta_of_three_chunks_before_a
     columns = [
         col("ID", "INTEGER", key=1),
         col("CITY", "VARCHAR(50)"),
-        col(
-            "SEGMENT",
-            "VARCHAR(20)",
-            "SELECT CUST_ID, SEGMENT FROM SRC_SEG",
-            lookup=("CUST_ID", "SEGMENT"),
-        ),
+        segment_lookup(),
     ]
     dms.import_yaml(mapping_yaml("REF", CUST_SQL, columns))
     dms.load(chunks=3)

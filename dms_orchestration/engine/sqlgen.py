@@ -281,6 +281,28 @@ def _update_in_place(d: Dialect, spec: LoadSpec, work: str, rows: str) -> str:
     return d.update_from(target_table(d, spec), work, join, assignments)
 
 
+def _apply_steps(spec: LoadSpec) -> list[tuple[str, tuple[str, ...] | None]]:
+    """The apply steps of a mapping, in order, each with the work-table actions whose
+    rows it writes, one target row each (None: every version of a key, no fixed count)."""
+    steps: list[tuple[str, tuple[str, ...] | None]] = []
+    if spec.scd2:
+        # SCD1 changes in place first: their new row versions fit in the room the pages
+        # keep (fillfactor), before the closed versions take it
+        if any(c.scd == 1 for c in spec.columns):
+            steps.append(("update", ("U",)))
+        steps.append(("expire", ("V", "D") if spec.delete_handling == "EXPIRE" else ("V",)))
+    elif spec.columns:
+        steps.append(("update", ("U",)))
+    if spec.delete_handling == "DELETE":
+        steps.append(("delete", None if spec.scd2 else ("D",)))
+    steps.append(("insert", ("I", "V")))
+    return steps
+
+
+def _codes(acts: tuple[str, ...]) -> str:
+    return ", ".join(f"'{a}'" for a in acts)
+
+
 def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[tuple[str, str]]:
     """(count name, statement) pairs that apply the work table to the target, in order.
     `skey` is the SQL of a new surrogate key (a sequence, or :dms_skey0 + row number).
@@ -291,44 +313,34 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
     t = target_table(d, spec)
     sliced = d.work_slice("A")
     rows = f" AND {sliced}" if sliced else ""
-    statements = []
-    if spec.scd2:
-        # SCD1 changes in place first: their new row versions fit in the room the pages
-        # keep (fillfactor), before the closed versions take it
-        if any(c.scd == 1 for c in spec.columns):
-            statements.append(("update", _update_in_place(d, spec, work, rows)))
-        closing = ["'V'"] + (["'D'"] if spec.delete_handling == "EXPIRE" else [])
-        assignments = [("CURFLG", "'N'"), ("VLDTO", ":dms_now"), ("RECUPDT", ":dms_now")]
-        join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({', '.join(closing)}){rows}"
-        statements.append(("expire", d.update_from(t, work, join, assignments)))
-    elif spec.columns:
-        statements.append(("update", _update_in_place(d, spec, work, rows)))
-    if spec.delete_handling == "DELETE":
-        if spec.scd2:  # every version of an absent key goes
-            match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
-            cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
-        else:
-            cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
-        statements.append(("delete", f"DELETE FROM {t} WHERE {cond}"))
-    source = f"{work} A WHERE A.{ACT} IN ('I', 'V'){rows}"
-    statements.append(("insert", _insert(d, spec, source, skey)))
-    return statements
+
+    def statement(name: str, acts: tuple[str, ...] | None) -> str:
+        if name == "update":
+            return _update_in_place(d, spec, work, rows)
+        if name == "expire":
+            assignments = [("CURFLG", "'N'"), ("VLDTO", ":dms_now"), ("RECUPDT", ":dms_now")]
+            join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({_codes(acts)}){rows}"
+            return d.update_from(t, work, join, assignments)
+        if name == "delete":
+            if spec.scd2:  # every version of an absent key goes
+                match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
+                cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
+            else:
+                cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
+            return f"DELETE FROM {t} WHERE {cond}"
+        return _insert(d, spec, f"{work} A WHERE A.{ACT} IN ({_codes(acts)}){rows}", skey)
+
+    return [(name, statement(name, acts)) for name, acts in _apply_steps(spec)]
 
 
 def applied_rows(spec: LoadSpec, acts: dict[str, int]) -> dict[str, int]:
     """How many rows each apply statement must write, from the work table's actions
     (a DELETE of SCD2 versions has no fixed count)."""
-    expected = {"insert": acts.get("I", 0) + acts.get("V", 0)}
-    if spec.scd2:
-        if any(c.scd == 1 for c in spec.columns):
-            expected["update"] = acts.get("U", 0)
-        closing = acts.get("V", 0)
-        expected["expire"] = closing + (acts.get("D", 0) if spec.delete_handling == "EXPIRE" else 0)
-    elif spec.columns:
-        expected["update"] = acts.get("U", 0)
-    if spec.delete_handling == "DELETE" and not spec.scd2:
-        expected["delete"] = acts.get("D", 0)
-    return expected
+    return {
+        name: sum(acts.get(a, 0) for a in codes)
+        for name, codes in _apply_steps(spec)
+        if codes is not None
+    }
 
 
 def _insert(d: Dialect, spec: LoadSpec, source: str, skey: str, typed: bool = False) -> str:
