@@ -486,6 +486,8 @@ class CopyLimit:
         self.times.append(_copy_once(self.engine, self.buffer, self.n))
 
     def run(self) -> Run:
+        """The limit, after the last sample (the N rows of text are let go)."""
+        self.buffer = io.BytesIO()
         times = sorted(self.times)
         label = (
             f"COPY FROM of the {self.n:,} V1 rows (the limit; median of {len(times)} "
@@ -1024,7 +1026,6 @@ def main() -> None:
         make_legacy_target(engine, legacy_keys)  # from a V1 target
         limit.sample()
         copy = logged(limit.run())
-        limit.buffer = io.BytesIO()  # (N rows of text: not carried through the rest)
         quiesce(engine)
         legacy = logged(legacy_run(engine, legacy_keys, hash_types))
         rss = []
