@@ -332,7 +332,10 @@ def resolve(mapping: Mapping, settings: Settings) -> tuple[LoadSpec, sa.Engine, 
     """The load spec and the source and target engines of a mapping."""
     src = connection_engine(mapping.source_connection, settings)
     tgt = connection_engine(mapping.target_connection, settings)
-    return load_spec(mapping, dialect_of(tgt).name, settings.cdr_schema), src, tgt
+    spec = load_spec(
+        mapping, dialect_of(tgt).name, settings.cdr_schema, dialect_of(src).sqlglot_name
+    )
+    return spec, src, tgt
 
 
 def same_database(a: sa.Engine, b: sa.Engine) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from dms_orchestration.metadata.datatypes import DataType, parse_data_type
 from dms_orchestration.metadata.models import Mapping
+from dms_orchestration.metadata.sqlcheck import strip_sql
 from dms_orchestration.metadata.validation import rule_findings
 
 AUDIT_COLUMNS = ("SKEY", "RWHKEY", "RECCRDT", "RECUPDT")
@@ -93,13 +94,19 @@ def _code(value: str | None, default: str) -> str:
 
 
 def load_spec(
-    mapping: Mapping, target_dialect: str = "", default_schema: str | None = None
+    mapping: Mapping,
+    target_dialect: str = "",
+    default_schema: str | None = None,
+    source_dialect: str | None = None,
 ) -> LoadSpec:
-    """The mapping for the loader. SQLite has no schemas: a SQLite target's table lives in
-    its connection's database file, TRGSCHM aside. Elsewhere TRGSCHM, else CDR_SCHEMA."""
+    """The mapping for the loader, refused (MappingInvalid, every finding named) when it
+    breaks the rules - the SQL text rules in the source's sqlglot dialect included, so no
+    statement ever runs a cell that validation would refuse. SQLite has no schemas: a
+    SQLite target's table lives in its connection's database file, TRGSCHM aside.
+    Elsewhere TRGSCHM, else CDR_SCHEMA."""
     errors = [
         (f"{f.column}: " if f.column else "") + f.message
-        for f in rule_findings(mapping)
+        for f in rule_findings(mapping, source_dialect)
         if f.severity == "ERROR"
     ]
     if mapping.source is None or not (mapping.source.sql or "").strip():
@@ -112,7 +119,7 @@ def load_spec(
             TargetColumn(
                 name=c.name.upper(),
                 dtype=parse_data_type(c.data_type),
-                logic=(c.logic or "").strip(),
+                logic=strip_sql(c.logic or ""),
                 is_key=c.is_key,
                 scd=0 if c.is_key else int(c.scd_type or 1),
                 combine=_code(c.combine, "") or None,
@@ -130,7 +137,7 @@ def load_spec(
         table=mapping.target_table.upper(),
         keys=keys,
         columns=tuple(c for c in cols if not c.is_key),
-        source_sql=mapping.source.sql.strip().rstrip(";"),
+        source_sql=strip_sql(mapping.source.sql),
         delete_handling=_code(mapping.delete_handling, "IGNORE"),
         checkpoint_strategy=strategy,
         checkpoint_column=mapping.checkpoint_column,

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-import sqlglot
 from sqlglot import exp
 
 from dms_orchestration.db import schema as s
@@ -23,6 +22,7 @@ from dms_orchestration.ids.provider import next_ids
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.datatypes import UnknownDataType, parse_data_type
 from dms_orchestration.metadata.models import Catalog, Connection, Finding, Mapping, MappingColumn
+from dms_orchestration.metadata.sqlcheck import column_problem, first_line, parse_query, strip_sql
 from dms_orchestration.settings import ConfigError, Settings
 
 ERROR = "ERROR"
@@ -40,23 +40,6 @@ SCD_TYPES = ("1", "2")
 
 ERRMSG_SIZE = s.TABLES_BY_NAME["DMS_MAPERR"].column("ERRMSG").size
 TRGCLNM_SIZE = s.TABLES_BY_NAME["DMS_MAPERR"].column("TRGCLNM").size
-
-# statements (or parts of one) that write or run something: a source or lookup query
-# holding one is refused before it ever reaches the database
-_WRITES = (
-    exp.Insert,
-    exp.Update,
-    exp.Delete,
-    exp.Merge,
-    exp.Create,
-    exp.Drop,
-    exp.Alter,
-    exp.TruncateTable,
-    exp.Command,
-    exp.Into,
-)
-
-_STATEMENTS = (*_WRITES, exp.Set, exp.Transaction, exp.Grant)
 
 
 @dataclass
@@ -107,24 +90,10 @@ def _clip(text: str, size: int) -> str:
     return text.encode("utf-8")[:size].decode("utf-8", errors="ignore")
 
 
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in str(text).splitlines() if line.strip()), str(text))
-
-
 def _db_message(exc: BaseException) -> str:
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
-        return _first_line(str(exc.orig))
-    return _first_line(str(exc))
-
-
-def _sqlglot_message(exc: sqlglot.errors.SqlglotError) -> str:
-    errors = getattr(exc, "errors", None)
-    if errors:
-        e = errors[0]
-        where = f" (line {e.get('line')}, column {e.get('col')})" if e.get("line") else ""
-        return f"{e.get('description')}{where}"
-    # the plain message underlines with terminal escape codes: keep the words only
-    return _first_line(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)))
+        return first_line(str(exc.orig))
+    return first_line(str(exc))
 
 
 # ---------------------------------------------------------------- static checks
@@ -293,49 +262,6 @@ def _check_mapping(m: Mapping, owners: dict, out: _Findings) -> None:
 # ---------------------------------------------------------------- SQL text checks
 
 
-def _parse_query(sql: str, dialect: str) -> tuple[exp.Expression | None, str | None]:
-    """The parsed query, or why it is not exactly one read-only SELECT."""
-    try:
-        statements = [st for st in sqlglot.parse(sql, read=dialect) if st is not None]
-    except sqlglot.errors.SqlglotError as exc:
-        return None, f"does not parse as {dialect} SQL: {_sqlglot_message(exc)}"
-    if len(statements) != 1:
-        return None, f"must be exactly one statement, found {len(statements)}"
-    tree = statements[0]
-    if not isinstance(tree, exp.Query):
-        what = f", not {tree.key.upper()}" if isinstance(tree, _STATEMENTS) else ""
-        return None, f"must be a SELECT (or WITH ... SELECT) statement{what}"
-    writer = next((node for node in tree.walk() if isinstance(node, _WRITES)), None)
-    if writer is not None:
-        return None, f"must only read, but contains {writer.key.upper()}"
-    return tree, None
-
-
-def _expression_problem(logic: str, dialect: str) -> str | None:
-    """Why MAPLOGIC is not one SQL expression (None when it is)."""
-    try:
-        statements = [st for st in sqlglot.parse(f"SELECT {logic}", read=dialect) if st]
-    except sqlglot.errors.SqlglotError as exc:
-        return f"MAPLOGIC does not parse as a {dialect} SQL expression: {_sqlglot_message(exc)}"
-    tree = statements[0] if len(statements) == 1 else None
-    if (
-        not isinstance(tree, exp.Select)
-        or len(tree.expressions) != 1
-        or any(v for k, v in tree.args.items() if k != "expressions")
-        or any(isinstance(node, _WRITES) for node in tree.walk())
-    ):
-        return "MAPLOGIC must be one SQL expression over the source columns (alias SRC)"
-    if isinstance(tree.expressions[0], exp.Alias):
-        return "MAPLOGIC must not name an alias: the column is named by TRGCLNM"
-    return None
-
-
-def _strip_sql(sql: str) -> str:
-    # a trailing ; would end the wrapper's subquery early (and a trailing -- comment would
-    # swallow its closing parenthesis: the wrappers put that on a line of its own)
-    return sql.strip().rstrip(";").rstrip()
-
-
 def _quoted(node: exp.Expression | None) -> bool:
     return isinstance(node, exp.Identifier) and bool(node.quoted)
 
@@ -474,7 +400,7 @@ class _Live:
 
     def run(self, conn: sa.Connection) -> None:
         m, out = self.m, self.out
-        source_sql = _strip_sql(m.source.sql)
+        source_sql = strip_sql(m.source.sql)
         keys, error = _probe(conn, f"SELECT * FROM (\n{source_sql}\n) SRC WHERE 1=0")
         if error:
             pending = self.pending(self.tree)
@@ -542,12 +468,12 @@ class _Live:
                 and IDENTIFIER.match(col.lookup_value)
             ):
                 continue
-            tree, problem = _parse_query(col.logic or "", self.source.dialect)
+            tree, problem = parse_query(col.logic or "", self.source.dialect)
             if problem:
                 continue  # reported by the static pass
             sql = (
                 f"SELECT L.{self.quote(col.lookup_key)}, L.{self.quote(col.lookup_value)} "
-                f"FROM (\n{_strip_sql(col.logic)}\n) L WHERE 1=0"
+                f"FROM (\n{strip_sql(col.logic)}\n) L WHERE 1=0"
             )
             _, error = _probe(conn, sql)
             if not error:
@@ -611,26 +537,12 @@ def _check_source(
     if source.dialect is None:  # not even the dialect is known (bad DBTYP)
         out.error(source.unreachable or f"{source.label}: unknown database type")
         return
-    tree, problem = _parse_query(m.source.sql, source.dialect)
-    if problem:
-        out.error(f"source SQL {m.source.code} {problem}")
-    for col in m.columns_in_order:
-        logic = (col.logic or "").strip()
-        if not logic:
-            continue
-        if col.is_lookup:
-            if col.lookup_key and col.lookup_value:
-                _, lookup_problem = _parse_query(logic, source.dialect)
-                if lookup_problem:
-                    out.error(f"lookup MAPLOGIC {lookup_problem}", col.name)
-                    verified[col.id] = "N"
-        elif expr_problem := _expression_problem(logic, source.dialect):
-            out.error(expr_problem, col.name)
-            verified[col.id] = "N"
+    tree, refused = _check_sql_text(m, source.dialect, out)
+    verified.update((col.id, "N") for col in refused)
     if source.unreachable:
         out.error(source.unreachable)
         return
-    if problem:
+    if tree is None:
         return
     live = _Live(m, source, tree, targets, out, verified)
     try:
@@ -750,9 +662,30 @@ def validate_mappings(
     return report
 
 
-def rule_findings(mapping: Mapping) -> list[Finding]:
+def rule_findings(mapping: Mapping, dialect: str | None = None) -> list[Finding]:
     """The checks that need no database (no live compile, no other mappings): what a
-    load refuses to start with."""
+    load refuses to start with, the SQL text rules included (parsed in the source's
+    sqlglot `dialect`; None: sqlglot's standard SQL): a cell's SQL is input, never code."""
     out = _Findings(mapping.ref)
     _check_mapping(mapping, {}, out)
+    _check_sql_text(mapping, dialect, out)
     return out.items
+
+
+def _check_sql_text(
+    m: Mapping, dialect: str | None, out: _Findings
+) -> tuple[exp.Expression | None, list[MappingColumn]]:
+    """The source query and every column's MAPLOGIC against the SQL text rules; returns
+    the parsed source query (None when it is missing or breaks them) and the columns
+    that break them."""
+    tree = None
+    if m.source is not None and (m.source.sql or "").strip():
+        tree, problem = parse_query(m.source.sql, dialect)
+        if problem:
+            out.error(f"source SQL {m.source.code} {problem}")
+    refused = []
+    for col in m.columns_in_order:
+        if problem := column_problem(col, dialect):
+            out.error(problem, col.name)
+            refused.append(col)
+    return tree, refused
