@@ -7,10 +7,13 @@ SQLite default under DMS_HOME.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -288,6 +291,31 @@ def _parse_params(pairs: list[str] | None) -> dict[str, str]:
     return params
 
 
+def _stop_on_sigterm(_signum, _frame) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """A SIGTERM (a service manager, `kill`) stops the load as Ctrl-C does: the chunks
+    roll back, the log says ST, the lock is freed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dagster_run_alive(runid: str) -> bool | None:
+    """Whether the Dagster run holding a load is alive (imports Dagster only when asked)."""
+    from dms_orchestration.defs.runs import run_alive_here
+
+    return run_alive_here(runid)
+
+
 @app.command("run")
 def run(
     mapref: Annotated[str, typer.Argument(help="The mapping to load")],
@@ -314,19 +342,24 @@ def run(
         catalog = load_catalog(_engine(settings))
         if mapref not in catalog.mappings:
             raise ValueError(f"no current mapping named {mapref}")
-        result = load(
-            catalog.mappings[mapref],
-            _parse_params(param),
-            chunks=chunks,
-            full=full,
-            parallel=not sequential,
-            settings=settings,
-            url=url or _state.url,
-        )
+        with _sigterm_stops():
+            result = load(
+                catalog.mappings[mapref],
+                _parse_params(param),
+                chunks=chunks,
+                full=full,
+                parallel=not sequential,
+                settings=settings,
+                url=url or _state.url,
+                run_alive=_dagster_run_alive,
+            )
     except Exception as exc:  # a failed load is one clear line; its detail is in DMS_JOBERR
         text = str(getattr(exc, "orig", None) or exc).strip()
         err.print(f"[red]error:[/red] load of {mapref} failed: {text}", highlight=False)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the chunks rolled back or committed
+        err.print(f"load of {mapref} stopped (DMS_PRCLOG says what was applied)")
+        raise typer.Exit(130) from None
     c = result.counts
     out.print(
         f"{mapref} PC PRCID={result.prcid} CHUNKS={result.chunk_count} SRCROWS={c.srcrows} "
@@ -336,6 +369,8 @@ def run(
         highlight=False,
         soft_wrap=True,
     )
+    if result.note:
+        err.print(f"note: {result.note}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------ schedule

@@ -107,10 +107,11 @@ def load_settings(url: str | None = None, env: Mapping[str, str] | None = None) 
 
 
 def dms_now(env: Mapping[str, str] | None = None) -> datetime:
-    """Now on the DMS clock (DMS_TIMEZONE), naive, as the DMS tables store it."""
+    """Now on the DMS clock (DMS_TIMEZONE), naive, as the DMS tables store it, to the
+    microsecond (loads a moment apart must not share a version's VLDFRM)."""
     env = os.environ if env is None else env
     try:
         zone = ZoneInfo(env.get("DMS_TIMEZONE") or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo("UTC")
-    return datetime.now(zone).replace(tzinfo=None, microsecond=0)
+    return datetime.now(zone).replace(tzinfo=None)

@@ -87,12 +87,17 @@ class PostgresServer:
         )
         if not self.durable:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._opts = opts
+        self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
         self._run(
             "pg_ctl",
             "-D",
             str(self.datadir),
             "-o",
-            opts,
+            self._opts,
             "-l",
             str(self.tmp / "server.log"),
             "-w",
@@ -100,7 +105,11 @@ class PostgresServer:
             "60",
             "start",
         )
-        return self
+
+    def restart(self) -> None:
+        """Stop at once (every session ends, as in a crash) and start again."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         try:

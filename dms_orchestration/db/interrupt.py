@@ -70,3 +70,47 @@ def cancellable(engine: sa.Engine) -> Iterator[None]:
             _users -= 1
             if _users == 0:
                 ext.set_wait_callback(None)
+
+
+# ---------------------------------------------------------------- stopping other threads
+
+_stoppable: dict[int, set] = {}  # load key -> DBAPI connections of its running chunks
+_stopped: set[int] = set()
+_stoppable_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def stoppable(conn: sa.Connection, load_key: int) -> Iterator[None]:
+    """While inside, stop_statements(load_key) from another thread cancels the statement
+    this connection runs (PostgreSQL: in the server; SQLite: sqlite3's interrupt)."""
+    dbapi = conn.connection.dbapi_connection
+    with _stoppable_lock:
+        _stoppable.setdefault(load_key, set()).add(dbapi)
+    try:
+        yield
+    finally:
+        with _stoppable_lock:
+            _stoppable.get(load_key, set()).discard(dbapi)
+
+
+def _cancel(dbapi) -> None:  # noqa: ANN001 - a DBAPI connection
+    for method in ("cancel", "interrupt"):  # psycopg2 / oracledb: cancel; sqlite3: interrupt
+        if hasattr(dbapi, method):
+            with contextlib.suppress(Exception):
+                getattr(dbapi, method)()
+            return
+
+
+def stop_statements(load_key: int) -> None:
+    """Cancel the running statements of one load's chunks (threads of this process);
+    their transactions roll back and stopped(load_key) tells them it was a stop."""
+    with _stoppable_lock:
+        _stopped.add(load_key)
+        connections = list(_stoppable.get(load_key, ()))
+    for dbapi in connections:
+        _cancel(dbapi)
+
+
+def stopped(load_key: int) -> bool:
+    with _stoppable_lock:
+        return load_key in _stopped

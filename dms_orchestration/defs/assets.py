@@ -5,6 +5,7 @@ The Dagster layer holds no SQL: every step calls the engine. Run tags carry what
 was asked for: dms/param1..10, dms/full, dms/chunks, dms/prcreqid, dms/jobschid.
 """
 
+import functools
 import inspect
 import json
 import random
@@ -18,6 +19,7 @@ from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import Connection
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
 from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.defs.runs import run_alive
 from dms_orchestration.dmslog.writer import close_process
 from dms_orchestration.engine import commit, plan, run_chunk
 from dms_orchestration.engine.checks import current_rows, reconcile
@@ -171,6 +173,7 @@ class LoadSteps:
                 runid=context.run_id,
                 prcreqid=options["prcreqid"],
                 jobschid=options["jobschid"],
+                run_alive=functools.partial(run_alive, context.instance),
             )
             context.log.info(
                 f"{mapping.ref}: process {load_plan.prcid}, {load_plan.chunk_count} chunk(s) "
@@ -211,6 +214,8 @@ class LoadSteps:
             load_plan = LoadPlan.model_validate_json(items[0]["plan"])
             results = [ChunkResult.model_validate_json(i["result"]) for i in items]
             done = commit(load_plan, results, dms.settings())
+            if done.note:
+                context.log.warning(f"{done.mapref}: {done.note}")
             c = done.counts
             seconds = max(done.seconds, 1e-6)
             yield dg.Output(

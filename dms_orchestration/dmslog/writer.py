@@ -13,8 +13,9 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from dms_orchestration.db import session_lock
 from dms_orchestration.db.connect import write_transaction
-from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_mapr, dms_prclog
+from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_prclog
 from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import dms_now
@@ -71,8 +72,8 @@ def _params(params: Sequence[str | None] | Mapping[str, str | None] | None) -> d
     return {f"param{i}": v for i, v in enumerate(params, start=1)}
 
 
-def open_process(
-    engine: sa.Engine,
+def process_row(
+    prcid: int,
     *,
     mapref: str | None,
     jobid: int | None = None,
@@ -81,14 +82,9 @@ def open_process(
     runid: str | None = None,
     params: Sequence[str | None] | Mapping[str, str | None] | None = None,
     message: str | None = None,
-    exclusive: bool = False,
-) -> int:
-    """Open a DMS_PRCLOG row in status IP; returns its PRCID.
-
-    exclusive: the row is the mapping's load lock. Under a lock on the mapping's DMS_MAPR
-    row, no other process of the mapping may be IP, else LoadLocked names it."""
-    prcid = next_id(engine, "DMS_PRCLOG")
-    row = dict(
+) -> dict:
+    """The values of a new DMS_PRCLOG row in status IP."""
+    return dict(
         prcid=prcid,
         prcreqid=prcreqid,
         jobid=jobid,
@@ -100,31 +96,15 @@ def open_process(
         prcmsg=fit_message(message),
         **_params(params),
     )
+
+
+def open_process(engine: sa.Engine, *, mapref: str | None, **row) -> int:
+    """Open a DMS_PRCLOG row in status IP (no lock: a load opens its row through
+    dmslog.lock.open_load); returns its PRCID."""
+    prcid = next_id(engine, "DMS_PRCLOG")
     with write_transaction(engine) as conn:
-        if exclusive:
-            _check_not_running(conn, mapref)
-        conn.execute(sa.insert(dms_prclog).values(**row))
+        conn.execute(sa.insert(dms_prclog).values(**process_row(prcid, mapref=mapref, **row)))
     return prcid
-
-
-def _check_not_running(conn: sa.Connection, mapref: str | None) -> None:
-    conn.execute(
-        sa.select(dms_mapr.c.mapid)
-        .where(dms_mapr.c.mapref == mapref, dms_mapr.c.curflg == "Y")
-        .with_for_update()
-    ).all()
-    running = conn.execute(
-        sa.select(dms_prclog.c.prcid, dms_prclog.c.runid, dms_prclog.c.strtdt)
-        .where(dms_prclog.c.mapref == mapref, dms_prclog.c.prcsts == "IP")
-        .order_by(dms_prclog.c.prcid)
-    ).first()
-    if running is not None:
-        raise LoadLocked(
-            f"mapping {mapref} is already being loaded by process {running.prcid} "
-            f"(run {running.runid or '-'}, in progress since {running.strtdt}); try again when "
-            f"it ends. If that process is gone, close it: UPDATE DMS_PRCLOG SET PRCSTS = 'FL' "
-            f"WHERE PRCID = {running.prcid}"
-        )
 
 
 def close_process(
@@ -139,6 +119,15 @@ def close_process(
     load whose failed chunk was re-run and then committed may turn FL into PC
     (reopen_failed)."""
     _require(status, FINAL_STATUSES, "DMS_PRCLOG status")
+    try:
+        return _close(engine, prcid, status, message, reopen_failed)
+    finally:
+        session_lock.release(prcid)  # this process's lock of the load, if it holds it
+
+
+def _close(
+    engine: sa.Engine, prcid: int, status: str, message: str | None, reopen_failed: bool
+) -> bool:
     with engine.begin() as conn:
         result = conn.execute(
             sa.update(dms_prclog)

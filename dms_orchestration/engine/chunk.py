@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import Dialect, dialect_of
-from dms_orchestration.db.interrupt import cancellable
+from dms_orchestration.db.interrupt import cancellable, stoppable, stopped
 from dms_orchestration.db.sqltext import bound_text
 from dms_orchestration.dmslog.writer import LoadCounts, write_joblog
 from dms_orchestration.engine import sqlgen
@@ -264,7 +264,7 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
     began = time.perf_counter()
     try:
         _drop(tgt, [work, staging])  # a failed earlier try of this same chunk
-        with tgt.connect() as conn:
+        with tgt.connect() as conn, stoppable(conn, plan.prcid):
             conn = conn.execution_options(dms_write_lock=True)
             if plan.same_database and not plan.stage_source:
                 staged = f"({transform})"
@@ -314,5 +314,6 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
             chunks=plan.chunk_count,
             exc=exc,
             start=start,
+            stopped=stopped(plan.prcid),
         )
         raise

@@ -8,6 +8,7 @@ import traceback
 
 import sqlalchemy as sa
 
+from dms_orchestration.dmslog.reader import committed_chunks
 from dms_orchestration.dmslog.writer import (
     LoadCounts,
     close_process,
@@ -96,9 +97,11 @@ def record_chunk_end(
     chunks: int,
     exc: BaseException,
     start,
+    stopped: bool = False,
 ) -> None:
-    """The DMS_JOBLOG row (FL or ST) and, for a failure, the DMS_JOBERR row of a chunk."""
-    status = "ST" if is_interruption(exc) else "FL"
+    """The DMS_JOBLOG row (FL or ST) and, for a failure, the DMS_JOBERR row of a chunk;
+    `stopped`: the load was stopped (its statement cancelled from another thread)."""
+    status = "ST" if stopped or is_interruption(exc) else "FL"
     write_joblog(
         meta,
         prcid=prcid,
@@ -141,9 +144,11 @@ def record_load_end(
     exc: BaseException,
     logged: bool = False,
 ) -> None:
-    """Close DMS_PRCLOG as FL (with DMS_JOBERR unless a chunk logged it) or ST."""
+    """Close DMS_PRCLOG as FL (with DMS_JOBERR unless a chunk logged it) or ST; the
+    message says which chunks had committed their rows, if any did."""
+    applied = _applied(meta, prcid)
     if is_interruption(exc):
-        close_process(meta, prcid, "ST", f"stopped: {describe(exc)}")
+        close_process(meta, prcid, "ST", f"stopped: {describe(exc)}{applied}")
         return
     if not logged:
         write_joberr(
@@ -153,4 +158,17 @@ def record_load_end(
             jobid=jobid,
             **_joberr_fields(exc),
         )
-    close_process(meta, prcid, "FL", describe(exc))
+    close_process(meta, prcid, "FL", f"{describe(exc)}{applied}")
+
+
+def _applied(meta: sa.Engine, prcid: int) -> str:
+    try:
+        chunks = committed_chunks(meta, prcid)
+    except sa.exc.SQLAlchemyError:
+        return ""  # the log write that follows reports the database's trouble
+    if not chunks:
+        return ""
+    return (
+        f"; chunk(s) {', '.join(map(str, chunks))} had committed their rows before "
+        "(they stay applied; the next load applies the rest)"
+    )

@@ -6,14 +6,12 @@ commit writes the whole-load DMS_JOBLOG row with the checkpoint and closes DMS_P
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing import get_all_start_methods, get_context
 
 import sqlalchemy as sa
 
-from dms_orchestration.db.connect import after_fork, dispose_all, metadata_engine
+from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.dmslog.writer import (
     LoadCounts,
@@ -31,6 +29,7 @@ from dms_orchestration.engine.errors import (
 )
 from dms_orchestration.engine.plan import LoadPlan, plan, resolve
 from dms_orchestration.engine.target import ensure_indexes
+from dms_orchestration.engine.workers import run_in_processes, run_in_threads
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import Settings, dms_now, load_settings
 
@@ -48,6 +47,7 @@ class LoadResult:
     checkpoint: str | None
     seconds: float
     estimated_rows: int
+    note: str | None = None  # e.g. a partial extract: absent keys were left alone
 
 
 def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> None:
@@ -107,7 +107,7 @@ def commit(
         "PC",
         f"{total.srcrows} source rows: {total.insrows} inserted, {total.updrows} "
         f"updated, {total.exprows} expired, {total.delrows} deleted, "
-        f"{total.unchrows} unchanged",
+        f"{total.unchrows} unchanged" + (f"; {plan.partial_note}" if plan.partial_note else ""),
         reopen_failed=True,  # a failed chunk re-run on its own completes the load
     )
     return LoadResult(
@@ -118,21 +118,12 @@ def commit(
         checkpoint,
         (datetime.now() - plan.started_at).total_seconds(),
         plan.estimated_rows,
+        plan.partial_note,
     )
 
 
-def _chunk_in_process(plan_json: str, index: int, settings: Settings) -> ChunkResult:
+def _chunk_in_process(plan_json: str, settings: Settings, index: int) -> ChunkResult:
     return run_chunk(LoadPlan.model_validate_json(plan_json), index, settings)
-
-
-def _process_pool(n: int) -> ProcessPoolExecutor:
-    """Forked processes where the platform has fork: a child starts with the modules
-    loaded (a spawned one imports them again, measured +0.6 s a chunk). No pooled
-    connection may cross: the parent's pools are emptied first, the child opens its own."""
-    if "fork" not in get_all_start_methods():
-        return ProcessPoolExecutor(n, mp_context=get_context("spawn"))
-    dispose_all()
-    return ProcessPoolExecutor(n, mp_context=get_context("fork"), initializer=after_fork)
 
 
 def run_chunks(
@@ -141,23 +132,18 @@ def run_chunks(
     parallel: bool = False,
     processes: bool = False,
 ) -> list[ChunkResult]:
-    """Every chunk of a plan: here one after another, or in parallel. When the rows stay
-    in one database the work is all in the server: threads (each with its own
-    connection) start at once. Streaming between databases, or `processes`, runs each
-    chunk in its own process (COPY cannot share the process with a cancellable
-    statement; Dagster runs chunks as processes too), forked where the platform can."""
+    """Every chunk of a plan: here one after another, or side by side, at most
+    MAX_PARALLEL_CHUNKS at once. When the rows stay in one database the work is all in
+    the server: threads (each with its own connection) start at once. Streaming between
+    databases, or `processes`, runs each chunk in its own process (COPY cannot share the
+    process with a cancellable statement; Dagster runs chunks as processes too), which
+    dies with this one (engine.workers)."""
     if not parallel or plan.chunk_count == 1:
         return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
+    n, limit = plan.chunk_count, plan.parallel_limit
     if plan.same_database and not processes:
-        with ThreadPoolExecutor(plan.chunk_count) as pool:
-            futures = [pool.submit(run_chunk, plan, i, settings) for i in range(plan.chunk_count)]
-            return [f.result() for f in futures]
-    data = plan.model_dump_json()
-    with _process_pool(plan.chunk_count) as pool:
-        futures = [
-            pool.submit(_chunk_in_process, data, i, settings) for i in range(plan.chunk_count)
-        ]
-        return [f.result() for f in futures]
+        return run_in_threads(lambda i: run_chunk(plan, i, settings), n, limit, plan.prcid)
+    return run_in_processes(_chunk_in_process, (plan.model_dump_json(), settings), n, limit)
 
 
 def load(

@@ -9,7 +9,7 @@ The plan is plain data (JSON), so chunks can run in other processes.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
-from dms_orchestration.db.dialects import dialect_of
+from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, dialect_of
 from dms_orchestration.db.sqltext import bound_text, param_number
-from dms_orchestration.dmslog.writer import open_process
+from dms_orchestration.dmslog.lock import LoadTarget, RunAlive, lock_place, open_load
+from dms_orchestration.dmslog.reader import last_load_start
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import (
     CheckpointError,
@@ -48,7 +49,13 @@ from dms_orchestration.ids.provider import SEQUENCE, TABLE_COUNTER, provider_for
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import ConfigError, Settings, dms_now, load_settings
 
-CHUNK_DEFAULTS = {"MIN_ROWS_FOR_PARALLEL": 100_000, "CHUNK_ROWS": 500_000, "MAX_PARALLEL_CHUNKS": 4}
+CHUNK_DEFAULTS = {
+    "MIN_ROWS_FOR_PARALLEL": 100_000,
+    "CHUNK_ROWS": 500_000,
+    "MAX_PARALLEL_CHUNKS": 4,
+    # chunks a load may be asked for (each is a transaction, a step, a connection)
+    "MAX_CHUNKS": 64,
+}
 
 
 class LoadPlan(BaseModel):
@@ -61,6 +68,7 @@ class LoadPlan(BaseModel):
     load_time: datetime  # on the DMS clock: RECCRDT / RECUPDT / VLDFRM / VLDTO of the load
     started_at: datetime  # local wall clock, for the load's duration
     chunk_count: int
+    parallel_limit: int = CHUNK_DEFAULTS["MAX_PARALLEL_CHUNKS"]  # chunks run at once, at most
     boundaries: list[Any] = []  # upper key bound of chunks 0..n-2
     window_start: str | None = None
     window_end: str | None = None
@@ -92,6 +100,20 @@ class LoadPlan(BaseModel):
     def window(self) -> Window:
         bounded = (self.mapping.checkpoint_strategy or "").upper() == "PYTHON"
         return Window(self.window_start, self.window_end, self.windowed, bounded)
+
+    @property
+    def partial_note(self) -> str | None:
+        """Why keys absent from the source were left alone though DELHNDL asks to delete
+        or expire them: parameters narrowed an otherwise full extract."""
+        handling = (self.mapping.delete_handling or "IGNORE").strip().upper()
+        given = [f"PARAM{name[1:]}" for name, value in sorted(self.params.items()) if value]
+        if handling == "IGNORE" or not given or not self.window.reads_everything:
+            return None
+        done = "deleted" if handling == "DELETE" else "expired"
+        return (
+            f"partial extract ({', '.join(given)} given): keys absent from it were not "
+            f"{done} (DELHNDL {handling} applies to full extracts only)"
+        )
 
     def binds(self, chunk: int) -> dict[str, Any]:
         lo = self.boundaries[chunk - 1] if chunk > 0 else None
@@ -328,6 +350,31 @@ def _drop_leftovers(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
                 conn.exec_driver_sql(sqlgen.drop_table(d.qualified(spec.schema, name)))
 
 
+def _load_time(meta: sa.Engine, mapref: str) -> datetime:
+    """Now, but always after the mapping's last load: a version is never closed at the
+    instant it was opened (clocks step back, loads follow each other within a tick)."""
+    now, last = dms_now(), last_load_start(meta, mapref)
+    if isinstance(last, str):  # SQLite hands back its text
+        last = datetime.fromisoformat(last)
+    return now if last is None or now > last else last + timedelta(microseconds=1)
+
+
+def load_target(mapping: Mapping, settings: Settings) -> LoadTarget:
+    """The table a mapping writes, for the load lock (SQLite: one name, one table)."""
+    con = mapping.target_connection
+    dialect = (
+        DBTYP_TO_DIALECT.get((con.db_type or "").upper())
+        if con
+        else settings.database_url.get_backend_name()
+    )
+    return LoadTarget(
+        connection_id=mapping.target_connection_id,
+        schema=mapping.target_schema,
+        table=mapping.target_table or "",
+        schemas_apart=dialect != "sqlite",
+    )
+
+
 def resolve(mapping: Mapping, settings: Settings) -> tuple[LoadSpec, sa.Engine, sa.Engine]:
     """The load spec and the source and target engines of a mapping."""
     src = connection_engine(mapping.source_connection, settings)
@@ -355,22 +402,35 @@ def plan(
     jobid: int | None = None,
     prcreqid: int | None = None,
     jobschid: int | None = None,
+    run_alive: RunAlive | None = None,
 ) -> LoadPlan:
+    """Everything decided once per load; opens the load's DMS_PRCLOG row (IP) under the
+    lock of its mapping and target table (dmslog.lock). `runid`: the orchestrator run
+    the load belongs to, alive while `run_alive(runid)` says so; without one, this
+    process holds the lock until the load ends."""
     started = datetime.now()
     settings = settings or load_settings()
     meta = metadata_engine(settings)
     params = normalize_params(params)
     if jobid is None and mapping.jobs:
         jobid = mapping.jobs[0].id
-    prcid = open_process(
+    config = chunk_settings(meta)
+    if chunks is not None and not 1 <= chunks <= config["MAX_CHUNKS"]:
+        raise ConfigError(
+            f"mapping {mapping.ref}: {chunks} chunks asked for; a load takes 1 to "
+            f"{config['MAX_CHUNKS']} chunks (DMS_PARAMS DMSCONFIG MAX_CHUNKS)"
+        )
+    prcid = open_load(
         meta,
         mapref=mapping.ref,
+        target=load_target(mapping, settings),
+        place=lock_place(settings),
+        run_alive=run_alive,
         jobid=jobid,
         jobschid=jobschid,
         prcreqid=prcreqid,
         runid=runid,
         params=[params.get(f"p{i}") for i in range(1, 11)],
-        exclusive=True,
     )
     try:
         spec, src, tgt = resolve(mapping, settings)
@@ -383,7 +443,7 @@ def plan(
         _drop_leftovers(tgt, meta, spec)
         window = _window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
-        earned = choose_chunk_count(estimate, chunk_settings(meta))
+        earned = choose_chunk_count(estimate, config)
         n = chunks or earned
         # a first load builds the unique rule after its rows: in its one chunk, or at
         # commit (a duplicate key then takes the first load back out)
@@ -418,9 +478,10 @@ def plan(
             prcid=prcid,
             jobid=jobid,
             params=params,
-            load_time=dms_now(),
+            load_time=_load_time(meta, mapping.ref),
             started_at=started,
             chunk_count=len(boundaries) + 1,
+            parallel_limit=config["MAX_PARALLEL_CHUNKS"],
             boundaries=boundaries,
             window_start=window.start,
             window_end=window.end,

@@ -27,14 +27,15 @@ def _audit_columns(spec: LoadSpec, primary_key: bool = True) -> list[sa.Column]:
             "skey", sa.BigInteger, primary_key=primary_key, nullable=False, autoincrement=False
         ),
         sa.Column("rwhkey", sa.String(32)),
-        sa.Column("reccrdt", sa.DateTime),
-        sa.Column("recupdt", sa.DateTime),
+        # TIMESTAMP, not DateTime (DATE on Oracle): versions keep the microseconds
+        sa.Column("reccrdt", sa.TIMESTAMP),
+        sa.Column("recupdt", sa.TIMESTAMP),
     ]
     if spec.scd2:
         cols += [
             sa.Column("curflg", sa.String(1), nullable=False),
-            sa.Column("vldfrm", sa.DateTime),
-            sa.Column("vldto", sa.DateTime),
+            sa.Column("vldfrm", sa.TIMESTAMP),
+            sa.Column("vldto", sa.TIMESTAMP),
         ]
     return cols
 
