@@ -25,6 +25,9 @@ from dagster._core.definitions.metadata.metadata_value import (
     CodeLocationReconstructionMetadataValue,
 )
 from dagster._core.definitions.repository_definition import RepositoryLoadData
+from dagster._core.events import DagsterEvent
+from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteRepositoryOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from typer.testing import CliRunner
 
 from dms_orchestration.cli import app
@@ -38,7 +41,7 @@ from dms_orchestration.metadata.frequency import FrequencyError, clock_for, skip
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
 from dms_orchestration.metadata.models import Schedule
 from dms_orchestration.metadata.validation import validate_mappings
-from dms_orchestration.settings import load_settings
+from dms_orchestration.settings import ConfigError, dms_now, load_settings
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 DEMO_ASSETS = {
@@ -759,6 +762,24 @@ class Queue:
             run_config=QUIET, instance=self.instance, tags=request.tags, raise_on_error=False
         )
 
+    def waiting_run(self, request: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+        """The run of a request as the daemon leaves it before a worker takes it: created
+        (NOT_STARTED), or submitted to the queued run coordinator (QUEUED)."""
+        origin = RemoteRepositoryOrigin(
+            InProcessCodeLocationOrigin(
+                LoadableTargetOrigin(module_name="dms_orchestration.definitions")
+            ),
+            "__repository__",
+        ).get_job_origin(request.job_name)
+        run = self.instance.create_run_for_job(
+            self.defs.resolve_job_def(request.job_name), tags=request.tags, remote_job_origin=origin
+        )
+        if status == dg.DagsterRunStatus.QUEUED:
+            self.instance.report_dagster_event(DagsterEvent.job_enqueue(run), run_id=run.run_id)
+        run = self.instance.get_run_by_id(run.run_id)
+        assert run.status == status
+        return run
+
     def fail_to_launch(self, request: dg.RunRequest) -> dg.DagsterRun:
         run = self.instance.create_run_for_job(
             self.defs.resolve_job_def(request.job_name), tags=request.tags
@@ -898,6 +919,140 @@ def test_a_failed_run_fails_its_request(demo):
     assert (status, runid) == ("FAILED", result.run_id) and "FAILURE" in errmsg
 
 
+def test_queue_a_claim_left_without_a_run_is_served_again(dms_url, tmp_path, monkeypatch):
+    # the DMS clock runs behind UTC here: a claim compared with UTC would look 8 hours old
+    demo = demo_home(tmp_path, monkeypatch, url=dms_url, DMS_TIMEZONE="America/Los_Angeles")
+    demo.params(RETRY_MAX=1, CLAIM_TIMEOUT_SECONDS=600)
+    q = Queue(demo, demo.defs())
+    old, fresh = dms_now() - timedelta(minutes=20), dms_now() - timedelta(minutes=1)
+    q.insert(170, "IMMEDIATE", mapref="STG_SALES", REQSTS="CLAIMED", RECUPDT=old)
+    q.insert(171, "IMMEDIATE", mapref="STG_SALES", REQSTS="CLAIMED", RECUPDT=fresh)
+    q.insert(172, "HISTORY", mapref="DIM_PRODUCT", REQSTS="CLAIMED", RECUPDT=old,
+             HSTFRMDT="2026-11-02", HSTTODT="2026-11-03")  # fmt: skip
+    q.insert(173, "STOP", mapref="DIM_CUSTOMER", REQSTS="CLAIMED", RECUPDT=old)
+    served = {r.tags["dms/prcreqid"]: r for r in q.evaluate()}
+    assert set(served) == {"170", "172"}  # 171's claim is fresh: its launch may be under way
+    assert served["170"].run_key == "prcreq-170-now-1"
+    assert served["172"].tags["dms/histday"] == "2026-11-02"
+    assert demo.request(170)[0::3] == demo.request(172)[0::3] == ("CLAIMED", 1)
+    assert demo.request(173)[0] == "DONE"  # a STOP left CLAIMED is served again too
+    assert q.evaluate() == []  # the claims were renewed
+
+    result = q.run(served["172"])  # the re-served request goes on as any other
+    assert result.success
+    [next_day] = q.evaluate()
+    assert next_day.tags["dms/histday"] == "2026-11-03"
+
+    demo.sql("UPDATE DMS_PRCREQ SET RECUPDT = :t WHERE PRCREQID = 170", t=old)
+    # its run never came again and RETRY_MAX=1 is spent (172 asks for its day 2 until it runs)
+    assert [r.tags["dms/prcreqid"] for r in q.evaluate()] == ["172"]
+    status, runid, errmsg, retrycnt = demo.request(170)
+    assert (status, runid, retrycnt) == ("DEAD", None, 1)
+    assert "no run was launched" in errmsg and "1 retries" in errmsg
+    dispose_all()
+
+
+def test_queue_serves_statuses_and_types_in_any_case(dms_url, tmp_path, monkeypatch):
+    demo = demo_home(tmp_path, monkeypatch, url=dms_url)
+    q = Queue(demo, demo.defs())
+    q.insert(180, "immediate", mapref="STG_SALES", REQSTS=" new ")
+    q.insert(181, " History", mapref="DIM_PRODUCT", REQSTS="New",
+             HSTFRMDT="2026-11-02", HSTTODT="2026-11-02")  # fmt: skip
+    q.insert(182, "Report", mapref="STG_SALES", REQSTS="new")
+    served = {r.tags["dms/prcreqid"]: r for r in q.evaluate()}
+    assert set(served) == {"180", "181"}
+    assert served["181"].tags["dms/histday"] == "2026-11-02"
+    assert demo.request(180)[0] == demo.request(181)[0] == "CLAIMED"  # written in upper case
+    status, _, errmsg, _ = demo.request(182)
+    assert status == "FAILED" and "not served" in errmsg
+
+    result = q.run(served["180"])
+    demo.sql("UPDATE DMS_PRCREQ SET REQSTS = 'claimed ' WHERE PRCREQID = 180")  # an outside tool
+    assert q.evaluate() == []
+    assert demo.request(180)[:2] == ("DONE", result.run_id)
+    dispose_all()
+
+
+def test_queue_history_longer_than_history_max_days_is_refused(demo):
+    q = Queue(demo, demo.defs())
+    q.insert(190, "HISTORY", mapref="STG_SALES", HSTFRMDT="1900-01-01", HSTTODT="9999-12-31")
+    assert q.evaluate() == []
+    status, runid, errmsg, _ = demo.request(190)
+    assert (status, runid) == ("FAILED", None)
+    assert "2958464 days" in errmsg and "HISTORY_MAX_DAYS=366" in errmsg
+    assert not q.instance.get_runs()
+
+    demo.params(HISTORY_MAX_DAYS=3)
+    q = Queue(demo, demo.defs())
+    q.insert(191, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-01", HSTTODT="2026-11-04")
+    q.insert(192, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-04")
+    assert [r.tags["dms/prcreqid"] for r in q.evaluate()] == ["192"]
+    status, _, errmsg, _ = demo.request(191)
+    assert status == "FAILED" and "4 days" in errmsg and "HISTORY_MAX_DAYS=3" in errmsg
+
+    # the verb reads the same parameter
+    args = ("queue", "history", "STG_SALES", "--from", "2026-11-01")
+    refused = dms(demo.url, *args, "--to", "2026-11-04")
+    assert refused.exit_code == 1
+    assert "HISTORY_MAX_DAYS=3" in " ".join(refused.stderr.split())
+    assert printed_id(dms(demo.url, *args, "--to", "2026-11-03"))
+    demo.params(HISTORY_MAX_DAYS="three")
+    wrong = dms(demo.url, *args, "--to", "2026-11-03")
+    assert wrong.exit_code == 1 and "HISTORY_MAX_DAYS='three'" in wrong.stderr
+    q = Queue(demo, demo.defs())  # the code location loads; the queue's tick says why it stops
+    with pytest.raises(ConfigError, match="DMS_PARAMS DMSCONFIG HISTORY_MAX_DAYS='three'"):
+        q.evaluate()
+
+
+def test_queue_stop_cancels_the_requests_queued_before_it_in_the_same_tick(
+    dms_url, tmp_path, monkeypatch
+):
+    demo = demo_home(tmp_path, monkeypatch, url=dms_url)
+    q = Queue(demo, demo.defs())
+    q.insert(200, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-04")
+    q.insert(201, "IMMEDIATE", jobid=demo.jobid("STG_SALES"))  # the mapping by its job
+    q.insert(202, "IMMEDIATE", mapref="DIM_PRODUCT")  # another mapping
+    q.insert(203, "STOP", mapref="STG_SALES")
+    q.insert(204, "IMMEDIATE", mapref="STG_SALES")  # queued after the STOP
+    served = [r.tags["dms/prcreqid"] for r in q.evaluate()]
+    assert sorted(served) == ["202", "204"]
+    for request in (200, 201):
+        status, runid, errmsg, _ = demo.request(request)
+        assert (status, runid, errmsg) == ("FAILED", None, "canceled by STOP request 203")
+    assert demo.request(203)[0::2] == ("DONE", None)
+    assert demo.request(204)[0] == demo.request(202)[0] == "CLAIMED"
+    dispose_all()
+
+
+def test_queue_stop_right_after_a_history_request_lets_no_further_day_run(demo):
+    q = Queue(demo, demo.defs())
+    q.insert(210, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-04")
+    [first_day] = q.evaluate()
+    assert q.run(first_day).success
+    q.insert(211, "STOP", mapref="STG_SALES")
+    assert q.evaluate() == []  # the next day was due in this very tick
+    assert q.evaluate() == []
+    status, _, errmsg, _ = demo.request(210)
+    assert (status, errmsg) == ("FAILED", "canceled by STOP request 211")
+    assert demo.request(211)[0] == "DONE"
+    assert [r.tags["dms/histday"] for r in q.instance.get_runs()] == ["2026-11-02"]
+
+
+@pytest.mark.parametrize("status", [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED])
+def test_queue_stop_of_a_request_cancels_its_queued_run(demo, status):
+    q = Queue(demo, demo.defs())
+    q.insert(220, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-03")
+    [request] = q.evaluate()
+    run = q.waiting_run(request, status)
+    q.insert(221, "STOP", TRGPRCREQID=220)
+    assert q.evaluate() == []
+    assert q.instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
+    status, _, errmsg, _ = demo.request(220)
+    assert (status, errmsg) == ("FAILED", "canceled by STOP request 221")
+    assert demo.request(221)[:3] == ("DONE", run.run_id, None)
+    assert q.evaluate() == []
+
+
 # ------------------------------------------------------------------ the dms verbs
 
 runner = CliRunner()
@@ -950,8 +1105,6 @@ def test_schedule_and_queue_verbs_print_the_ids_they_write(demo):
     hist = printed_id(
         dms(url, "queue", "history", "STG_SALES", "--from", "2026-11-02", "--to", "2026-11-04")
     )
-    stop = printed_id(dms(url, "queue", "stop", "STG_SALES"))
-    stop_req = printed_id(dms(url, "queue", "stop", "--request", str(now)))
     rows = {
         r[0]: r[1:]
         for r in demo.query(
@@ -960,14 +1113,26 @@ def test_schedule_and_queue_verbs_print_the_ids_they_write(demo):
     }
     assert rows[now] == ("IMMEDIATE", "STG_SALES", "2026-11-03", "NEW", None)
     assert rows[hist][:2] == ("HISTORY", "STG_SALES")
-    assert rows[stop] == ("STOP", "STG_SALES", None, "NEW", None)
-    assert rows[stop_req] == ("STOP", "STG_SALES", None, "NEW", now)
 
     # the queue sensor serves what the verbs wrote
     q = Queue(demo, defs)
     served = {r.tags["dms/prcreqid"]: r for r in q.evaluate()}
     assert served[str(now)].tags["dms/param1"] == "2026-11-03"
     assert served[str(hist)].tags["dms/histday"] == "2026-11-02"
+
+    stop = printed_id(dms(url, "queue", "stop", "STG_SALES"))
+    stop_req = printed_id(dms(url, "queue", "stop", "--request", str(now)))
+    rows = {
+        r[0]: r[1:]
+        for r in demo.query("SELECT PRCREQID, REQTYP, MAPREF, REQSTS, TRGPRCREQID FROM DMS_PRCREQ")
+    }
+    assert rows[stop] == ("STOP", "STG_SALES", "NEW", None)
+    assert rows[stop_req] == ("STOP", "STG_SALES", "NEW", now)
+    assert q.evaluate() == []
+    assert demo.request(stop)[0] == demo.request(stop_req)[0] == "DONE"
+    for request in (now, hist):  # the mapping's STOP canceled them
+        status, _, errmsg, _ = demo.request(request)
+        assert status == "FAILED" and errmsg == f"canceled by STOP request {stop}"
 
 
 @pytest.mark.parametrize(
@@ -999,6 +1164,10 @@ def test_schedule_and_queue_verbs_print_the_ids_they_write(demo):
         (
             ("queue", "history", "STG_SALES", "--from", "2026-11-04", "--to", "2026-11-02"),
             "before it starts",
+        ),
+        (
+            ("queue", "history", "STG_SALES", "--from", "2025-01-01", "--to", "2026-01-02"),
+            "367 days, more than HISTORY_MAX_DAYS=366",
         ),
         (("queue", "stop"), "a mapping or a request"),
         (("queue", "stop", "--request", "424242"), "424242"),

@@ -270,7 +270,11 @@ TABLES: tuple[TableSpec, ...] = (
             _c("RECUPDT", "TS"),
         ),
         "PRCREQID",
-        (IndexSpec("DMS_PRCREQ_IX1", ("REQSTS",)),),
+        (
+            IndexSpec("DMS_PRCREQ_IX1", ("REQSTS",)),
+            # the queue polls REQSTS as outside tools may write it (' new '): trimmed, upper
+            IndexSpec("DMS_PRCREQ_IX2", ("UPPER(TRIM(REQSTS))",)),
+        ),
     ),
     _table(
         "DMS_PRCLOG",

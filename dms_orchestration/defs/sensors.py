@@ -1,7 +1,8 @@
 """Sensors: job dependencies (DMS_JOBSCH.DPND_JOBSCHID), the DMS_PRCREQ request queue,
 and closing the log rows of runs that failed or were stopped outside a load's code."""
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import date
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -11,7 +12,17 @@ from dms_orchestration.defs.assets import TAG
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.dmslog.writer import close_run
 from dms_orchestration.metadata.models import Catalog
-from dms_orchestration.metadata.requests import Request, claim, requests_in, update_request
+from dms_orchestration.metadata.requests import (
+    RUN_TYPES,
+    Request,
+    cancel_queued,
+    claim,
+    count_retry,
+    history_range_error,
+    queue_settings,
+    requests_in,
+    update_request,
+)
 
 QUEUE_INTERVAL_S = 5
 RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -67,14 +78,8 @@ def dependency_cycles(edges: Mapping[str, set[str]]) -> list[list[str]]:
 
 # ------------------------------------------------------------------ request queue
 
-
-def _mapref_of(request: Request, catalog: Catalog) -> str | None:
-    if request.mapref:
-        return request.mapref
-    for job in catalog.jobs:
-        if job.id == request.job_id:
-            return job.mapref
-    return None
+# runs that were never handed to a run worker: a launcher cannot terminate them
+UNLAUNCHED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
 
 
 def _runs(instance: dg.DagsterInstance, request_id: int) -> list[dg.DagsterRun]:
@@ -98,84 +103,151 @@ def _run_request(request: Request, mapref: str, attempt: int, day=None) -> dg.Ru
     return dg.RunRequest(run_key=key, job_name=job_name(mapref), tags=tags)
 
 
-def _follow(context, request: Request, mapref: str, retry_max: int) -> Iterator[dg.RunRequest]:
-    """A CLAIMED request: record its run, retry a launch that failed, close it when done."""
-    engine = metadata_engine(context.resources.dms.settings())
-    # get_runs is newest first: oldest first, then by day (stable), so the last is the latest
-    runs = sorted(
-        reversed(_runs(context.instance, request.id)), key=lambda r: r.tags.get(f"{TAG}histday", "")
-    )
-    if not runs:
-        return
-    last = runs[-1]
-    if request.run_id != last.run_id:
-        update_request(engine, request.id, runid=last.run_id)
-    if last.status in ACTIVE:
-        return
-    attempt = request.retry_count or 0
-    day = last.tags.get(f"{TAG}histday")
-    if last.status == dg.DagsterRunStatus.FAILURE and _never_started(context.instance, last):
-        if attempt + 1 > retry_max:
-            update_request(
-                engine,
-                request.id,
-                reqsts="DEAD",
-                retrycnt=attempt,
-                errmsg=f"run {last.run_id} could not be launched after {attempt} retries",
-            )
+class QueueTick:
+    """One evaluation of the queue: follows CLAIMED requests, serves NEW ones, and collects
+    the runs to launch (the daemon launches them after the tick)."""
+
+    def __init__(self, context, catalog: Catalog, job_names: set[str]) -> None:
+        self.engine = metadata_engine(context.resources.dms.settings())
+        self.instance: dg.DagsterInstance = context.instance
+        self.catalog, self.job_names = catalog, job_names
+        self.settings = queue_settings(catalog)
+        self.run_requests: list[dg.RunRequest] = []
+
+    def evaluate(self) -> list[dg.RunRequest]:
+        for request in requests_in(self.engine, "CLAIMED"):
+            self.follow(request)
+        for request in requests_in(self.engine, "NEW"):
+            if claim(self.engine, request.id):  # else another daemon took it
+                self.serve(request, attempt=0)
+        return self.run_requests
+
+    def fail(self, request: Request, message: str, status: str = "FAILED") -> None:
+        update_request(self.engine, request.id, reqsts=status, errmsg=message)
+
+    def mapref_of(self, request: Request) -> str | None:
+        if request.mapref:
+            return request.mapref
+        return next((j.mapref for j in self.catalog.jobs if j.id == request.job_id), None)
+
+    def launch(self, request: Request, attempt: int, day=None) -> None:
+        mapref = self.mapref_of(request)
+        if not mapref or job_name(mapref) not in self.job_names:
+            self.fail(request, f"no active job for JOBID={request.job_id} MAPREF={request.mapref}")
             return
-        update_request(engine, request.id, retrycnt=attempt + 1)
-        day_value = next((d for d in request.history_days if d.isoformat() == day), None)
-        yield _run_request(request, mapref, attempt + 1, day_value)
-        return
-    if last.status != dg.DagsterRunStatus.SUCCESS:
+        self.run_requests.append(_run_request(request, mapref, attempt, day))
+
+    def serve(self, request: Request, attempt: int) -> None:
+        """A request just claimed (attempt 0), or claimed again after its claim went stale."""
+        kind = request.kind
+        if kind == "STOP":
+            self.stop(request)
+        elif kind not in RUN_TYPES:
+            self.fail(request, f"request type {request.type!r} is not served here")
+        elif kind == "HISTORY":
+            span = request.history_range
+            error = (
+                history_range_error(*span, self.settings.history_max_days)
+                if span
+                else "HISTORY needs HSTFRMDT and HSTTODT"
+            )
+            if error:
+                self.fail(request, error)
+            else:
+                self.launch(request, attempt, span[0])
+        else:
+            self.launch(request, attempt)
+
+    def follow(self, request: Request) -> None:
+        """A CLAIMED request: record its run, retry a launch that failed, close it when done;
+        serve it again when its claim went stale with no run (the daemon died in between)."""
+        # get_runs is newest first: oldest first, then by day (stable), so the last is the latest
+        runs = sorted(
+            reversed(_runs(self.instance, request.id)),
+            key=lambda r: r.tags.get(f"{TAG}histday", ""),
+        )
+        if not runs:
+            if request.claim_is_stale(self.settings.claim_timeout):
+                self.retry(request, "was claimed but no run was launched", day=None)
+            return
+        last = runs[-1]
+        if request.run_id != last.run_id:
+            update_request(self.engine, request.id, runid=last.run_id)
+        if last.status in ACTIVE:
+            return
+        if last.status == dg.DagsterRunStatus.FAILURE and _never_started(self.instance, last):
+            day = last.tags.get(f"{TAG}histday")
+            self.retry(request, f"run {last.run_id} could not be launched", day)
+            return
+        if last.status != dg.DagsterRunStatus.SUCCESS:
+            self.fail(request, f"run {last.run_id} ended {last.status.value}")
+            return
+        if request.kind == "HISTORY":
+            done = {
+                r.tags.get(f"{TAG}histday") for r in runs if r.status == dg.DagsterRunStatus.SUCCESS
+            }
+            day = next((d for d in request.history_days() if d.isoformat() not in done), None)
+            if day is not None:
+                self.launch(request, 0, day)  # oldest first, one at a time
+                return
+        update_request(self.engine, request.id, reqsts="DONE")
+
+    def retry(self, request: Request, what: str, day: str | None) -> None:
+        """Serve again a request whose launch failed (`day` of a HISTORY) or whose claim went
+        stale (no run at all): counted in RETRYCNT, DEAD after RETRY_MAX."""
+        attempt = request.retry_count or 0
+        if attempt + 1 > self.settings.retry_max:
+            self.fail(request, f"{what}; gave up after {attempt} retries", status="DEAD")
+        elif not count_retry(self.engine, request):
+            return  # another daemon counted it and serves it
+        elif day is None:
+            self.serve(request, attempt + 1)
+        else:
+            self.launch(request, attempt + 1, date.fromisoformat(day))
+
+    def stop(self, request: Request) -> None:
+        """Stop a mapping's (or one request's) work: cancel its IMMEDIATE / HISTORY requests
+        queued before the STOP, with their runs, and end its running runs."""
+        mapref = self.mapref_of(request)
+        job_ids = [j.id for j in self.catalog.jobs if j.mapref == mapref]
+        canceled = {str(i) for i in cancel_queued(self.engine, request, mapref, job_ids)}
+        # a run this tick was about to ask for must not start either
+        self.run_requests = [
+            r for r in self.run_requests if r.tags.get(f"{TAG}prcreqid") not in canceled
+        ]
+        # the runs of the canceled requests are among these: the target's, or the job's
+        if request.target_request_id:
+            runs = _runs(self.instance, request.target_request_id)
+        elif mapref:
+            active = dg.RunsFilter(job_name=job_name(mapref), statuses=list(ACTIVE))
+            runs = list(self.instance.get_runs(filters=active))
+        else:
+            runs = []
+        ended = [self.end_run(run, request) for run in runs if run.status in ACTIVE]
+        nothing = "no running run or queued request matched the STOP request"
         update_request(
-            engine,
+            self.engine,
             request.id,
-            reqsts="FAILED",
-            errmsg=f"run {last.run_id} ended {last.status.value}",
+            reqsts="DONE",
+            runid=ended[0] if ended else None,
+            errmsg=None if ended or canceled else nothing,
         )
-        return
-    if request.type == "HISTORY":
-        done = {
-            r.tags.get(f"{TAG}histday") for r in runs if r.status == dg.DagsterRunStatus.SUCCESS
-        }
-        remaining = [d for d in request.history_days if d.isoformat() not in done]
-        if remaining:
-            yield _run_request(request, mapref, 0, remaining[0])  # oldest first, one at a time
-            return
-    update_request(engine, request.id, reqsts="DONE")
 
-
-def _stop(context, request: Request, mapref: str | None, catalog: Catalog) -> None:
-    engine = metadata_engine(context.resources.dms.settings())
-    instance = context.instance
-    if request.target_request_id:
-        runs = _runs(instance, request.target_request_id)
-    elif mapref:
-        runs = list(
-            instance.get_runs(
-                filters=dg.RunsFilter(job_name=job_name(mapref), statuses=list(ACTIVE))
-            )
-        )
-    else:
-        runs = []
-    active = [r for r in runs if r.status in ACTIVE]
-    for run in active:
-        instance.run_launcher.terminate(run.run_id)
-    update_request(
-        engine,
-        request.id,
-        reqsts="DONE",
-        runid=active[0].run_id if active else None,
-        errmsg=None if active else "no running run matched the STOP request",
-    )
+    def end_run(self, run: dg.DagsterRun, stop: Request) -> str:
+        """Terminate a running run; cancel one still waiting to be launched, as Dagster's
+        queued run coordinator does."""
+        if run.status in UNLAUNCHED:
+            message = f"canceled by DMS_PRCREQ STOP request {stop.id}"
+            self.instance.report_run_canceling(run, message=message)
+            self.instance.report_run_canceled(run, message=message)
+        else:
+            self.instance.run_launcher.terminate(run.run_id)
+        return run.run_id
 
 
 def queue_sensor(
     jobs: Sequence[UnresolvedAssetJobDefinition], catalog: Catalog
 ) -> dg.SensorDefinition:
-    retry_max = int(catalog.param("RETRY_MAX", "3"))
     job_names = {j.name for j in jobs}
 
     @dg.sensor(
@@ -187,42 +259,7 @@ def queue_sensor(
         description="Serves DMS_PRCREQ: IMMEDIATE, HISTORY and STOP requests",
     )
     def dms_request_queue(context: dg.SensorEvaluationContext):
-        engine = metadata_engine(context.resources.dms.settings())
-        requests: list[dg.RunRequest] = []
-        for request in requests_in(engine, "CLAIMED"):
-            mapref = _mapref_of(request, catalog)
-            if mapref and request.type in ("IMMEDIATE", "HISTORY"):
-                requests += list(_follow(context, request, mapref, retry_max))
-        for request in requests_in(engine, "NEW"):
-            if not claim(engine, request.id):
-                continue  # another daemon took it
-            mapref = _mapref_of(request, catalog)
-            kind = (request.type or "").upper()
-            if kind == "STOP":
-                _stop(context, request, mapref, catalog)
-            elif kind not in ("IMMEDIATE", "HISTORY"):
-                update_request(
-                    engine,
-                    request.id,
-                    reqsts="FAILED",
-                    errmsg=f"request type {request.type!r} is not served here",
-                )
-            elif not mapref or job_name(mapref) not in job_names:
-                update_request(
-                    engine,
-                    request.id,
-                    reqsts="FAILED",
-                    errmsg=f"no active job for JOBID={request.job_id} MAPREF={request.mapref}",
-                )
-            elif kind == "HISTORY" and not request.history_days:
-                update_request(
-                    engine, request.id, reqsts="FAILED", errmsg="HISTORY needs HSTFRMDT <= HSTTODT"
-                )
-            else:
-                days = request.history_days
-                requests.append(
-                    _run_request(request, mapref, 0, days[0] if kind == "HISTORY" else None)
-                )
+        requests = QueueTick(context, catalog, job_names).evaluate()
         return requests or dg.SkipReason("no request to serve")
 
     return dms_request_queue

@@ -18,6 +18,7 @@ from dms_orchestration.ids.provider import next_id
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.frequency import FrequencyError, clock_for
 from dms_orchestration.metadata.models import Catalog, Job, Schedule
+from dms_orchestration.metadata.requests import history_range_error, queue_settings
 from dms_orchestration.settings import dms_now
 
 
@@ -204,9 +205,13 @@ def queue_immediate_job(
 def queue_history_job(
     engine: sa.Engine, mapref: str, start: date, end: date, requested_by: str | None = None
 ) -> int:
-    job = _job(load_catalog(engine), mapref)
+    catalog = load_catalog(engine)
+    job = _job(catalog, mapref)
     if end < start:
         raise SchedulingError(f"history range ends ({end}) before it starts ({start})")
+    too_long = history_range_error(start, end, queue_settings(catalog).history_max_days)
+    if too_long:
+        raise SchedulingError(f"mapping {mapref}: {too_long}")
     return _queue(
         engine,
         reqtyp="HISTORY",
