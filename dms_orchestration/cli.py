@@ -117,6 +117,8 @@ def db_init(url: UrlOption = None):
             f"[yellow]warning:[/yellow] existing table {table} lacks contract columns "
             f"{', '.join(cols)}; left as it is (add them with ALTER TABLE when ready)"
         )
+    for index, why in report.index_problems.items():
+        err.print(f"[yellow]warning:[/yellow] index {index} not created: {why}", highlight=False)
 
 
 # ------------------------------------------------------------ mappings

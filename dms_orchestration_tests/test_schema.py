@@ -9,7 +9,7 @@ from sqlglot import exp
 
 from dms_orchestration.db.connect import create_engine
 from dms_orchestration.db.ddl import ddl_path, init_schema, render
-from dms_orchestration.db.dialects import DIALECTS
+from dms_orchestration.db.dialects import DIALECTS, dialect_of
 from dms_orchestration.db.schema import TABLES
 from dms_orchestration_tests.conftest import REPO_ROOT
 
@@ -74,6 +74,30 @@ def test_init_leaves_an_existing_legacy_table_and_its_rows_alone(dms_url):
         cols = {c["name"].upper() for c in sa.inspect(conn).get_columns("dms_mapr")}
     assert [tuple(r) for r in rows] == [(41, "OLD_MAP", "T1")]
     assert cols == {"MAPID", "MAPREF", "TRGTBNM", "CURFLG"}
+
+
+def test_init_gives_an_existing_table_the_indexes_it_lacks_unless_its_rows_forbid(dms_url):
+    engine = create_engine(dms_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE DMS_MAPR (MAPID INTEGER PRIMARY KEY, MAPREF VARCHAR(50) NOT NULL, "
+            "TRGTBNM VARCHAR(100), CURFLG VARCHAR(1))"
+        )
+        conn.exec_driver_sql(  # two current rows of one MAPREF: the unique rule cannot hold
+            "INSERT INTO DMS_MAPR (MAPID, MAPREF, CURFLG) VALUES (1, 'M', 'Y'), (2, 'M', 'Y')"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE DMS_PRCREQ (PRCREQID INTEGER PRIMARY KEY, REQTYP VARCHAR(20), "
+            "REQSTS VARCHAR(20))"
+        )
+    report = init_schema(engine)
+    assert {"DMS_PRCREQ_IX1", "DMS_PRCREQ_IX2"} <= set(report.created)
+    assert "DMS_MAPR_UK1" in report.index_problems
+    with engine.connect() as conn:
+        names = dialect_of(engine).index_names(conn, "dms_prcreq", None)
+        assert {"DMS_PRCREQ_IX1", "DMS_PRCREQ_IX2"} <= names
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM DMS_MAPR").scalar() == 2
+    assert init_schema(engine).created == []  # and then nothing more to do
 
 
 def test_init_starts_a_new_sequence_after_existing_ids(pg_url):

@@ -6,6 +6,7 @@ The files in metadata_sql/<dialect>/dms_schema.sql are rendered from db.schema b
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ class InitReport:
     existing: list[str] = field(default_factory=list)
     # columns of the contract that an existing (legacy) table lacks; reported, not added
     missing_columns: dict[str, list[str]] = field(default_factory=dict)
+    # contract indexes an existing table could not get (e.g. duplicate rows): why
+    index_problems: dict[str, str] = field(default_factory=dict)
 
 
 def _max_id(conn: sa.Connection, spec: TableSpec, schema: str | None) -> int:
@@ -75,6 +78,7 @@ def init_schema(engine: sa.Engine) -> InitReport:
                 lacking = [c.name for c in spec.columns if c.name not in cols]
                 if lacking:
                     report.missing_columns[spec.name] = lacking
+                _add_missing_indexes(conn, dialect, spec, schema, cols, report)
                 continue
             for stmt in table_statements(dialect, spec):
                 conn.exec_driver_sql(_in_schema(stmt, schema))
@@ -89,6 +93,31 @@ def init_schema(engine: sa.Engine) -> InitReport:
                 )
                 report.created.append(spec.sequence)
     return report
+
+
+def _add_missing_indexes(
+    conn: sa.Connection,
+    dialect: Dialect,
+    spec: TableSpec,
+    schema: str | None,
+    columns: set[str],
+    report: InitReport,
+) -> None:
+    """An existing (legacy) table gets the contract's indexes it lacks, when it has their
+    columns; one that cannot be built (duplicate rows under a unique rule) is reported,
+    not forced: the table and its rows stay as they are."""
+    present = dialect.index_names(conn, spec.name.lower(), schema)
+    for ix in spec.indexes:
+        names = {c.name for c in spec.columns}
+        used = set(re.findall(r"[A-Z_][A-Z0-9_]*", " ".join(ix.columns))) & names
+        if ix.name in present or not used <= columns:
+            continue
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(_in_schema(dialect.create_index(spec.name, ix), schema))
+            report.created.append(ix.name)
+        except sa.exc.DBAPIError as exc:
+            report.index_problems[ix.name] = str(exc.orig).strip().splitlines()[0]
 
 
 def _in_schema(statement: str, schema: str | None) -> str:

@@ -86,6 +86,10 @@ class Dialect:
     def sequence_exists(self, conn: sa.Connection, name: str, schema: str | None) -> bool:
         return sa.inspect(conn).has_sequence(name.lower(), schema=schema)
 
+    def index_names(self, conn: sa.Connection, table: str, schema: str | None) -> set[str]:
+        """The names of a table's indexes, upper case."""
+        return {(ix["name"] or "").upper() for ix in sa.inspect(conn).get_indexes(table, schema)}
+
     # ------------------------------------------------------------ load SQL
 
     def quote(self, name: str) -> str:
@@ -520,6 +524,14 @@ class SqliteDialect(Dialect):
 
     def sequence_exists(self, conn: sa.Connection, name: str, schema: str | None) -> bool:
         return False
+
+    def index_names(self, conn: sa.Connection, table: str, schema: str | None) -> set[str]:
+        # (SQLAlchemy's reflection skips indexes on expressions)
+        rows = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? COLLATE NOCASE",
+            (table,),
+        )
+        return {name.upper() for (name,) in rows}
 
     def is_distinct(self, a: str, b: str) -> str:
         return f"{a} IS NOT {b}"
