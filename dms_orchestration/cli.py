@@ -44,7 +44,7 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(queue_app, name="queue")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the terminal
 
 UrlOption = Annotated[
     str | None,

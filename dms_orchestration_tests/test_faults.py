@@ -405,3 +405,48 @@ def test_a_param_that_makes_the_load_partial_says_so_in_the_output_and_the_log(d
     assert "partial extract (PARAM1 given)" in partial.stderr and "not expired" in partial.stderr
     message = dms.scalar("SELECT PRCMSG FROM DMS_PRCLOG WHERE PRCID = :p", p=dms.last_prcid())
     assert "partial extract (PARAM1 given)" in message
+
+
+def test_concurrent_runs_of_two_mappings_on_one_table_both_refuse(pg_url, make):
+    d = make(pg_url)
+    _setup_cust(d)
+    d.import_yaml(mapping_yaml("OTHER", CUST_SQL, scd1_columns(), table="T_CUST"))
+    env = {**os.environ, "DMS_HOME": str(d.home)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dms_orchestration.cli", "run", ref, "--url", d.url],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ref in ("REF", "OTHER")
+    ]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [1, 1]
+    assert "mapping OTHER also writes target table T_CUST" in errors[0]
+    assert "mapping REF also writes target table T_CUST" in errors[1]
+    assert d.scalar("SELECT COUNT(*) FROM DMS_PRCLOG") == 0
+    assert not sa.inspect(d.engine).has_table("t_cust")
+
+
+def test_a_mapping_moved_onto_a_table_being_loaded_is_refused(dms):
+    _setup_cust(dms)
+    dms.import_yaml(mapping_yaml("OTHER", CUST_SQL, scd1_columns(), table="T_ELSEWHERE"))
+    other = dms.mapping("OTHER")  # as a code location read it before the move
+    running = dms.plan()
+    dms.run("UPDATE DMS_MAPR SET TRGTBNM = 'T_CUST' WHERE MAPREF = 'OTHER'")
+    with pytest.raises(TargetShared, match="mapping REF also writes target table T_CUST"):
+        dms.load("OTHER")
+    with pytest.raises(TargetShared):  # the stale definition of OTHER is refused as well
+        plan_module.plan(other.model_copy(update={"target_table": "T_CUST"}), settings=dms.settings)
+    assert dms.prcsts(running.prcid) == "IP"
+
+
+def test_a_column_added_while_the_target_is_still_empty_loads(dms):
+    dms.run(CUST_DDL)
+    dms.import_yaml(mapping_yaml("REF", CUST_SQL, scd2_columns(), table="T_CUST"))
+    assert counts(dms.load()) == (0, 0, 0, 0, 0, 0)  # the table is made, still empty
+    dms.insert("SRC_CUST", cust_rows(3))
+    columns = [*scd2_columns(), {"name": "UPD", "type": "TIMESTAMP", "logic": "SRC.UPD"}]
+    dms.import_yaml(mapping_yaml("REF", CUST_SQL, columns, table="T_CUST"))
+    assert counts(dms.load()) == (3, 3, 0, 0, 0, 0)

@@ -434,7 +434,8 @@ def plan(
     )
     try:
         spec, src, tgt = resolve(mapping, settings)
-        created = ensure_target(tgt, spec)
+        # (a column added to an existing table is no new table)
+        created = any(done.startswith("created table") for done in ensure_target(tgt, spec))
         initial = not spec.aggregated and is_empty(tgt, spec)
         if not (created and initial):
             # all indexes now, unless a first load builds them after its rows (at commit);
