@@ -111,6 +111,27 @@ def test_a_bad_file_names_the_fault_and_changes_nothing(dms_engine):
     assert _count(dms_engine, "DMS_MAPR") == 0 and _count(dms_engine, "DMS_DBCONDTLS") == 0
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://etl:Sup3rSecret@h/db", "postgresql://etl@h/db?password=Sup3rSecret"],
+)
+def test_a_password_written_in_a_url_is_refused_and_names_the_way_out(dms_engine, url):
+    text = SMALL.replace(
+        "  - {name: SRC, type: SQLITE, database: src.db, password_env: NOT_USED}",
+        f"  - {{name: SRC, type: POSTGRESQL, url: '{url}'}}",
+    )
+    with pytest.raises(MappingFileError) as info:
+        import_mapping_file(dms_engine, parse_mapping_file(text))
+    message = str(info.value)
+    assert "connections[SRC].url" in message and "DBPSWDENV" in message and "${NAME}" in message
+    assert "Sup3rSecret" not in message
+    assert _count(dms_engine, "DMS_DBCONDTLS") == 0
+    # a placeholder is the way: accepted
+    placeholder = text.replace("Sup3rSecret", "${SRC_PASSWORD}")
+    import_mapping_file(dms_engine, parse_mapping_file(placeholder))
+    assert _count(dms_engine, "DMS_DBCONDTLS") == 1
+
+
 def test_export_of_chosen_mappings_and_unknown_mapref(dms_engine):
     import_mapping_file(dms_engine, read_mapping_file(DEMO_DIR / "mappings.yaml"))
     file = export_mapping_file(dms_engine, ["DIM_PRODUCT"])

@@ -38,7 +38,8 @@ from dms_orchestration.engine.target import WORK_TABLE, SchemaDrift, index_state
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
-from dms_orchestration.settings import load_settings
+from dms_orchestration.metadata.models import Catalog
+from dms_orchestration.settings import ConfigError, load_settings
 
 # ------------------------------------------------------------------ helpers
 
@@ -1157,6 +1158,56 @@ def test_process_job_and_flow_logs(dms):
         ("N",),
         ("Y",),
     ]
+
+
+# ------------------------------------------------------------------ connections
+
+SECRET = "Sup3rSecret"
+
+
+def test_a_password_written_in_a_legacy_dburl_never_leaves_the_table(dms):
+    setup_cust(dms, scd1_columns(), n=3)
+    # a legacy row written with plain SQL, as the import would refuse it
+    dms.run(
+        "INSERT INTO DMS_DBCONDTLS (CONID, CONNM, DBTYP, DBURL, CURFLG) "
+        "VALUES (900, 'LEGACY_WH', 'POSTGRESQL', :url, 'Y')",
+        url=f"postgresql://etl:{SECRET}@127.0.0.1:1/wh",
+    )
+    dms.import_yaml(
+        mapping_yaml("LEGACY", CUST_SQL, scd1_columns(), table="T_LEG", source_conn="LEGACY_WH")
+    )
+    catalog = load_catalog(dms.engine)
+    legacy = catalog.mappings["LEGACY"]
+    catalog_json = catalog.model_dump_json()  # handed to run workers
+    assert "LEGACY_WH" in catalog_json and SECRET not in catalog_json
+    assert legacy.source_connection.password_in_url
+    worker_copy = Catalog.model_validate_json(catalog_json).mappings["LEGACY"].source_connection
+    with pytest.raises(ConfigError, match="LEGACY_WH"):
+        worker_copy.sqlalchemy_url()
+    plan_json = dms.plan().model_copy(update={"mapping": legacy}).model_dump_json()
+    assert "LEGACY_WH" in plan_json and SECRET not in plan_json
+    exported = CliRunner().invoke(app, ["mappings", "export", "--url", dms.url])
+    assert exported.exit_code == 0 and "LEGACY_WH" in exported.stdout
+    assert SECRET not in exported.stdout
+    with pytest.raises(ConfigError, match=r"LEGACY_WH.*\$\{NAME\}.*DBPSWDENV"):
+        dms.load("LEGACY")
+    prcid = dms.last_prcid()
+    errors = dms.query("SELECT ERRTYP, ERRMSG, ERRDTL FROM DMS_JOBERR WHERE PRCID = :p", p=prcid)
+    assert [e[0] for e in errors] == ["VALIDATION"] and "LEGACY_WH" in errors[0][1]
+    logged = errors + dms.query("SELECT PRCMSG FROM DMS_PRCLOG WHERE PRCID = :p", p=prcid)
+    assert SECRET not in repr(logged)
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_a_sqlite_connection_to_a_missing_file_names_it_and_creates_nothing(dms, side, tmp_path):
+    missing = tmp_path / "gone" / "missing.db"
+    connections = [{"name": "GONE", "type": "SQLITE", "database": str(missing)}]
+    setup_cust(dms, scd1_columns(), connections=connections, **{f"{side}_conn": "GONE"})
+    with pytest.raises(ConfigError, match=f"GONE.*{re.escape(str(missing))} does not exist"):
+        dms.load()
+    assert not missing.parent.exists()
+    prcid = dms.last_prcid()
+    assert dms.query("SELECT ERRTYP FROM DMS_JOBERR WHERE PRCID = :p", p=prcid) == [("VALIDATION",)]
 
 
 # ------------------------------------------------------------------ streaming across databases

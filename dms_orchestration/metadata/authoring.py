@@ -32,7 +32,7 @@ from dms_orchestration.metadata.mapping_file import (
     SourceSqlSpec,
     TargetSpec,
 )
-from dms_orchestration.metadata.models import Catalog, Mapping
+from dms_orchestration.metadata.models import Catalog, Connection, Mapping
 from dms_orchestration.settings import dms_now
 
 
@@ -402,20 +402,7 @@ def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> 
     }
     return MappingFile(
         params=[] if maprefs else _param_specs(engine),
-        connections=[
-            ConnectionSpec(
-                name=c.name,
-                type=c.db_type.upper(),
-                host=c.host,
-                port=c.port,
-                service_name=c.service_name,
-                database=c.database,
-                user=c.user,
-                password_env=c.password_env,
-                url=c.url,
-            )
-            for c in connections.values()
-        ],
+        connections=[_connection_spec(c) for c in connections.values()],
         sql=[
             SourceSqlSpec(
                 code=q.code,
@@ -427,6 +414,23 @@ def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> 
         ],
         mappings=[_mapping_spec(catalog, m) for m in chosen],
     )
+
+
+def _connection_spec(c: Connection) -> ConnectionSpec:
+    spec = ConnectionSpec(
+        name=c.name,
+        type=c.db_type.upper(),
+        host=c.host,
+        port=c.port,
+        service_name=c.service_name,
+        database=c.database,
+        user=c.user,
+        password_env=c.password_env,
+        url=None if c.password_in_url else c.url,
+    )
+    # a legacy DBURL that spelled a password out goes out masked, as the catalog holds
+    # it: importing the file back is refused until ${NAME} takes the password's place
+    return spec.model_copy(update={"url": c.url}) if c.password_in_url else spec
 
 
 def _param_specs(engine: sa.Engine) -> list[ParamSpec]:
