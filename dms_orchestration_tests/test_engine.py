@@ -30,6 +30,7 @@ from dms_orchestration.db.rowhash import row_hash
 from dms_orchestration.dmslog.writer import LoadLocked
 from dms_orchestration.engine import ChunkResult, LoadPlan, commit, load, plan, run_chunk, sqlgen
 from dms_orchestration.engine import chunk as chunk_module
+from dms_orchestration.engine import target as target_module
 from dms_orchestration.engine.checkpoint import register_checkpoint_function
 from dms_orchestration.engine.errors import DataError
 from dms_orchestration.engine.load import IncompleteLoad
@@ -37,6 +38,7 @@ from dms_orchestration.engine.spec import load_spec
 from dms_orchestration.engine.target import WORK_TABLE, SchemaDrift, index_statements
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.catalog import load_catalog
+from dms_orchestration.metadata.datatypes import parse_data_type
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
 from dms_orchestration.metadata.models import Catalog
 from dms_orchestration.settings import ConfigError, load_settings
@@ -610,6 +612,73 @@ def test_a_narrower_type_in_the_mapping_keeps_the_wider_column(dms):
     narrower = [col("ID", "INTEGER", key=1), col("NAME", "VARCHAR(10)"), col("CITY", "VARCHAR(50)")]
     dms.import_yaml(mapping_yaml("REF", CUST_SQL, narrower, table="T_CUST"))
     assert dms.load().counts.unchrows == 3
+
+
+def test_a_wider_type_in_the_mapping_widens_the_column(dms):
+    """VARCHAR(10) -> VARCHAR(40) and INTEGER -> BIGINT (the key) keep every value: the
+    table's columns are widened (SQLite enforces no length: nothing to alter there)."""
+    narrow = [
+        col("ID", "INTEGER", key=1),
+        col("NAME", "VARCHAR(10)"),
+        col("CITY", "VARCHAR(50)", scd=2),
+    ]
+    setup_cust(dms, narrow, n=3)
+    dms.load()
+    wide = [
+        col("ID", "BIGINT", key=1),
+        col("NAME", "VARCHAR(40)"),
+        col("CITY", "VARCHAR(50)", scd=2),
+    ]
+    dms.import_yaml(mapping_yaml("REF", CUST_SQL, wide, table="T_CUST"))
+    dms.run("UPDATE SRC_CUST SET NAME = :n WHERE ID = 2", n="x" * 40)
+    assert counts(dms.load()) == (3, 0, 1, 0, 0, 2)
+    assert dms.scalar("SELECT NAME FROM T_CUST WHERE ID = 2") == "x" * 40
+    if dms.dialect == "postgresql":
+        types = {c["name"]: c["type"] for c in sa.inspect(dms.engine).get_columns("t_cust")}
+        assert isinstance(types["id"], sa.BigInteger) and types["name"].length == 40
+    assert counts(dms.load()) == (3, 0, 0, 0, 0, 3)  # widened once; the next load is quiet
+
+
+@pytest.mark.parametrize(
+    "existing, mapping, widened",
+    [
+        (sa.String(10), "VARCHAR(40)", True),
+        (sa.String(10), "CLOB", True),
+        (sa.CHAR(10), "CHAR(40)", True),
+        (sa.SmallInteger(), "INTEGER", True),
+        (sa.Integer(), "BIGINT", True),
+        (sa.Integer(), "NUMBER(12)", True),
+        (sa.Numeric(10, 2), "NUMBER(12,2)", True),
+        (sa.Numeric(10, 0), "BIGINT", True),
+        (sa.CHAR(10), "VARCHAR(40)", False),  # PostgreSQL would drop the trailing blanks
+        (sa.String(10), "INTEGER", False),
+        (sa.Integer(), "NUMBER(12,2)", False),
+        (sa.Numeric(10, 2), "NUMBER(12,3)", False),
+        (sa.Numeric(10, 2), "NUMBER", False),
+        (sa.Numeric(19, 0), "BIGINT", False),
+        (sa.Float(), "NUMBER(12,2)", False),
+        (sa.Integer(), "FLOAT", False),
+        (sa.Date(), "TIMESTAMP", False),
+    ],
+)
+def test_which_type_changes_widen_a_column(existing, mapping, widened):
+    d = DIALECTS["postgresql"]
+    assert target_module.widens(existing, parse_data_type(mapping), d) is widened
+
+
+def test_widening_statements_of_each_dialect():
+    t, c = "dw.t_cust", "name"
+    pg, ora, lite = DIALECTS["postgresql"], DIALECTS["oracle"], DIALECTS["sqlite"]
+    assert pg.widen_column(t, c, sa.String(40)) == [
+        "ALTER TABLE dw.t_cust ALTER COLUMN name TYPE VARCHAR(40)"
+    ]
+    (stmt,) = ora.widen_column(t, c, sa.String(40))
+    assert stmt == "ALTER TABLE dw.t_cust MODIFY (name VARCHAR2(40 CHAR))"
+    sqlglot.parse_one(stmt, read="oracle")
+    assert ora.widen_column(t, c, sa.Text()) is None  # refused: drift
+    assert lite.widen_column(t, c, sa.String(40)) == []  # nothing to alter
+    # an Oracle INTEGER is NUMBER(38): it already holds a BIGINT mapping
+    assert target_module._holds(sa.Integer(), parse_data_type("BIGINT"), ora)
 
 
 # ------------------------------------------------------------------ transforms
@@ -1240,6 +1309,7 @@ def test_streaming_between_databases_matches_a_same_database_load(
     pg_source_or_target = new_pg_database(pg_server)
     sqlite_file = tmp_path / "other.db"
     sqlite_engine = create_engine(f"sqlite:///{sqlite_file}")
+    sqlite_engine.connect().close()  # the database exists (empty), as a connection's must
     pg_engine = create_engine(pg_source_or_target)
     try:
         if direction == "sqlite_to_pg":
@@ -1578,6 +1648,7 @@ def test_streaming_from_postgresql_to_sqlite_with_a_checkpoint(pg_server, make_d
     src_url = new_pg_database(pg_server)
     tgt_file = tmp_path / "target.db"
     src, tgt = create_engine(src_url), create_engine(f"sqlite:///{tgt_file}")
+    tgt.connect().close()  # the target database exists (empty)
     try:
         meta = make_dms(f"sqlite:///{tmp_path / 'meta.db'}")
         meta.run(CUST_DDL, engine=src)
