@@ -859,6 +859,80 @@ def test_a_null_business_key_fails_the_load(dms, chunks, first_load):
     assert dms.snapshot("T_CUST") == before
 
 
+def unfit_columns():
+    """NAME holds 20 characters, SCORE (ID * 100.5) three integer digits."""
+    return [
+        col("ID", "INTEGER", key=1),
+        col("NAME", "VARCHAR(20)"),
+        col("CITY", "VARCHAR(50)", scd=2),
+        col("SCORE", "DECIMAL(5,2)", "SRC.ID * 100.5"),
+    ]
+
+
+@pytest.mark.parametrize("first_load", [True, False])
+def test_a_value_the_target_cannot_hold_is_a_data_error_naming_its_keys(dms, first_load):
+    setup_cust(dms, unfit_columns(), n=9)
+    if not first_load:
+        dms.load()
+        dms.run("UPDATE SRC_CUST SET CITY = 'moved' WHERE ID = 1")  # a change to apply
+    before = [] if first_load else dms.snapshot("T_CUST")
+    dms.run("UPDATE SRC_CUST SET NAME = :n WHERE ID = 7", n="x" * 30)
+    dms.insert("SRC_CUST", cust_rows(1, start=12))  # SCORE 1206.0: four integer digits
+    if dms.dialect == "sqlite":  # SQLite keeps the values whole: nothing cut, no error
+        dms.load()
+        assert dms.scalar("SELECT NAME FROM T_CUST WHERE ID = 7") == "x" * 30
+        return
+    with pytest.raises(DataError) as info:
+        dms.load()
+    assert "NAME (VARCHAR(20)): ID = 7; SCORE (DECIMAL(5,2)): ID = 12" in str(info.value)
+    assert info.value.keys == ["7", "12"]
+    prcid = dms.last_prcid()
+    assert dms.query("SELECT ERRTYP, KEYVAL FROM DMS_JOBERR WHERE PRCID = :p", p=prcid) == [
+        ("DATA", "7, 12")
+    ]
+    assert dms.prcsts(prcid) == "FL" and dms.snapshot("T_CUST") == before
+
+
+def test_a_value_too_long_streamed_from_sqlite_into_postgresql_names_its_key(
+    pg_url, make_dms, tmp_path
+):
+    dms = make_dms(pg_url)
+    src_file = tmp_path / "src.db"
+    src = create_engine(f"sqlite:///{src_file}")
+    try:
+        dms.run(CUST_DDL, engine=src)
+        dms.insert("SRC_CUST", [*cust_rows(5), {**cust_rows(1, 6)[0], "NAME": "y" * 21}], src)
+        dms.import_yaml(
+            mapping_yaml(
+                "REF",
+                CUST_SQL,
+                unfit_columns(),
+                table="T_CUST",
+                source_conn="SRC",
+                connections=[{"name": "SRC", "type": "SQLITE", "database": str(src_file)}],
+            )
+        )
+        with pytest.raises(DataError, match=r"NAME \(VARCHAR\(20\)\): ID = 6\b") as info:
+            dms.load()
+        assert info.value.keys == ["6"]
+    finally:
+        src.dispose()
+
+
+def test_the_query_for_unfit_values_of_each_dialect(sqlite_url, make_dms):
+    d = make_dms(sqlite_url)
+    d.import_yaml(mapping_yaml("REF", CUST_SQL, [*unfit_columns(), col("N", "BIGINT")]))
+    spec = load_spec(d.mapping())
+    pg, ora = DIALECTS["postgresql"], DIALECTS["oracle"]
+    sql = sqlgen.unfit_values(pg, pg, spec, "SELECT * FROM T")
+    assert "LENGTH(RTRIM(CAST(X.name AS TEXT))) > 20" in sql
+    assert "ABS(CAST(X.score AS NUMERIC)) >= 999.995" in sql
+    assert "CAST(X.n AS NUMERIC) >= 9223372036854775807.5" in sql
+    assert "CAST(X.id AS NUMERIC) <= -2147483648.5" in sql
+    assert "WHEN LENGTH(RTRIM(CAST(X.name AS TEXT))) > 20 THEN 'NAME'" in sql
+    sqlglot.parse_one(sqlgen.unfit_values(ora, ora, spec, "SELECT * FROM T"), read="oracle")
+
+
 # ------------------------------------------------------------------ checkpoints
 
 KEY_CHECKPOINT = {"strategy": "KEY", "column": "UPD"}
@@ -1098,17 +1172,18 @@ def test_a_failed_chunk_leaves_nothing_behind_and_can_be_rerun(pg_url, make_dms,
     dms.run("UPDATE SRC_CUST SET NAME = :n WHERE ID = :k", n="x" * 30, k=mid[-1])
     before = dms.snapshot("T_CUST")
     first = run_chunk(p, 0, dms.settings)
-    with pytest.raises(sa.exc.DataError):
+    with pytest.raises(DataError, match=r"NAME \(VARCHAR\(20\)\): ID = ") as info:
         run_chunk(p, 1, dms.settings)
+    assert info.value.keys == [str(mid[-1])]
     last = run_chunk(p, 2, dms.settings)
     after = dms.snapshot("T_CUST")
     assert [r for r in after if r[0] in mid] == [r for r in before if r[0] in mid]
     assert no_work_tables(dms)
     log = dms.joblog(p.prcid)
     assert [r[:2] for r in log if r[0] == 1] == [(1, "FL")]
-    assert dms.query("SELECT CHUNKNO, ERRTYP FROM DMS_JOBERR WHERE PRCID = :p", p=p.prcid) == [
-        (1, "DATA")
-    ]
+    assert dms.query(
+        "SELECT CHUNKNO, ERRTYP, KEYVAL FROM DMS_JOBERR WHERE PRCID = :p", p=p.prcid
+    ) == [(1, "DATA", str(mid[-1]))]
     # fixed at the source: run chunk 1 again, then commit
     dms.run("UPDATE SRC_CUST SET NAME = 'fixed' WHERE ID = :k", k=mid[-1])
     again = run_chunk(p, 1, dms.settings)
