@@ -217,7 +217,8 @@ def _widen(
 
 
 def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
-    """Create the target table, or add the columns metadata gained; what was done."""
+    """Create the target table, or add the columns metadata gained and widen the ones it
+    widened; what was done."""
     d = dialect_of(engine)
     schema = spec.schema.lower() if spec.schema else None
     table = d.qualified(spec.schema, spec.table)

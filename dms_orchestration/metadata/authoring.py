@@ -202,15 +202,25 @@ _STORED_IN: dict[type, tuple[str, dict[str, str]]] = {
     SourceSqlSpec: ("DMS_MAPRSQL", {"code": "MAPRSQLCD", "description": "MAPRSQLDESC"}),
     MappingSpec: (
         "DMS_MAPR",
-        {"ref": "MAPREF", "description": "MAPDESC", "source_system": "SRCSYS"}
-        | {"sql": "MAPRSQLCD", "bulk_rows": "BLKPRCROWS"},
+        {
+            "ref": "MAPREF",
+            "description": "MAPDESC",
+            "source_system": "SRCSYS",
+            "sql": "MAPRSQLCD",
+            "bulk_rows": "BLKPRCROWS",
+        },
     ),
     TargetSpec: ("DMS_MAPR", {"table": "TRGTBNM", "schema_": "TRGSCHM"}),
     CheckpointSpec: ("DMS_MAPR", {"column": "CHKPNTCLNM", "function": "CHKPNTFN"}),
     ColumnSpec: (
         "DMS_MAPRDTL",
-        {"name": "TRGCLNM", "type": "TRGCLDTYP", "description": "TRGCLDESC"}
-        | {"key": "TRGKEYSEQ", "order": "EXCSEQ"},
+        {
+            "name": "TRGCLNM",
+            "type": "TRGCLDTYP",
+            "description": "TRGCLDESC",
+            "key": "TRGKEYSEQ",
+            "order": "EXCSEQ",
+        },
     ),
     LookupSpec: ("DMS_MAPRDTL", {"key": "KEYCLNM", "value": "VALCLNM"}),
     JobSpec: ("DMS_JOB", {"description": "JOBDESC"}),
