@@ -680,6 +680,7 @@ class RssTarget:
         if self.kind == "sqlite":
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.home / 'rss_target.db'}{suffix}").unlink(missing_ok=True)
+            (self.home / "rss_target.db").touch()  # an empty database: a target must exist
             return
         with self.engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS dim_customer_x{n}")

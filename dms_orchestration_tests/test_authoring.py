@@ -111,6 +111,66 @@ def test_a_bad_file_names_the_fault_and_changes_nothing(dms_engine):
     assert _count(dms_engine, "DMS_MAPR") == 0 and _count(dms_engine, "DMS_DBCONDTLS") == 0
 
 
+def test_a_column_named_twice_is_refused_and_changes_nothing(dms_engine):
+    import_mapping_file(dms_engine, parse_mapping_file(SMALL))
+    before = _count(dms_engine, "DMS_MAPRDTL")
+    twice = SMALL.replace(
+        "      - {name: CITY, type: VARCHAR(50), logic: SRC.CITY, scd: 2}\n",
+        "      - {name: CITY, type: VARCHAR(50), logic: SRC.CITY, scd: 2}\n"
+        "      - {name: city, type: VARCHAR(60), logic: SRC.CITY, scd: 2}\n",
+    )
+    for _ in range(2):  # (each import used to add a current row)
+        with pytest.raises(MappingFileError, match="DIM_PERSON: column CITY / city appears 2"):
+            import_mapping_file(dms_engine, parse_mapping_file(twice))
+    assert _count(dms_engine, "DMS_MAPRDTL") == before
+    assert import_mapping_file(dms_engine, parse_mapping_file(SMALL)).is_noop
+
+
+def test_a_value_longer_than_its_dms_column_is_refused_naming_the_field(dms_engine):
+    long_ref = "M" * 51
+    text = (
+        SMALL.replace("ref: DIM_PERSON", f"ref: {long_ref}")
+        .replace("{name: CITY,", "{name: " + "C" * 101 + ",")
+        .replace(
+            "logic: SRC.NAME, scd: 1}", "logic: SRC.NAME, scd: 1, description: " + "d" * 501 + "}"
+        )
+        .replace("    sql: Q1\n", "    sql: Q1\n    bulk_rows: 3000000000\n")
+    )
+    with pytest.raises(MappingFileError) as info:
+        import_mapping_file(dms_engine, parse_mapping_file(text))
+    message = str(info.value)
+    assert (
+        f"mappings[{long_ref}].ref: 51 characters, longer than DMS_MAPR.MAPREF (VARCHAR(50))"
+        in (message)
+    )
+    assert f"mappings[{long_ref}].columns[{'C' * 101}].name: 101 characters" in message
+    assert f"mappings[{long_ref}].columns[NAME].description: 501 characters" in message
+    assert f"mappings[{long_ref}].bulk_rows: 3000000000 is larger" in message
+    for table in ("DMS_MAPR", "DMS_MAPRDTL", "DMS_DBCONDTLS", "DMS_MAPRSQL"):
+        assert _count(dms_engine, table) == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://etl:Sup3rSecret@h/db", "postgresql://etl@h/db?password=Sup3rSecret"],
+)
+def test_a_password_written_in_a_url_is_refused_and_names_the_way_out(dms_engine, url):
+    text = SMALL.replace(
+        "  - {name: SRC, type: SQLITE, database: src.db, password_env: NOT_USED}",
+        f"  - {{name: SRC, type: POSTGRESQL, url: '{url}'}}",
+    )
+    with pytest.raises(MappingFileError) as info:
+        import_mapping_file(dms_engine, parse_mapping_file(text))
+    message = str(info.value)
+    assert "connections[SRC].url" in message and "DBPSWDENV" in message and "${NAME}" in message
+    assert "Sup3rSecret" not in message
+    assert _count(dms_engine, "DMS_DBCONDTLS") == 0
+    # a placeholder is the way: accepted
+    placeholder = text.replace("Sup3rSecret", "${SRC_PASSWORD}")
+    import_mapping_file(dms_engine, parse_mapping_file(placeholder))
+    assert _count(dms_engine, "DMS_DBCONDTLS") == 1
+
+
 def test_export_of_chosen_mappings_and_unknown_mapref(dms_engine):
     import_mapping_file(dms_engine, read_mapping_file(DEMO_DIR / "mappings.yaml"))
     file = export_mapping_file(dms_engine, ["DIM_PRODUCT"])

@@ -30,6 +30,7 @@ from dms_orchestration.db.rowhash import row_hash
 from dms_orchestration.dmslog.writer import LoadLocked
 from dms_orchestration.engine import ChunkResult, LoadPlan, commit, load, plan, run_chunk, sqlgen
 from dms_orchestration.engine import chunk as chunk_module
+from dms_orchestration.engine import target as target_module
 from dms_orchestration.engine.checkpoint import register_checkpoint_function
 from dms_orchestration.engine.errors import DataError
 from dms_orchestration.engine.load import IncompleteLoad
@@ -37,8 +38,10 @@ from dms_orchestration.engine.spec import load_spec
 from dms_orchestration.engine.target import WORK_TABLE, SchemaDrift, index_statements
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.catalog import load_catalog
+from dms_orchestration.metadata.datatypes import parse_data_type
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
-from dms_orchestration.settings import load_settings
+from dms_orchestration.metadata.models import Catalog
+from dms_orchestration.settings import ConfigError, load_settings
 
 # ------------------------------------------------------------------ helpers
 
@@ -611,6 +614,73 @@ def test_a_narrower_type_in_the_mapping_keeps_the_wider_column(dms):
     assert dms.load().counts.unchrows == 3
 
 
+def test_a_wider_type_in_the_mapping_widens_the_column(dms):
+    """VARCHAR(10) -> VARCHAR(40) and INTEGER -> BIGINT (the key) keep every value: the
+    table's columns are widened (SQLite enforces no length: nothing to alter there)."""
+    narrow = [
+        col("ID", "INTEGER", key=1),
+        col("NAME", "VARCHAR(10)"),
+        col("CITY", "VARCHAR(50)", scd=2),
+    ]
+    setup_cust(dms, narrow, n=3)
+    dms.load()
+    wide = [
+        col("ID", "BIGINT", key=1),
+        col("NAME", "VARCHAR(40)"),
+        col("CITY", "VARCHAR(50)", scd=2),
+    ]
+    dms.import_yaml(mapping_yaml("REF", CUST_SQL, wide, table="T_CUST"))
+    dms.run("UPDATE SRC_CUST SET NAME = :n WHERE ID = 2", n="x" * 40)
+    assert counts(dms.load()) == (3, 0, 1, 0, 0, 2)
+    assert dms.scalar("SELECT NAME FROM T_CUST WHERE ID = 2") == "x" * 40
+    if dms.dialect == "postgresql":
+        types = {c["name"]: c["type"] for c in sa.inspect(dms.engine).get_columns("t_cust")}
+        assert isinstance(types["id"], sa.BigInteger) and types["name"].length == 40
+    assert counts(dms.load()) == (3, 0, 0, 0, 0, 3)  # widened once; the next load is quiet
+
+
+@pytest.mark.parametrize(
+    "existing, mapping, widened",
+    [
+        (sa.String(10), "VARCHAR(40)", True),
+        (sa.String(10), "CLOB", True),
+        (sa.CHAR(10), "CHAR(40)", True),
+        (sa.SmallInteger(), "INTEGER", True),
+        (sa.Integer(), "BIGINT", True),
+        (sa.Integer(), "NUMBER(12)", True),
+        (sa.Numeric(10, 2), "NUMBER(12,2)", True),
+        (sa.Numeric(10, 0), "BIGINT", True),
+        (sa.CHAR(10), "VARCHAR(40)", False),  # PostgreSQL would drop the trailing blanks
+        (sa.String(10), "INTEGER", False),
+        (sa.Integer(), "NUMBER(12,2)", False),
+        (sa.Numeric(10, 2), "NUMBER(12,3)", False),
+        (sa.Numeric(10, 2), "NUMBER", False),
+        (sa.Numeric(19, 0), "BIGINT", False),
+        (sa.Float(), "NUMBER(12,2)", False),
+        (sa.Integer(), "FLOAT", False),
+        (sa.Date(), "TIMESTAMP", False),
+    ],
+)
+def test_which_type_changes_widen_a_column(existing, mapping, widened):
+    d = DIALECTS["postgresql"]
+    assert target_module.widens(existing, parse_data_type(mapping), d) is widened
+
+
+def test_widening_statements_of_each_dialect():
+    t, c = "dw.t_cust", "name"
+    pg, ora, lite = DIALECTS["postgresql"], DIALECTS["oracle"], DIALECTS["sqlite"]
+    assert pg.widen_column(t, c, sa.String(40)) == [
+        "ALTER TABLE dw.t_cust ALTER COLUMN name TYPE VARCHAR(40)"
+    ]
+    (stmt,) = ora.widen_column(t, c, sa.String(40))
+    assert stmt == "ALTER TABLE dw.t_cust MODIFY (name VARCHAR2(40 CHAR))"
+    sqlglot.parse_one(stmt, read="oracle")
+    assert ora.widen_column(t, c, sa.Text()) is None  # refused: drift
+    assert lite.widen_column(t, c, sa.String(40)) == []  # nothing to alter
+    # an Oracle INTEGER is NUMBER(38): it already holds a BIGINT mapping
+    assert target_module._holds(sa.Integer(), parse_data_type("BIGINT"), ora)
+
+
 # ------------------------------------------------------------------ transforms
 
 
@@ -787,6 +857,80 @@ def test_a_null_business_key_fails_the_load(dms, chunks, first_load):
         dms.load(chunks=chunks)  # no chunk leaves the NULL key out, none writes
     assert dms.prcsts(dms.last_prcid()) == "FL"
     assert dms.snapshot("T_CUST") == before
+
+
+def unfit_columns():
+    """NAME holds 20 characters, SCORE (ID * 100.5) three integer digits."""
+    return [
+        col("ID", "INTEGER", key=1),
+        col("NAME", "VARCHAR(20)"),
+        col("CITY", "VARCHAR(50)", scd=2),
+        col("SCORE", "DECIMAL(5,2)", "SRC.ID * 100.5"),
+    ]
+
+
+@pytest.mark.parametrize("first_load", [True, False])
+def test_a_value_the_target_cannot_hold_is_a_data_error_naming_its_keys(dms, first_load):
+    setup_cust(dms, unfit_columns(), n=9)
+    if not first_load:
+        dms.load()
+        dms.run("UPDATE SRC_CUST SET CITY = 'moved' WHERE ID = 1")  # a change to apply
+    before = [] if first_load else dms.snapshot("T_CUST")
+    dms.run("UPDATE SRC_CUST SET NAME = :n WHERE ID = 7", n="x" * 30)
+    dms.insert("SRC_CUST", cust_rows(1, start=12))  # SCORE 1206.0: four integer digits
+    if dms.dialect == "sqlite":  # SQLite keeps the values whole: nothing cut, no error
+        dms.load()
+        assert dms.scalar("SELECT NAME FROM T_CUST WHERE ID = 7") == "x" * 30
+        return
+    with pytest.raises(DataError) as info:
+        dms.load()
+    assert "NAME (VARCHAR(20)): ID = 7; SCORE (DECIMAL(5,2)): ID = 12" in str(info.value)
+    assert info.value.keys == ["7", "12"]
+    prcid = dms.last_prcid()
+    assert dms.query("SELECT ERRTYP, KEYVAL FROM DMS_JOBERR WHERE PRCID = :p", p=prcid) == [
+        ("DATA", "7, 12")
+    ]
+    assert dms.prcsts(prcid) == "FL" and dms.snapshot("T_CUST") == before
+
+
+def test_a_value_too_long_streamed_from_sqlite_into_postgresql_names_its_key(
+    pg_url, make_dms, tmp_path
+):
+    dms = make_dms(pg_url)
+    src_file = tmp_path / "src.db"
+    src = create_engine(f"sqlite:///{src_file}")
+    try:
+        dms.run(CUST_DDL, engine=src)
+        dms.insert("SRC_CUST", [*cust_rows(5), {**cust_rows(1, 6)[0], "NAME": "y" * 21}], src)
+        dms.import_yaml(
+            mapping_yaml(
+                "REF",
+                CUST_SQL,
+                unfit_columns(),
+                table="T_CUST",
+                source_conn="SRC",
+                connections=[{"name": "SRC", "type": "SQLITE", "database": str(src_file)}],
+            )
+        )
+        with pytest.raises(DataError, match=r"NAME \(VARCHAR\(20\)\): ID = 6\b") as info:
+            dms.load()
+        assert info.value.keys == ["6"]
+    finally:
+        src.dispose()
+
+
+def test_the_query_for_unfit_values_of_each_dialect(sqlite_url, make_dms):
+    d = make_dms(sqlite_url)
+    d.import_yaml(mapping_yaml("REF", CUST_SQL, [*unfit_columns(), col("N", "BIGINT")]))
+    spec = load_spec(d.mapping())
+    pg, ora = DIALECTS["postgresql"], DIALECTS["oracle"]
+    sql = sqlgen.unfit_values(pg, pg, spec, "SELECT * FROM T")
+    assert "LENGTH(RTRIM(CAST(X.name AS TEXT))) > 20" in sql
+    assert "ABS(CAST(X.score AS NUMERIC)) >= 999.995" in sql
+    assert "CAST(X.n AS NUMERIC) >= 9223372036854775807.5" in sql
+    assert "CAST(X.id AS NUMERIC) <= -2147483648.5" in sql
+    assert "WHEN LENGTH(RTRIM(CAST(X.name AS TEXT))) > 20 THEN 'NAME'" in sql
+    sqlglot.parse_one(sqlgen.unfit_values(ora, ora, spec, "SELECT * FROM T"), read="oracle")
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -1028,17 +1172,18 @@ def test_a_failed_chunk_leaves_nothing_behind_and_can_be_rerun(pg_url, make_dms,
     dms.run("UPDATE SRC_CUST SET NAME = :n WHERE ID = :k", n="x" * 30, k=mid[-1])
     before = dms.snapshot("T_CUST")
     first = run_chunk(p, 0, dms.settings)
-    with pytest.raises(sa.exc.DataError):
+    with pytest.raises(DataError, match=r"NAME \(VARCHAR\(20\)\): ID = ") as info:
         run_chunk(p, 1, dms.settings)
+    assert info.value.keys == [str(mid[-1])]
     last = run_chunk(p, 2, dms.settings)
     after = dms.snapshot("T_CUST")
     assert [r for r in after if r[0] in mid] == [r for r in before if r[0] in mid]
     assert no_work_tables(dms)
     log = dms.joblog(p.prcid)
     assert [r[:2] for r in log if r[0] == 1] == [(1, "FL")]
-    assert dms.query("SELECT CHUNKNO, ERRTYP FROM DMS_JOBERR WHERE PRCID = :p", p=p.prcid) == [
-        (1, "DATA")
-    ]
+    assert dms.query(
+        "SELECT CHUNKNO, ERRTYP, KEYVAL FROM DMS_JOBERR WHERE PRCID = :p", p=p.prcid
+    ) == [(1, "DATA", str(mid[-1]))]
     # fixed at the source: run chunk 1 again, then commit
     dms.run("UPDATE SRC_CUST SET NAME = 'fixed' WHERE ID = :k", k=mid[-1])
     again = run_chunk(p, 1, dms.settings)
@@ -1159,6 +1304,56 @@ def test_process_job_and_flow_logs(dms):
     ]
 
 
+# ------------------------------------------------------------------ connections
+
+SECRET = "Sup3rSecret"
+
+
+def test_a_password_written_in_a_legacy_dburl_never_leaves_the_table(dms):
+    setup_cust(dms, scd1_columns(), n=3)
+    # a legacy row written with plain SQL, as the import would refuse it
+    dms.run(
+        "INSERT INTO DMS_DBCONDTLS (CONID, CONNM, DBTYP, DBURL, CURFLG) "
+        "VALUES (900, 'LEGACY_WH', 'POSTGRESQL', :url, 'Y')",
+        url=f"postgresql://etl:{SECRET}@127.0.0.1:1/wh",
+    )
+    dms.import_yaml(
+        mapping_yaml("LEGACY", CUST_SQL, scd1_columns(), table="T_LEG", source_conn="LEGACY_WH")
+    )
+    catalog = load_catalog(dms.engine)
+    legacy = catalog.mappings["LEGACY"]
+    catalog_json = catalog.model_dump_json()  # handed to run workers
+    assert "LEGACY_WH" in catalog_json and SECRET not in catalog_json
+    assert legacy.source_connection.password_in_url
+    worker_copy = Catalog.model_validate_json(catalog_json).mappings["LEGACY"].source_connection
+    with pytest.raises(ConfigError, match="LEGACY_WH"):
+        worker_copy.sqlalchemy_url()
+    plan_json = dms.plan().model_copy(update={"mapping": legacy}).model_dump_json()
+    assert "LEGACY_WH" in plan_json and SECRET not in plan_json
+    exported = CliRunner().invoke(app, ["mappings", "export", "--url", dms.url])
+    assert exported.exit_code == 0 and "LEGACY_WH" in exported.stdout
+    assert SECRET not in exported.stdout
+    with pytest.raises(ConfigError, match=r"LEGACY_WH.*\$\{NAME\}.*DBPSWDENV"):
+        dms.load("LEGACY")
+    prcid = dms.last_prcid()
+    errors = dms.query("SELECT ERRTYP, ERRMSG, ERRDTL FROM DMS_JOBERR WHERE PRCID = :p", p=prcid)
+    assert [e[0] for e in errors] == ["VALIDATION"] and "LEGACY_WH" in errors[0][1]
+    logged = errors + dms.query("SELECT PRCMSG FROM DMS_PRCLOG WHERE PRCID = :p", p=prcid)
+    assert SECRET not in repr(logged)
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_a_sqlite_connection_to_a_missing_file_names_it_and_creates_nothing(dms, side, tmp_path):
+    missing = tmp_path / "gone" / "missing.db"
+    connections = [{"name": "GONE", "type": "SQLITE", "database": str(missing)}]
+    setup_cust(dms, scd1_columns(), connections=connections, **{f"{side}_conn": "GONE"})
+    with pytest.raises(ConfigError, match=f"GONE.*{re.escape(str(missing))} does not exist"):
+        dms.load()
+    assert not missing.parent.exists()
+    prcid = dms.last_prcid()
+    assert dms.query("SELECT ERRTYP FROM DMS_JOBERR WHERE PRCID = :p", p=prcid) == [("VALIDATION",)]
+
+
 # ------------------------------------------------------------------ streaming across databases
 
 
@@ -1189,6 +1384,7 @@ def test_streaming_between_databases_matches_a_same_database_load(
     pg_source_or_target = new_pg_database(pg_server)
     sqlite_file = tmp_path / "other.db"
     sqlite_engine = create_engine(f"sqlite:///{sqlite_file}")
+    sqlite_engine.connect().close()  # the database exists (empty), as a connection's must
     pg_engine = create_engine(pg_source_or_target)
     try:
         if direction == "sqlite_to_pg":
@@ -1527,6 +1723,7 @@ def test_streaming_from_postgresql_to_sqlite_with_a_checkpoint(pg_server, make_d
     src_url = new_pg_database(pg_server)
     tgt_file = tmp_path / "target.db"
     src, tgt = create_engine(src_url), create_engine(f"sqlite:///{tgt_file}")
+    tgt.connect().close()  # the target database exists (empty)
     try:
         meta = make_dms(f"sqlite:///{tmp_path / 'meta.db'}")
         meta.run(CUST_DDL, engine=src)

@@ -89,3 +89,37 @@ def test_connection_url_placeholders_and_relative_sqlite_path(tmp_path):
         con.sqlalchemy_url(env={})
     lite = Connection(CONID=3, CONNM="L", DBTYP="SQLITE", DBNM="retail.db")
     assert lite.sqlalchemy_url(env={}, dms_home=tmp_path).database == str(tmp_path / "retail.db")
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("postgresql://etl:${PW}@h/db", None),
+        ("postgresql://etl@h:${PORT}/db?sslmode=require", None),
+        ("sqlite:///warehouse.db", None),
+        ("postgresql://etl:s3cr3t@h/db", "postgresql://etl:***@h/db"),
+        ("postgresql://etl:p@ss@h/db", "postgresql://etl:***@ss@h/db"),
+        (
+            "oracle://etl@h/?service_name=x&password=s3cr3t",
+            "oracle://etl@h/?service_name=x&password=***",
+        ),
+        ("postgresql://etl:pre${PW}@h/db", "postgresql://etl:***@h/db"),
+    ],
+)
+def test_a_password_spelled_out_in_dburl_is_masked_and_the_connection_refuses(url, masked):
+    con = Connection(CONID=4, CONNM="LEGACY", DBTYP="POSTGRESQL", DBURL=url)
+    if masked is None:
+        assert con.url == url and not con.password_in_url
+        return
+    assert con.url == masked and con.password_in_url
+    assert Connection.model_validate_json(con.model_dump_json()) == con  # stays masked
+    with pytest.raises(ConfigError, match=r"LEGACY.*\$\{NAME\}.*DBPSWDENV") as info:
+        con.sqlalchemy_url(env={"PW": "x"})
+    assert "s3cr3t" not in str(info.value)
+
+
+def test_a_dburl_that_does_not_parse_is_named_without_its_filled_in_password():
+    con = Connection(CONID=5, CONNM="ODD", DBTYP="POSTGRESQL", DBURL="not a url ${PW}")
+    with pytest.raises(ConfigError, match="ODD") as info:
+        con.sqlalchemy_url(env={"PW": "s3cr3t"})
+    assert "s3cr3t" not in str(info.value) and "${PW}" in str(info.value)

@@ -106,6 +106,21 @@ class Dialect:
     def type_sql(self, sa_type: sa.types.TypeEngine) -> str:
         return sa_type.compile(dialect=self.sa_dialect)
 
+    def widen_column(
+        self, table: str, column: str, sa_type: sa.types.TypeEngine
+    ) -> list[str] | None:
+        """Statements that change a column to a wider type, one that holds every value
+        the column has (the caller decides that); None: not in place on this database."""
+        return [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.type_sql(sa_type)}"]
+
+    def integer_max(self, sa_type: sa.types.Integer) -> int:
+        """The largest value a column of this integer type stores."""
+        if isinstance(sa_type, sa.SmallInteger):
+            return 2**15 - 1
+        if isinstance(sa_type, sa.BigInteger):
+            return 2**63 - 1
+        return 2**31 - 1
+
     def typed(self, expr: str, family: str, type_sql: str) -> str:
         """An expression in the target column's type, so that it compares equal to the
         stored value. Strings are not cast: an explicit cast would cut them silently,
@@ -503,6 +518,17 @@ class OracleDialect(Dialect):
     def limit(self, sql: str, n: int) -> str:
         return f"{sql} FETCH FIRST {int(n)} ROWS ONLY"
 
+    def widen_column(
+        self, table: str, column: str, sa_type: sa.types.TypeEngine
+    ) -> list[str] | None:
+        if isinstance(sa_type, sa.Text):
+            return None  # a VARCHAR2 does not become a CLOB in place (ORA-22858)
+        return [f"ALTER TABLE {table} MODIFY ({column} {self.type_sql(sa_type)})"]
+
+    def integer_max(self, sa_type: sa.types.Integer) -> int:
+        # BIGINT is NUMBER(19); INTEGER and SMALLINT are NUMBER(38) (reflected as INTEGER)
+        return 10**19 - 1 if isinstance(sa_type, sa.BigInteger) else 10**38 - 1
+
 
 class SqliteDialect(Dialect):
     name = "sqlite"
@@ -564,6 +590,13 @@ class SqliteDialect(Dialect):
             for expr, family, scale in columns
         )
         return f"dms_rowhash({args})" if args else "dms_rowhash()"
+
+    def widen_column(
+        self, table: str, column: str, sa_type: sa.types.TypeEngine
+    ) -> list[str] | None:
+        # SQLite enforces neither lengths nor numeric precision: the column already takes
+        # every value of the wider type, nothing to alter (its declared type stays)
+        return []
 
 
 DIALECTS: dict[str, Dialect] = {

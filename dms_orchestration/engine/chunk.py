@@ -8,6 +8,7 @@ ONE transaction: a chunk is applied whole or not at all, and re-running it is sa
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -97,6 +98,68 @@ def _name_duplicates(conn: sa.Connection, td: Dialect, spec: LoadSpec, staged: s
     dups = _execute(conn, sqlgen.duplicate_staged_keys(td, spec, staged), values).all()
     if dups:
         raise duplicate_key_error(spec, dups)
+
+
+# a value its column cannot hold: PostgreSQL string_data_right_truncation and
+# numeric_value_out_of_range; Oracle "value too large for column" and "value larger than
+# specified precision"
+_UNFIT_SQLSTATES = ("22001", "22003")
+_UNFIT_ORACLE = re.compile(r"\bORA-(12899|01438)\b")
+
+
+def _is_unfit_value(exc: Exception) -> bool:
+    """(A driver's own error too: COPY runs on the raw cursor, outside SQLAlchemy.)"""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None)
+    return code in _UNFIT_SQLSTATES or bool(_UNFIT_ORACLE.search(str(orig)))
+
+
+def _unfit_rows(src: sa.Engine, td: Dialect, spec: LoadSpec, transform: str, values) -> list:
+    """Some rows of the chunk's transform with a value the target cannot hold (their key,
+    then the column); none when the query cannot tell (the database's error stands)."""
+    sql = sqlgen.unfit_values(dialect_of(src), td, spec, transform)
+    if sql is None:
+        return []
+    try:
+        with src.connect() as sconn:
+            return _execute(sconn, sql, values).all()
+    except sa.exc.DBAPIError:
+        return []
+
+
+def _unfit_value_error(spec: LoadSpec, rows: list, exc: Exception) -> DataError:
+    keys = ["/".join(str(v) for v in row[:-1]) for row in rows]
+    by_column: dict[str, list[str]] = {}
+    for key, row in zip(keys, rows, strict=True):
+        by_column.setdefault(row[-1], []).append(key)
+    types = {c.name: c.dtype for c in spec.all_columns}
+    key_names = ", ".join(k.name for k in spec.keys)
+    faults = "; ".join(
+        f"{name} ({types[name]}): {key_names} = {', '.join(found)}"
+        for name, found in by_column.items()
+    )
+    return DataError(
+        f"mapping {spec.mapref}: values the target cannot hold ({faults}"
+        f"{' ...' if len(rows) == 5 else ''}); fix the source, or widen the column in the "
+        f"mapping ({describe(exc)})",
+        keys,
+    )
+
+
+@contextlib.contextmanager
+def _naming_unfit_values(
+    src: sa.Engine, td: Dialect, spec: LoadSpec, transform: str, values: dict[str, Any]
+) -> Iterator[None]:
+    """A value the target refuses (too long, numeric overflow) fails the chunk as a DATA
+    error naming the column and some keys at fault, like a duplicate key. (SQLite stores
+    such values whole: nothing is cut, nothing refused.)"""
+    try:
+        yield
+    except Exception as exc:
+        rows = _unfit_rows(src, td, spec, transform, values) if _is_unfit_value(exc) else []
+        if not rows:
+            raise
+        raise _unfit_value_error(spec, rows, exc) from exc
 
 
 def _drop(tgt: sa.Engine, names: list[str]) -> None:
@@ -264,7 +327,11 @@ def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> C
     began = time.perf_counter()
     try:
         _drop(tgt, [work, staging])  # a failed earlier try of this same chunk
-        with tgt.connect() as conn, stoppable(conn, plan.prcid):
+        with (
+            _naming_unfit_values(src, td, spec, transform, values),
+            tgt.connect() as conn,
+            stoppable(conn, plan.prcid),
+        ):
             conn = conn.execution_options(dms_write_lock=True)
             if plan.same_database and not plan.stage_source:
                 staged = f"({transform})"

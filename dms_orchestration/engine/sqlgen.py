@@ -379,6 +379,43 @@ def duplicate_staged_keys(d: Dialect, spec: LoadSpec, staged: str, limit: int = 
     )
 
 
+def _unfit(sd: Dialect, td: Dialect, c: TargetColumn, expr: str) -> str | None:
+    """A condition (source dialect `sd`) true where a value does not fit the target
+    column (dialect `td`): longer than its length (blanks beyond it are cut without
+    complaint), or outside the range of its integer type or its decimal digits (after
+    rounding to the scale, as the cast does); None: nothing to check for the type."""
+    t = c.dtype
+    if t.family in ("STRING", "CHAR") and t.length:
+        return f"LENGTH(RTRIM(CAST({expr} AS {sd.type_sql(sa.Text())}))) > {int(t.length)}"
+    number = f"CAST({expr} AS {sd.type_sql(sa.Numeric())})"
+    if t.family == "INTEGER":
+        top = td.integer_max(t.sqlalchemy_type())
+        return f"({number} >= {top}.5 OR {number} <= -{top + 1}.5)"
+    if t.family == "DECIMAL" and t.precision is not None:
+        scale = t.scale or 0  # 10^(p-s) less half a unit of the scale, e.g. 999.995
+        return f"ABS({number}) >= {'9' * (t.precision - scale) or '0'}.{'9' * scale}5"
+    return None
+
+
+def unfit_values(
+    sd: Dialect, td: Dialect, spec: LoadSpec, transform: str, limit: int = 5
+) -> str | None:
+    """Some rows of the transform (source dialect) with a value the target's columns
+    cannot hold: their business key, then the first such column's name; None: no
+    column has a limit to check."""
+    conds = [(c, _unfit(sd, td, c, f"X.{sd.quote(c.name)}")) for c in spec.all_columns]
+    conds = [(c, cond) for c, cond in conds if cond]
+    if not conds:
+        return None
+    keys = ", ".join(f"X.{sd.quote(k.name)}" for k in spec.keys)
+    column = " ".join(f"WHEN {cond} THEN '{c.name}'" for c, cond in conds)
+    faults = " OR ".join(cond for _c, cond in conds)
+    return sd.limit(
+        f"SELECT {keys}, CASE {column} END FROM ({transform}) X WHERE {faults} ORDER BY {keys}",
+        limit,
+    )
+
+
 def pool_skey(d: Dialect, spec: LoadSpec) -> str:
     keys = ", ".join(f"A.{d.quote(k.name)}" for k in spec.keys)
     return f":dms_skey0 + ROW_NUMBER() OVER (ORDER BY {keys})"

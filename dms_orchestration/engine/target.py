@@ -1,6 +1,7 @@
 """Target tables: created from the mapping's column types plus the audit columns, with a
 business-key index and (SCD2) one current row per key; columns added in metadata are
-added to the table; a type the table cannot hold is an error, never a silent cast."""
+added to the table, columns widened in metadata (VARCHAR(10) -> VARCHAR(40)) are widened;
+a type the table cannot hold is an error, never a silent cast."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def _run_ddl(engine: sa.Engine, statements: list[str]) -> None:
                 conn.exec_driver_sql(stmt)
 
 
-def _holds(existing: sa.types.TypeEngine, want: DataType) -> bool:
+def _holds(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
     """Whether a column of the existing type stores every value of the mapping's type."""
     f = want.family
     if f in ("STRING", "CHAR", "TEXT"):
@@ -138,7 +139,11 @@ def _holds(existing: sa.types.TypeEngine, want: DataType) -> bool:
         return existing.length is None or (want.length or 0) <= existing.length
     if f in ("INTEGER", "DECIMAL"):
         if isinstance(existing, sa.Integer):
-            return f == "INTEGER" or (want.scale or 0) == 0
+            if f == "INTEGER":
+                return d.integer_max(want.sqlalchemy_type()) <= d.integer_max(existing)
+            return (want.scale or 0) == 0 and 10 ** (want.precision or 38) - 1 <= d.integer_max(
+                existing
+            )
         if isinstance(existing, sa.Float) or not isinstance(existing, sa.Numeric):
             return False
         if existing.precision is None:
@@ -159,8 +164,62 @@ def _holds(existing: sa.types.TypeEngine, want: DataType) -> bool:
     return False
 
 
+# changes of a column's type that keep every value as it is, by family (old, new); the
+# new type must also hold every value of the old (_holds). An integer column counts as
+# DECIMAL(digits of its largest value, 0). Anything else (VARCHAR -> INTEGER, CHAR ->
+# VARCHAR, which drops trailing blanks, a scale changed, DATE -> TIMESTAMP) stays drift.
+_WIDENINGS = {
+    ("STRING", "STRING"),
+    ("STRING", "TEXT"),
+    ("CHAR", "CHAR"),
+    ("DECIMAL", "DECIMAL"),
+    ("DECIMAL", "INTEGER"),
+}
+
+
+def _column_type(existing: sa.types.TypeEngine, d: Dialect) -> DataType | None:
+    """The mapping type a table's column type stands for (None: no widening from it)."""
+    if isinstance(existing, sa.CHAR):
+        return DataType("CHAR", length=existing.length) if existing.length else None
+    if isinstance(existing, sa.String):
+        return DataType("STRING", length=existing.length) if existing.length else None
+    if isinstance(existing, sa.Integer):
+        return DataType("DECIMAL", precision=len(str(d.integer_max(existing))), scale=0)
+    if isinstance(existing, sa.Numeric) and not isinstance(existing, sa.Float):
+        if existing.precision is not None:
+            return DataType("DECIMAL", precision=existing.precision, scale=existing.scale or 0)
+    return None
+
+
+def widens(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
+    """Whether changing the column to the mapping's type keeps every value it has."""
+    old = _column_type(existing, d)
+    if old is None or (old.family, want.family) not in _WIDENINGS:
+        return False
+    if want.family == "DECIMAL" and (want.precision is None or want.scale != old.scale):
+        return False  # (an unbounded NUMBER, or another scale, could round values)
+    return _holds(want.sqlalchemy_type(), old, d)
+
+
+def _widen(
+    conn: sa.Connection, spec: LoadSpec, table: str, col: TargetColumn, current
+) -> list[str]:
+    """Widen a column to the mapping's type (what was done: nothing where the database
+    needs no ALTER), or refuse (SchemaDrift) when that could lose or change a value, or
+    the database cannot do it in place."""
+    d = dialect_of(conn)
+    new_type = col.dtype.sqlalchemy_type()
+    statements = d.widen_column(table, d.quote(col.name), new_type)
+    if statements is None or not widens(current, col.dtype, d):
+        raise _drift(spec, table, col, current)
+    for stmt in statements:
+        conn.exec_driver_sql(stmt)
+    return [f"widened column {col.name} to {col.dtype}"] if statements else []
+
+
 def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
-    """Create the target table, or add the columns metadata gained; what was done."""
+    """Create the target table, or add the columns metadata gained and widen the ones it
+    widened; what was done."""
     d = dialect_of(engine)
     schema = spec.schema.lower() if spec.schema else None
     table = d.qualified(spec.schema, spec.table)
@@ -188,15 +247,16 @@ def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
                 type_sql = d.type_sql(col.dtype.sqlalchemy_type())
                 conn.exec_driver_sql(f"ALTER TABLE {table} ADD {d.quote(col.name)} {type_sql}")
                 done.append(f"added column {col.name}")
-            elif not _holds(current, col.dtype):
-                raise _drift(spec, table, col, current)
+            elif not _holds(current, col.dtype, d):
+                done += _widen(conn, spec, table, col, current)
         return done
 
 
 def _drift(spec: LoadSpec, table: str, col: TargetColumn, current) -> SchemaDrift:
     return SchemaDrift(
         f"mapping {spec.mapref}: column {col.name} is {current} in table {table} but "
-        f"{col.dtype} in the mapping; change the table or the mapping (no silent cast)"
+        f"{col.dtype} in the mapping, a change that could lose or alter values; change the "
+        f"table or the mapping (no silent cast; only widening changes are applied)"
     )
 
 

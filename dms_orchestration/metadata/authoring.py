@@ -7,12 +7,14 @@ one transaction: a bad file leaves the schema as it was.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import write_transaction
@@ -32,7 +34,7 @@ from dms_orchestration.metadata.mapping_file import (
     SourceSqlSpec,
     TargetSpec,
 )
-from dms_orchestration.metadata.models import Catalog, Mapping
+from dms_orchestration.metadata.models import Catalog, Connection, Mapping
 from dms_orchestration.settings import dms_now
 
 
@@ -178,6 +180,117 @@ def _id_needs(file: MappingFile) -> dict[str, int]:
     }
 
 
+# the DMS column each field of the file is stored in: spec -> (table, {field: column})
+_STORED_IN: dict[type, tuple[str, dict[str, str]]] = {
+    ParamSpec: (
+        "DMS_PARAMS",
+        {"code": "PRCD", "value": "PRVAL", "type": "PRTYP", "description": "PRDESC"},
+    ),
+    ConnectionSpec: (
+        "DMS_DBCONDTLS",
+        {
+            "name": "CONNM",
+            "host": "DBHOST",
+            "port": "DBPORT",
+            "service_name": "DBSID",
+            "database": "DBNM",
+            "user": "DBUSR",
+            "password_env": "DBPSWDENV",
+            "url": "DBURL",
+        },
+    ),
+    SourceSqlSpec: ("DMS_MAPRSQL", {"code": "MAPRSQLCD", "description": "MAPRSQLDESC"}),
+    MappingSpec: (
+        "DMS_MAPR",
+        {
+            "ref": "MAPREF",
+            "description": "MAPDESC",
+            "source_system": "SRCSYS",
+            "sql": "MAPRSQLCD",
+            "bulk_rows": "BLKPRCROWS",
+        },
+    ),
+    TargetSpec: ("DMS_MAPR", {"table": "TRGTBNM", "schema_": "TRGSCHM"}),
+    CheckpointSpec: ("DMS_MAPR", {"column": "CHKPNTCLNM", "function": "CHKPNTFN"}),
+    ColumnSpec: (
+        "DMS_MAPRDTL",
+        {
+            "name": "TRGCLNM",
+            "type": "TRGCLDTYP",
+            "description": "TRGCLDESC",
+            "key": "TRGKEYSEQ",
+            "order": "EXCSEQ",
+        },
+    ),
+    LookupSpec: ("DMS_MAPRDTL", {"key": "KEYCLNM", "value": "VALCLNM"}),
+    JobSpec: ("DMS_JOB", {"description": "JOBDESC"}),
+    ScheduleSpec: ("DMS_JOBSCH", {"day": "FRQDD"}),
+}
+INT_LIMIT = 2**31 - 1  # an INT column (PostgreSQL INTEGER, the narrowest of the three)
+
+
+def _too_big(value, table: str, column: str, dialect: str) -> str | None:
+    """Why `value` does not fit its DMS column, or None. Oracle's VARCHAR2(n) counts
+    bytes; PostgreSQL counts characters (SQLite would keep it whole, and so differ)."""
+    spec = s.TABLES_BY_NAME[table].column(column)
+    where = f"{table}.{column}"
+    if isinstance(value, str) and spec.kind == "VC":
+        size, unit = len(value), "characters"
+        if dialect == "oracle":
+            size, unit = len(value.encode("utf-8")), "bytes"
+        if size > spec.size:
+            return f"{size} {unit}, longer than {where} (VARCHAR({spec.size}))"
+    if isinstance(value, int) and spec.kind == "INT" and abs(value) > INT_LIMIT:
+        return f"{value} is larger than {where} holds ({INT_LIMIT})"
+    return None
+
+
+def _label(item, index: int):
+    """A list item's name in a fault's path, as the file's own checks write it."""
+    names = (getattr(item, k, None) for k in ("ref", "name", "code"))
+    return next((n for n in names if n), index)
+
+
+def _oversized(node: BaseModel, path: str, dialect: str) -> Iterator[str]:
+    """`path.field: why` of every value too long (or large) for its DMS column."""
+    table, columns = _STORED_IN.get(type(node), ("", {}))
+    for name, info in type(node).model_fields.items():
+        value = getattr(node, name)
+        where = ".".join(p for p in (path, info.alias or name) if p)
+        if isinstance(value, BaseModel):
+            yield from _oversized(value, where, dialect)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from _oversized(item, f"{where}[{_label(item, i)}]", dialect)
+        elif name in columns and value is not None:
+            why = _too_big(value, table, columns[name], dialect)
+            if why:
+                yield f"{where}: {why}"
+
+
+def _check_sizes(file: MappingFile, dialect: str) -> None:
+    """Refuse values longer than their DMS columns, naming the field (rather than a
+    database error, or a value cut or kept whole depending on the database)."""
+    problems = list(_oversized(file, "", dialect))
+    if problems:
+        raise MappingFileError(
+            "the mapping file has values too long for their DMS columns:\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def _duplicate_columns(m: MappingSpec) -> list[str]:
+    """Target columns named twice (without regard to case, as validation compares them)."""
+    spellings: dict[str, list[str]] = defaultdict(list)
+    for col in m.columns:
+        spellings[col.name.upper()].append(col.name)
+    return [
+        f"mapping {m.ref}: column {' / '.join(names)} appears {len(names)} times"
+        for names in spellings.values()
+        if len(names) > 1
+    ]
+
+
 def _check_references(file: MappingFile, catalog: Catalog) -> None:
     """Names a file refers to must exist in the file or already in the schema."""
     connections = {c.name for c in file.connections} | {
@@ -197,6 +310,7 @@ def _check_references(file: MappingFile, catalog: Catalog) -> None:
         for sch in m.job.schedules if m.job else ():
             if sch.depends_on and sch.depends_on not in maprefs:
                 problems.append(f"mapping {m.ref}: depends_on unknown mapping {sch.depends_on!r}")
+        problems += _duplicate_columns(m)
     for kind, names in (
         ("connection", [c.name for c in file.connections]),
         ("sql", [q.code for q in file.sql]),
@@ -212,6 +326,7 @@ def _check_references(file: MappingFile, catalog: Catalog) -> None:
 
 
 def import_mapping_file(engine: sa.Engine, file: MappingFile) -> ImportReport:
+    _check_sizes(file, engine.dialect.name)
     _check_references(file, load_catalog(engine))
     ids = _Ids(engine, _id_needs(file))
     report = ImportReport()
@@ -402,20 +517,7 @@ def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> 
     }
     return MappingFile(
         params=[] if maprefs else _param_specs(engine),
-        connections=[
-            ConnectionSpec(
-                name=c.name,
-                type=c.db_type.upper(),
-                host=c.host,
-                port=c.port,
-                service_name=c.service_name,
-                database=c.database,
-                user=c.user,
-                password_env=c.password_env,
-                url=c.url,
-            )
-            for c in connections.values()
-        ],
+        connections=[_connection_spec(c) for c in connections.values()],
         sql=[
             SourceSqlSpec(
                 code=q.code,
@@ -427,6 +529,23 @@ def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> 
         ],
         mappings=[_mapping_spec(catalog, m) for m in chosen],
     )
+
+
+def _connection_spec(c: Connection) -> ConnectionSpec:
+    spec = ConnectionSpec(
+        name=c.name,
+        type=c.db_type.upper(),
+        host=c.host,
+        port=c.port,
+        service_name=c.service_name,
+        database=c.database,
+        user=c.user,
+        password_env=c.password_env,
+        url=None if c.password_in_url else c.url,
+    )
+    # a legacy DBURL that spelled a password out goes out masked, as the catalog holds
+    # it: importing the file back is refused until ${NAME} takes the password's place
+    return spec.model_copy(update={"url": c.url}) if c.password_in_url else spec
 
 
 def _param_specs(engine: sa.Engine) -> list[ParamSpec]:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dms_orchestration.db.connections import PASSWORD_ADVICE, has_literal_password
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "mappings.schema.json"
 
@@ -53,6 +55,13 @@ class ConnectionSpec(_Spec):
     url: str | None = Field(
         None, description="DBURL: SQLAlchemy URL; ${NAME} is filled from the environment"
     )
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if has_literal_password(url):
+            raise ValueError(f"DBURL holds a password; {PASSWORD_ADVICE}")
+        return url
 
 
 class SourceSqlSpec(_Spec):
