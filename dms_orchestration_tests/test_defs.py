@@ -669,7 +669,9 @@ def test_a_transient_chunk_error_is_retried(cust, monkeypatch):
     def flaky(plan, index, settings=None):
         calls.append(index)
         if len(calls) == 1:
-            raise sa.exc.OperationalError("x", {}, Exception("could not connect to server"))
+            # a connection SQLAlchemy found dead (transient by that, not by these words)
+            lost = Exception("could not connect to server")
+            raise sa.exc.OperationalError("x", {}, lost, connection_invalidated=True)
         return real(plan, index, settings)
 
     monkeypatch.setattr(assets, "run_chunk", flaky)

@@ -22,6 +22,7 @@ from sqlglot import exp
 from dms_orchestration.db.schema import ColumnSpec, IndexSpec, TableSpec
 
 STRING_FAMILIES = ("STRING", "CHAR", "TEXT")
+RAISE_ATTEMPTS = 10  # rounds of raising a sequence that others raise at the same time
 # (SQL expression, type family, decimal scale) of one column that goes into RWHKEY
 HashColumn = tuple[str, str, int | None]
 
@@ -89,6 +90,46 @@ class Dialect:
     def index_names(self, conn: sa.Connection, table: str, schema: str | None) -> set[str]:
         """The names of a table's indexes, upper case."""
         return {(ix["name"] or "").upper() for ix in sa.inspect(conn).get_indexes(table, schema)}
+
+    # ------------------------------------------------------------ ids across modes
+
+    def greatest(self, *exprs: sa.ColumnElement) -> sa.ColumnElement:
+        """The largest of the expressions (none may be NULL: Oracle's GREATEST is then NULL)."""
+        return sa.func.greatest(*exprs) if len(exprs) > 1 else exprs[0]
+
+    def next_values_with(self, sequence: str, n: int, beside: sa.ColumnElement) -> sa.Select:
+        """next_values, each row also carrying `beside` (a scalar subquery, read once): a
+        check that needs no round trip of its own."""
+        raise NotImplementedError(f"{self.name} has no sequences")
+
+    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement | None:
+        """A scalar subquery: the highest value the sequence may have handed out, NULL when
+        it does not exist (None: the dialect has no sequences)."""
+        return None
+
+    def sequence_increment(self, sequence: str, by: int) -> str:
+        return f"ALTER SEQUENCE {sequence} INCREMENT BY {int(by)}"
+
+    def raise_sequence(
+        self, conn: sa.Connection, name: str, schema: str | None, floor: int
+    ) -> None:
+        """Make the sequence's next value exceed floor, never moving it back, while others
+        may draw from it. Here by a one-off increment (Oracle has no setval): a draw that
+        comes between the two ALTERs jumps too, a gap, never a value given twice; the
+        loop ends on a value drawn above floor, whatever other raisers did meanwhile."""
+        sequence = self.qualified(schema, name)
+        draw = self.next_values(sequence, 1)
+        value = int(conn.execute(draw).scalar())
+        for _ in range(RAISE_ATTEMPTS):
+            if value > floor:
+                return
+            conn.exec_driver_sql(self.sequence_increment(sequence, floor - value + 1))
+            try:
+                value = int(conn.execute(draw).scalar())
+            finally:
+                conn.exec_driver_sql(self.sequence_increment(sequence, 1))
+        if value <= floor:
+            raise RuntimeError(f"could not raise sequence {sequence} above {floor}")
 
     # ------------------------------------------------------------ load SQL
 
@@ -271,6 +312,40 @@ class PostgresDialect(Dialect):
 
     def next_sequence_value(self, sequence: str) -> str:
         return f"nextval('{sequence.lower()}')"
+
+    def next_values_with(self, sequence: str, n: int, beside: sa.ColumnElement) -> sa.Select:
+        series = sa.func.generate_series(1, sa.bindparam("n", n)).alias("dms_n")
+        draw = sa.literal_column(f"nextval('{sequence.lower()}')")
+        return sa.select(draw.label("id"), beside.label("beside")).select_from(series)
+
+    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement | None:
+        # from the catalog, so that a missing sequence is NULL rather than an error; one
+        # not drawn from yet (a new one) has handed out nothing below its start
+        columns = [sa.column("seqrelid"), sa.column("seqstart")]
+        seq = sa.table("pg_sequence", *columns, schema="pg_catalog")
+        last = sa.func.pg_sequence_last_value(seq.c.seqrelid)
+        return (
+            sa.select(sa.func.coalesce(last, seq.c.seqstart - 1))
+            .where(seq.c.seqrelid == sa.func.to_regclass(self.qualified(schema, name)))
+            .scalar_subquery()
+        )
+
+    def raise_sequence(
+        self, conn: sa.Connection, name: str, schema: str | None, floor: int
+    ) -> None:
+        """setval, under the lock ALTER SEQUENCE takes: it keeps nextval out (PostgreSQL 10+)
+        until the transaction ends, so nothing is drawn between reading the position and
+        setting it. The caller's transaction must end soon after."""
+        sequence = self.qualified(schema, name)
+        position = "CASE WHEN is_called THEN last_value ELSE last_value - 1 END"
+        if conn.exec_driver_sql(f"SELECT {position} FROM {sequence}").scalar() >= floor:
+            return
+        # (START WITH only matters to a bare RESTART: it then restarts above floor too)
+        conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} START WITH {int(floor) + 1}")
+        conn.execute(
+            sa.text(f"SELECT setval(:seq, GREATEST(:floor, {position})) FROM {sequence}"),
+            {"seq": sequence, "floor": int(floor)},
+        )
 
     def key_order(self, expr: str, family: str) -> str:
         return f'{expr} COLLATE "C"' if family in STRING_FAMILIES else expr
@@ -481,6 +556,22 @@ class OracleDialect(Dialect):
     def next_sequence_value(self, sequence: str) -> str:
         return f"{sequence.upper()}.NEXTVAL"
 
+    def next_values_with(self, sequence: str, n: int, beside: sa.ColumnElement) -> sa.Select:
+        # (NEXTVAL in the select list of the statement itself, never in a subquery)
+        rows = sa.text("dual CONNECT BY LEVEL <= :n").bindparams(n=n)
+        draw = sa.literal_column(f"{sequence.upper()}.NEXTVAL")
+        return sa.select(draw.label("id"), beside.label("beside")).select_from(rows)
+
+    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement | None:
+        # LAST_NUMBER is the high-water mark: at or above every value handed out or cached
+        view = "all_sequences" if schema else "user_sequences"
+        columns = [sa.column("last_number"), sa.column("sequence_name")]
+        seqs = sa.table(view, *columns, sa.column("sequence_owner"), schema="sys")
+        where = [seqs.c.sequence_name == name.upper()]
+        if schema:
+            where.append(seqs.c.sequence_owner == schema.upper())
+        return sa.select(seqs.c.last_number).where(*where).scalar_subquery()
+
     def is_distinct(self, a: str, b: str) -> str:
         return f"DECODE({a}, {b}, 0, 1) = 1"
 
@@ -558,6 +649,10 @@ class SqliteDialect(Dialect):
             (table,),
         )
         return {name.upper() for (name,) in rows}
+
+    def greatest(self, *exprs: sa.ColumnElement) -> sa.ColumnElement:
+        # SQLite's max() of several arguments is the scalar one
+        return sa.func.max(*exprs) if len(exprs) > 1 else exprs[0]
 
     def is_distinct(self, a: str, b: str) -> str:
         return f"{a} IS NOT {b}"

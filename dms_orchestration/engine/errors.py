@@ -3,11 +3,11 @@ DATA), and how a failure or a stop is written to the log tables."""
 
 from __future__ import annotations
 
-import re
 import traceback
 
 import sqlalchemy as sa
 
+from dms_orchestration.db.errorcodes import error_code
 from dms_orchestration.dmslog.reader import committed_chunks
 from dms_orchestration.dmslog.writer import (
     LoadCounts,
@@ -19,14 +19,6 @@ from dms_orchestration.engine.checkpoint import CheckpointError
 from dms_orchestration.engine.spec import LoadSpec, MappingInvalid
 from dms_orchestration.engine.target import SchemaDrift
 from dms_orchestration.settings import ConfigError, dms_now
-
-# OperationalError covers syntax errors too (SQLite): only these are worth a retry
-_TRANSIENT = re.compile(
-    r"database is locked|deadlock|could not serialize|could not connect|connection|"
-    r"server closed|timeout|timed out|terminating|too many clients|ORA-(03113|03114|12541|"
-    r"12170|00060|12514)",
-    re.IGNORECASE,
-)
 
 
 class DataError(ValueError):
@@ -66,10 +58,11 @@ def error_type(exc: BaseException) -> str:
         return "VALIDATION"
     if isinstance(exc, DataError | sa.exc.DataError | sa.exc.IntegrityError):
         return "DATA"
-    if isinstance(exc, TimeoutError | sa.exc.InterfaceError) or (
-        isinstance(exc, sa.exc.OperationalError) and _TRANSIENT.search(str(exc.orig))
-    ):
-        return "TRANSIENT"  # connection lost, deadlock, lock timeout: a retry may pass
+    # by the database's code, never the message: connection lost, deadlock, lock timeout,
+    # serialization failure, too many connections, SQLite busy -- a retry may pass
+    code = error_code(exc)
+    if isinstance(exc, TimeoutError) or (code is not None and code.transient):
+        return "TRANSIENT"
     return "PERMANENT"
 
 
@@ -126,9 +119,12 @@ def record_chunk_end(
 
 
 def _joberr_fields(exc: BaseException) -> dict:
-    """DMS_JOBERR's words for an exception: type, message, traceback, keys at fault."""
+    """DMS_JOBERR's words for an exception: type, database error code (SQLSTATE,
+    ORA-nnnnn, SQLITE_...), message, traceback, keys at fault."""
+    code = error_code(exc)
     return dict(
         errtyp=error_type(exc),
+        errcd=code.code if code else None,
         message=describe(exc),
         detail="".join(traceback.format_exception(exc)),
         keyval=", ".join(getattr(exc, "keys", [])) or None,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
-from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, dialect_of
+from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, Dialect, dialect_of
 from dms_orchestration.db.sqltext import bound_text, param_number
 from dms_orchestration.dmslog.lock import LoadTarget, RunAlive, lock_place, open_load
 from dms_orchestration.dmslog.reader import last_load_start
@@ -310,23 +310,45 @@ def _keys_repeat_beyond_tiles(spec: LoadSpec) -> bool:
     return any(c.is_lookup for c in spec.columns) or (len(spec.keys) > 1 and not spec.aggregated)
 
 
-def _ensure_skey_sequence(tgt: sa.Engine, spec: LoadSpec) -> None:
-    """SEQUENCE mode: the target table's own <TRGTBNM>_SEQ, next to it, starting after
-    the SKEYs it already holds."""
+def _ensure_skey_sequence(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
+    """SEQUENCE mode: the target table's own <TRGTBNM>_SEQ, next to it, above the SKEYs
+    it holds and those DMS_IDPOOL handed out (an earlier TABLE_COUNTER mode)."""
     d = dialect_of(tgt)
     name = f"{spec.table}_SEQ"
     schema = spec.schema.lower() if spec.schema else None
+    counter = provider_for(meta).pool_counter(spec.table)
     with tgt.begin() as conn:
-        if d.sequence_exists(conn, name, schema):
-            return
         table = d.qualified(spec.schema, spec.table)
-        start = (conn.exec_driver_sql(f"SELECT MAX(SKEY) FROM {table}").scalar() or 0) + 1
+        held = conn.exec_driver_sql(f"SELECT MAX(SKEY) FROM {table}").scalar() or 0
+        floor = max(int(held), counter)
+        if d.sequence_exists(conn, name, schema):
+            d.raise_sequence(conn, name, spec.schema, floor)
+            return
+        start = floor + 1
         # CACHE: each session takes its SKEYs 1000 at a time (parallel chunks do not
         # wait for each other; a gap of unused values is harmless for surrogate keys)
         stmt = d.create_sequence(d.qualified(spec.schema, name), int(start)) + " CACHE 1000"
         if d.name == "postgresql":
             stmt = stmt.replace("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS", 1)
         conn.exec_driver_sql(stmt)
+
+
+def skey_floor_query(d: Dialect, spec: LoadSpec) -> sa.Select:
+    """The highest SKEY the target holds and the highest its sequence handed out, if any."""
+    table = sa.text(d.qualified(spec.schema, spec.table))
+    parts = [sa.select(sa.literal_column("MAX(SKEY)")).select_from(table).scalar_subquery()]
+    position = d.sequence_position(f"{spec.table}_SEQ", spec.schema)
+    if position is not None:
+        parts.append(position)
+    return sa.select(*parts)
+
+
+def _skey_counter_above_target(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
+    """TABLE_COUNTER mode: the DMS_IDPOOL counter continues above the SKEYs the target
+    holds and those its sequence handed out (an earlier SEQUENCE mode)."""
+    with tgt.connect() as conn:
+        row = conn.execute(skey_floor_query(dialect_of(tgt), spec)).one()
+    provider_for(meta).raise_pool(spec.table, max(int(v or 0) for v in row))
 
 
 def _drop_leftovers(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
@@ -473,7 +495,9 @@ def plan(
         skey_mode = TABLE_COUNTER
         if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
             skey_mode = SEQUENCE
-            _ensure_skey_sequence(tgt, spec)
+            _ensure_skey_sequence(tgt, meta, spec)
+        else:
+            _skey_counter_above_target(tgt, meta, spec)
         result = LoadPlan(
             mapping=mapping,
             prcid=prcid,

@@ -1,5 +1,9 @@
 """Unique ids for DMS entities, drawn a block per round trip from a sequence (SEQUENCE mode)
-or from the DMS_IDPOOL counter (TABLE_COUNTER mode), as DMS_PARAMS configures."""
+or from the DMS_IDPOOL counter (TABLE_COUNTER mode), as DMS_PARAMS configures.
+
+Either mode continues above every id the other handed out, so switching ID_GENERATION_MODE
+never reissues one: a sequence is raised above the counter before it serves a provider,
+and every counter reservation takes the sequence's position into account."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from dms_orchestration.db.connect import dms_schema, write_transaction
-from dms_orchestration.db.dialects import dialect_of
+from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.db.schema import ENTITY_SEQUENCES, TABLES_BY_NAME, T, dms_idpool, dms_params
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,15 @@ def normalize_entity(name: str) -> str:
     if entity not in ENTITY_SEQUENCES and entity.endswith("_SEQ") and len(entity) > 4:
         return entity[: -len("_SEQ")]
     return entity
+
+
+def pool_names(entity: str) -> tuple[str, ...]:
+    """Every DMS_IDPOOL.ENTITYNM an entity's counter may be kept under: its own name (the
+    one written), then its sequence's spellings, which the legacy tool used
+    (DMS_JOBLOGSEQ, DIM_X_SEQ): the counter continues above all of them."""
+    entity = normalize_entity(entity)
+    names = dict.fromkeys([entity, sequence_name(entity), f"{entity}_SEQ"])
+    return tuple(n for n in names if len(n) <= ENTITYNM_SIZE)
 
 
 def sequence_name(entity: str) -> str:
@@ -164,6 +177,9 @@ class IdProvider:
         self._config: IdConfig | None = None
         self._cache: dict[str, deque[int]] = {}
         self._noticed_no_sequences = False
+        # entities whose sequence was seen above their DMS_IDPOOL counter by this provider
+        self._sequence_checked: set[str] = set()
+        self._reservations: dict[str, sa.Update] = {}
         _providers.add(self)
 
     # configuration ---------------------------------------------------------------------
@@ -174,6 +190,7 @@ class IdProvider:
         with self._lock:
             self._config = self._read_config()
             self._cache.clear()
+            self._sequence_checked.clear()  # the mode may have switched: look again
 
     def mode_for(self, entity: str) -> str:
         """The mode the entity's ids come from here: SEQUENCE or TABLE_COUNTER."""
@@ -266,8 +283,28 @@ class IdProvider:
         return f"{self.schema}.{name}" if self.schema else name
 
     def _reserve_from_sequence(self, entity: str, n: int) -> list[int]:
+        # the first draw here reads the ids used beside it: the sequence may be behind ids
+        # that TABLE_COUNTER mode or plain SQL handed out (a mode switch; `dms db init`)
+        check = entity not in self._sequence_checked
+        values, floor = self._draw_or_create(entity, n, check)
+        if check:
+            if values[0] <= floor:
+                self._raise_sequence(entity, floor)
+                kept = [v for v in values if v > floor]
+                values = sorted(kept + self._draw(entity, n - len(kept))[0])
+            self._sequence_checked.add(entity)
+        return values
+
+    def _raise_sequence(self, entity: str, floor: int) -> None:
+        name = sequence_name(entity)
+        with self.engine.begin() as conn:
+            self.round_trips += 1
+            self.dialect.raise_sequence(conn, name, self.schema, floor)
+        log.info("sequence %s raised above id %d, which %s already used", name, floor, entity)
+
+    def _draw_or_create(self, entity: str, n: int, check: bool) -> tuple[list[int], int]:
         try:
-            return self._draw(entity, n)
+            return self._draw(entity, n, check)
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:
                 raise
@@ -276,18 +313,23 @@ class IdProvider:
             # second draw raises it for the caller.
             if not self._sequence_exists(entity):
                 self._create_sequence(entity)
-        return self._draw(entity, n)
+        return self._draw(entity, n, check)
 
-    def _draw(self, entity: str, n: int) -> list[int]:
-        stmt = self.dialect.next_values(self._qualified(sequence_name(entity)), n)
+    def _draw(self, entity: str, n: int, check: bool = False) -> tuple[list[int], int]:
+        """n values of the entity's sequence and, when checking, the highest id used."""
+        sequence = self._qualified(sequence_name(entity))
+        if check:
+            stmt = self.dialect.next_values_with(sequence, n, highest_used_id(self.dialect, entity))
+        else:
+            stmt = self.dialect.next_values(sequence, n)
         # nextval is not transactional: the value is ours once drawn, no commit needed
         with self.engine.connect() as conn:
             self.round_trips += 1
-            values = [int(v) for v in conn.execute(stmt).scalars()]
-        if len(values) != n:
-            raise RuntimeError(f"asked {sequence_name(entity)} for {n} values, got {len(values)}")
+            rows = conn.execute(stmt).all()
+        if len(rows) != n:
+            raise RuntimeError(f"asked {sequence_name(entity)} for {n} values, got {len(rows)}")
         # the values of one statement need not come back in order
-        return sorted(values)
+        return sorted(int(r[0]) for r in rows), int(rows[0][1]) if check else 0
 
     def _sequence_exists(self, entity: str) -> bool:
         with self.engine.connect() as conn:
@@ -314,61 +356,40 @@ class IdProvider:
         log.info("sequence %s for id entity %s is in place (start %d)", name, entity, start)
 
     def _highest_used(self, entity: str) -> int:
-        pool = dms_idpool
-        counter = sa.select(pool.c.lastval).where(pool.c.entitynm == entity).scalar_subquery()
-        parts = [sa.func.coalesce(counter, 0)]
-        used = self._max_id_subquery(entity)
-        if used is not None:
-            parts.append(used)
         with self.engine.connect() as conn:
             self.round_trips += 1
-            return max(int(v or 0) for v in conn.execute(sa.select(*parts)).one())
+            return int(conn.execute(sa.select(highest_used_id(self.dialect, entity))).scalar())
 
     # TABLE_COUNTER mode ----------------------------------------------------------------
 
-    def _max_id_subquery(self, entity: str) -> sa.ScalarSelect | None:
-        spec = TABLES_BY_NAME.get(entity)
-        if spec is None or spec.id_column is None:
-            return None
-        col = T[entity].c[spec.id_column.lower()]
-        return sa.select(sa.func.coalesce(sa.func.max(col), 0)).scalar_subquery()
-
-    def _reserve_from_pool(self, entity: str, n: int, block: int) -> range:
+    def _check_pool_name(self, entity: str) -> None:
         if len(entity) > ENTITYNM_SIZE:
             raise IdConfigError(
                 f"id entity {entity!r} is longer than DMS_IDPOOL.ENTITYNM ({ENTITYNM_SIZE} "
                 "characters): TABLE_COUNTER mode cannot serve it"
             )
-        pool = dms_idpool
-        used = self._max_id_subquery(entity)
-        if used is None:
-            base = sa.func.coalesce(pool.c.lastval, 0)
-        else:
-            # rows written with plain SQL (legacy screens, scripts) may be above the
-            # counter: continue after them; still one statement, so still atomic
-            base = sa.case((pool.c.lastval >= used, pool.c.lastval), else_=used)
-        update = (
-            sa.update(pool)
-            .where(pool.c.entitynm == entity)
-            .values(lastval=base + n, blksz=block, recupdt=sa.func.current_timestamp())
-            .returning(pool.c.lastval)
-        )
+
+    def _reserve_from_pool(self, entity: str, n: int, block: int) -> range:
+        self._check_pool_name(entity)
+        update = self._reservations.get(entity)
+        if update is None:
+            update = self._reservations[entity] = reservation(self.dialect, self.schema, entity)
         for _ in range(_POOL_ATTEMPTS):
             with write_transaction(self.engine) as conn:
                 self.round_trips += 1
-                last = conn.execute(update).scalar()
+                last = conn.execute(update, {"dms_n": n, "dms_block": block}).scalar()
             if last is not None:
                 last = int(last)
                 return range(last - n + 1, last + 1)
             self._insert_pool_row(entity, block)
         raise RuntimeError(f"could not create or update the DMS_IDPOOL row of {entity}")
 
-    def _insert_pool_row(self, entity: str, block: int) -> None:
+    def _insert_pool_row(self, entity: str, block: int, lastval: int = 0) -> None:
         pool = dms_idpool
-        used = self._max_id_subquery(entity)
+        used = _max_id_subquery(entity)
         stmt = sa.insert(pool).values(
             entitynm=entity,
-            lastval=0 if used is None else used,
+            lastval=lastval if used is None else self.dialect.greatest(sa.literal(lastval), used),
             blksz=block,
             recupdt=sa.func.current_timestamp(),
         )
@@ -378,6 +399,97 @@ class IdProvider:
                 conn.execute(stmt)
         except sa.exc.IntegrityError:
             pass  # another process inserted it first; the retried UPDATE uses its row
+
+    # both modes, for ids that live elsewhere (target SKEYs) ---------------------------
+
+    def pool_counter(self, entity: str) -> int:
+        """The highest id the entity's DMS_IDPOOL counters have handed out (0: none)."""
+        entity = normalize_entity(entity)
+        with self.engine.connect() as conn:
+            self.round_trips += 1
+            return int(conn.execute(sa.select(_counter_subquery(pool_names(entity)))).scalar())
+
+    def raise_pool(self, entity: str, floor: int) -> None:
+        """The entity's counter continues above floor (ids its sequence or plain SQL used
+        where this provider cannot see them: a target's SKEYs); it never goes down."""
+        entity = normalize_entity(entity)
+        self._check_pool_name(entity)
+        if floor <= 0:
+            return
+        pool = dms_idpool
+        counter = self.dialect.greatest(sa.func.coalesce(pool.c.lastval, 0), sa.literal(floor))
+        update = (
+            sa.update(pool)
+            .where(pool.c.entitynm == entity)
+            .values(lastval=counter, recupdt=sa.func.current_timestamp())
+        )
+        for _ in range(_POOL_ATTEMPTS):
+            with write_transaction(self.engine) as conn:
+                self.round_trips += 1
+                if conn.execute(update).rowcount:
+                    return
+            with self._lock:
+                block = self._block_size(self._current_config(), entity)
+            self._insert_pool_row(entity, block, floor)
+        raise RuntimeError(f"could not create or update the DMS_IDPOOL row of {entity}")
+
+
+def _max_id_subquery(entity: str) -> sa.ScalarSelect | None:
+    """The highest id in the entity's contract table (None: not a contract table)."""
+    spec = TABLES_BY_NAME.get(entity)
+    if spec is None or spec.id_column is None:
+        return None
+    col = T[entity].c[spec.id_column.lower()]
+    return sa.select(sa.func.coalesce(sa.func.max(col), 0)).scalar_subquery()
+
+
+def _counter_subquery(names: tuple[str, ...]) -> sa.ColumnElement:
+    """The highest LASTVAL among DMS_IDPOOL rows of these names, 0 when none."""
+    other = dms_idpool.alias("dms_other")
+    # (equalities, not IN: an IN of literals is rendered anew at every execution)
+    named = sa.or_(*(other.c.entitynm == name for name in names))
+    top = sa.select(sa.func.max(other.c.lastval)).where(named)
+    return sa.func.coalesce(top.scalar_subquery(), 0)
+
+
+def highest_used_id(dialect: Dialect, entity: str) -> sa.ColumnElement:
+    """The highest id the entity's DMS_IDPOOL counters (any spelling) and contract table
+    hold: a sequence must continue above it."""
+    parts = [_counter_subquery(pool_names(entity))]
+    used = _max_id_subquery(entity)
+    if used is not None:
+        parts.append(used)
+    return dialect.greatest(*parts)
+
+
+def reservation(dialect: Dialect, schema: str | None, entity: str) -> sa.Update:
+    """The one statement that reserves `dms_n` ids of the entity in DMS_IDPOOL (recording
+    the block size `dms_block`) and returns the last: it continues above the counter, the
+    legacy rows of other spellings, the contract table's rows (written with plain SQL) and
+    the entity's sequence (SEQUENCE mode). One statement, so atomic: the row lock orders
+    concurrent reservations. Built once per entity and provider (building costs more than
+    the round trip's work in the server)."""
+    pool = dms_idpool
+    parts = [sa.func.coalesce(pool.c.lastval, 0)]
+    legacy = pool_names(entity)[1:]
+    if legacy:
+        parts.append(_counter_subquery(legacy))
+    used = _max_id_subquery(entity)
+    if used is not None:
+        parts.append(used)
+    position = dialect.sequence_position(sequence_name(entity), schema)
+    if position is not None:
+        parts.append(sa.func.coalesce(position, 0))
+    return (
+        sa.update(pool)
+        .where(pool.c.entitynm == entity)
+        .values(
+            lastval=dialect.greatest(*parts) + sa.bindparam("dms_n", type_=sa.BigInteger),
+            blksz=sa.bindparam("dms_block", type_=sa.BigInteger),
+            recupdt=sa.func.current_timestamp(),
+        )
+        .returning(pool.c.lastval)
+    )
 
 
 # every live provider, so that a forked child starts with none of its parent's ids
