@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -214,10 +215,16 @@ def distinct(
     for owner, name in sorted(others, key=repr):
         new = suffixed(owner, name)
         while new in used:
-            new = suffixed(repr(new), new)
+            new = _again(new)
         names[owner] = new
         used.add(new)
     return names
+
+
+def _again(name: Any) -> Any:
+    if isinstance(name, dg.AssetKey):
+        return dg.AssetKey([*name.path[:-1], _again(name.path[-1])])
+    return f"{name}_{short_hash(str(name))}"
 
 
 def _name_suffix(owner: Hashable, name: str) -> str:
@@ -274,9 +281,52 @@ class _Asking:
         except Exception as exc:  # the user's translator: one bad answer, not the location
             if type(self.translator) is DmsTranslator:
                 raise
-            message = f"{self.label}.{method} failed, the default is used: {exc}"
-            self.findings[ref].append(Finding(mapref=ref, severity="ERROR", message=message))
+            self.refused(ref, method, exc)
             return check(getattr(self.default, method)(*args))
+
+    def refused(self, ref: str, method: str, exc: Exception) -> None:
+        message = f"{self.label}.{method} failed, the default is used: {exc}"
+        self.findings[ref].append(Finding(mapref=ref, severity="ERROR", message=message))
+
+    def spec(self, ref: str, mapping: Mapping) -> dg.AssetSpec:
+        """The translator's spec; when it makes none, one from its pieces, each piece that
+        makes none replaced by the default's (so a bad group keeps the key)."""
+        try:
+            return _checked_spec(self.translator.get_asset_spec(mapping))
+        except Exception as exc:
+            if type(self.translator) is DmsTranslator:
+                raise
+            failure = exc
+        before = len(self.findings[ref])
+        pieces = {
+            field: self.ask(ref, method, mapping, check=partial(_checked_piece, field))
+            for method, field in SPEC_PIECES.items()
+        }
+        if len(self.findings[ref]) == before:  # not a piece: get_asset_spec itself
+            self.refused(ref, "get_asset_spec", failure)
+        try:
+            return dg.AssetSpec(**pieces)
+        except Exception as exc:
+            self.refused(ref, "get_asset_spec", exc)
+            return self.default.get_asset_spec(mapping)
+
+
+# translator method -> the AssetSpec field it answers
+SPEC_PIECES = {
+    "get_asset_key": "key",
+    "get_group_name": "group_name",
+    "get_description": "description",
+    "get_metadata": "metadata",
+    "get_tags": "tags",
+    "get_kinds": "kinds",
+    "get_owners": "owners",
+}
+
+
+def _checked_piece(field: str, value: Any) -> Any:
+    """A piece of a spec that Dagster takes (it checks it in a spec of its own)."""
+    dg.AssetSpec(**{"key": "piece", field: value})
+    return value
 
 
 def _checked_spec(spec: Any) -> dg.AssetSpec:
@@ -302,7 +352,7 @@ def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
     def ask_each(method: str, check: Callable[[Any], Any]) -> dict[str, Any]:
         return {ref: asking.ask(ref, method, m, check=check) for ref, m in mappings.items()}
 
-    specs = ask_each("get_asset_spec", _checked_spec)
+    specs = {ref: asking.spec(ref, m) for ref, m in mappings.items()}
     keys = distinct({ref: s.key for ref, s in specs.items()}, _key_suffix)
     pools = ask_each("get_pool", _checked_pool)
     chunk_steps = distinct(
@@ -342,7 +392,9 @@ def _schedule_names(catalog: Catalog, asking: _Asking) -> tuple[dict[int, str], 
     wishes: dict[tuple[str, int], str] = {}
     for ref, m in catalog.mappings.items():
         for row in {s.id: s for job in m.jobs for s in job.schedules}.values():
-            parent = catalog.mappings.get(row.depends_on_mapref or "")
+            parent = None
+            if row.depends_on_mapref is not None:
+                parent = catalog.mappings.get(row.depends_on_mapref)
             if parent is not None:
                 args = ("get_dependency_sensor_name", m, parent, row)
                 wishes[("sensor", row.id)] = asking.ask(ref, *args, check=valid_name)
