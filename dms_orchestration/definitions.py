@@ -192,7 +192,7 @@ def build_definitions(
     object is an ERROR finding on the asset, and a run of it fails at once with them."""
     translator = translator or translator_from_settings(settings)
     names = name_catalog(catalog, translator)
-    use_job_names({ref: n.job for ref, n in names.mappings.items()})
+    use_job_names(names.job_names())
     jobs, job_findings = _jobs(catalog, names)
     schedules, schedule_findings = _schedules(catalog, names, jobs, str(settings.timezone))
     dependencies, dependency_findings = _dependencies(catalog, set(jobs))

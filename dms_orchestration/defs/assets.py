@@ -246,10 +246,11 @@ def mapping_asset(
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in after]
     )
     spec = names.spec.replace_attributes(
+        key=names.key,
         metadata={
             **names.spec.metadata,
             "dms/findings": dg.MetadataValue.md(findings_text(findings)),
-        }
+        },
     )
     return dg.graph_multi_asset(
         name=names.graph,

@@ -240,16 +240,13 @@ def _key_suffix(owner: Hashable, key: dg.AssetKey) -> dg.AssetKey:
 class MappingNames:
     """What one mapping is called in Dagster."""
 
-    spec: dg.AssetSpec  # with its final key
+    key: dg.AssetKey
+    spec: dg.AssetSpec  # the translator's: its key may be another mapping's too
     job: str
     graph: str
     checks: str
     pool: str
     chunk_step: str  # the op of the pool's chunk steps
-
-    @property
-    def key(self) -> dg.AssetKey:
-        return self.spec.key
 
 
 @dataclass
@@ -371,7 +368,8 @@ def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
     return CatalogNames(
         mappings={
             ref: MappingNames(
-                spec=specs[ref].replace_attributes(key=keys[ref]),
+                key=keys[ref],
+                spec=specs[ref],
                 job=jobs[ref],
                 graph=nodes[("graph", ref)],
                 checks=nodes[("checks", ref)],
