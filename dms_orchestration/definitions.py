@@ -79,12 +79,14 @@ def _shared_tables(catalog: Catalog) -> Iterator[Finding]:
             schema = (m.target_schema or "").strip().upper()
             writers[(con, schema, m.target_table.strip().upper())].append(m.ref)
     for (_, schema, table), refs in writers.items():
-        for ref in refs:
-            for other in (r for r in refs if r != ref):
-                where = f"{schema}.{table}" if schema else table
-                yield _finding(
-                    ref, f"mapping {other} also writes target table {where}: one table, one mapping"
-                )
+        where = f"{schema}.{table}" if schema else table
+        for ref in refs if len(refs) > 1 else ():
+            named = ", ".join([r for r in refs[:6] if r != ref][:5])
+            if len(refs) > 6:
+                named += f" and {len(refs) - 6} more"
+            yield _finding(
+                ref, f"mapping {named} also writes target table {where}: one table, one mapping"
+            )
 
 
 def _dependencies(catalog: Catalog, active: set[str]) -> tuple[dict, list[Finding]]:
