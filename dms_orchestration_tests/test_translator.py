@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -280,7 +281,7 @@ class LegacyCatalog:
         *,
         columns: list[dict] | None = None,
         job: dict | None = None,
-        schedules: list[dict] = ({"frqcd": "DL", "frqhh": 2},),
+        schedules: Sequence[dict] = ({"frqcd": "DL", "frqhh": 2},),
         **mapr,
     ) -> list[int]:
         """A mapping with two columns, a job and its schedules; the JOBSCHIDs."""
@@ -334,7 +335,7 @@ class LegacyCatalog:
 
 
 ODD_SYSTEMS = ["CRM-EU", "CRM_EU", "crm eu", "KUNDÉ_客户", "", "  ", None, "A;B", "ÅÄÖ", "dms"]
-# MAPREF -> words of its findings (map_0 and MAP_0 are valid: one job each all the same)
+# MAPREF -> words of its findings (map_0 and MAP_0 differ in case only: a job each)
 ODD_REFS = {
     "MAP-{r}": "MAPREF",
     "MAP {r}": "MAPREF",
