@@ -8,6 +8,9 @@ invalid still appears as an asset that shows its findings (a run of it fails at 
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from itertools import chain
 
 import dagster as dg
 from dagster._core.definitions.definitions_load_context import (
@@ -18,10 +21,10 @@ from dagster._core.definitions.definitions_load_context import (
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import (
     LoadSteps,
-    asset_key,
     mapping_asset,
     mapping_checks,
-    upstream_assets,
+    source_dialect,
+    upstream_mappings,
 )
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.resources import DmsResource
@@ -31,12 +34,18 @@ from dms_orchestration.defs.sensors import (
     close_stopped_runs,
     dependency_cycles,
     dependency_sensor,
-    job_name,
     queue_sensor,
+    use_job_names,
+)
+from dms_orchestration.defs.translator import (
+    CatalogNames,
+    DmsTranslator,
+    name_catalog,
+    translator_from_settings,
 )
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.frequency import FrequencyError
-from dms_orchestration.metadata.models import Catalog, Finding
+from dms_orchestration.metadata.models import Catalog, Finding, Mapping
 from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings, load_settings
 
@@ -58,56 +67,170 @@ def read_catalog(settings: Settings) -> Catalog:
     return catalog
 
 
-def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
-    # the rule checks need no database: an invalid mapping shows why before any validate run
-    findings: dict[str, list[Finding]] = {
-        ref: [f for f in rule_findings(m) if f not in m.findings]
-        for ref, m in catalog.mappings.items()
-    }
-    edges: dict[str, set[str]] = {}
+def _finding(ref: str, message: str, severity: str = "ERROR") -> Finding:
+    return Finding(mapref=ref, severity=severity, message=message)
+
+
+def _shared_tables(catalog: Catalog) -> Iterator[Finding]:
+    """One table, one mapping: each mapping that writes a table another one writes."""
+    writers: dict[tuple, list[str]] = defaultdict(list)
     for m in catalog.mappings.values():
-        for row in (s for job in m.jobs for s in job.schedules):
-            if row.depends_on_mapref:
-                edges.setdefault(m.ref, set()).add(row.depends_on_mapref)
+        if m.target_table and m.target_table.strip():
+            con = m.target_connection.name if m.target_connection else m.target_connection_id
+            schema = (m.target_schema or "").strip().upper()
+            writers[(con, schema, m.target_table.strip().upper())].append(m.ref)
+    for (_, schema, table), refs in writers.items():
+        where = f"{schema}.{table}" if schema else table
+        for ref in refs if len(refs) > 1 else ():
+            named = ", ".join([r for r in refs[:6] if r != ref][:5])
+            if len(refs) > 6:
+                named += f" and {len(refs) - 6} more"
+            yield _finding(
+                ref, f"mapping {named} also writes target table {where}: one table, one mapping"
+            )
+
+
+def _dependencies(catalog: Catalog, active: set[str]) -> tuple[dict, list[Finding]]:
+    """The dependencies that can become sensors, (child, parent) -> DMS_JOBSCH row, and the
+    findings of DPND_JOBSCHID rows (a parent that does not exist, a cycle, a repeat)."""
+    findings, usable = [], {}
+    edges: dict[str, set[str]] = defaultdict(set)
+    for m in catalog.mappings.values():
+        for row in {s.id: s for job in m.jobs for s in job.schedules}.values():
+            parent = row.depends_on_mapref
+            where = f"schedule {row.id}: DPND_JOBSCHID {row.depends_on_id}"
+            if row.depends_on_id is None:
+                continue
+            if parent is None:
+                findings.append(_finding(m.ref, f"{where} names no schedule of a mapping"))
+            elif parent not in catalog.mappings:
+                findings.append(
+                    _finding(m.ref, f"{where} names a schedule of {parent}, not a current mapping")
+                )
+            elif (m.ref, parent) in usable:
+                first = usable[(m.ref, parent)].id
+                message = f"{where} repeats the dependency on {parent} of schedule {first}: ignored"
+                findings.append(_finding(m.ref, message, "WARNING"))
+            else:
+                edges[m.ref].add(parent)
+                usable[(m.ref, parent)] = row
+                if parent not in active:
+                    message = f"{where}: {parent} has no active job, so nothing runs after it"
+                    findings.append(_finding(m.ref, message, "WARNING"))
     in_cycle = set()
     for cycle in dependency_cycles(edges):
         in_cycle |= set(cycle)
-        for ref in set(cycle) & set(findings):
-            findings[ref].append(
-                Finding(
-                    mapref=ref, severity="ERROR", message=f"dependency cycle: {' -> '.join(cycle)}"
-                )
+        for ref in sorted(set(cycle)):
+            findings.append(_finding(ref, f"dependency cycle: {' -> '.join(cycle)}"))
+    return {pair: row for pair, row in usable.items() if pair[0] not in in_cycle}, findings
+
+
+def _lineage(catalog: Catalog, dialect: str) -> tuple[dict[str, list[str]], list[Finding]]:
+    """MAPREF -> the mappings it reads, without the reads that close a cycle (Dagster's
+    asset graph has none): those are warnings."""
+    deps = upstream_mappings(catalog, dialect)
+    findings = []
+    for cycle in dependency_cycles({ref: set(parents) for ref, parents in deps.items()}):
+        child, parent = cycle[-2], cycle[-1]
+        if parent in deps[child]:
+            deps[child].remove(parent)
+            message = (
+                f"its source reads the table of {parent}, which reads its own (lineage "
+                f"cycle {' -> '.join(cycle)}): that dependency is left out of the asset graph"
             )
-    dialect = settings.database_url.get_backend_name()
-    assets, jobs, schedules, sensors = [], {}, [], []
+            findings.append(_finding(child, message, "WARNING"))
+    return deps, findings
+
+
+def _jobs(catalog: Catalog, names: CatalogNames) -> tuple[dict, list[Finding]]:
+    jobs, findings = {}, []
     for m in catalog.mappings.values():
         active = [job for job in m.jobs if job.active]
+        if len(active) > 1:
+            message = (
+                f"{len(active)} active DMS_JOB rows (JOBID "
+                f"{', '.join(str(j.id) for j in active)}): JOBID {active[0].id} is the job"
+            )
+            findings.append(_finding(m.ref, message, "WARNING"))
         if active:
             jobs[m.ref] = mapping_job(
-                job_name(m.ref),
-                asset_key(m),
+                names.mappings[m.ref].job,
+                names.mappings[m.ref].key,
                 description=active[0].description or f"Load {m.ref}",
                 tags={"dms/mapref": m.ref, "dms/jobid": str(active[0].id)},
             )
-        for row in (s for job in active for s in job.schedules if not s.depends_on_mapref):
-            try:
-                schedules.append(schedule_definition(jobs[m.ref], row, str(settings.timezone)))
-            except FrequencyError as exc:
-                findings[m.ref].append(
-                    Finding(mapref=m.ref, severity="ERROR", message=f"schedule {row.id}: {exc}")
-                )
-    deps = upstream_assets(catalog, dialect)
-    steps = LoadSteps(catalog, max((len(d) for d in deps.values()), default=0))
+    return jobs, findings
+
+
+def _schedules(
+    catalog: Catalog, names: CatalogNames, jobs: dict, timezone: str
+) -> tuple[list[dg.ScheduleDefinition], list[Finding]]:
+    """A schedule per clock row of an active job; a row that makes none is a finding."""
+    schedules, findings = [], []
     for m in catalog.mappings.values():
-        assets.append(mapping_asset(m, steps, deps[m.ref], findings[m.ref]))
-        for row in (s for job in m.jobs if job.active for s in job.schedules):
-            parent = row.depends_on_mapref
-            if parent and m.ref not in in_cycle and parent in jobs and m.ref in jobs:
-                sensors.append(dependency_sensor(jobs[parent], jobs[m.ref], row.id))
+        active = [job for job in m.jobs if job.active]
+        rows = {s.id: s for job in active for s in job.schedules if s.depends_on_id is None}
+        for row in rows.values():
+            try:
+                name = names.schedules[row.id]
+                schedules.append(schedule_definition(jobs[m.ref], row, timezone, name))
+            except FrequencyError as exc:
+                findings.append(_finding(m.ref, f"schedule {row.id}: {exc}"))
+            except Exception as exc:  # any row: one schedule lost, never the location
+                findings.append(_finding(m.ref, f"schedule {row.id} is not a schedule: {exc}"))
+    return schedules, findings
+
+
+def _rule_findings(mapping: Mapping, metadata_dialect: str) -> list[Finding]:
+    try:
+        return rule_findings(mapping, source_dialect(mapping, metadata_dialect))
+    except Exception as exc:  # any row content: a finding, never the code location
+        return [_finding(mapping.ref, f"the rule checks failed on this mapping: {exc}")]
+
+
+def build_definitions(
+    catalog: Catalog, settings: Settings, translator: DmsTranslator | None = None
+) -> dg.Definitions:
+    """Every mapping as an asset, whatever its rows hold: what cannot become a Dagster
+    object is an ERROR finding on the asset, and a run of it fails at once with them."""
+    translator = translator or translator_from_settings(settings)
+    names = name_catalog(catalog, translator)
+    use_job_names(names.job_names())
+    jobs, job_findings = _jobs(catalog, names)
+    schedules, schedule_findings = _schedules(catalog, names, jobs, str(settings.timezone))
+    dependencies, dependency_findings = _dependencies(catalog, set(jobs))
+    backend = settings.database_url.get_backend_name()
+    deps, lineage_findings = _lineage(catalog, backend)
+    found: dict[str, list[Finding]] = defaultdict(list)
+    for f in chain(
+        (f for fs in catalog.read_findings.values() for f in fs),
+        (f for fs in names.findings.values() for f in fs),
+        _shared_tables(catalog),
+        job_findings,
+        schedule_findings,
+        dependency_findings,
+        lineage_findings,
+    ):
+        found[f.mapref].append(f)
+    blocking = {ref: [f for f in fs if f.severity == "ERROR"] for ref, fs in found.items()}
+    steps = LoadSteps(catalog, names, blocking, max((len(d) for d in deps.values()), default=0))
+    assets, checks = [], []
+    for m in catalog.mappings.values():
+        # the rule checks need no database: an invalid mapping shows why before any validate run
+        rules = [f for f in _rule_findings(m, backend) if f not in m.findings]
+        shown = [*m.findings, *rules, *found.get(m.ref, [])]
+        upstream = [names.mappings[ref].key for ref in deps[m.ref]]
+        assets.append(mapping_asset(names.mappings[m.ref], steps, upstream, shown))
+        checks.append(mapping_checks(m, names.mappings[m.ref]))
+    sensors = [
+        dependency_sensor(jobs[parent], jobs[child], row.id, names.sensors[row.id])
+        for (child, parent), row in dependencies.items()
+        if child in jobs and parent in jobs
+    ]
     sensors += [queue_sensor(list(jobs.values()), catalog), close_failed_runs, close_stopped_runs]
     return dg.Definitions(
         assets=assets,
-        asset_checks=[mapping_checks(m) for m in catalog.mappings.values()],
+        asset_checks=checks,
         jobs=list(jobs.values()),
         schedules=schedules,
         sensors=sensors,
@@ -115,12 +238,16 @@ def build_definitions(catalog: Catalog, settings: Settings) -> dg.Definitions:
     )
 
 
-def definitions(settings: Settings | None = None) -> dg.Definitions:
+def definitions(
+    settings: Settings | None = None, translator: DmsTranslator | None = None
+) -> dg.Definitions:
+    """The code location; `translator` names the Dagster objects (default: the one
+    DMS_TRANSLATOR names, else DmsTranslator)."""
     settings = settings or load_settings()
     catalog = read_catalog(settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # with_reconstruction_metadata
-        return build_definitions(catalog, settings).with_reconstruction_metadata(
+        return build_definitions(catalog, settings, translator).with_reconstruction_metadata(
             {CATALOG_KEY: catalog.model_dump_json()}
         )
 

@@ -1,11 +1,13 @@
 """Where the metadata database is and which clock we keep, read from the environment.
 
 Order: DMS_DATABASE_URL; else the legacy tool's DB_TYPE/DB_HOST/... variables; else the
-embedded default, SQLite files under DMS_HOME (default ./.dms).
+embedded default, SQLite files under DMS_HOME (default ./.dms). DMS_TRANSLATOR names the
+class that turns DMS names into Dagster names (package.module:ClassName).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +31,7 @@ class Settings:
     dms_home: Path
     timezone: ZoneInfo
     source: str  # which rule gave the URL: --url | DMS_DATABASE_URL | DB_TYPE | embedded
+    translator: str | None = None  # DMS_TRANSLATOR: package.module:ClassName
 
     @property
     def safe_url(self) -> str:
@@ -79,6 +82,30 @@ def _schema_setting(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+_OBJECT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _object_setting(env: Mapping[str, str], name: str) -> str | None:
+    value = (env.get(name) or "").strip()
+    if value and not _OBJECT_PATH.match(value):
+        raise ConfigError(f"{name}={value!r} is not package.module:ClassName")
+    return value or None
+
+
+def import_object(path: str, name: str):
+    """The object a setting names as package.module:Name; a ConfigError names the setting
+    when it does not import."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an error of any kind in the user's module
+        raise ConfigError(f"{name}={path!r}: module {module_name} does not import: {exc}") from exc
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError(f"{name}={path!r}: module {module_name} has no {attribute}") from None
+
+
 def load_settings(url: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     dms_home = Path(env.get("DMS_HOME") or ".dms").expanduser().resolve()
@@ -103,6 +130,7 @@ def load_settings(url: str | None = None, env: Mapping[str, str] | None = None) 
         dms_home=dms_home,
         timezone=timezone,
         source=source,
+        translator=_object_setting(env, "DMS_TRANSLATOR"),
     )
 
 

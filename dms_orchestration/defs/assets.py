@@ -16,114 +16,82 @@ import sqlglot
 from sqlglot import exp
 
 from dms_orchestration.db.connect import metadata_engine
-from dms_orchestration.db.connections import Connection
-from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
+from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.defs.runs import run_alive
+from dms_orchestration.defs.translator import CatalogNames, MappingNames
 from dms_orchestration.dmslog.writer import close_process
 from dms_orchestration.engine import commit, plan, run_chunk
 from dms_orchestration.engine.checks import current_rows, reconcile
 from dms_orchestration.engine.chunk import ChunkResult
 from dms_orchestration.engine.errors import describe, is_interruption, is_transient
 from dms_orchestration.engine.plan import LoadPlan
+from dms_orchestration.engine.spec import MappingInvalid
 from dms_orchestration.metadata.models import Catalog, Finding, Mapping
+from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings
 
 TAG = "dms/"
 RETRY_DEFAULTS = {"RETRY_MAX": 3, "RETRY_DELAY_SECONDS": 5}
 
 
-def asset_key(mapping: Mapping) -> dg.AssetKey:
-    return dg.AssetKey(
-        [
-            (mapping.target_schema or "default").lower(),
-            (mapping.target_table or mapping.ref).lower(),
-        ]
-    )
-
-
-def pool_name(mapping: Mapping) -> str:
-    """One concurrency pool per target database (dagster.yaml caps each)."""
-    con = mapping.target_connection
-    return f"dms_{con.name.lower() if con else 'metadata'}"
-
-
-def _dialect(con: Connection | None, default: str) -> str:
-    return DBTYP_TO_DIALECT.get((con.db_type if con else "").upper(), default)
+def source_dialect(mapping: Mapping, metadata_dialect: str) -> str:
+    """The sqlglot dialect of a mapping's source SQL: its connection's DBTYP, else the
+    metadata database's ('' when neither is known: sqlglot's standard SQL)."""
+    con = mapping.source_connection
+    name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_dialect
+    return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
 
 
 def _tables_read(sql: str, dialect: str) -> set[tuple[str | None, str]]:
     """(schema, table) of every table a query reads; nothing when it does not parse."""
     try:
         tree = sqlglot.parse_one(sql, read=dialect or None)
-    except sqlglot.errors.SqlglotError:
+        ctes = {c.alias_or_name.upper() for c in tree.find_all(exp.CTE)}
+        return {
+            ((t.db or "").upper() or None, t.name.upper())
+            for t in tree.find_all(exp.Table)
+            if t.name and t.name.upper() not in ctes
+        }
+    except Exception:  # any text a legacy row holds: the parser's failures are not ours
         return set()
-    ctes = {c.alias_or_name.upper() for c in tree.find_all(exp.CTE)}
-    return {
-        ((t.db or "").upper() or None, t.name.upper())
-        for t in tree.find_all(exp.Table)
-        if t.name and t.name.upper() not in ctes
-    }
 
 
-def upstream_assets(catalog: Catalog, metadata_dialect: str) -> dict[str, list[dg.AssetKey]]:
-    """MAPREF -> the assets whose target tables its source SQL (and lookups) read."""
+def upstream_mappings(catalog: Catalog, metadata_dialect: str) -> dict[str, list[str]]:
+    """MAPREF -> the mappings whose target tables its source SQL (and lookups) read."""
     by_table: dict[str, list[Mapping]] = {}
     for m in catalog.mappings.values():
         if m.target_table:
             by_table.setdefault(m.target_table.upper(), []).append(m)
     deps = {}
     for m in catalog.mappings.values():
-        dialect = _dialect(m.source_connection, metadata_dialect)
-        dialect = "postgres" if dialect == "postgresql" else dialect
+        dialect = source_dialect(m, metadata_dialect)
         read: set[tuple[str | None, str]] = set()
         sqls = [m.source.sql if m.source else None] + [c.logic for c in m.columns if c.is_lookup]
         for sql in filter(None, sqls):
             read |= _tables_read(sql, dialect)
-        keys = {
-            asset_key(other)
-            for schema, table in read
-            for other in by_table.get(table, ())
-            if other.ref != m.ref
-            and (schema is None or not other.target_schema or schema == other.target_schema.upper())
-        }
-        deps[m.ref] = sorted(keys, key=lambda k: k.to_user_string())
+        deps[m.ref] = sorted(
+            {
+                other.ref
+                for schema, table in read
+                for other in by_table.get(table, ())
+                if other.ref != m.ref
+                and (
+                    schema is None
+                    or not other.target_schema
+                    or schema == other.target_schema.upper()
+                )
+            }
+        )
     return deps
 
 
-def _column_table(mapping: Mapping) -> str:
-    rows = ["| column | type | key | SCD | combine | logic |", "|---|---|---|---|---|---|"]
-    for c in mapping.columns_in_order:
-        logic = (c.logic or "").replace("|", "\\|").replace("\n", " ")
-        if c.is_lookup:
-            logic = f"lookup {c.lookup_value} by {c.lookup_key}: {logic}"
-        rows.append(
-            f"| {c.name} | {c.data_type or ''} | {c.key_seq or 'Y' if c.is_key else ''} | "
-            f"{'' if c.is_key else c.scd_type or 1} | {c.combine or ''} | `{logic}` |"
-        )
-    return "\n".join(rows)
-
-
-def _findings_text(findings: Sequence[Finding]) -> str:
+def findings_text(findings: Sequence[Finding]) -> str:
     if not findings:
         return "no findings"
     return "\n".join(
         f"- **{f.severity}** {f.column + ': ' if f.column else ''}{f.message}" for f in findings
     )
-
-
-def asset_metadata(mapping: Mapping, extra_findings: Sequence[Finding]) -> dict:
-    sql = mapping.source.sql if mapping.source else "(missing)"
-    return {
-        "dms/mapref": mapping.ref,
-        "dms/target": f"{mapping.target_schema or ''}.{mapping.target_table}".lstrip("."),
-        "dms/table type": mapping.target_type or "",
-        "dms/columns": dg.MetadataValue.md(_column_table(mapping)),
-        "dms/source sql": dg.MetadataValue.md(f"```sql\n{sql}\n```"),
-        "dms/findings": dg.MetadataValue.md(_findings_text([*mapping.findings, *extra_findings])),
-        "dms/delete handling": mapping.delete_handling or "IGNORE",
-        "dms/checkpoint": mapping.checkpoint_strategy or "NONE",
-    }
 
 
 def run_options(tags: dict[str, str]) -> dict:
@@ -145,16 +113,40 @@ def _backoff(base: float, attempt: int) -> float:
     return base * (2**attempt) * random.uniform(0.75, 1.25)
 
 
+def _retry_delay(catalog: Catalog) -> float:
+    default = RETRY_DEFAULTS["RETRY_DELAY_SECONDS"]
+    try:
+        return float(str(catalog.param("RETRY_DELAY_SECONDS", str(default))).strip())
+    except ValueError:
+        return default
+
+
+def refuse_blocked(mapping: Mapping, blocking: Sequence[Finding]) -> None:
+    """Raise MappingInvalid with every ERROR finding when the definitions found one that
+    blocks the mapping (a cycle, a schedule, a shared table, its rows): before any SQL."""
+    if blocking:
+        rules = [f for f in rule_findings(mapping) if f.severity == "ERROR"]
+        raise MappingInvalid(
+            mapping.ref,
+            [(f"{f.column}: " if f.column else "") + f.message for f in [*blocking, *rules]],
+        )
+
+
 class LoadSteps:
     """The three steps of every mapping's graph, defined once and shared: a step finds
-    its mapping from the graph it runs in (one graph per mapping, named after its key)."""
+    its mapping from the graph it runs in (one graph per mapping, named by the
+    translator), and refuses a mapping whose `blocking` findings say it cannot load."""
 
-    def __init__(self, catalog: Catalog, max_deps: int) -> None:
-        self.by_graph = {asset_key(m).to_python_identifier(): m for m in catalog.mappings.values()}
-        retry_max = int(catalog.param("RETRY_MAX", str(RETRY_DEFAULTS["RETRY_MAX"])))
-        retry_delay = float(
-            catalog.param("RETRY_DELAY_SECONDS", str(RETRY_DEFAULTS["RETRY_DELAY_SECONDS"]))
-        )
+    def __init__(
+        self,
+        catalog: Catalog,
+        names: CatalogNames,
+        blocking: dict[str, list[Finding]],
+        max_deps: int,
+    ) -> None:
+        self.by_graph = {names.mappings[ref].graph: m for ref, m in catalog.mappings.items()}
+        retry_max = catalog.int_param("RETRY_MAX", RETRY_DEFAULTS["RETRY_MAX"])
+        retry_delay = _retry_delay(catalog)
         self.after = [f"after_{i}" for i in range(max_deps)]
         mapping_of = self.mapping_of
 
@@ -163,6 +155,7 @@ class LoadSteps:
         )
         def plan_step(context: dg.OpExecutionContext, dms: DmsResource):
             mapping = mapping_of(context)
+            refuse_blocked(mapping, blocking.get(mapping.ref, []))
             options = run_options(dict(context.run.tags))
             load_plan = plan(
                 mapping,
@@ -202,10 +195,9 @@ class LoadSteps:
                 raise
             return json.dumps({"plan": plan_json, "result": result.model_dump_json()})
 
-        pools = sorted({pool_name(m) for m in catalog.mappings.values()})
+        pools = {(n.pool, n.chunk_step) for n in names.mappings.values()}
         self.chunk_steps = {
-            pool: dg.op(name=f"dms_chunk_{pool.removeprefix('dms_')}", pool=pool)(chunk_step)
-            for pool in pools
+            pool: dg.op(name=op_name, pool=pool)(chunk_step) for pool, op_name in sorted(pools)
         }
 
         @dg.op(name="dms_commit")
@@ -243,14 +235,15 @@ class LoadSteps:
 
 
 def mapping_asset(
-    mapping: Mapping,
+    names: MappingNames,
     steps: LoadSteps,
     deps: Sequence[dg.AssetKey],
-    extra_findings: Sequence[Finding],
+    findings: Sequence[Finding],
 ) -> dg.AssetsDefinition:
+    """The mapping's asset as the translator named it, with its findings in the metadata."""
     after = {f"after_{i}": dep for i, dep in enumerate(deps)}
     plan_step, commit_step = steps.plan_step, steps.commit_step
-    chunk_step = steps.chunk_steps[pool_name(mapping)]
+    chunk_step = steps.chunk_steps[names.pool]
 
     def compose(**upstream):
         plans = plan_step(**upstream)
@@ -259,24 +252,28 @@ def mapping_asset(
     compose.__signature__ = inspect.Signature(
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in after]
     )
-    return dg.graph_asset(
-        compose_fn=compose,
-        key=asset_key(mapping),
-        ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing) for n, k in after.items()},
-        group_name=(mapping.source_system or "dms").lower(),
-        description=mapping.description or f"DMS mapping {mapping.ref}",
-        metadata=asset_metadata(mapping, extra_findings),
-        kinds={"sql"},
-        tags={"dms/mapref": mapping.ref.lower()},
+    spec = names.spec.replace_attributes(
+        key=names.key,
+        metadata={
+            **names.spec.metadata,
+            "dms/findings": dg.MetadataValue.md(findings_text(findings)),
+        },
     )
+    return dg.graph_multi_asset(
+        name=names.graph,
+        outs={"result": dg.AssetOut.from_spec(spec)},
+        group_name=spec.group_name,  # graph_multi_asset reads the group here only
+        ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing) for n, k in after.items()},
+    )(compose)
 
 
 CURRENT_ROWS = "one_current_row_per_key"
 RECONCILIATION = "source_target_reconciliation"
 
 
-def _evaluate_check(mapping: Mapping, check_name: str, settings: Settings) -> dg.AssetCheckResult:
-    key = asset_key(mapping)
+def _evaluate_check(
+    mapping: Mapping, key: dg.AssetKey, check_name: str, settings: Settings
+) -> dg.AssetCheckResult:
     if check_name == CURRENT_ROWS:
         result = current_rows(mapping, settings)
         return dg.AssetCheckResult(
@@ -304,7 +301,7 @@ def _evaluate_check(mapping: Mapping, check_name: str, settings: Settings) -> dg
     )
 
 
-def mapping_checks(mapping: Mapping) -> dg.AssetChecksDefinition:
+def mapping_checks(mapping: Mapping, names: MappingNames) -> dg.AssetChecksDefinition:
     """Both checks of one mapping's asset: a run evaluates those of the assets it
     materializes. The current-row check blocks downstream assets.
 
@@ -312,7 +309,7 @@ def mapping_checks(mapping: Mapping) -> dg.AssetChecksDefinition:
     every asset it checks as an input, and keeps them all when Dagster subsets it to one
     job's asset, so a shared definition pulled every asset into every job and resolving
     the jobs grew with the square of the number of mappings."""
-    key = asset_key(mapping)
+    key = names.key
     specs = [
         dg.AssetCheckSpec(
             CURRENT_ROWS,
@@ -327,13 +324,10 @@ def mapping_checks(mapping: Mapping) -> dg.AssetChecksDefinition:
         ),
     ]
 
-    # upper case: never the name of a mapping's graph (lower-case key), whatever its table
-    @dg.multi_asset_check(
-        specs=specs, can_subset=True, name=f"{key.to_python_identifier()}__CHECKS"
-    )
+    @dg.multi_asset_check(specs=specs, can_subset=True, name=names.checks)
     def dms_checks(context: dg.AssetCheckExecutionContext, dms: DmsResource):
         settings = dms.settings()
         for check_key in sorted(context.selected_asset_check_keys, key=str):
-            yield _evaluate_check(mapping, check_key.name, settings)
+            yield _evaluate_check(mapping, key, check_key.name, settings)
 
     return dms_checks

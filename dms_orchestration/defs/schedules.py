@@ -10,13 +10,14 @@ from dms_orchestration.metadata.models import Schedule
 
 
 def schedule_definition(
-    job: UnresolvedAssetJobDefinition, row: Schedule, timezone: str
+    job: UnresolvedAssetJobDefinition, row: Schedule, timezone: str, name: str | None = None
 ) -> dg.ScheduleDefinition:
-    """Raises FrequencyError for a row whose codes make no clock."""
+    """Raises FrequencyError for a row whose codes make no clock. `name`: the translator's
+    (defs/translator.py), else `<job>_<frq>_<jobschid>`."""
     clock = clock_for(row)
 
     @dg.schedule(
-        name=f"{job.name}_{(row.frequency or '').lower()}_{row.id}",
+        name=name or f"{job.name}_{(row.frequency or '').lower()}_{row.id}",
         cron_schedule=clock.cron,
         job=job,
         execution_timezone=timezone,

@@ -10,6 +10,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import TAG
 from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.defs.translator import dagster_name
 from dms_orchestration.dmslog.writer import close_run
 from dms_orchestration.metadata.models import Catalog
 from dms_orchestration.metadata.requests import (
@@ -34,15 +35,29 @@ ACTIVE = (
 )
 
 
+# MAPREF -> job name in the definitions this process built last (build_definitions sets
+# them: the translator names the jobs, and the queue finds a mapping's job by MAPREF)
+_job_names: dict[str, str] = {}
+
+
+def use_job_names(names: Mapping[str, str]) -> None:
+    _job_names.clear()
+    _job_names.update(names)
+
+
 def job_name(mapref: str) -> str:
-    return f"{mapref.lower()}_job"
+    """The job of a mapping, as the translator named it."""
+    return _job_names.get(mapref) or f"{dagster_name(mapref, 'blank')}_job"
 
 
 def dependency_sensor(
-    parent: UnresolvedAssetJobDefinition, child: UnresolvedAssetJobDefinition, jobschid: int
+    parent: UnresolvedAssetJobDefinition,
+    child: UnresolvedAssetJobDefinition,
+    jobschid: int,
+    name: str | None = None,
 ) -> dg.RunStatusSensorDefinition:
     @dg.run_status_sensor(
-        name=f"{child.name}_after_{parent.name}",
+        name=name or f"{child.name}_after_{parent.name}",
         run_status=dg.DagsterRunStatus.SUCCESS,
         monitored_jobs=[parent],
         request_job=child,
@@ -58,21 +73,25 @@ def dependency_sensor(
 
 
 def dependency_cycles(edges: Mapping[str, set[str]]) -> list[list[str]]:
-    """Cycles in child -> parents edges, each as a path [a, b, ..., a]."""
+    """Cycles in child -> parents edges, each as a path [a, b, ..., a]: one per edge that
+    closes a cycle, so leaving those edges out leaves none. A loop, not recursion: a
+    chain of any length."""
     cycles, state = [], {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = "open"
-        for parent in sorted(edges.get(node, ())):
-            if state.get(parent) == "open":
+    for root in sorted(edges):
+        if root in state:
+            continue
+        state[root], path, parents = "open", [root], [iter(sorted(edges[root]))]
+        while parents:
+            parent = next(parents[-1], None)
+            if parent is None:
+                state[path.pop()] = "done"
+                parents.pop()
+            elif state.get(parent) == "open":
                 cycles.append(path[path.index(parent) :] + [parent])
             elif parent not in state:
-                visit(parent, path + [parent])
-        state[node] = "done"
-
-    for node in sorted(edges):
-        if node not in state:
-            visit(node, [node])
+                state[parent] = "open"
+                path.append(parent)
+                parents.append(iter(sorted(edges.get(parent, ()))))
     return cycles
 
 

@@ -1,11 +1,18 @@
 """Read every current mapping with its columns, source SQL, connections, jobs, schedules
-and findings in a fixed number of queries (one per table), whatever the mapping count."""
+and findings in a fixed number of queries (one per table), whatever the mapping count.
+
+Any content reads: a value of the wrong type (SQLite keeps whatever it is given) is left
+out, and a second current DMS_MAPR row of one MAPREF (a legacy schema without the unique
+index) replaces the first; both become ERROR findings of the mapping (read_findings).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TypeVar
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
 
 from dms_orchestration.db import schema as s
 from dms_orchestration.metadata.models import (
@@ -20,6 +27,7 @@ from dms_orchestration.metadata.models import (
 )
 
 CATALOG_QUERIES = 8
+_Row = TypeVar("_Row", bound=BaseModel)
 
 
 def _rows(
@@ -33,63 +41,133 @@ def _rows(
     return [dict(zip(keys, row, strict=True)) for row in result]
 
 
+def _model(
+    model: type[_Row], row: dict, what: str, problems: list[str], fallback: dict | None = None
+) -> _Row | None:
+    """The model of a row without the values that do not fit their field (each one told in
+    `problems`); a required one takes its `fallback` value, else the row is None."""
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        errors = exc.errors()
+    bad = {e["loc"][0] for e in errors if e["loc"]}
+    for e in errors:
+        column = e["loc"][0] if e["loc"] else "?"
+        problems.append(f"{what}: {column} {repr(e.get('input'))[:60]} is left out: {e['msg']}")
+    kept = {k: None if k in bad else v for k, v in row.items()}
+    try:
+        return model.model_validate(
+            {**kept, **{k: v for k, v in (fallback or {}).items() if k in bad}}
+        )
+    except ValidationError:
+        return None
+
+
+def _maperr(row: dict) -> Finding | None:
+    """A DMS_MAPERR row as a finding; a row without MAPREF belongs to no mapping."""
+    if row["MAPREF"] is None:
+        return None
+    row = {**row, "ERRTYP": str(row["ERRTYP"] or "ERROR"), "ERRMSG": str(row["ERRMSG"] or "")}
+    return _model(Finding, row, "DMS_MAPERR", [])
+
+
 def load_catalog(engine: sa.Engine) -> Catalog:
+    # what reading the rows found, by MAPREF, CONNM and MAPRSQLCD
+    problems: dict[str, list[str]] = defaultdict(list)
+    by_connection: dict[str, list[str]] = defaultdict(list)
+    by_sql: dict[object, list[str]] = defaultdict(list)
     with engine.connect() as conn:
         # references point at a CONID / JOBSCHID that a later edit may have versioned:
         # resolve them through the natural key (CONNM, MAPREF) to the current row
         all_connections = _rows(conn, s.dms_dbcondtls, s.dms_dbcondtls.c.conid, current_only=False)
-        current_by_name = {
-            r["CONNM"]: Connection.model_validate(r) for r in all_connections if r["CURFLG"] == "Y"
-        }
+        current_by_name = {}
+        for r in all_connections:
+            if r["CURFLG"] == "Y":
+                what = f"connection {r['CONNM']!r} (DMS_DBCONDTLS {r['CONID']})"
+                con = _model(Connection, r, what, by_connection[r["CONNM"]])
+                if con is not None:
+                    current_by_name[r["CONNM"]] = con
         connections = {
             r["CONID"]: current_by_name[r["CONNM"]]
             for r in all_connections
             if r["CONNM"] in current_by_name
         }
-        source_sql = {
-            r["MAPRSQLCD"]: SourceSql.model_validate(r)
-            for r in _rows(conn, s.dms_maprsql, s.dms_maprsql.c.maprsqlid)
-        }
+        name_of = {r["CONID"]: r["CONNM"] for r in all_connections}
+        source_sql = {}
+        for r in _rows(conn, s.dms_maprsql, s.dms_maprsql.c.maprsqlid):
+            what = f"source SQL {r['MAPRSQLCD']!r} (DMS_MAPRSQL {r['MAPRSQLID']})"
+            sql = _model(SourceSql, r, what, by_sql[r["MAPRSQLCD"]])
+            if sql is not None:
+                source_sql[r["MAPRSQLCD"]] = sql
         columns: dict[str, list[MappingColumn]] = defaultdict(list)
         for r in _rows(conn, s.dms_maprdtl, s.dms_maprdtl.c.mapdtlid):
-            columns[r["MAPREF"]].append(MappingColumn.model_validate(r))
+            what = f"column {r['TRGCLNM']!r} (DMS_MAPRDTL {r['MAPDTLID']})"
+            column = _model(MappingColumn, r, what, problems[r["MAPREF"]])
+            if column is not None:
+                columns[r["MAPREF"]].append(column)
         all_schedules = _rows(conn, s.dms_jobsch, s.dms_jobsch.c.jobschid, current_only=False)
         schedule_mapref = {r["JOBSCHID"]: r["MAPREF"] for r in all_schedules}
         schedules: dict[str, list[Schedule]] = defaultdict(list)
         for r in all_schedules:
             if r["CURFLG"] == "Y":
                 parent = schedule_mapref.get(r["DPND_JOBSCHID"]) if r["DPND_JOBSCHID"] else None
-                schedules[r["MAPREF"]].append(
-                    Schedule.model_validate({**r, "depends_on_mapref": parent})
-                )
+                what = f"schedule DMS_JOBSCH {r['JOBSCHID']}"
+                row = {**r, "depends_on_mapref": parent}
+                schedule = _model(Schedule, row, what, problems[r["MAPREF"]])
+                if schedule is not None:
+                    schedules[r["MAPREF"]].append(schedule)
         jobs: dict[str, list[Job]] = defaultdict(list)
         for r in _rows(conn, s.dms_job, s.dms_job.c.jobid):
-            jobs[r["MAPREF"]].append(
-                Job.model_validate({**r, "schedules": tuple(schedules.get(r["MAPREF"], ()))})
-            )
+            row = {**r, "schedules": tuple(schedules.get(r["MAPREF"], ()))}
+            job = _model(Job, row, f"job DMS_JOB {r['JOBID']}", problems[r["MAPREF"]])
+            if job is not None:
+                jobs[r["MAPREF"]].append(job)
         findings: dict[str, list[Finding]] = defaultdict(list)
         for r in _rows(conn, s.dms_maperr, s.dms_maperr.c.maperrid, current_only=False):
-            findings[r["MAPREF"]].append(Finding.model_validate(r))
+            if (finding := _maperr(r)) is not None:
+                findings[finding.mapref].append(finding)
         params: dict[str, dict[str, str | None]] = defaultdict(dict)
         for r in _rows(
             conn, s.dms_params, s.dms_params.c.prtyp, s.dms_params.c.prcd, current_only=False
         ):
             params[r["PRTYP"]][r["PRCD"]] = r["PRVAL"]
-        mappings = {}
+        mappings: dict[str, Mapping] = {}
         for r in _rows(conn, s.dms_mapr, s.dms_mapr.c.mapid):
             ref = r["MAPREF"]
+            if ref in mappings:
+                problems[ref].append(
+                    f"DMS_MAPR has another current row for {ref} (MAPID {mappings[ref].id}): "
+                    f"the later one, MAPID {r['MAPID']}, is used"
+                )
             source = source_sql.get(r["MAPRSQLCD"]) if r["MAPRSQLCD"] else None
-            mappings[ref] = Mapping.model_validate(
-                {
-                    **r,
-                    "columns": tuple(columns.get(ref, ())),
-                    "source": source,
-                    "source_connection": connections.get(source.connection_id) if source else None,
-                    "target_connection": connections.get(r["TRGCONID"]),
-                    "jobs": tuple(jobs.get(ref, ())),
-                    "findings": tuple(findings.get(ref, ())),
-                }
+            source_con = source.connection_id if source else None
+            names = {name_of.get(source_con), name_of.get(r["TRGCONID"])} - {None}
+            problems[ref] += by_sql.get(r["MAPRSQLCD"], [])
+            problems[ref] += [p for name in sorted(names) for p in by_connection.get(name, [])]
+            row = {
+                **r,
+                "columns": tuple(columns.get(ref, ())),
+                "source": source,
+                "source_connection": connections.get(source_con) if source else None,
+                "target_connection": connections.get(r["TRGCONID"]),
+                "jobs": tuple(jobs.get(ref, ())),
+                "findings": tuple(findings.get(ref, ())),
+            }
+            mappings[ref] = _model(
+                Mapping,
+                row,
+                f"DMS_MAPR {r['MAPID']}",
+                problems[ref],
+                {"MAPID": 0, "MAPREF": str(ref)},
             )
     return Catalog(
-        mappings=mappings, connections=connections, source_sql=source_sql, params=dict(params)
+        mappings=mappings,
+        connections=connections,
+        source_sql=source_sql,
+        params=dict(params),
+        read_findings={
+            ref: tuple(Finding(mapref=ref, severity="ERROR", message=m) for m in problems[ref])
+            for ref in mappings
+            if problems.get(ref)
+        },
     )

@@ -143,10 +143,20 @@ class Catalog(DmsRow):
     connections: dict[int, Connection] = {}
     source_sql: dict[str, SourceSql] = {}
     params: dict[str, dict[str, str | None]] = {}
+    # MAPREF -> what reading its rows found (a duplicate current row, a value of the wrong
+    # type): ERROR findings, the mapping does not load until they are fixed
+    read_findings: dict[str, tuple[Finding, ...]] = {}
 
     def param(self, code: str, default: str | None = None, prtyp: str = "DMSCONFIG") -> str | None:
         value = self.params.get(prtyp, {}).get(code)
         return default if value is None else value
+
+    def int_param(self, code: str, default: int) -> int:
+        """A whole-number DMSCONFIG value; the default when it is empty or not a number."""
+        try:
+            return int(str(self.param(code, str(default))).strip())
+        except ValueError:
+            return default
 
     @property
     def jobs(self) -> tuple[Job, ...]:
