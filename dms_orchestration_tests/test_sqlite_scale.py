@@ -9,15 +9,22 @@ import contextlib
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
+from dms_orchestration.db import connect, rowhash
+from dms_orchestration.db.connect import create_engine, dispose_all
 from dms_orchestration_tests.test_engine import (
     CUST_DDL,
     CUST_SQL,
     Dms,
     col,
+    counts,
     cust_rows,
     mapping_yaml,
 )
@@ -116,8 +123,6 @@ def classify_plan(plans: list[tuple[str, list]]) -> list[str]:
 
 @pytest.fixture
 def sqlite_dms(sqlite_url, tmp_path) -> Iterator[Dms]:
-    from dms_orchestration.db.connect import dispose_all
-
     d = Dms(sqlite_url, tmp_path / "home")
     yield d
     d.engine.dispose()
@@ -176,3 +181,182 @@ def test_no_statement_of_a_sqlite_delta_scans_a_table_per_row(
             re.fullmatch(rf"SEARCH T USING (COVERING )?INDEX {index} \(id=\?\)( LEFT-JOIN)?", p)
             for p in classify_plan(plans)
         ), classify_plan(plans)
+
+
+# ------------------------------------------------------------------ chunks of one file
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_chunks_writing_one_sqlite_file_take_turns_instead_of_failing_on_its_lock(
+    sqlite_dms, monkeypatch, processes
+):
+    """Chunks of one SQLite target in parallel: each waits for its turn, however long
+    the others write (the busy timeout, after which a chunk that waits for SQLite's write
+    lock fails with "database is locked", is cut to 50 ms here so that any meeting on
+    that lock shows), and the counts are exact."""
+    monkeypatch.setattr(connect, "SQLITE_BUSY_TIMEOUT_S", 0.05)
+    dispose_all()  # (engines made from here on wait 50 ms; forked chunks inherit it)
+    d = sqlite_dms
+    n = 6000
+    d.run(CUST_DDL)
+    d.insert("SRC_CUST", [{**r, "UPD": "2024-01-01 00:00:00"} for r in cust_rows(n)])
+    d.import_yaml(mapping_yaml("REF", CUST_SQL, SCD2, table="T_CUST", delete="EXPIRE"))
+    first = d.load(chunks=4, parallel=True, processes=processes)
+    assert first.chunk_count == 4 and counts(first) == (n, n, 0, 0, 0, 0)
+    _changes(d, n)
+    delta = d.load(chunks=4, parallel=True, processes=processes, full=True)
+    moved, renamed, absent = n // 10, n // 10, n // 10
+    assert counts(delta) == (
+        n - absent + 5,
+        5 + moved,
+        renamed,
+        moved + absent,
+        0,
+        n - moved - renamed - absent,
+    )
+    assert d.query("SELECT COUNT(*), COUNT(DISTINCT ID) FROM T_CUST WHERE CURFLG = 'Y'") == [
+        (n - absent + 5, n - absent + 5)
+    ]
+    chunks = d.query(
+        "SELECT COUNT(*) FROM DMS_JOBLOG WHERE PRCID = :p AND CHUNKNO IS NOT NULL",
+        p=delta.prcid,
+    )
+    assert chunks == [(4,)]
+
+
+def test_a_sqlite_target_earns_one_chunk(dms_url, tmp_path):
+    """One writer at a time: a SQLite target's load runs as one chunk however many rows
+    it reads, unless told otherwise; the same mapping on PostgreSQL earns several."""
+    d = Dms(dms_url, tmp_path / "home")
+    try:
+        d.run(CUST_DDL)
+        d.insert("SRC_CUST", cust_rows(30))
+        params = [
+            {"code": "MIN_ROWS_FOR_PARALLEL", "value": "10"},
+            {"code": "CHUNK_ROWS", "value": "10"},
+            {"code": "MAX_PARALLEL_CHUNKS", "value": "3"},
+        ]
+        d.import_yaml(mapping_yaml("REF", CUST_SQL, SCD1, table="T_CUST", params=params))
+        first = d.plan()
+        assert first.chunk_count == (1 if d.dialect == "sqlite" else 3)
+        d.run("UPDATE DMS_PRCLOG SET PRCSTS = 'FL'")  # (lets the next plan in)
+        assert d.plan(chunks=3).chunk_count == 3
+    finally:
+        d.engine.dispose()
+        dispose_all()
+
+
+# ------------------------------------------------------------------ the SQLite row hash
+
+
+def test_dms_rowhash_quotes_exactly_the_characters_the_reference_quotes():
+    for code in range(0x110000):
+        ch = chr(code)
+        assert (rowhash._NEEDS_QUOTES.search(ch) is not None) == (ch in rowhash._QUOTED), code
+
+
+_TRICKY_TEXT = st.text(
+    st.sampled_from(list('ab "\\(),\t\n\r\v\f') + ["\x1c", "\x85", "\xa0", "\u2028", "é", "\x00"]),
+    max_size=6,
+)
+_DATES = st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31))
+_TIMESTAMPS = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31))
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0.0, -0.0, 0.125, 2.675, 1.005, 123456789012345.67, 1e15, 1e16, 1e-4, 1e-5, 5e-324]
+)
+_INTS = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([10**18 - 1, -(10**18) + 1, 10**18])
+_NUMBERS = _INTS | _FLOATS | st.decimals(allow_nan=False, allow_infinity=False, places=4)
+
+
+def _value(family: str) -> st.SearchStrategy:
+    """Values of a family as SQLite hands them to dms_rowhash (and a few it never does)."""
+    return (
+        st.none()
+        | {
+            "STRING": _TRICKY_TEXT | _INTS | _FLOATS,
+            "TEXT": _TRICKY_TEXT,
+            "CHAR": _TRICKY_TEXT.map(lambda t: t + " " * (len(t) % 3)),
+            "INTEGER": _INTS | st.integers(-(10**30), 10**30) | st.sampled_from(["12", " 7 "]),
+            "DECIMAL": _NUMBERS | st.sampled_from(["12.345", "x"]),
+            "FLOAT": _FLOATS | _INTS,
+            "DATE": _DATES.map(date.isoformat)
+            | _TIMESTAMPS.map(lambda t: t.isoformat(sep=" "))
+            | _DATES
+            | st.sampled_from(["2024-02-30", "20240101", "2024-W01-1", " 2024-01-0", "2024-1-1"]),
+            "TIMESTAMP": _TIMESTAMPS.map(lambda t: t.isoformat(sep=" "))
+            | _DATES.map(date.isoformat),
+            "BOOLEAN": st.sampled_from([0, 1, "1", "t", "Y", "N", True, False]),
+        }[family]
+    )
+
+
+@st.composite
+def _typed_values(draw) -> tuple[str, int | None, object]:
+    family = draw(st.sampled_from(FAMILIES))
+    scale = draw(st.none() | st.integers(0, 12)) if family == "DECIMAL" else None
+    return family, scale, draw(_value(family))
+
+
+FAMILIES = ["STRING", "TEXT", "CHAR", "INTEGER", "DECIMAL", "FLOAT", "DATE", "TIMESTAMP", "BOOLEAN"]
+
+
+def _outcome(fn, *args):  # noqa: ANN001, ANN002
+    try:
+        return fn(*args)
+    except Exception as exc:  # the same failure, or none: what the load sees
+        return type(exc)
+
+
+@hyp_settings(max_examples=1000, deadline=None)
+@given(st.lists(_typed_values(), max_size=6))
+def test_dms_rowhash_equals_the_reference_row_hash(row):
+    specs = [family if scale is None else f"{family}:{scale}" for family, scale, _ in row]
+    args = [x for spec, (*_type, value) in zip(specs, row, strict=True) for x in (spec, value)]
+    want = _outcome(rowhash.row_hash, [v for *_t, v in row], [(f, s) for f, s, _ in row])
+    assert _outcome(rowhash.sqlite_row_hash, *args) == want
+    # the writers are cached per statement shape: a second row of it is the same
+    assert _outcome(rowhash.sqlite_row_hash, *args) == want
+
+
+def test_dms_rowhash_in_sqlite_equals_the_reference_over_stored_values(sqlite_url):
+    """Values stored under each column affinity come back to dms_rowhash as SQLite
+    holds them; its hash is the reference's over the values read back (a value the
+    reference refuses fails the statement)."""
+    columns = [
+        ("A VARCHAR(20)", "STRING", None),
+        ("B CHAR(4)", "CHAR", None),
+        ("C INTEGER", "INTEGER", None),
+        ("D NUMERIC(12,2)", "DECIMAL", 2),
+        ("E NUMERIC", "DECIMAL", None),
+        ("F REAL", "FLOAT", None),
+        ("G DATE", "DATE", None),
+        ("H TIMESTAMP", "TIMESTAMP", None),
+    ]
+    rows = [
+        ("a b", "X  ", 7, 12.5, 1.23, 0.1, "2024-02-29", "2024-01-02 03:04:05.123456"),
+        ("", "", -1, 3, 100, -2.0, "1900-01-01", "2024-01-02 03:04:05"),
+        ('q"\\', None, 2**62, -3.456, -0.5, 1e20, None, "2024-01-02"),
+        (None, "(,)", None, 1234567890.12, "7.10", 5e-324, "2024-13-01", None),
+    ]
+    names = [c[0].split()[0] for c in columns]
+    types = [(family, scale) for _c, family, scale in columns]
+    args = ", ".join(
+        f"'{family}{'' if scale is None else f':{scale}'}', {name}"
+        for name, (family, scale) in zip(names, types, strict=True)
+    )
+    engine = create_engine(sqlite_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE H ({', '.join(c[0] for c in columns)})")
+            conn.exec_driver_sql(f"INSERT INTO H VALUES ({', '.join('?' * len(names))})", rows)
+            stored = conn.exec_driver_sql(f"SELECT rowid, {', '.join(names)} FROM H").all()
+            for rowid, *values in stored:
+                want = _outcome(rowhash.row_hash, values, types)
+                sql = f"SELECT dms_rowhash({args}) FROM H WHERE rowid = ?"
+                got = _outcome(lambda: conn.exec_driver_sql(sql, (rowid,)).scalar())  # noqa: B023
+                if isinstance(want, type):  # the reference refuses it: so does the statement
+                    assert got is sa.exc.OperationalError, (values, want)
+                else:
+                    assert got == want, values
+    finally:
+        engine.dispose()
