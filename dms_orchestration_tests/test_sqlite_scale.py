@@ -148,37 +148,55 @@ SCD1 = [col("ID", "INTEGER", key=1), col("NAME", "VARCHAR(100)"), col("CITY", "V
 KEY_CHECKPOINT = {"strategy": "KEY", "column": "UPD"}
 
 
+DISTINCT_SQL = CUST_SQL.replace("SELECT", "SELECT DISTINCT")  # more than a read: staged
+
+
 @pytest.mark.parametrize(
-    "columns, delete, checkpoint, chunks, index",
+    "columns, delete, checkpoint, chunks, sql, index",
     [
-        (SCD2, "EXPIRE", None, 1, "t_cust_cur"),
-        (SCD2, "DELETE", None, 1, "t_cust_cur"),
-        (SCD1, "DELETE", None, 1, "t_cust_bk"),
-        (SCD2, "EXPIRE", None, 3, "t_cust_cur"),  # the chunks' key ranges
-        (SCD1, "IGNORE", None, 3, "t_cust_bk"),
-        (SCD2, "EXPIRE", KEY_CHECKPOINT, 1, "t_cust_cur"),  # a window: a LEFT JOIN
+        (SCD2, "EXPIRE", None, 1, CUST_SQL, "t_cust_cur"),
+        (SCD2, "DELETE", None, 1, CUST_SQL, "t_cust_cur"),
+        (SCD1, "DELETE", None, 1, CUST_SQL, "t_cust_bk"),
+        (SCD2, "EXPIRE", None, 3, CUST_SQL, "t_cust_cur"),  # the chunks' key ranges
+        (SCD1, "IGNORE", None, 3, CUST_SQL, "t_cust_bk"),
+        (SCD2, "EXPIRE", KEY_CHECKPOINT, 1, CUST_SQL, "t_cust_cur"),  # a window: LEFT JOIN
+        (SCD2, "DELETE", None, 1, DISTINCT_SQL, "t_cust_cur"),  # from a staging table
     ],
-    ids=["scd2-expire", "scd2-delete", "scd1-delete", "scd2-3-chunks", "scd1-3-chunks", "window"],
+    ids=[
+        "scd2-expire",
+        "scd2-delete",
+        "scd1-delete",
+        "scd2-3-chunks",
+        "scd1-3-chunks",
+        "window",
+        "staged",
+    ],
 )
-def test_no_statement_of_a_sqlite_delta_scans_a_table_per_row(
-    sqlite_dms, columns, delete, checkpoint, chunks, index
+def test_no_statement_of_a_sqlite_load_scans_a_table_per_row(
+    sqlite_dms, columns, delete, checkpoint, chunks, sql, index
 ):
     d = sqlite_dms
     d.run(CUST_DDL)
     d.insert("SRC_CUST", [{**r, "UPD": "2024-01-01 00:00:00"} for r in cust_rows(ROWS)])
     d.import_yaml(
-        mapping_yaml("REF", CUST_SQL, columns, table="T_CUST", delete=delete, checkpoint=checkpoint)
+        mapping_yaml("REF", sql, columns, table="T_CUST", delete=delete, checkpoint=checkpoint)
     )
-    d.load(chunks=chunks)
+    ours = re.compile(r"\b(t_cust|dms_[as]_\d+_\d+)\b", re.I)
+    with query_plans(d.engine, ours) as first:
+        d.load(chunks=chunks)
     _changes(d, ROWS)
-    with query_plans(d.engine, re.compile(r"\b(t_cust|dms_[as]_\d+_\d+)\b", re.I)) as plans:
+    with query_plans(d.engine, ours) as plans:
         result = d.load(chunks=chunks, full=checkpoint is None)
     assert result.counts.insrows == 5 + ROWS // 10 * (2 in [c.get("scd") for c in columns])
-    assert len([s for s, _ in plans if re.match(r"CREATE TABLE \S*dms_a_", s)]) == chunks
-    assert_no_loop_scans(plans)
+    classifies = [s for s, _ in plans if re.match(r"CREATE TABLE \S*dms_a_", s)]
+    assert len(classifies) == chunks
+    assert ("dms_s_" in classifies[0]) == (sql == DISTINCT_SQL)
+    assert_no_loop_scans(first + plans)
     if chunks == 1:  # the classify finds each staged row's current row through the index
         assert any(
-            re.fullmatch(rf"SEARCH T USING (COVERING )?INDEX {index} \(id=\?\)( LEFT-JOIN)?", p)
+            re.fullmatch(
+                rf"SEARCH (T|t_cust) USING (COVERING )?INDEX {index} \(id=\?\)( LEFT-JOIN)?", p
+            )
             for p in classify_plan(plans)
         ), classify_plan(plans)
 
