@@ -113,7 +113,7 @@ def write_turn(engine: sa.Engine) -> Iterator[None]:
     if fcntl is None or database in (None, "", ":memory:"):
         yield
         return
-    with open(f"{database}.dms-write-lock", "a") as turn:
+    with open(f"{Path(database).resolve()}.dms-write-lock", "a") as turn:
         fcntl.flock(turn, fcntl.LOCK_EX)
         try:
             yield

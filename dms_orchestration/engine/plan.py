@@ -133,7 +133,9 @@ def chunk_settings(meta: sa.Engine) -> dict[str, int]:
     return values
 
 
-def choose_chunk_count(estimate: int, config: dict[str, int], concurrent_writers=True) -> int:
+def choose_chunk_count(
+    estimate: int, config: dict[str, int], concurrent_writers: bool = True
+) -> int:
     # (a target that takes one writer at a time, SQLite, gains nothing from chunks)
     if estimate < config["MIN_ROWS_FOR_PARALLEL"] or not concurrent_writers:
         return 1
