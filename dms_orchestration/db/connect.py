@@ -3,6 +3,7 @@
 SQLite gets WAL, a busy timeout and explicit BEGIN so that a transaction that reads and
 then writes can take the write lock up front (`write_transaction`): without that, two
 processes that both read first deadlock and one fails at once with "database is locked".
+Chunks that write one SQLite file take turns on it (`write_turn`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
+
+try:
+    import fcntl
+except ImportError:  # (Windows: chunks wait for the write lock, up to the busy timeout)
+    fcntl = None
 
 from dms_orchestration.db.rowhash import sqlite_row_hash
 from dms_orchestration.settings import Settings, normalize_url
@@ -94,6 +100,25 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         conn = conn.execution_options(dms_write_lock=True)
         with conn.begin():
             yield conn
+
+
+@contextlib.contextmanager
+def write_turn(engine: sa.Engine) -> Iterator[None]:
+    """Held while a chunk writes: on a SQLite file, one chunk at a time, of any load, in
+    any thread or process (`dms run --chunks N`, Dagster steps), waiting as long as it
+    takes; SQLite's own write lock would make a chunk that waits longer than the busy
+    timeout fail with "database is locked". An flock on a file next to the database: one
+    holder per open file, let go if its process dies. Other databases: no turns."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if fcntl is None or database in (None, "", ":memory:"):
+        yield
+        return
+    with open(f"{Path(database).resolve()}.dms-write-lock", "a") as turn:
+        fcntl.flock(turn, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(turn, fcntl.LOCK_UN)
 
 
 def after_fork() -> None:

@@ -35,6 +35,13 @@ class Dialect:
     adds_primary_key = True  # ALTER TABLE ... ADD PRIMARY KEY (a table can get one later)
     # a "current rows only" index on the columns themselves, which lookups by them use
     partial_indexes = True
+    # the planner reads a subquery that is an operand of an outer join as its table, with
+    # its indexes (SQLite materializes it, without an index, if a FULL / RIGHT join's)
+    flattens_outer_join_subquery = True
+    # a correlated EXISTS runs as a semi-join (SQLite runs it once per outer row)
+    semi_joins_exists = True
+    # chunks writing the same database at once get on (SQLite: one writer per file)
+    concurrent_writers = True
     sa_dialect: sa.engine.Dialect
     type_names = {
         "ID": "BIGINT",
@@ -626,6 +633,9 @@ class SqliteDialect(Dialect):
     sqlglot_name = "sqlite"
     has_sequences = False
     adds_primary_key = False
+    flattens_outer_join_subquery = False
+    semi_joins_exists = False
+    concurrent_writers = False
     sa_dialect = sqlite.dialect()
     type_names = {
         "ID": "INTEGER",

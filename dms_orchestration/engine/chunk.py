@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.db.connect import metadata_engine, write_turn
 from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.db.interrupt import cancellable, stoppable, stopped
 from dms_orchestration.db.sqltext import bound_text
@@ -313,7 +313,14 @@ def _delta_load(
 
 
 def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> ChunkResult:
+    """Chunk `index` of a plan, once it is the chunk's turn to write its target (a SQLite
+    file takes one writer at a time)."""
     settings = settings or load_settings()
+    with write_turn(resolve(plan.mapping, settings)[2]):
+        return _run_chunk(plan, index, settings)
+
+
+def _run_chunk(plan: LoadPlan, index: int, settings: Settings) -> ChunkResult:
     meta = metadata_engine(settings)
     start = dms_now()
     spec, src, tgt = resolve(plan.mapping, settings)

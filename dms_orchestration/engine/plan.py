@@ -155,8 +155,11 @@ def chunk_settings(meta: sa.Engine) -> dict[str, int]:
     return values
 
 
-def choose_chunk_count(estimate: int, config: dict[str, int]) -> int:
-    if estimate < config["MIN_ROWS_FOR_PARALLEL"]:
+def choose_chunk_count(
+    estimate: int, config: dict[str, int], concurrent_writers: bool = True
+) -> int:
+    # (a target that takes one writer at a time, SQLite, gains nothing from chunks)
+    if estimate < config["MIN_ROWS_FOR_PARALLEL"] or not concurrent_writers:
         return 1
     return max(1, min(config["MAX_PARALLEL_CHUNKS"], math.ceil(estimate / config["CHUNK_ROWS"])))
 
@@ -466,7 +469,7 @@ def plan(
         _drop_leftovers(tgt, meta, spec)
         window = _window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
-        earned = choose_chunk_count(estimate, config)
+        earned = choose_chunk_count(estimate, config, dialect_of(tgt).concurrent_writers)
         n = chunks or earned
         # a first load builds the unique rule after its rows: in its one chunk, or at
         # commit (a duplicate key then takes the first load back out)

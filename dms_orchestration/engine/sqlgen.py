@@ -157,10 +157,16 @@ def stage(d: Dialect, spec: LoadSpec, name: str, transform: str) -> str:
     return f"INSERT INTO {name} ({', '.join(staging_columns(d, spec))}) {transform}"
 
 
+def _current_conditions(
+    d: Dialect, spec: LoadSpec, bounds: ChunkBounds, alias: str = ""
+) -> list[str]:
+    """What makes a target row one of the chunk's current rows (`alias`: "T." or none)."""
+    conds = [f"{alias}CURFLG = 'Y'"] if spec.scd2 else []
+    return conds + _key_range(d, f"{alias}{d.quote(spec.keys[0].name)}", spec.keys[0], bounds)
+
+
 def _current_rows(d: Dialect, spec: LoadSpec, bounds: ChunkBounds) -> str:
-    conds = ["CURFLG = 'Y'"] if spec.scd2 else []
-    conds += _key_range(d, d.quote(spec.keys[0].name), spec.keys[0], bounds)
-    return f"SELECT * FROM {target_table(d, spec)}{_where(conds)}"
+    return f"SELECT * FROM {target_table(d, spec)}{_where(_current_conditions(d, spec, bounds))}"
 
 
 def _typed(d: Dialect, c: TargetColumn, alias: str = "S") -> str:
@@ -231,10 +237,19 @@ def _classify_select(
         case.append(f"WHEN {changed[1]} THEN 'U'")
     cols.append(f"CASE {' '.join(case)} ELSE 'N' END AS {ACT}")
     kind = "FULL OUTER JOIN" if full else "LEFT JOIN"
-    return (
-        f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
-        f"({_current_rows(d, spec, bounds)}) T ON {_key_match(d, spec)}"
-    )
+    select = f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
+    if d.flattens_outer_join_subquery:
+        return select + f"({_current_rows(d, spec, bounds)}) T ON {_key_match(d, spec)}"
+    # the target table itself, so that each staged row searches its index for the current
+    # row (a subquery here would be materialized without an index and scanned per staged
+    # row); its other rows meet no staged row, and a FULL JOIN then returns them, as
+    # absent keys: the WHERE leaves out those that are not current rows of the chunk
+    current = _current_conditions(d, spec, bounds, "T.")
+    on = " AND ".join([_key_match(d, spec), *current])
+    sql = select + f"{target_table(d, spec)} T ON {on}"
+    if full and current:
+        sql += f" WHERE T.SKEY IS NULL OR ({' AND '.join(current)})"
+    return sql
 
 
 def staged_counts(staged: str) -> str:
@@ -322,9 +337,13 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
             join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({_codes(acts)}){rows}"
             return d.update_from(t, work, join, assignments)
         if name == "delete":
-            if spec.scd2:  # every version of an absent key goes
+            if spec.scd2 and d.semi_joins_exists:  # every version of an absent key goes
                 match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
                 cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
+            elif spec.scd2:  # (the absent keys collected once, not a scan of A per row)
+                keys = [q(k.name) for k in spec.keys]
+                row = keys[0] if len(keys) == 1 else f"({', '.join(keys)})"
+                cond = f"{row} IN (SELECT {', '.join(keys)} FROM {work} WHERE {ACT} = 'D')"
             else:
                 cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
             return f"DELETE FROM {t} WHERE {cond}"
