@@ -322,26 +322,29 @@ _STATEMENT_KINDS = [
 ]
 
 
-def statement_kind(sql: str) -> str:
+def statement_kind(sql: str, kinds=_STATEMENT_KINDS, other="other (metadata, catalog, log)") -> str:
     text = " ".join(sql.split())
-    for pattern, kind in _STATEMENT_KINDS:
+    for pattern, kind in kinds:
         if pattern.search(text):
             return kind
-    return "other (metadata, catalog, log)"
+    return other
 
 
 class StatementTimer:
-    """Time of each statement run in this process, by kind."""
+    """Time of each statement run in this process, by kind (the first of `kinds` whose
+    pattern the statement matches, else `other`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds=_STATEMENT_KINDS, other="other (metadata, catalog, log)") -> None:
         self.times: dict[str, list[float]] = {}
+        self.kinds, self.other = kinds, other
 
     def _before(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
         conn.info.setdefault("bench_t0", []).append(time.perf_counter())
 
     def _after(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
         t0 = conn.info["bench_t0"].pop()
-        self.times.setdefault(statement_kind(statement), []).append(time.perf_counter() - t0)
+        kind = statement_kind(statement, self.kinds, self.other)
+        self.times.setdefault(kind, []).append(time.perf_counter() - t0)
 
     def __enter__(self) -> StatementTimer:
         sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._before)

@@ -49,7 +49,7 @@ import sqlalchemy as sa
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scd_load import table, verdict  # noqa: E402
+from scd_load import StatementTimer, table, verdict  # noqa: E402
 
 COLUMNS = [
     # name, type in the source tables, type in the mapping, scd (None = key)
@@ -202,37 +202,6 @@ _STATEMENT_KINDS = [
 ]
 
 
-def statement_kind(sql: str) -> str:
-    text = " ".join(sql.split())
-    for pattern, kind in _STATEMENT_KINDS:
-        if pattern.search(text):
-            return kind
-    return "other (metadata, catalog, log, COMMIT)"
-
-
-class StatementTimer:
-    """Time of each statement run in this process, by kind."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, list[float]] = {}
-
-    def _before(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        conn.info.setdefault("bench_t0", []).append(time.perf_counter())
-
-    def _after(self, conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        t0 = conn.info["bench_t0"].pop()
-        self.times.setdefault(statement_kind(statement), []).append(time.perf_counter() - t0)
-
-    def __enter__(self) -> StatementTimer:
-        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._before)
-        sa.event.listen(sa.engine.Engine, "after_cursor_execute", self._after)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", self._before)
-        sa.event.remove(sa.engine.Engine, "after_cursor_execute", self._after)
-
-
 @dataclass
 class Timing:
     label: str
@@ -268,7 +237,11 @@ def ctas(engine: sa.Engine, n: int) -> float:
 def engine_load(timing: Timing, mapping, settings, want: dict | None, timed: bool) -> None:  # noqa: ANN001
     from dms_orchestration.engine import load
 
-    timer = StatementTimer() if timed else None
+    timer = (
+        StatementTimer(_STATEMENT_KINDS, "other (metadata, catalog, log, COMMIT)")
+        if timed
+        else None
+    )
     if timer:
         timer.__enter__()
     try:

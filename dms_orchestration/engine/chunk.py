@@ -333,6 +333,8 @@ def _run_chunk(plan: LoadPlan, index: int, settings: Settings) -> ChunkResult:
     made: list[str] = []
     began = time.perf_counter()
     try:
+        if stopped(plan.prcid):  # stopped while it waited for its turn
+            raise KeyboardInterrupt(f"load {plan.prcid} was stopped")
         _drop(tgt, [work, staging])  # a failed earlier try of this same chunk
         with (
             _naming_unfit_values(src, td, spec, transform, values),
