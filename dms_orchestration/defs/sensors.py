@@ -132,6 +132,7 @@ class QueueTick:
         self.catalog, self.job_names = catalog, job_names
         self.settings = queue_settings(catalog)
         self.run_requests: list[dg.RunRequest] = []
+        self.served: list[str] = []  # what this tick did, for the tick's log
 
     def evaluate(self) -> list[dg.RunRequest]:
         for request in requests_in(self.engine, "CLAIMED"):
@@ -143,6 +144,7 @@ class QueueTick:
 
     def fail(self, request: Request, message: str, status: str = "FAILED") -> None:
         update_request(self.engine, request.id, reqsts=status, errmsg=message)
+        self.served.append(f"DMS_PRCREQ {request.id} {status}: {message}")
 
     def mapref_of(self, request: Request) -> str | None:
         if request.mapref:
@@ -210,6 +212,7 @@ class QueueTick:
                 self.launch(request, 0, day)  # oldest first, one at a time
                 return
         update_request(self.engine, request.id, reqsts="DONE")
+        self.served.append(f"DMS_PRCREQ {request.id} DONE: run {last.run_id} succeeded")
 
     def retry(self, request: Request, what: str, day: str | None) -> None:
         """Serve again a request whose launch failed (`day` of a HISTORY) or whose claim went
@@ -251,6 +254,10 @@ class QueueTick:
             runid=ended[0] if ended else None,
             errmsg=None if ended or canceled else nothing,
         )
+        self.served.append(
+            f"DMS_PRCREQ {request.id} STOP: {len(ended)} run(s) ended, "
+            f"{len(canceled)} queued request(s) canceled"
+        )
 
     def end_run(self, run: dg.DagsterRun, stop: Request) -> str:
         """Terminate a running run; cancel one still waiting to be launched, as Dagster's
@@ -262,6 +269,12 @@ class QueueTick:
         else:
             self.instance.run_launcher.terminate(run.run_id)
         return run.run_id
+
+
+def _launch_line(request: dg.RunRequest) -> str:
+    day = request.tags.get(f"{TAG}histday")
+    what = f"run of {request.job_name}" + (f" for {day}" if day else "")
+    return f"DMS_PRCREQ {request.tags[f'{TAG}prcreqid']}: {what}"
 
 
 def queue_sensor(
@@ -278,8 +291,13 @@ def queue_sensor(
         description="Serves DMS_PRCREQ: IMMEDIATE, HISTORY and STOP requests",
     )
     def dms_request_queue(context: dg.SensorEvaluationContext):
-        requests = QueueTick(context, catalog, job_names).evaluate()
-        return requests or dg.SkipReason("no request to serve")
+        # an idle tick logs nothing and adds no reason of ours (every 5 s); Dagster still
+        # records it as skipped ("Sensor function returned an empty result")
+        tick = QueueTick(context, catalog, job_names)
+        requests = tick.evaluate()
+        for line in [*tick.served, *map(_launch_line, requests)]:
+            context.log.info(line)
+        return requests
 
     return dms_request_queue
 
