@@ -485,7 +485,8 @@ def demo(url: UrlOption = None):
     """The demo on the embedded default: create the databases, load the retail metadata,
     validate it, materialize every asset through Dagster, change the source, load again
     (SCD2 versions appear) and print what each load did."""
-    from dms_orchestration.defs.demo_run import dagster_home, run_demo
+    from dms_orchestration.defs.demo_run import run_demo
+    from dms_orchestration.defs.ui import ui_hint
     from dms_orchestration.demo import load_demo_metadata
 
     settings = _settings(url)
@@ -493,15 +494,55 @@ def demo(url: UrlOption = None):
     if _validate(settings, None).has_errors:
         raise typer.Exit(1)
     run_demo(settings, out)
-    home = dagster_home(settings)
     out.print(
-        "\nNext: open the Dagster UI on this data with\n"
-        f"  DAGSTER_HOME={home} DMS_HOME={settings.dms_home} .venv/bin/dagster dev "
-        "-w workspace.yaml -h 127.0.0.1 -p 3000\n"
+        f"\nNext: open the Dagster UI on this data with\n  {ui_hint(settings, url)}\n"
         "and browse to http://127.0.0.1:3000",
         highlight=False,
         soft_wrap=True,
     )
+
+
+UI_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@app.command("ui")
+@_fails_cleanly
+def ui(
+    host: Annotated[str, typer.Option("--host", "-h", help="Address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to serve on.")] = 3000,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            help="Log level of the webserver and daemon in this terminal (info: the daemon's "
+            "line for every sensor tick too); runs and ticks are in the UI whatever it is.",
+        ),
+    ] = "warning",
+    url: UrlOption = None,
+):
+    """Open the Dagster UI (`dg dev`: webserver, daemon, code server) on the DMS metadata, with
+    DAGSTER_HOME = <DMS_HOME>/dagster, the instance `dms demo` used (or DAGSTER_HOME when set).
+    Ctrl-C stops it."""
+    import os
+
+    from dms_orchestration.defs.ui import missing_metadata_database, ui_command
+
+    if log_level.lower() not in UI_LOG_LEVELS:
+        raise ValueError(f"--log-level {log_level!r}: one of {', '.join(UI_LOG_LEVELS)}")
+    settings = _settings(url)
+    problem = missing_metadata_database(settings)
+    if problem:
+        raise ValueError(problem)
+    command = ui_command(settings, host, port, log_level.lower())
+    out.print(
+        f"Dagster UI on {command.address} (DAGSTER_HOME={command.cwd}, metadata "
+        f"{settings.safe_url}); Ctrl-C stops it",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    os.chdir(command.cwd)
+    os.execve(command.argv[0], command.argv, command.env)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -120,6 +120,11 @@ def test_demo_on_the_embedded_default_via_the_console_script(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "home" / "dms.db").exists() and (tmp_path / "home" / "retail.db").exists()
     assert "4 mapping(s) checked: 0 error(s)" in result.stdout
+    # it ends with the one command that opens the UI on this DMS_HOME and its Dagster instance
+    assert result.stdout.splitlines()[-2:] == [
+        f"  DMS_HOME={tmp_path / 'home'} dms ui",
+        "and browse to http://127.0.0.1:3000",
+    ]
     # running it again is fine: the metadata is already there, nothing changes
     again = subprocess.run(
         [*cmd, "demo"], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
