@@ -193,9 +193,11 @@ def write_joblog(
     chunkno: int | None = None,
     chunkcnt: int | None = None,
     chkpntval: str | None = None,
+    message: str | None = None,
 ) -> int:
     """One DMS_JOBLOG row: a chunk (chunkno set) or the whole load (chunkno None); an
-    IP row has no ENDDT yet."""
+    IP row has no ENDDT yet. `message`: with a whole-load IP row, the running load's
+    DMS_PRCLOG.PRCMSG, in the same transaction."""
     _require(status, PROCESS_STATUSES, "DMS_JOBLOG status")
     if chkpntval is not None and (chunkno is not None or status != "PC"):
         raise LogError("CHKPNTVAL belongs on the whole-load row of a successful load only")
@@ -216,6 +218,12 @@ def write_joblog(
                 **asdict(counts),
             )
         )
+        if status == "IP" and chunkno is None and message is not None:
+            conn.execute(
+                sa.update(dms_prclog)
+                .where(dms_prclog.c.prcid == prcid, dms_prclog.c.prcsts == "IP")
+                .values(prcmsg=fit_message(message))
+            )
     return joblogid
 
 
@@ -239,8 +247,8 @@ def open_load_row(
     message: str,
 ) -> int:
     """The whole-load DMS_JOBLOG row of a planned load (IP; its chunks sum their rows into
-    it as they go) and the running load's DMS_PRCLOG message."""
-    joblogid = write_joblog(
+    it as they go) and, in the same transaction, the running load's DMS_PRCLOG message."""
+    return write_joblog(
         engine,
         prcid=prcid,
         mapref=mapref,
@@ -249,14 +257,8 @@ def open_load_row(
         counts=LoadCounts(),
         status="IP",
         start=start,
+        message=message,
     )
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(dms_prclog)
-            .where(dms_prclog.c.prcid == prcid, dms_prclog.c.prcsts == "IP")
-            .values(prcmsg=fit_message(message))
-        )
-    return joblogid
 
 
 def _sum_into_load_row(
@@ -362,7 +364,8 @@ def end_unfinished_rows(conn: sa.Connection, prcid: int, status: str) -> None:
             **asdict(LoadCounts()),
         )
     )
-    _sum_into_load_row(conn, prcid, of=("PC",), status=status)
+    if status != "PC":  # (a committed load finished its row itself)
+        _sum_into_load_row(conn, prcid, of=("PC",), status=status)
 
 
 def undo_chunk_rows(engine: sa.Engine, prcid: int) -> int:
