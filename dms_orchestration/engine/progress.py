@@ -10,9 +10,11 @@ dropped; a later one carries its rows). Chunk threads, forked chunk processes an
 steps all report the same way, so the log tables are where a load's progress comes
 together: `LoadWatch` reads it back for `dms run`, as `dms status` and legacy screens do.
 
-Every metadata statement here runs `cancellable`: psycopg2's wait callback is one for the
-process, set while any thread is inside, and a statement that began while it was set
-fails ("wait callback not available") when the last thread leaves before it ends.
+A chunk's log writes run `cancellable`: psycopg2's wait callback is one for the process,
+set while any thread is inside, and a statement that began while it was set fails ("wait
+callback not available") when the last thread leaves before the statement waits. The
+watch's reads do not: they must not set it under a chunk's statements (a COPY fails while
+it is set); a read that fails so is simply made again a moment later.
 """
 
 from __future__ import annotations
@@ -207,9 +209,8 @@ class LoadWatch:
         now = time.monotonic()
         if now >= self._next_read:
             self._next_read = now + WATCH_INTERVAL_S
-            try:
-                with cancellable(self.meta):
-                    self.state = load_state(self.meta, self.prcid) or self.state
+            try:  # (not `cancellable`: the chunks' statements run beside it, see above)
+                self.state = load_state(self.meta, self.prcid) or self.state
             except sa.exc.SQLAlchemyError as exc:  # shown again at the next reading
                 log.debug("progress of load %s not read now: %s", self.prcid, exc)
         if self.state is not None:
