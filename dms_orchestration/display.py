@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dms_orchestration.dmslog.reader import LoadState
@@ -37,15 +37,16 @@ def duration(seconds: float | None) -> str:
 
 def _rows(state: LoadState) -> str:
     if state.running and state.estimated_rows:
-        return f"{state.rows:,} of ~{state.estimated_rows:,} rows"
-    return f"{state.rows:,} rows"
+        return f"{state.rows:,} of ~{state.estimated_rows:,} rows read"
+    return f"{state.rows:,} rows read"
 
 
 def progress_text(state: LoadState) -> str:
-    """Chunks done, rows, rows/s and time left, as far as known."""
-    parts = [f"{state.chunks_done}/{state.chunks or '?'} chunks done", _rows(state)]
+    """Chunks done, how far, rows read, rows/s and time left, as far as known."""
+    parts = [f"{state.chunks_done}/{state.chunks or '?'} chunks done"]
     if state.progress is not None:
-        parts[-1] += f" ({state.progress:.0%})"
+        parts.append(f"{state.progress:.0%}")
+    parts.append(_rows(state))
     if state.rows:
         parts.append(f"{state.rows_per_second:,.0f} rows/s")
     if state.eta_seconds is not None and state.rows:
@@ -83,7 +84,6 @@ class _LiveBar:
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TaskProgressColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             console=console,

@@ -193,7 +193,7 @@ def test_progress_rows_grow_in_dms_joblog_while_a_load_of_two_chunks_runs(pg_ser
     progress = [(t, text) for t, text in lines if text.startswith("REF: ")]
     assert progress and progress[0][0] < committed_at, lines
     assert all(" chunks done, " in text and " elapsed" in text for _, text in progress)
-    assert progress[0][1].startswith("REF: 0/2 chunks done, 0 of ~")
+    assert progress[0][1].startswith("REF: 0/2 chunks done, 0%, 0 of ~")
 
     # dms status --json: the running load, then the finished one
     [running_load] = [s for s in running_status if s["prcid"] == prcid]
@@ -302,7 +302,7 @@ def test_dms_run_is_quiet_with_no_progress(dms):
     env = {"DMS_HOME": str(dms.home)}
     shown = runner.invoke(app, ["run", "REF", "--url", dms.url], env=env)
     assert shown.exit_code == 0
-    first_line = r"REF: 0/1 chunks done, 0 of ~[\d,]+ rows \(0%\), [\d.]+ s elapsed\n"
+    first_line = r"REF: 0/1 chunks done, 0%, 0 of ~[\d,]+ rows read, [\d.]+ s elapsed\n"
     assert re.match(first_line, shown.stderr)
     quiet = runner.invoke(app, ["run", "REF", "--no-progress", "--url", dms.url], env=env)
     assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -87,6 +87,13 @@ class LoadState:
         return self.counts.srcrows
 
     @property
+    def settled_rows(self) -> int:
+        """Source rows whose outcome is written: unchanged (known once classified),
+        inserted (a new key or version) or updated in place, slice by slice."""
+        c = self.counts
+        return min(self.rows, c.unchrows + c.insrows + c.updrows)
+
+    @property
     def seconds(self) -> float:
         if self.started is None:
             return 0.0
@@ -98,23 +105,26 @@ class LoadState:
 
     @property
     def progress(self) -> float | None:
-        """0..1: rows read against the plan's estimate, or chunks done over chunks; 1.0
-        only once the load committed."""
+        """0..1: half for the source rows read, half for the rows settled, against the
+        plan's estimate (a chunk reads, then writes); or chunks done over chunks,
+        whichever is further; 1.0 only once the load committed."""
         if self.status == "PC":
             return 1.0
         done = [self.chunks_done / self.chunks] if self.chunks else []
         if self.estimated_rows:
-            done.append(min(1.0, self.rows / self.estimated_rows))
+            expected = max(self.estimated_rows, self.rows)
+            done.append((self.rows + self.settled_rows) / (2 * expected))
         if not done:
             return None
         return min(max(done), 0.99) if self.running else max(done)
 
     @property
     def eta_seconds(self) -> float | None:
-        """Time left at the rate so far, while rows are fewer than the estimate."""
-        if not self.running or not self.estimated_rows or not self.rows_per_second:
+        """Time left at the pace so far, while the load runs."""
+        done = self.progress
+        if not self.running or not done or not self.seconds:
             return None
-        return max(0.0, (self.estimated_rows - self.rows) / self.rows_per_second)
+        return self.seconds * (1 - done) / done
 
     def as_json(self) -> dict:
         """The fields of `dms status --json` (names documented in the README)."""
