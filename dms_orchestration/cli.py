@@ -333,9 +333,17 @@ def run(
     sequential: Annotated[
         bool, typer.Option("--sequential", help="Run the chunks one after another here")
     ] = False,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show progress on stderr: a live bar on a terminal, else a line every 5 s",
+        ),
+    ] = True,
     url: UrlOption = None,
 ):
     """Load one mapping now (plan, chunks in parallel, commit); print its counts."""
+    from dms_orchestration.display import run_progress
     from dms_orchestration.engine import load
     from dms_orchestration.metadata.catalog import load_catalog
 
@@ -344,7 +352,7 @@ def run(
         catalog = load_catalog(_engine(settings))
         if mapref not in catalog.mappings:
             raise ValueError(f"no current mapping named {mapref}")
-        with _sigterm_stops():
+        with _sigterm_stops(), run_progress(err, mapref, progress) as show:
             result = load(
                 catalog.mappings[mapref],
                 _parse_params(param),
@@ -354,6 +362,7 @@ def run(
                 settings=settings,
                 url=url or _state.url,
                 run_alive=_dagster_run_alive,
+                on_progress=show,
             )
     except Exception as exc:  # a failed load is one clear line; its detail is in DMS_JOBERR
         text = str(getattr(exc, "orig", None) or exc).strip()
@@ -373,6 +382,36 @@ def run(
     )
     if result.note:
         err.print(f"note: {result.note}", highlight=False, soft_wrap=True)
+
+
+@app.command("status")
+@_fails_cleanly
+def status(
+    maprefs: Annotated[
+        list[str] | None, typer.Argument(help="Only these mappings (default: all)")
+    ] = None,
+    since: Annotated[
+        str,
+        typer.Option("--since", help="Loads started since: 30m, 24h, 7d, or a date / date-time"),
+    ] = "24h",
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many loads")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list, for scripts")] = False,
+    url: UrlOption = None,
+):
+    """Running and recent loads (DMS_PRCLOG + DMS_JOBLOG): mapping, status, progress,
+    rows, started, duration, run id; newest first."""
+    from dms_orchestration.display import parse_since, status_table
+    from dms_orchestration.dmslog.reader import recent_loads
+
+    start = parse_since(since)
+    states = recent_loads(_engine(_settings(url)), start, maprefs or (), limit)
+    if as_json:
+        sys.stdout.write(json.dumps([s.as_json() for s in states], indent=2) + "\n")
+        return
+    if states:
+        out.print(status_table(states, start))
+    else:
+        out.print(f"no load running or started since {start:%Y-%m-%d %H:%M:%S}")
 
 
 # ------------------------------------------------------------ schedule

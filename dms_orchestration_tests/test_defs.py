@@ -666,13 +666,13 @@ def test_a_transient_chunk_error_is_retried(cust, monkeypatch):
 
     real, calls = assets.run_chunk, []
 
-    def flaky(plan, index, settings=None):
+    def flaky(plan, index, settings=None, on_progress=None):
         calls.append(index)
         if len(calls) == 1:
             # a connection SQLAlchemy found dead (transient by that, not by these words)
             lost = Exception("could not connect to server")
             raise sa.exc.OperationalError("x", {}, lost, connection_invalidated=True)
-        return real(plan, index, settings)
+        return real(plan, index, settings, on_progress)
 
     monkeypatch.setattr(assets, "run_chunk", flaky)
     result = execute(cust.defs(), "cust_dim_job", dms__chunks="3", dms__full="true")

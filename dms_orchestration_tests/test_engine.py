@@ -838,7 +838,10 @@ def test_duplicate_keys_in_a_first_load_of_several_chunks_are_named_and_taken_ou
     assert dms.prcsts(p.prcid) == "FL"
     errors = dms.query("SELECT ERRTYP, KEYVAL FROM DMS_JOBERR WHERE PRCID = :p", p=p.prcid)
     assert [e[0] for e in errors] == ["DATA"] and "2" in errors[0][1] and "8" in errors[0][1]
-    assert [r[:2] for r in dms.joblog(p.prcid)] == [(0, "FL"), (1, "FL")]  # rows not kept
+    # rows not kept: the chunks' rows FL, and the load's (none of its rows counted)
+    log = dms.joblog(p.prcid)
+    assert [r[:2] for r in log] == [(None, "FL"), (0, "FL"), (1, "FL")]
+    assert log[0][2:8] == (0, 0, 0, 0, 0, 0)
     assert dms.scalar("SELECT COUNT(*) FROM T_CUST") == 0  # the next load starts afresh
     dms.run("DELETE FROM SRC_CUST WHERE NAME = 'late'")
     assert counts(dms.load(chunks=2)) == (9, 9, 0, 0, 0, 0)
@@ -993,7 +996,8 @@ def test_a_failed_load_keeps_the_checkpoint_and_the_retry_matches_a_clean_run(
         dms.load()
     failed = dms.last_prcid()
     assert dms.prcsts(failed) == "FL"
-    assert [r[8] for r in dms.joblog(failed)] == [None]  # the chunk's FL row only
+    # the load's FL row and the chunk's: no checkpoint
+    assert [r[:2] + r[8:] for r in dms.joblog(failed)] == [(None, "FL", None), (0, "FL", None)]
     assert dms.snapshot("T_CUST") == before
     # fixed at the source; the retry reads from the old checkpoint
     dms.run("UPDATE SRC_CUST SET ID = 4 WHERE ID IS NULL")
@@ -1234,7 +1238,7 @@ def test_an_interruption_inside_the_apply_leaves_nothing_half_applied(dms, monke
     assert seen.count("UPDATE") == 2  # in place, then the closed versions, before the stop
     prcid = dms.last_prcid()
     assert dms.prcsts(prcid) == "ST"
-    assert [r[:2] for r in dms.joblog(prcid)] == [(0, "ST")]
+    assert [r[:2] for r in dms.joblog(prcid)] == [(None, "ST"), (0, "ST")]
     assert dms.scalar("SELECT COUNT(*) FROM DMS_JOBERR WHERE PRCID = :p", p=prcid) == 0
     assert dms.snapshot("T_CUST") == before
     assert no_work_tables(dms)
@@ -1268,7 +1272,10 @@ def test_process_job_and_flow_logs(dms):
     ) == [("IP", "r1", "REF")]
     results = [run_chunk(p, i, dms.settings) for i in range(p.chunk_count)]
     assert dms.prcsts(p.prcid) == "IP"  # until commit
-    assert [r[0] for r in dms.joblog(p.prcid)] == [0, 1]  # no whole-load row yet
+    # the whole-load row is IP until commit, with the rows its chunks have done
+    log = dms.joblog(p.prcid)
+    assert [r[:2] for r in log] == [(None, "IP"), (0, "PC"), (1, "PC")]
+    assert log[0][2:8] == tuple(sum(r[i] for r in log[1:]) for i in range(2, 8))
     result = commit(p, results, dms.settings)
     assert dms.query(
         "SELECT PRCSTS, RUNID FROM DMS_PRCLOG WHERE PRCID = :p AND ENDDT IS NOT NULL", p=p.prcid
@@ -2070,7 +2077,10 @@ def test_commit_refuses_a_load_with_a_missing_chunk(dms):
     with pytest.raises(IncompleteLoad, match=r"chunk\(s\) \[1\] of 2"):
         commit(p, [first], dms.settings)
     assert dms.prcsts(p.prcid) == "FL"
-    assert [r[0] for r in dms.joblog(p.prcid)] == [0]  # no whole-load row, no checkpoint
+    # the load's row FL with what committed, no checkpoint
+    log = dms.joblog(p.prcid)
+    rows = first.counts.srcrows
+    assert [r[:3] + r[8:] for r in log] == [(None, "FL", rows, None), (0, "PC", rows, None)]
 
 
 def test_work_tables_left_by_a_dead_load_are_dropped_by_the_next(dms):

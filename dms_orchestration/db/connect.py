@@ -103,6 +103,25 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 @contextlib.contextmanager
+def unwaiting_write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write that gives up at once rather than wait for another writer (a chunk's own
+    transaction on the same SQLite file would wait forever): on SQLite, "database is
+    locked" right away. Other databases lock rows, not the file: a plain transaction."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection  # (outside SQLAlchemy's transaction)
+        raw.execute("PRAGMA busy_timeout = 0")
+        try:
+            with conn.execution_options(dms_write_lock=True).begin():
+                yield conn
+        finally:
+            raw.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+
+
+@contextlib.contextmanager
 def write_turn(engine: sa.Engine) -> Iterator[None]:
     """Held while a chunk writes: on a SQLite file, one chunk at a time, of any load, in
     any thread or process (`dms run --chunks N`, Dagster steps), waiting as long as it

@@ -180,8 +180,10 @@ class LoadSteps:
             load_plan = LoadPlan.model_validate_json(plan_json)
             index = int(context.get_mapping_key()[1:])
             settings = dms.settings()
-            try:
-                result = run_chunk(load_plan, index, settings)
+            try:  # progress as Dagster events, while DMS_JOBLOG gets it too
+                result = run_chunk(
+                    load_plan, index, settings, on_progress=lambda p: context.log.info(p.describe())
+                )
             except BaseException as exc:
                 retry = context.retry_number
                 if not is_interruption(exc) and is_transient(exc) and retry < retry_max:

@@ -21,7 +21,12 @@ import sqlalchemy as sa
 from dms_orchestration.db import session_lock
 from dms_orchestration.db.connect import write_transaction
 from dms_orchestration.db.schema import dms_mapr, dms_prclog
-from dms_orchestration.dmslog.writer import LoadLocked, fit_message, process_row
+from dms_orchestration.dmslog.writer import (
+    LoadLocked,
+    end_unfinished_rows,
+    fit_message,
+    process_row,
+)
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import Settings, dms_now
 
@@ -135,6 +140,7 @@ def _close_vanished(conn: sa.Connection, row, by: int) -> None:
             ),
         )
     )
+    end_unfinished_rows(conn, row.prcid, "FL")
 
 
 def _refusal(conn: sa.Connection, mapref: str, row, alive: bool | None, place) -> LoadLocked:

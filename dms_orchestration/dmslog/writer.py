@@ -2,11 +2,14 @@
 counts per chunk and per load) and DMS_JOBERR (errors with traceback).
 
 Each write is its own short transaction on its own connection, so the log of a load
-survives when the load's own transaction rolls back.
+survives when the load's own transaction rolls back. A load's DMS_JOBLOG rows are written
+while it runs: the whole-load row (CHUNKNO NULL) when it is planned, a chunk's row when
+the chunk starts, both IP with the rows done so far, then finished PC, FL or ST.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -14,7 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from dms_orchestration.db import session_lock
-from dms_orchestration.db.connect import write_transaction
+from dms_orchestration.db.connect import unwaiting_write_transaction, write_transaction
 from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_prclog
 from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.ids.provider import next_id
@@ -24,6 +27,7 @@ PROCESS_STATUSES = ("IP", "PC", "FL", "ST")
 FINAL_STATUSES = ("PC", "FL", "ST")
 ERROR_TYPES = ("TRANSIENT", "PERMANENT", "VALIDATION", "DATA")
 MESSAGE_LIMIT = 4000
+COUNT_COLUMNS = ("srcrows", "insrows", "updrows", "exprows", "delrows", "unchrows", "errrows")
 _CUT_MARK = " ...[truncated; full text in ERRDTL]"
 
 
@@ -113,20 +117,28 @@ def close_process(
     status: str,
     message: str | None = None,
     reopen_failed: bool = False,
+    chunks_over: bool = False,
 ) -> bool:
     """IP -> PC | FL | ST. Returns False when the run was no longer IP (closed already,
     e.g. stopped): the first final status wins and is never overwritten - except that a
     load whose failed chunk was re-run and then committed may turn FL into PC
-    (reopen_failed)."""
+    (reopen_failed). The whole-load DMS_JOBLOG row, if still IP, closes with it;
+    `chunks_over`: no chunk of the load runs any more, so chunk rows still IP are closed
+    too (elsewhere, e.g. one failed Dagster step, the other chunks may still be running)."""
     _require(status, FINAL_STATUSES, "DMS_PRCLOG status")
     try:
-        return _close(engine, prcid, status, message, reopen_failed)
+        return _close(engine, prcid, status, message, reopen_failed, chunks_over)
     finally:
         session_lock.release(prcid)  # this process's lock of the load, if it holds it
 
 
 def _close(
-    engine: sa.Engine, prcid: int, status: str, message: str | None, reopen_failed: bool
+    engine: sa.Engine,
+    prcid: int,
+    status: str,
+    message: str | None,
+    reopen_failed: bool,
+    chunks_over: bool,
 ) -> bool:
     with engine.begin() as conn:
         result = conn.execute(
@@ -143,6 +155,10 @@ def _close(
             ).first()
             if exists is None:
                 raise LogError(f"DMS_PRCLOG has no process {prcid}")
+        if chunks_over:
+            end_unfinished_rows(conn, prcid, status)
+        else:
+            _sum_into_load_row(conn, prcid, of=("PC",), status=status)
     return result.rowcount == 1
 
 
@@ -150,12 +166,18 @@ def close_run(engine: sa.Engine, runid: str, status: str, message: str | None = 
     """Close every process of an orchestrator run that is still IP (a run that failed or
     was stopped outside the load's own code); returns how many were closed."""
     _require(status, FINAL_STATUSES, "DMS_PRCLOG status")
+    p = dms_prclog.c
     with engine.begin() as conn:
-        return conn.execute(
+        open_ones = p.runid == runid, p.prcsts == "IP"
+        prcids = conn.execute(sa.select(p.prcid).where(*open_ones)).scalars().all()
+        closed = conn.execute(
             sa.update(dms_prclog)
-            .where(dms_prclog.c.runid == runid, dms_prclog.c.prcsts == "IP")
+            .where(*open_ones)
             .values(prcsts=status, enddt=dms_now(), prcmsg=fit_message(message))
         ).rowcount
+        for prcid in prcids:  # the run is over: so are its loads' chunks
+            end_unfinished_rows(conn, prcid, status)
+        return closed
 
 
 def write_joblog(
@@ -171,8 +193,11 @@ def write_joblog(
     chunkno: int | None = None,
     chunkcnt: int | None = None,
     chkpntval: str | None = None,
+    message: str | None = None,
 ) -> int:
-    """One DMS_JOBLOG row: a chunk (chunkno set) or the whole load (chunkno None)."""
+    """One DMS_JOBLOG row: a chunk (chunkno set) or the whole load (chunkno None); an
+    IP row has no ENDDT yet. `message`: with a whole-load IP row, the running load's
+    DMS_PRCLOG.PRCMSG, in the same transaction."""
     _require(status, PROCESS_STATUSES, "DMS_JOBLOG status")
     if chkpntval is not None and (chunkno is not None or status != "PC"):
         raise LogError("CHKPNTVAL belongs on the whole-load row of a successful load only")
@@ -188,12 +213,159 @@ def write_joblog(
                 chunkcnt=chunkcnt,
                 chkpntval=chkpntval,
                 strtdt=start,
-                enddt=end or dms_now(),
+                enddt=end or (None if status == "IP" else dms_now()),
                 jobsts=status,
                 **asdict(counts),
             )
         )
+        if status == "IP" and chunkno is None and message is not None:
+            conn.execute(
+                sa.update(dms_prclog)
+                .where(dms_prclog.c.prcid == prcid, dms_prclog.c.prcsts == "IP")
+                .values(prcmsg=fit_message(message))
+            )
     return joblogid
+
+
+def running_message(chunks: int, estimated_rows: int, method: str) -> str:
+    """DMS_PRCLOG.PRCMSG while a load runs: what it set out to do (RUNNING_ESTIMATE reads
+    the estimate back)."""
+    return f"running: {chunks} chunk(s), ~{estimated_rows} source rows, by {method}"
+
+
+RUNNING_ESTIMATE = re.compile(r"^running: .*~(\d+) source rows")
+
+
+def open_load_row(
+    engine: sa.Engine,
+    *,
+    prcid: int,
+    mapref: str,
+    jobid: int | None,
+    chunkcnt: int,
+    start: datetime,
+    message: str,
+) -> int:
+    """The whole-load DMS_JOBLOG row of a planned load (IP; its chunks sum their rows into
+    it as they go) and, in the same transaction, the running load's DMS_PRCLOG message."""
+    return write_joblog(
+        engine,
+        prcid=prcid,
+        mapref=mapref,
+        jobid=jobid,
+        chunkcnt=chunkcnt,
+        counts=LoadCounts(),
+        status="IP",
+        start=start,
+        message=message,
+    )
+
+
+def _sum_into_load_row(
+    conn: sa.Connection, prcid: int, of: tuple[str, ...] = ("IP", "PC"), status: str | None = None
+) -> None:
+    """The load's IP whole-load row gets the sums of its chunk rows in status `of` (and,
+    given, its final `status`): a statement of its own, after any chunk row it locks, so
+    writers of one load always lock chunk rows before the load's row."""
+    j, c = dms_joblog, dms_joblog.alias("dms_chunk")
+    chunk_rows = sa.and_(c.c.prcid == prcid, c.c.chunkno.is_not(None), c.c.jobsts.in_(of))
+    sums = {
+        name: sa.select(sa.func.coalesce(sa.func.sum(c.c[name]), 0))
+        .where(chunk_rows)
+        .scalar_subquery()
+        for name in COUNT_COLUMNS
+    }
+    final = {"jobsts": status, "enddt": dms_now()} if status else {}
+    conn.execute(
+        sa.update(j)
+        .where(j.c.prcid == prcid, j.c.chunkno.is_(None), j.c.jobsts == "IP")
+        .values(**sums, **final)
+    )
+
+
+def report_progress(engine: sa.Engine, prcid: int, rows: Mapping[int, LoadCounts]) -> None:
+    """Rows done so far by running chunks (JOBLOGID -> counts) onto their IP rows and, summed,
+    onto the load's IP row. One short transaction that never waits for a lock: on SQLite,
+    where a chunk may hold the file, it fails at once (the caller drops the report)."""
+    j = dms_joblog
+    with unwaiting_write_transaction(engine) as conn:
+        for joblogid, counts in sorted(rows.items()):
+            conn.execute(
+                sa.update(j)
+                .where(j.c.joblogid == joblogid, j.c.jobsts == "IP")
+                .values(**asdict(counts))
+            )
+        _sum_into_load_row(conn, prcid)
+
+
+def finish_chunk_row(
+    engine: sa.Engine, joblogid: int, prcid: int, *, counts: LoadCounts, status: str
+) -> None:
+    """A chunk's row at its end: PC with its counts, or FL / ST (nothing kept: zeros),
+    whatever a close of its load wrote meanwhile; the load's IP row sums it in."""
+    _require(status, FINAL_STATUSES, "DMS_JOBLOG status")
+    j = dms_joblog
+    with write_transaction(engine) as conn:
+        conn.execute(
+            sa.update(j)
+            .where(j.c.joblogid == joblogid)
+            .values(jobsts=status, enddt=dms_now(), **asdict(counts))
+        )
+        _sum_into_load_row(conn, prcid)
+
+
+def finish_load_row(
+    engine: sa.Engine,
+    *,
+    prcid: int,
+    mapref: str,
+    counts: LoadCounts,
+    start: datetime,
+    end: datetime,
+    jobid: int | None = None,
+    chunkcnt: int | None = None,
+    chkpntval: str | None = None,
+) -> None:
+    """The whole-load row of a committed load: PC with its counts and checkpoint (written
+    anew when the load had none, e.g. planned before the row existed)."""
+    j = dms_joblog
+    with engine.begin() as conn:
+        done = conn.execute(
+            sa.update(j)
+            .where(j.c.prcid == prcid, j.c.chunkno.is_(None))
+            .values(jobsts="PC", enddt=end, chkpntval=chkpntval, **asdict(counts))
+        ).rowcount
+    if not done:
+        write_joblog(
+            engine,
+            prcid=prcid,
+            mapref=mapref,
+            jobid=jobid,
+            chunkcnt=chunkcnt,
+            counts=counts,
+            status="PC",
+            start=start,
+            end=end,
+            chkpntval=chkpntval,
+        )
+
+
+def end_unfinished_rows(conn: sa.Connection, prcid: int, status: str) -> None:
+    """A load that is over (no chunk of it runs any more): chunk rows still IP (a chunk
+    process killed outright) become FL, or ST for a stopped load, with no rows kept; the
+    whole-load row, if still IP, gets `status` and the sums of the committed chunks."""
+    j = dms_joblog
+    conn.execute(
+        sa.update(j)
+        .where(j.c.prcid == prcid, j.c.chunkno.is_not(None), j.c.jobsts == "IP")
+        .values(
+            jobsts="ST" if status == "ST" else "FL",
+            enddt=dms_now(),
+            **asdict(LoadCounts()),
+        )
+    )
+    if status != "PC":  # (a committed load finished its row itself)
+        _sum_into_load_row(conn, prcid, of=("PC",), status=status)
 
 
 def undo_chunk_rows(engine: sa.Engine, prcid: int) -> int:

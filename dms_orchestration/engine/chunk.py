@@ -21,7 +21,7 @@ from dms_orchestration.db.connect import metadata_engine, write_turn
 from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.db.interrupt import cancellable, stoppable, stopped
 from dms_orchestration.db.sqltext import bound_text
-from dms_orchestration.dmslog.writer import LoadCounts, write_joblog
+from dms_orchestration.dmslog.writer import LoadCounts
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.errors import (
     DataError,
@@ -31,6 +31,7 @@ from dms_orchestration.engine.errors import (
     record_chunk_end,
 )
 from dms_orchestration.engine.plan import LoadPlan, resolve
+from dms_orchestration.engine.progress import ChunkProgressHook, ChunkReporter
 from dms_orchestration.engine.spec import LoadSpec
 from dms_orchestration.engine.target import unique_rule
 from dms_orchestration.ids.provider import provider_for
@@ -72,10 +73,12 @@ def _stream_into(
     transform: str,
     staging: str,
     values: dict[str, Any],
+    progress: ChunkReporter,
 ) -> None:
     """Rows from a server-side cursor on the source, BLKPRCROWS at a time, into the
     staging table: memory holds one batch, whatever the table size."""
     columns = sqlgen.staging_columns(td, spec)
+    streamed = 0
     with src.connect() as sconn:
         result = _execute(
             sconn.execution_options(stream_results=True, max_row_buffer=spec.batch_rows),
@@ -84,6 +87,8 @@ def _stream_into(
         )
         for batch in result.partitions(spec.batch_rows):
             td.bulk_insert(conn, staging, columns, batch)
+            streamed += len(batch)
+            progress.report("streamed", srcrows=streamed)
 
 
 def _check_null_keys(conn: sa.Connection, td: Dialect, spec: LoadSpec, rows: str, values) -> None:
@@ -183,7 +188,9 @@ def _skey(
     if plan.skey_mode == "SEQUENCE":
         return td.next_sequence_value(td.qualified(spec.schema, f"{spec.table}_SEQ"))
     if new_rows:
-        values["dms_skey0"] = provider_for(meta).reserve_range(spec.table, new_rows).start - 1
+        with cancellable(meta):  # (engine.progress: beside other chunks' transactions)
+            reserved = provider_for(meta).reserve_range(spec.table, new_rows)
+        values["dms_skey0"] = reserved.start - 1
     return sqlgen.pool_skey(td, spec)
 
 
@@ -226,6 +233,7 @@ def _apply(
     skey: str,
     values: dict[str, Any],
     rows: int,
+    progress: ChunkReporter,
 ) -> Counter:
     """Run the apply statements over the work table, slice after slice (the DELETE in
     the first only: it is not sliced); rows written by each. Reserved surrogate keys
@@ -239,6 +247,13 @@ def _apply(
         for name, stmt in statements:
             if name != "delete" or i == 0:
                 done[name] += _execute(conn, stmt, binds).rowcount
+        progress.report(
+            "applied",
+            insrows=done["insert"],
+            updrows=done["update"],
+            exprows=done["expire"],
+            delrows=done["delete"],
+        )
     return done
 
 
@@ -264,6 +279,7 @@ def _delta_load(
     bounds: sqlgen.ChunkBounds,
     values: dict[str, Any],
     sources: list[tuple[str, sqlgen.ChunkBounds]],
+    progress: ChunkReporter,
 ) -> LoadCounts:
     """Classify the keys that need a write (work table A) from `sources` (the staged
     rows, or a single chunk's parts), check the keys, apply A."""
@@ -296,9 +312,11 @@ def _delta_load(
             _name_duplicates(conn, td, spec, staged, values)
         raise DataError(f"mapping {spec.mapref}: duplicate business keys in the source extract")
     inserts = acts.get("I", 0) + acts.get("V", 0)
+    unchanged = int(staged_rows or 0) - inserts - acts.get("U", 0)
+    progress.report("classified", srcrows=int(source_rows or 0), unchrows=unchanged)
     skey = _skey(plan, meta, td, spec, inserts, values)
     with _load_transaction(conn, tgt):
-        done = _apply(conn, td, spec, work, skey, values, sum(acts.values()))
+        done = _apply(conn, td, spec, work, skey, values, sum(acts.values()), progress)
         _check_applied(spec, done, acts)
     deleted = done.get("delete", 0)
     expired_absent = acts.get("D", 0) if spec.scd2 and spec.delete_handling == "EXPIRE" else 0
@@ -308,19 +326,27 @@ def _delta_load(
         updrows=acts.get("U", 0),
         exprows=acts.get("V", 0) + expired_absent,
         delrows=deleted,
-        unchrows=int(staged_rows or 0) - inserts - acts.get("U", 0),
+        unchrows=unchanged,
     )
 
 
-def run_chunk(plan: LoadPlan, index: int, settings: Settings | None = None) -> ChunkResult:
+def run_chunk(
+    plan: LoadPlan,
+    index: int,
+    settings: Settings | None = None,
+    on_progress: ChunkProgressHook | None = None,
+) -> ChunkResult:
     """Chunk `index` of a plan, once it is the chunk's turn to write its target (a SQLite
-    file takes one writer at a time)."""
+    file takes one writer at a time). Its DMS_JOBLOG row is IP from its start, with the
+    rows done so far (engine.progress); `on_progress` hears of them too, as often."""
     settings = settings or load_settings()
     with write_turn(resolve(plan.mapping, settings)[2]):
-        return _run_chunk(plan, index, settings)
+        return _run_chunk(plan, index, settings, on_progress)
 
 
-def _run_chunk(plan: LoadPlan, index: int, settings: Settings) -> ChunkResult:
+def _run_chunk(
+    plan: LoadPlan, index: int, settings: Settings, on_progress: ChunkProgressHook | None
+) -> ChunkResult:
     meta = metadata_engine(settings)
     start = dms_now()
     spec, src, tgt = resolve(plan.mapping, settings)
@@ -332,7 +358,9 @@ def _run_chunk(plan: LoadPlan, index: int, settings: Settings) -> ChunkResult:
     staging = sqlgen.work_table(td, spec, "s", plan.prcid, index)
     made: list[str] = []
     began = time.perf_counter()
+    progress = ChunkReporter(meta, plan, index, start, on_progress)
     try:
+        progress.open()
         if stopped(plan.prcid):  # stopped while it waited for its turn
             raise KeyboardInterrupt(f"load {plan.prcid} was stopped")
         _drop(tgt, [work, staging])  # a failed earlier try of this same chunk
@@ -349,9 +377,12 @@ def _run_chunk(plan: LoadPlan, index: int, settings: Settings) -> ChunkResult:
                     conn.exec_driver_sql(sqlgen.create_staging(td, spec, staging))
                     made.append(staging)
                     if plan.same_database:
-                        _execute(conn, sqlgen.stage(td, spec, staging, transform), values)
+                        stage = sqlgen.stage(td, spec, staging, transform)
+                        staged_rows = _execute(conn, stage, values).rowcount
                     else:
-                        _stream_into(src, conn, td, spec, transform, staging, values)
+                        _stream_into(src, conn, td, spec, transform, staging, values, progress)
+                if plan.same_database:
+                    progress.report("staged", srcrows=staged_rows)
                 staged = staging
             if plan.initial:
                 counts = _initial_load(conn, tgt, meta, plan, spec, staged, values)
@@ -364,32 +395,26 @@ def _run_chunk(plan: LoadPlan, index: int, settings: Settings) -> ChunkResult:
                         for part in sqlgen.ChunkBounds.parts(len(plan.parts) + 1)
                     ]
                 counts = _delta_load(
-                    conn, tgt, meta, plan, spec, staged, work, bounds, values, sources
+                    conn, tgt, meta, plan, spec, staged, work, bounds, values, sources, progress
                 )
         _drop(tgt, made)
-        write_joblog(
-            meta,
-            prcid=plan.prcid,
-            mapref=plan.mapref,
-            jobid=plan.jobid,
-            chunkno=index,
-            chunkcnt=plan.chunk_count,
-            counts=counts,
-            status="PC",
-            start=start,
-        )
+        progress.finish(counts)
         return ChunkResult(index=index, counts=counts, seconds=time.perf_counter() - began)
     except BaseException as exc:
         _drop(tgt, made)
-        record_chunk_end(
-            meta,
-            prcid=plan.prcid,
-            mapref=plan.mapref,
-            jobid=plan.jobid,
-            chunk=index,
-            chunks=plan.chunk_count,
-            exc=exc,
-            start=start,
-            stopped=stopped(plan.prcid),
-        )
+        with cancellable(meta):
+            record_chunk_end(
+                meta,
+                prcid=plan.prcid,
+                mapref=plan.mapref,
+                jobid=plan.jobid,
+                chunk=index,
+                chunks=plan.chunk_count,
+                exc=exc,
+                start=start,
+                stopped=stopped(plan.prcid),
+                joblogid=progress.joblogid,
+            )
         raise
+    finally:
+        progress.forget()

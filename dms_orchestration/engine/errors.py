@@ -12,6 +12,7 @@ from dms_orchestration.dmslog.reader import committed_chunks
 from dms_orchestration.dmslog.writer import (
     LoadCounts,
     close_process,
+    finish_chunk_row,
     write_joberr,
     write_joblog,
 )
@@ -91,22 +92,27 @@ def record_chunk_end(
     exc: BaseException,
     start,
     stopped: bool = False,
+    joblogid: int | None = None,
 ) -> None:
-    """The DMS_JOBLOG row (FL or ST) and, for a failure, the DMS_JOBERR row of a chunk;
-    `stopped`: the load was stopped (its statement cancelled from another thread)."""
+    """The DMS_JOBLOG row (FL or ST: the chunk's IP row `joblogid`, or a new one) and, for
+    a failure, the DMS_JOBERR row of a chunk; `stopped`: the load was stopped (its
+    statement cancelled from another thread)."""
     status = "ST" if stopped or is_interruption(exc) else "FL"
-    write_joblog(
-        meta,
-        prcid=prcid,
-        mapref=mapref,
-        jobid=jobid,
-        chunkno=chunk,
-        chunkcnt=chunks,
-        counts=LoadCounts(),
-        status=status,
-        start=start,
-        end=dms_now(),
-    )
+    if joblogid is not None:
+        finish_chunk_row(meta, joblogid, prcid, counts=LoadCounts(), status=status)
+    else:
+        write_joblog(
+            meta,
+            prcid=prcid,
+            mapref=mapref,
+            jobid=jobid,
+            chunkno=chunk,
+            chunkcnt=chunks,
+            counts=LoadCounts(),
+            status=status,
+            start=start,
+            end=dms_now(),
+        )
     if status == "FL":
         write_joberr(
             meta,
@@ -140,11 +146,12 @@ def record_load_end(
     exc: BaseException,
     logged: bool = False,
 ) -> None:
-    """Close DMS_PRCLOG as FL (with DMS_JOBERR unless a chunk logged it) or ST; the
-    message says which chunks had committed their rows, if any did."""
+    """Close DMS_PRCLOG as FL (with DMS_JOBERR unless a chunk logged it) or ST, and the
+    load's DMS_JOBLOG rows still IP (no chunk runs any more); the message says which
+    chunks had committed their rows, if any did."""
     applied = _applied(meta, prcid)
     if is_interruption(exc):
-        close_process(meta, prcid, "ST", f"stopped: {describe(exc)}{applied}")
+        close_process(meta, prcid, "ST", f"stopped: {describe(exc)}{applied}", chunks_over=True)
         return
     if not logged:
         write_joberr(
@@ -154,7 +161,7 @@ def record_load_end(
             jobid=jobid,
             **_joberr_fields(exc),
         )
-    close_process(meta, prcid, "FL", f"{describe(exc)}{applied}")
+    close_process(meta, prcid, "FL", f"{describe(exc)}{applied}", chunks_over=True)
 
 
 def _applied(meta: sa.Engine, prcid: int) -> str:

@@ -1,11 +1,13 @@
 """commit() and load(): the end of a load, and plan -> chunks -> commit in one call.
 
-commit writes the whole-load DMS_JOBLOG row with the checkpoint and closes DMS_PRCLOG
-(PC). load() runs the chunks here, one after another, or in parallel processes.
+commit finishes the whole-load DMS_JOBLOG row (PC, with the checkpoint) and closes
+DMS_PRCLOG (PC). load() runs the chunks here, one after another, or in parallel threads or
+processes, and can pass the load's progress on as it goes (`on_progress`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,11 +15,12 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import dialect_of
+from dms_orchestration.dmslog.reader import LoadState
 from dms_orchestration.dmslog.writer import (
     LoadCounts,
     close_process,
+    finish_load_row,
     undo_chunk_rows,
-    write_joblog,
 )
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.chunk import ChunkResult, run_chunk
@@ -28,6 +31,7 @@ from dms_orchestration.engine.errors import (
     record_load_end,
 )
 from dms_orchestration.engine.plan import LoadPlan, plan, resolve
+from dms_orchestration.engine.progress import LoadWatch, ticking
 from dms_orchestration.engine.target import ensure_indexes
 from dms_orchestration.engine.workers import run_in_processes, run_in_threads
 from dms_orchestration.metadata.models import Mapping
@@ -89,14 +93,13 @@ def commit(
         _index_first_load(plan, meta, settings)
     checkpoint = plan.window.record if plan.windowed else None
     end = dms_now()
-    write_joblog(
+    finish_load_row(
         meta,
         prcid=plan.prcid,
         mapref=plan.mapref,
         jobid=plan.jobid,
         chunkcnt=plan.chunk_count,
         counts=total,
-        status="PC",
         start=plan.load_time,
         end=end,
         chkpntval=checkpoint,
@@ -109,6 +112,7 @@ def commit(
         f"updated, {total.exprows} expired, {total.delrows} deleted, "
         f"{total.unchrows} unchanged" + (f"; {plan.partial_note}" if plan.partial_note else ""),
         reopen_failed=True,  # a failed chunk re-run on its own completes the load
+        chunks_over=True,  # (a chunk row still IP is an attempt that died)
     )
     return LoadResult(
         plan.mapref,
@@ -131,19 +135,29 @@ def run_chunks(
     settings: Settings,
     parallel: bool = False,
     processes: bool = False,
+    tick: Callable[[], None] | None = None,
 ) -> list[ChunkResult]:
     """Every chunk of a plan: here one after another, or side by side, at most
     MAX_PARALLEL_CHUNKS at once. When the rows stay in one database the work is all in
     the server: threads (each with its own connection) start at once. Streaming between
     databases, or `processes`, runs each chunk in its own process (COPY cannot share the
     process with a cancellable statement; Dagster runs chunks as processes too), which
-    dies with this one (engine.workers)."""
+    dies with this one (engine.workers). `tick()` is called every moment meanwhile: by
+    the waiting thread, or by a thread of its own while the chunks run in this one."""
     if not parallel or plan.chunk_count == 1:
-        return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
+        if plan.same_database or tick is None:
+            with ticking(tick):
+                return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
+        # a chunk that streams may COPY, which no other thread may disturb (ticking):
+        # its own reports tick, every batch or so
+        hook = lambda _progress: tick()  # noqa: E731
+        return [run_chunk(plan, i, settings, hook) for i in range(plan.chunk_count)]
     n, limit = plan.chunk_count, plan.parallel_limit
     if plan.same_database and not processes:
-        return run_in_threads(lambda i: run_chunk(plan, i, settings), n, limit, plan.prcid)
-    return run_in_processes(_chunk_in_process, (plan.model_dump_json(), settings), n, limit)
+        chunk = lambda i: run_chunk(plan, i, settings)  # noqa: E731
+        return run_in_threads(chunk, n, limit, plan.prcid, tick)
+    data = (plan.model_dump_json(), settings)
+    return run_in_processes(_chunk_in_process, data, n, limit, tick)
 
 
 def load(
@@ -156,14 +170,21 @@ def load(
     processes: bool = False,
     settings: Settings | None = None,
     url: str | None = None,
+    on_progress: Callable[[LoadState], None] | None = None,
     **log_ids,
 ) -> LoadResult:
     """plan -> every chunk -> commit. A failure leaves DMS_PRCLOG FL (the failed chunk
-    logged its error), an interruption ST."""
+    logged its error), an interruption ST. `on_progress` gets the load's progress as the
+    log tables tell it: once planned, then about every second while the chunks run."""
     settings = settings or load_settings(url)
     the_plan = plan(mapping, params, chunks=chunks, full=full, settings=settings, **log_ids)
+    tick = None
+    if on_progress is not None:
+        tick = LoadWatch(metadata_engine(settings), the_plan.prcid, on_progress).tick
     try:
-        results = run_chunks(the_plan, settings, parallel, processes)
+        if tick is not None:
+            tick()
+        results = run_chunks(the_plan, settings, parallel, processes, tick)
     except BaseException as exc:
         record_load_end(
             metadata_engine(settings),

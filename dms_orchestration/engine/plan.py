@@ -2,7 +2,8 @@
 
 Opens DMS_PRCLOG (IP, the mapping's load lock), makes sure the target table fits the
 mapping, fixes the checkpoint window, estimates the source rows, chooses the chunk
-count and the key boundaries, and stores the load's SQL in DMS_JOBFLW for review.
+count and the key boundaries, stores the load's SQL in DMS_JOBFLW for review, and opens
+the load's DMS_JOBLOG row (IP, with what it set out to do in PRCMSG).
 The plan is plain data (JSON), so chunks can run in other processes.
 """
 
@@ -23,6 +24,7 @@ from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, Dialect, dialect_of
 from dms_orchestration.db.sqltext import bound_text, param_number
 from dms_orchestration.dmslog.lock import LoadTarget, RunAlive, lock_place, open_load
 from dms_orchestration.dmslog.reader import last_load_start
+from dms_orchestration.dmslog.writer import open_load_row, running_message
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import (
     CheckpointError,
@@ -526,6 +528,15 @@ def plan(
             estimate_method=method,
         )
         store_load_sql(meta, result, spec, dialect_of(src), dialect_of(tgt))
+        open_load_row(  # IP: its chunks sum their rows into it as they go
+            meta,
+            prcid=prcid,
+            mapref=mapping.ref,
+            jobid=jobid,
+            chunkcnt=result.chunk_count,
+            start=result.load_time,
+            message=running_message(result.chunk_count, estimate, method),
+        )
         return result
     except BaseException as exc:
         record_load_end(meta, prcid=prcid, mapref=mapping.ref, jobid=jobid, exc=exc)

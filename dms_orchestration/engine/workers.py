@@ -20,7 +20,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from multiprocessing import get_all_start_methods, get_context
 
 from dms_orchestration.db import interrupt
@@ -28,6 +29,7 @@ from dms_orchestration.db.connect import after_fork, dispose_all
 
 _PR_SET_PDEATHSIG = 1
 _WATCH_S = 0.5
+TICK_S = 0.5  # a waiting parent's tick (progress display), when it is given one
 
 
 def _kill_me_with_parent() -> bool:
@@ -96,11 +98,28 @@ def _stopping_on_interrupt(stop: Callable[[], None]) -> Iterator[None]:
         raise
 
 
-def _results(futures: list[Future]) -> list:
+def _failed(future: Future) -> bool:
+    return not future.cancelled() and future.exception() is not None
+
+
+def _results(futures: list[Future], tick: Callable[[], None] | None = None) -> list:
+    """Their results in order (the first failure raised); `tick()` every TICK_S while
+    they all run, here in the waiting thread."""
+    while tick is not None:
+        done, running = wait_for(futures, timeout=TICK_S, return_when=FIRST_EXCEPTION)
+        if not running or any(_failed(f) for f in done):
+            break
+        tick()
     return [f.result() for f in futures]
 
 
-def run_in_threads(fn: Callable[[int], object], n: int, limit: int, load_key: int) -> list:
+def run_in_threads(
+    fn: Callable[[int], object],
+    n: int,
+    limit: int,
+    load_key: int,
+    tick: Callable[[], None] | None = None,
+) -> list:
     """fn(0..n-1) on at most `limit` threads; a stop cancels their running statements."""
     with ThreadPoolExecutor(max(1, min(n, limit))) as pool:
         futures = [pool.submit(fn, i) for i in range(n)]
@@ -111,10 +130,12 @@ def run_in_threads(fn: Callable[[int], object], n: int, limit: int, load_key: in
             interrupt.stop_statements(load_key)
 
         with _stopping_on_interrupt(stop):
-            return _results(futures)
+            return _results(futures, tick)
 
 
-def run_in_processes(fn: Callable, args: tuple, n: int, limit: int) -> list:
+def run_in_processes(
+    fn: Callable, args: tuple, n: int, limit: int, tick: Callable[[], None] | None = None
+) -> list:
     """fn(*args, i) for i in 0..n-1 in at most `limit` child processes; a stop is passed
     on to the children (SIGINT) and waited for."""
     pool = process_pool(max(1, min(n, limit)))
@@ -127,6 +148,6 @@ def run_in_processes(fn: Callable, args: tuple, n: int, limit: int) -> list:
             _stop_children(pool)
 
         with _stopping_on_interrupt(stop):
-            return _results(futures)
+            return _results(futures, tick)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
