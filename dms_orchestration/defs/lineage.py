@@ -34,7 +34,9 @@ _Identity = tuple[str, str | None, str]
 class CatalogReads:
     """What the mappings of a catalog read, for the definitions."""
 
-    sources: list[dg.AssetSpec] = field(default_factory=list)  # the external source tables
+    # the external source tables, one definition each: Definitions would put all specs in
+    # one, which every mapping job's resolution (defs/jobs.py) then walks whole
+    sources: list[dg.AssetsDefinition] = field(default_factory=list)
     upstream: dict[str, list[dg.AssetKey]] = field(default_factory=dict)  # MAPREF -> sources
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # MAPREF -> lineage
     findings: list[Finding] = field(default_factory=list)
@@ -150,7 +152,7 @@ class _Reading:
             self.out.findings.append(Finding(mapref=m.ref, severity="WARNING", message=message))
             return getattr(self.default, method)(*args)
 
-    def source_specs(self) -> list[dg.AssetSpec]:
+    def source_assets(self) -> list[dg.AssetsDefinition]:
         specs = []
         for key, source in sorted(self.sources.items(), key=lambda kv: kv[0].path):
             source = replace(source, read_by=tuple(sorted(self.read_by[key])))
@@ -158,7 +160,8 @@ class _Reading:
             spec = self.ask(first, "get_source_asset_spec", source)
             if not isinstance(spec, dg.AssetSpec):
                 spec = self.default.get_source_asset_spec(source)
-            specs.append(spec.replace_attributes(key=key))  # the key the mappings depend on
+            spec = spec.replace_attributes(key=key)  # the key the mappings depend on
+            specs.append(dg.AssetsDefinition(specs=[spec]))
         return specs
 
 
@@ -181,5 +184,5 @@ def catalog_reads(
             message = f"the tables and columns its SQL reads could not be worked out: {exc}"
             reading.out.findings.append(Finding(mapref=m.ref, severity="WARNING", message=message))
             reading.out.upstream.setdefault(m.ref, [])
-    reading.out.sources = reading.source_specs()
+    reading.out.sources = reading.source_assets()
     return reading.out

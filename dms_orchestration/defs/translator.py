@@ -12,6 +12,7 @@ keeps it and the others get a suffix of their own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -302,9 +303,15 @@ def _column(c: MappingColumn, key_count: int, position: int) -> dg.TableColumn:
         name=c.name or "",
         type=(c.data_type or "").strip() or "unknown",
         description=c.description,
-        constraints=dg.TableColumnConstraints(nullable=not c.is_key, other=notes),
+        constraints=_constraints(not c.is_key, tuple(notes)),
         tags=tags,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _constraints(nullable: bool, other: tuple[str, ...]) -> dg.TableColumnConstraints:
+    # a few distinct values over a whole catalog: made once (Dagster checks each one made)
+    return dg.TableColumnConstraints(nullable=nullable, other=list(other))
 
 
 def column_schema(mapping: Mapping) -> dg.TableSchema:
