@@ -213,10 +213,28 @@ def test_a_mapping_without_trgconid_is_of_the_metadata_database_kind(pg_url, tmp
     assert lineage_of(cust)["CITY"] == {("source/dms_metadata/default/src_cust", "CITY")}
 
 
+def test_a_mapping_job_holds_only_the_source_tables_its_mapping_reads(demo):
+    """Each source table is a definition of its own: in one definition with all the others
+    (what Definitions makes of plain specs), every mapping job would hold every source,
+    and resolving a job per mapping would grow with the square of the catalog."""
+    job = demo.defs().resolve_job_def("dim_customer_job")
+    keys = {k.to_user_string() for k in job.asset_layer.asset_graph.get_all_asset_keys()}
+    assert keys == {"main/dim_customer", CUSTOMERS}
+
+
 ODD_YAML = """
 sql:
   - {code: Q_ODD, connection: RETAIL_SRC, sql: 'SELECT "Qty" AS QTY, ID FROM "Order Lines"'}
+  - code: Q_JOIN
+    connection: RETAIL_SRC
+    sql: SELECT C.CUST_ID, S.QTY FROM main.CUSTOMERS C JOIN SALES S ON S.CUST_ID = C.CUST_ID
 mappings:
+  - ref: JOINED
+    target: {schema: main, table: JOINED, connection: RETAIL_DW}
+    sql: Q_JOIN
+    columns:
+      - {name: CUST_ID, type: INTEGER, key: 1, logic: SRC.CUST_ID}
+      - {name: QTY, type: INTEGER, logic: SRC.QTY, scd: 1}
   - ref: ODD
     target: {schema: main, table: ODD, connection: RETAIL_DW}
     sql: Q_ODD
@@ -238,6 +256,14 @@ def test_odd_names_and_sql_that_does_not_parse_never_break_the_location(demo):
     assert odd_source.path[:3] == ["source", "retail_src", "default"]
     assert odd_source.path[3].startswith("order_lines_")  # valid, with a hash of the name
     assert lineage_of(specs["main/odd"])["QTY"] == {(odd_source.to_user_string(), "Qty")}
+    # a schema named and one not, in one query; SQLite's `main` is its default schema
+    sales = "source/retail_src/default/sales"
+    assert {d.asset_key.to_user_string() for d in specs["main/joined"].deps} == {CUSTOMERS, sales}
+    assert lineage_of(specs["main/joined"]) == {
+        "CUST_ID": {(CUSTOMERS, "CUST_ID")},
+        "QTY": {(sales, "QTY")},
+    }
+    assert "no findings" == specs["main/joined"].metadata["dms/findings"].value
 
 
 # ------------------------------------------------------------------ materializations

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.metadata import TableMetadataSet
 
+from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
 from dms_orchestration.defs.assets import source_dialect
 from dms_orchestration.defs.translator import (
     AUDIT_COLUMNS,
@@ -70,6 +71,10 @@ def _source_connection(mapping: Mapping, translator: DmsTranslator) -> Connectio
     return None  # SQLCONID names no current connection (an ERROR finding of its own)
 
 
+def _is_sqlite(con: Connection) -> bool:
+    return DBTYP_TO_DIALECT.get(con.db_type.upper()) == "sqlite"
+
+
 def _column_names(mapping: Mapping) -> dict[str, str]:
     """Upper case -> spelling of a target's columns (its own and the loader's)."""
     audit = [column[0] for column in AUDIT_COLUMNS + SCD2_AUDIT_COLUMNS]
@@ -94,11 +99,12 @@ class _Reading:
         self.source_keys: dict[_Identity, dg.AssetKey] = {}
         self.sources: dict[dg.AssetKey, SourceTable] = {}
         self.read_by: dict[dg.AssetKey, set[str]] = defaultdict(set)
+        self._column_names: dict[str, dict[str, str]] = {}
 
     def mapping(self, m: Mapping, reads: MappingReads) -> None:
         con = _source_connection(m, self.translator)
         keys = {}
-        for table in sorted(reads.tables):
+        for table in sorted(reads.tables, key=lambda t: (t.schema or "", t.table)):
             if not self.writers.of(table) and con is not None:
                 keys[table.identity] = self.source_key(m, con, table)
         self.out.upstream[m.ref] = sorted(set(keys.values()), key=lambda k: k.path)
@@ -112,6 +118,8 @@ class _Reading:
             self.out.metadata[m.ref] = dict(TableMetadataSet(column_lineage=column_lineage))
 
     def source_key(self, m: Mapping, con: Connection, table: TableRead) -> dg.AssetKey:
+        if _is_sqlite(con) and (table.schema or "").lower() == "main":
+            table = TableRead(None, table.table)  # SQLite's main is its default schema
         identity = (con.name, *table.identity)
         if identity not in self.source_keys:
             source = SourceTable(con, table.schema, table.table)
@@ -134,11 +142,16 @@ class _Reading:
         return [
             dg.TableColumnDep(
                 asset_key=self.names.mappings[w.ref].key,
-                column_name=_column_names(w).get(read.column.upper(), read.column),
+                column_name=self.column_names(w).get(read.column.upper(), read.column),
             )
             for w in writers
             if w.ref in self.deps.get(m.ref, ())
         ]
+
+    def column_names(self, mapping: Mapping) -> dict[str, str]:
+        if mapping.ref not in self._column_names:
+            self._column_names[mapping.ref] = _column_names(mapping)
+        return self._column_names[mapping.ref]
 
     def ask(self, m: Mapping, method: str, *args):
         """The translator's answer, else the default's (and a WARNING finding)."""
@@ -148,21 +161,28 @@ class _Reading:
             if type(self.translator) is DmsTranslator:
                 raise
             label = f"{type(self.translator).__name__}.{method}"
-            message = f"{label} failed, the default is used: {exc}"
-            self.out.findings.append(Finding(mapref=m.ref, severity="WARNING", message=message))
+            self.warn(m.ref, f"{label} failed, the default is used: {exc}")
             return getattr(self.default, method)(*args)
 
+    def warn(self, ref: str, message: str) -> None:
+        self.out.findings.append(Finding(mapref=ref, severity="WARNING", message=message))
+
     def source_assets(self) -> list[dg.AssetsDefinition]:
-        specs = []
+        assets = []
         for key, source in sorted(self.sources.items(), key=lambda kv: kv[0].path):
             source = replace(source, read_by=tuple(sorted(self.read_by[key])))
             first = self.catalog.mappings[source.read_by[0]]
-            spec = self.ask(first, "get_source_asset_spec", source)
-            if not isinstance(spec, dg.AssetSpec):
-                spec = self.default.get_source_asset_spec(source)
-            spec = spec.replace_attributes(key=key)  # the key the mappings depend on
-            specs.append(dg.AssetsDefinition(specs=[spec]))
-        return specs
+            try:
+                spec = self.ask(first, "get_source_asset_spec", source)
+                # the key the mappings depend on, whatever the spec says
+                assets.append(dg.AssetsDefinition(specs=[spec.replace_attributes(key=key)]))
+            except Exception as exc:  # an answer Dagster refuses: the default spec
+                if type(self.translator) is DmsTranslator:
+                    raise
+                self.warn(first.ref, f"the spec of source table {source.table} is refused: {exc}")
+                spec = self.default.get_source_asset_spec(source).replace_attributes(key=key)
+                assets.append(dg.AssetsDefinition(specs=[spec]))
+        return assets
 
 
 def catalog_reads(
@@ -181,8 +201,7 @@ def catalog_reads(
             reads = mapping_reads(m, source_dialect(m, metadata_dialect))
             reading.mapping(m, reads)
         except Exception as exc:  # any SQL text or row: no lineage, never the location
-            message = f"the tables and columns its SQL reads could not be worked out: {exc}"
-            reading.out.findings.append(Finding(mapref=m.ref, severity="WARNING", message=message))
+            reading.warn(m.ref, f"the tables and columns its SQL reads could not be read: {exc}")
             reading.out.upstream.setdefault(m.ref, [])
     reading.out.sources = reading.source_assets()
     return reading.out
