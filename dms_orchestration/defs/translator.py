@@ -12,7 +12,6 @@ keeps it and the others get a suffix of their own.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import unicodedata
@@ -20,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -308,7 +307,7 @@ def _column(c: MappingColumn, key_count: int, position: int) -> dg.TableColumn:
     )
 
 
-@functools.lru_cache(maxsize=1024)
+@lru_cache(maxsize=1024)
 def _constraints(nullable: bool, other: tuple[str, ...]) -> dg.TableColumnConstraints:
     # a few distinct values over a whole catalog: made once (Dagster checks each one made)
     return dg.TableColumnConstraints(nullable=nullable, other=list(other))
