@@ -27,6 +27,7 @@ from dms_orchestration.defs.assets import (
     upstream_mappings,
 )
 from dms_orchestration.defs.jobs import mapping_job
+from dms_orchestration.defs.lineage import catalog_reads
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
@@ -40,6 +41,7 @@ from dms_orchestration.defs.sensors import (
 from dms_orchestration.defs.translator import (
     CatalogNames,
     DmsTranslator,
+    metadata_connection,
     name_catalog,
     translator_from_settings,
 )
@@ -194,6 +196,7 @@ def build_definitions(
     """Every mapping as an asset, whatever its rows hold: what cannot become a Dagster
     object is an ERROR finding on the asset, and a run of it fails at once with them."""
     translator = translator or translator_from_settings(settings)
+    translator.metadata_database = metadata_connection(settings)
     names = name_catalog(catalog, translator)
     use_job_names(names.job_names())
     jobs, job_findings = _jobs(catalog, names)
@@ -201,6 +204,7 @@ def build_definitions(
     dependencies, dependency_findings = _dependencies(catalog, set(jobs))
     backend = settings.database_url.get_backend_name()
     deps, lineage_findings = _lineage(catalog, backend)
+    reads = catalog_reads(catalog, names, deps, backend, translator)
     found: dict[str, list[Finding]] = defaultdict(list)
     for f in chain(
         (f for fs in catalog.read_findings.values() for f in fs),
@@ -210,17 +214,22 @@ def build_definitions(
         schedule_findings,
         dependency_findings,
         lineage_findings,
+        reads.findings,
     ):
         found[f.mapref].append(f)
     blocking = {ref: [f for f in fs if f.severity == "ERROR"] for ref, fs in found.items()}
-    steps = LoadSteps(catalog, names, blocking, max((len(d) for d in deps.values()), default=0))
+    upstream = {
+        ref: [*(names.mappings[r].key for r in deps[ref]), *reads.upstream.get(ref, [])]
+        for ref in catalog.mappings
+    }
+    steps = LoadSteps(catalog, names, blocking, max(map(len, upstream.values()), default=0))
     assets, checks = [], []
     for m in catalog.mappings.values():
         # the rule checks need no database: an invalid mapping shows why before any validate run
         rules = [f for f in _rule_findings(m, backend) if f not in m.findings]
         shown = [*m.findings, *rules, *found.get(m.ref, [])]
-        upstream = [names.mappings[ref].key for ref in deps[m.ref]]
-        assets.append(mapping_asset(names.mappings[m.ref], steps, upstream, shown))
+        lineage = reads.metadata.get(m.ref, {})
+        assets.append(mapping_asset(names.mappings[m.ref], steps, upstream[m.ref], shown, lineage))
         checks.append(mapping_checks(m, names.mappings[m.ref]))
     sensors = [
         dependency_sensor(jobs[parent], jobs[child], row.id, names.sensors[row.id])
@@ -229,7 +238,7 @@ def build_definitions(
     ]
     sensors += [queue_sensor(list(jobs.values()), catalog), close_failed_runs, close_stopped_runs]
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, *reads.sources],
         asset_checks=checks,
         jobs=list(jobs.values()),
         schedules=schedules,

@@ -169,8 +169,14 @@ def error_text(error) -> str:
     return "\n".join(parts)
 
 
+def mapping_specs(defs: dg.Definitions) -> list[dg.AssetSpec]:
+    """The specs of the mappings' assets (not those of the source tables they read)."""
+    graph = defs.resolve_asset_graph()
+    return [s for s in defs.resolve_all_asset_specs() if graph.get(s.key).is_executable]
+
+
 def spec_by_key(defs: dg.Definitions) -> dict[str, dg.AssetSpec]:
-    return {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    return {s.key.to_user_string(): s for s in mapping_specs(defs)}
 
 
 def demo_home(tmp_path, monkeypatch, url=None, **env) -> Dms:
@@ -363,19 +369,20 @@ def test_demo_metadata_becomes_assets_jobs_schedules_and_sensors(demo):
         assert spec.key.path == key.split("/")
         assert spec.group_name == "retail"
         md = spec.metadata
-        assert {"dms/columns", "dms/source sql", "dms/findings"} <= set(md)
+        assert {"dagster/column_schema", "dms/source sql", "dms/findings"} <= set(md)
         assert md["dms/findings"].value == "no findings"
     customer = specs["main/dim_customer"]
     assert customer.description.startswith("Customer dimension, history of city")
-    columns = customer.metadata["dms/columns"].value
-    assert "| CUST_NAME | VARCHAR(100) |" in columns and "UPPER(SRC.CUST_NAME)" in columns
+    columns = {c.name: c.type for c in customer.metadata["dagster/column_schema"].columns}
+    assert columns["CUST_NAME"] == "VARCHAR(100)"
+    assert "UPPER(SRC.CUST_NAME)" in customer.metadata["dms/column logic"].value
     assert "FROM CUSTOMERS" in customer.metadata["dms/source sql"].value
     deps = {k: {d.asset_key.to_user_string() for d in s.deps} for k, s in specs.items()}
     assert deps == {
         "main/fact_sales_daily": {"main/stg_sales", "main/dim_customer", "main/dim_product"},
-        "main/stg_sales": set(),
-        "main/dim_customer": set(),
-        "main/dim_product": set(),
+        "main/stg_sales": {"source/retail_src/default/sales"},
+        "main/dim_customer": {"source/retail_src/default/customers"},
+        "main/dim_product": {"source/retail_src/default/products"},
     }
 
     jobs = {j.name for j in defs.resolve_all_job_defs()} - {"__ASSET_JOB"}

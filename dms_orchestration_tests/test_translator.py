@@ -37,6 +37,7 @@ from dms_orchestration_tests.test_defs import (
     chunk_steps,
     error_text,
     execute,
+    mapping_specs,
     materialization,
     spec_by_key,
 )
@@ -82,8 +83,8 @@ def test_a_valid_dms_name_stays_as_today_in_lower_case():
     assert names.key == dg.AssetKey(["main", "dim_customer"])
     assert (names.job, names.graph, names.checks) == (
         "dim_customer_job",
-        "main__dim_customer",
-        "main__dim_customer__CHECKS",
+        "dim_customer",  # the steps of a run read dim_customer.plan, ...
+        "dim_customer__CHECKS",
     )
     assert names.spec.group_name == "crm" and names.spec.tags["dms/mapref"] == "dim_customer"
     assert names.pool == "dms_metadata" and names.chunk_step == "dms_chunk_metadata"
@@ -482,7 +483,7 @@ def test_one_bad_row_never_takes_the_code_location_down(ref, row, tmp_path, monk
         dg.Definitions.validate_loadable(defs)
     finally:
         dispose_all()
-    assert {spec.metadata["dms/mapref"] for spec in defs.resolve_all_asset_specs()} == {
+    assert {spec.metadata["dms/mapref"] for spec in mapping_specs(defs)} == {
         "GOOD",
         ref,
     }
@@ -524,7 +525,7 @@ def test_every_legacy_mapping_is_an_asset_showing_its_findings(legacy):
 
     defs = definitions(load_settings())
     dg.Definitions.validate_loadable(defs)
-    specs = list(defs.resolve_all_asset_specs())
+    specs = mapping_specs(defs)
     by_ref = {spec.metadata["dms/mapref"]: spec for spec in specs}
     assert len(specs) == len(by_ref) == len(current_maprefs(legacy))  # one asset each
     assert set(by_ref) == current_maprefs(legacy)
@@ -561,7 +562,7 @@ def test_a_valid_legacy_mapping_loads_and_a_blocked_one_fails_at_once(legacy):
         blocked = execute(defs, job, instance)
         assert not blocked.success
         [failure] = blocked.get_step_failure_events()
-        assert "dms_plan" in failure.step_key and chunk_steps(blocked) == []
+        assert failure.step_key.endswith(".plan") and chunk_steps(blocked) == []
         text = error_text(failure.step_failure_data.error)
         assert "is not valid" in text and words in text, text
         with legacy.engine.connect() as conn:

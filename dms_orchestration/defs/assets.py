@@ -17,7 +17,9 @@ from sqlglot import exp
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
+from dms_orchestration.defs.materialization import materialization_metadata, row_count
 from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.defs.run_config import check_run_tags
 from dms_orchestration.defs.runs import run_alive
 from dms_orchestration.defs.translator import CatalogNames, MappingNames
 from dms_orchestration.dmslog.writer import close_process
@@ -155,6 +157,7 @@ class LoadSteps:
         )
         def plan_step(context: dg.OpExecutionContext, dms: DmsResource):
             mapping = mapping_of(context)
+            check_run_tags(context.run.tags)
             refuse_blocked(mapping, blocking.get(mapping.ref, []))
             options = run_options(dict(context.run.tags))
             load_plan = plan(
@@ -210,25 +213,8 @@ class LoadSteps:
             done = commit(load_plan, results, dms.settings())
             if done.note:
                 context.log.warning(f"{done.mapref}: {done.note}")
-            c = done.counts
-            seconds = max(done.seconds, 1e-6)
-            yield dg.Output(
-                None,
-                metadata={
-                    "dms/prcid": done.prcid,
-                    "source rows": c.srcrows,
-                    "inserted": c.insrows,
-                    "updated": c.updrows,
-                    "expired": c.exprows,
-                    "deleted": c.delrows,
-                    "unchanged": c.unchrows,
-                    "chunks": done.chunk_count,
-                    "seconds": round(done.seconds, 3),
-                    "rows per second": round(c.srcrows / seconds, 1),
-                    "estimated rows": done.estimated_rows,
-                    "checkpoint": done.checkpoint or "",
-                },
-            )
+            rows = row_count(load_plan.mapping, dms.settings(), context.log)
+            yield dg.Output(None, metadata=materialization_metadata(done, rows))
 
         self.plan_step, self.commit_step = plan_step, commit_step
 
@@ -241,15 +227,18 @@ def mapping_asset(
     steps: LoadSteps,
     deps: Sequence[dg.AssetKey],
     findings: Sequence[Finding],
+    lineage: dict | None = None,
 ) -> dg.AssetsDefinition:
-    """The mapping's asset as the translator named it, with its findings in the metadata."""
+    """The mapping's asset as the translator named it, with its findings and column
+    lineage (defs/lineage.py) in the metadata. Its steps read `<graph>.plan`,
+    `<graph>.chunk[c0000]`, `<graph>.commit` in a run (aliases of the shared ops)."""
     after = {f"after_{i}": dep for i, dep in enumerate(deps)}
     plan_step, commit_step = steps.plan_step, steps.commit_step
     chunk_step = steps.chunk_steps[names.pool]
 
     def compose(**upstream):
-        plans = plan_step(**upstream)
-        return commit_step(plans.map(chunk_step).collect())
+        plans = plan_step.alias("plan")(**upstream)
+        return commit_step.alias("commit")(plans.map(chunk_step.alias("chunk")).collect())
 
     compose.__signature__ = inspect.Signature(
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in after]
@@ -258,6 +247,7 @@ def mapping_asset(
         key=names.key,
         metadata={
             **names.spec.metadata,
+            **(lineage or {}),
             "dms/findings": dg.MetadataValue.md(findings_text(findings)),
         },
     )

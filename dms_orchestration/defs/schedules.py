@@ -5,7 +5,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from dms_orchestration.defs.assets import TAG
-from dms_orchestration.metadata.frequency import clock_for, skip_reason
+from dms_orchestration.metadata.frequency import clock_for, describe, skip_reason
 from dms_orchestration.metadata.models import Schedule
 
 
@@ -24,8 +24,7 @@ def schedule_definition(
         default_status=(
             dg.DefaultScheduleStatus.RUNNING if row.enabled else dg.DefaultScheduleStatus.STOPPED
         ),
-        description=f"DMS_JOBSCH {row.id}: {row.frequency} {row.day or ''} "
-        f"{row.hour or 0:02d}:{row.minute or 0:02d}".replace("  ", " "),
+        description=f"DMS_JOBSCH {row.id}: {describe(row)}",
         tags={f"{TAG}jobschid": str(row.id)},
     )
     def dms_schedule(context: dg.ScheduleEvaluationContext):

@@ -1,6 +1,6 @@
 """The one place where DMS names become Dagster names: a mapping row in, its asset spec and
 the names of its job, graph, checks, schedules and sensors out; always valid, stable and
-distinct, whatever the row holds.
+distinct, whatever the row holds. Also the specs of the source tables mapping SQL reads.
 
 DmsTranslator says what each mapping would like to be called (override any get_* method,
 as with dagster-dbt's DagsterDbtTranslator); name_catalog makes the answers valid and
@@ -19,14 +19,23 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from collections.abc import Mapping as MappingOf
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
+from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.definitions.utils import has_valid_name_chars, is_valid_name
 
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
-from dms_orchestration.metadata.models import Catalog, Finding, Mapping, Schedule
+from dms_orchestration.metadata.models import (
+    Catalog,
+    Connection,
+    Finding,
+    Mapping,
+    MappingColumn,
+    Schedule,
+)
 from dms_orchestration.settings import ConfigError, Settings, import_object
 
 TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")  # Dagster's strict tag values
@@ -37,6 +46,23 @@ KINDS = {"postgresql": "postgres", "sqlite": "sqlite", "oracle": "oracle"}
 STEP_NAMES = ("dms_plan", "dms_commit")
 # sensors defined once for the code location (defs/sensors.py)
 FIXED_SENSORS = ("dms_request_queue", "dms_close_failed_runs", "dms_close_stopped_runs")
+# the name the metadata database goes by where a connection's is wanted (NULL TRGCONID,
+# NULL SQLCONID)
+METADATA_CONNECTION = "DMS_METADATA"
+# the columns the loader adds to every target (engine/target.py), and to SCD2 targets
+_PRIMARY_KEY = dg.TableColumnConstraints(nullable=False, unique=True, other=["primary key"])
+_NOT_NULL = dg.TableColumnConstraints(nullable=False)
+AUDIT_COLUMNS = (
+    ("SKEY", "BIGINT", "surrogate key: one per row (version) the loader writes", _PRIMARY_KEY),
+    ("RWHKEY", "VARCHAR(32)", "hash of the compared columns: tells a changed row", None),
+    ("RECCRDT", "TIMESTAMP", "when the loader inserted the row", None),
+    ("RECUPDT", "TIMESTAMP", "when the loader last updated the row", None),
+)
+SCD2_AUDIT_COLUMNS = (
+    ("CURFLG", "VARCHAR(1)", "Y on the current version of a business key, else N", _NOT_NULL),
+    ("VLDFRM", "TIMESTAMP", "the version is valid from", None),
+    ("VLDTO", "TIMESTAMP", "the version is valid until (open on the current one)", None),
+)
 
 
 def short_hash(text: str) -> str:
@@ -75,12 +101,27 @@ def valid_name(name: Any) -> str:
     return text if is_valid_name(text) else _hashed(text)
 
 
+@dataclass(frozen=True)
+class SourceTable:
+    """A table that mapping SQL reads and no mapping writes: an external asset."""
+
+    connection: Connection  # where the SQL runs: SQLCONID's, else the metadata database
+    schema: str | None  # as the SQL spells it (None: the SQL names no schema)
+    table: str
+    read_by: tuple[str, ...] = ()  # MAPREFs; not known yet when its key is asked for
+
+
 class DmsTranslator:
     """How a mapping appears in Dagster. Subclass it, override any get_* method, and name
     the subclass in DMS_TRANSLATOR=package.module:ClassName (or pass an instance to
     definitions(translator=...)). The definitions layer makes every answer valid and
     distinct; an answer it cannot use (or an exception) falls back to these defaults and
     shows as an ERROR finding on the mapping's asset."""
+
+    # the metadata database as a connection (no password): where a mapping without
+    # TRGCONID writes and source SQL without SQLCONID runs. The definitions layer sets it
+    # from the settings before it asks anything (definitions.py).
+    metadata_database: Connection | None = None
 
     def get_asset_spec(self, mapping: Mapping) -> dg.AssetSpec:
         return dg.AssetSpec(
@@ -105,28 +146,44 @@ class DmsTranslator:
         return mapping.description or f"DMS mapping {mapping.ref}"
 
     def get_metadata(self, mapping: Mapping) -> dict[str, Any]:
-        """The DMS facts of the mapping, under their DMS names (the definitions layer adds
-        `dms/findings`)."""
+        """Dagster's table metadata (the UI shows it in its own places: table name, the
+        Columns tab) and the DMS facts that have no standard key, under their DMS names
+        (the definitions layer adds `dagster/column_lineage` and `dms/findings`)."""
         sql = mapping.source.sql if mapping.source else "(missing)"
         return {
+            **TableMetadataSet(
+                table_name=self.get_table_name(mapping), column_schema=column_schema(mapping)
+            ),
             "dms/mapref": mapping.ref,
-            "dms/target": f"{mapping.target_schema or ''}.{mapping.target_table}".lstrip("."),
             "dms/table type": mapping.target_type or "",
-            "dms/columns": dg.MetadataValue.md(column_table(mapping)),
+            "dms/column logic": dg.MetadataValue.md(logic_table(mapping)),
             "dms/source sql": dg.MetadataValue.md(f"```sql\n{sql}\n```"),
             "dms/delete handling": mapping.delete_handling or "IGNORE",
             "dms/checkpoint": mapping.checkpoint_strategy or "NONE",
         }
 
+    def get_table_name(self, mapping: Mapping) -> str:
+        """The target as its database names it: database.schema.table on PostgreSQL,
+        schema.table on Oracle, the SQLite file's table (file.table: the loader puts a
+        SQLite target in its connection's file, TRGSCHM aside)."""
+        con = self.target_database(mapping)
+        sqlite = con is not None and DBTYP_TO_DIALECT.get(con.db_type.upper()) == "sqlite"
+        schema = None if sqlite else mapping.target_schema
+        return table_name(con, schema, mapping.target_table or mapping.ref)
+
     def get_tags(self, mapping: Mapping) -> dict[str, str]:
         return {"dms/mapref": tag_value(mapping.ref) or "blank"}
 
     def get_kinds(self, mapping: Mapping) -> set[str]:
-        """sql, and the target database (postgres / sqlite / oracle) when TRGCONID names a
-        connection of a known type."""
-        con = mapping.target_connection
-        dialect = DBTYP_TO_DIALECT.get((con.db_type if con else "").upper())
-        return {"sql", *([KINDS[dialect]] if dialect in KINDS else [])}
+        """sql, and the target database (postgres / sqlite / oracle): TRGCONID's, else the
+        metadata database's."""
+        return {"sql", *database_kind(self.target_database(mapping))}
+
+    def target_database(self, mapping: Mapping) -> Connection | None:
+        """The connection a mapping writes (None: TRGCONID names no current connection)."""
+        if mapping.target_connection is None and mapping.target_connection_id is None:
+            return self.metadata_database
+        return mapping.target_connection
 
     def get_owners(self, mapping: Mapping) -> list[str]:
         return []
@@ -141,8 +198,9 @@ class DmsTranslator:
         return f"{self._ref(mapping)}_job"
 
     def get_graph_name(self, mapping: Mapping) -> str:
-        """The graph of plan -> chunks -> commit that materializes the asset."""
-        return self.get_asset_key(mapping).to_python_identifier()
+        """The graph of plan -> chunks -> commit that materializes the asset: the MAPREF,
+        so a run's steps read `dim_customer.plan`, `dim_customer.chunk[c0000]`, ..."""
+        return self._ref(mapping)
 
     def get_checks_name(self, mapping: Mapping) -> str:
         # upper case: never the name of a mapping's graph (lower case)
@@ -156,20 +214,131 @@ class DmsTranslator:
         """The sensor that runs `child` after `parent` succeeds (DMS_JOBSCH `row`)."""
         return f"{self.get_job_name(child)}_after_{self.get_job_name(parent)}"
 
+    def get_source_asset_spec(self, source: SourceTable) -> dg.AssetSpec:
+        """A table mapping SQL reads (and no mapping writes): an external asset, in a
+        group per connection, so the lineage graph starts at the sources."""
+        name = table_name(source.connection, source.schema, source.table)
+        return dg.AssetSpec(
+            key=self.get_source_asset_key(source),
+            group_name=self.get_source_group_name(source),
+            description=f"Source table {name} on connection {source.connection.name}",
+            metadata={
+                **TableMetadataSet(table_name=name),
+                "dms/connection": source.connection.name,
+                "dms/read by": ", ".join(source.read_by),
+            },
+            kinds={"table", *database_kind(source.connection)},
+        )
+
+    def get_source_asset_key(self, source: SourceTable) -> dg.AssetKey:
+        """["source", connection, schema, table] (`default` where the SQL names no schema)."""
+        return dg.AssetKey(
+            [
+                "source",
+                dagster_name(source.connection.name, "blank"),
+                dagster_name(source.schema, "default"),
+                dagster_name(source.table, "blank"),
+            ]
+        )
+
+    def get_source_group_name(self, source: SourceTable) -> str:
+        return dagster_name(source.connection.name, "sources")
+
     def _ref(self, mapping: Mapping) -> str:
         return dagster_name(mapping.ref, "blank")
 
 
-def column_table(mapping: Mapping) -> str:
-    rows = ["| column | type | key | SCD | combine | logic |", "|---|---|---|---|---|---|"]
+def database_kind(con: Connection | None) -> list[str]:
+    """The kind of a connection's database (postgres / sqlite / oracle), if known."""
+    dialect = DBTYP_TO_DIALECT.get((con.db_type if con else "").upper())
+    return [KINDS[dialect]] if dialect in KINDS else []
+
+
+def table_name(con: Connection | None, schema: str | None, table: str) -> str:
+    """A table as its database names it: database.schema.table on PostgreSQL, the file's
+    stem for SQLite's database (its `main` schema left out), schema.table elsewhere."""
+    dialect = DBTYP_TO_DIALECT.get((con.db_type if con else "").upper())
+    database = None
+    if dialect == "sqlite":
+        database = Path(con.database).stem if con.database else None
+        schema = None if (schema or "").lower() == "main" else schema
+    elif dialect == "postgresql":
+        database = con.database
+    return ".".join(part for part in (database, schema, table) if part)
+
+
+def metadata_connection(settings: Settings) -> Connection:
+    """The metadata database as a connection row (no password)."""
+    url = settings.database_url
+    dbtyp = {d: t for t, d in DBTYP_TO_DIALECT.items()}.get(url.get_backend_name(), "")
+    return Connection(
+        id=0,
+        name=METADATA_CONNECTION,
+        db_type=dbtyp or url.get_backend_name().upper(),
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        user=url.username,
+        service_name=url.query.get("service_name"),
+    )
+
+
+def _column(c: MappingColumn, key_count: int, position: int) -> dg.TableColumn:
+    """A DMS_MAPRDTL row as a column of the target: TRGCLDTYP, TRGCLDESC, the business
+    key (NOT NULL, as the loader creates it) or the SCD type, lookup and combine codes."""
+    notes, tags = [], {}
+    if c.is_key:
+        notes.append("business key" + (f" ({position} of {key_count})" if key_count > 1 else ""))
+        tags["dms/key"] = str(position)
+    else:
+        scd = (c.scd_type or "1").strip() or "1"
+        notes.append(f"SCD{scd}: " + ("history kept" if scd == "2" else "overwritten"))
+        tags["dms/scd"] = scd
+    if c.is_lookup:
+        notes.append(f"lookup of {c.lookup_value} by {c.lookup_key}")
+    if c.combine:
+        notes.append(f"combined with {c.combine}")
+    return dg.TableColumn(
+        name=c.name or "",
+        type=(c.data_type or "").strip() or "unknown",
+        description=c.description,
+        constraints=_constraints(not c.is_key, tuple(notes)),
+        tags=tags,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _constraints(nullable: bool, other: tuple[str, ...]) -> dg.TableColumnConstraints:
+    # a few distinct values over a whole catalog: made once (Dagster checks each one made)
+    return dg.TableColumnConstraints(nullable=nullable, other=list(other))
+
+
+def column_schema(mapping: Mapping) -> dg.TableSchema:
+    """The target's columns: DMS_MAPRDTL's in EXCSEQ order, then the loader's own."""
+    keys = [c.name or "?" for c in mapping.business_key]
+    scd2 = any((c.scd_type or "").strip() == "2" for c in mapping.columns if not c.is_key)
+    audit = AUDIT_COLUMNS + (SCD2_AUDIT_COLUMNS if scd2 else ())
+    columns = [
+        _column(c, len(keys), keys.index(c.name) + 1 if c.is_key else 0)
+        for c in mapping.columns_in_order
+        if c.name
+    ] + [
+        dg.TableColumn(name, kind, f"{what} (added by the loader)", constraints)
+        for name, kind, what, constraints in audit
+    ]
+    rule = "one current row per" if scd2 else "unique"
+    constraints = [f"{rule} business key ({', '.join(keys)})"] if keys else []
+    return dg.TableSchema(columns=columns, constraints=dg.TableConstraints(other=constraints))
+
+
+def logic_table(mapping: Mapping) -> str:
+    """Each column's MAPLOGIC (types, keys and SCD are in the column schema)."""
+    rows = ["| column | combine | logic |", "|---|---|---|"]
     for c in mapping.columns_in_order:
         logic = (c.logic or "").replace("|", "\\|").replace("\n", " ")
         if c.is_lookup:
             logic = f"lookup {c.lookup_value} by {c.lookup_key}: {logic}"
-        rows.append(
-            f"| {c.name} | {c.data_type or ''} | {c.key_seq or 'Y' if c.is_key else ''} | "
-            f"{'' if c.is_key else c.scd_type or 1} | {c.combine or ''} | `{logic}` |"
-        )
+        rows.append(f"| {c.name} | {c.combine or ''} | `{logic}` |")
     return "\n".join(rows)
 
 
@@ -344,6 +513,7 @@ def _checked_pool(pool: Any) -> str:
 def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
     """Every mapping's asset spec and names, valid and distinct over the catalog."""
     asking = _Asking(translator)
+    asking.default.metadata_database = translator.metadata_database
     mappings = catalog.mappings
 
     def ask_each(method: str, check: Callable[[Any], Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Data checks of a loaded target, for the orchestrator's asset checks: exactly one
-current row per business key (SCD2), and source keys vs current target rows."""
+current row per business key (SCD2), and source keys vs current target rows; and the
+target's row count a materialization reports."""
 
 from __future__ import annotations
 
@@ -62,3 +63,12 @@ def reconcile(mapping: Mapping, settings: Settings, params: dict | None = None) 
     with tgt.connect() as conn:
         target_rows = int(conn.execute(sa.text(count_tgt)).scalar() or 0)
     return Reconciliation(source_keys, target_rows)
+
+
+def target_rows(mapping: Mapping, settings: Settings) -> int:
+    """The rows of the target table, every version of an SCD2 target's keys included (the
+    current ones are the reconciliation's business)."""
+    spec, _src, tgt = resolve(mapping, settings)
+    table = dialect_of(tgt).qualified(spec.schema, spec.table)
+    with tgt.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar() or 0)

@@ -5,7 +5,7 @@ YR yearly on FRQDD 'MM-DD' (default Jan 1); HY Jan and Jul, QT Jan/Apr/Jul/Oct, 
 FRQDD (a day of month, or the DD of 'MM-DD'; default 1); MN monthly on day FRQDD, 'L' =
 last day; FN every 14 days on weekday FRQDD counted from STRDT; WK weekly on weekday
 FRQDD (MON..SUN); DL daily; ID every FRQMI minutes, or FRQHH hours when FRQMI is 0.
-FRQHH:FRQMI is the time of day for all but ID.
+FRQHH:FRQMI is the time of day for all but ID. describe() says a row in words.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import date, datetime
 from dms_orchestration.metadata.models import Schedule
 
 WEEKDAYS = {"SUN": 0, "MON": 1, "TUE": 2, "WED": 3, "THU": 4, "FRI": 5, "SAT": 6}
+DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 CODES = ("YR", "HY", "QT", "MN", "FN", "WK", "DL", "ID")
 
 
@@ -113,3 +114,52 @@ def skip_reason(s: Schedule, clock: Clock, tick: datetime) -> str | None:
         if weeks % 2:
             return f"off week of the 14-day cycle counted from {clock.fortnight_anchor}"
     return None
+
+
+def _every(count: int, unit: str) -> str:
+    return f"every {unit}" if count == 1 else f"every {count} {unit}s"
+
+
+def _date(value: date | datetime) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def describe(s: Schedule) -> str:
+    """A schedule row in words: "monthly on the last day of the month at 23:00", "every 15
+    minutes", "weekly on Monday at 03:30", with its STRDT / ENDDT. Raises FrequencyError
+    for a row that makes no clock (as clock_for)."""
+    clock = clock_for(s)
+    code = (s.frequency or "").strip().upper()
+    if code == "ID":
+        minutes, hours = _int(s.minute, "FRQMI", 0, 59, 0), _int(s.hour, "FRQHH", 0, 23, 0)
+        text = _every(minutes, "minute") if minutes else _every(hours, "hour")
+    else:
+        at = f"at {_int(s.hour, 'FRQHH', 0, 23, 0):02d}:{_int(s.minute, 'FRQMI', 0, 59, 0):02d}"
+        text = f"{_when(s, code, clock)} {at}"
+    if s.start is not None and code != "FN":  # (FN says it with its cycle)
+        text += f", from {_date(s.start)}"
+    if s.end is not None:
+        text += f", until {_date(s.end)}"
+    return text
+
+
+def _when(s: Schedule, code: str, clock: Clock) -> str:
+    """The days a (non-ID) schedule runs on."""
+    if code == "DL":
+        return "daily"
+    if code in ("WK", "FN"):
+        day = DAY_NAMES[_weekday(s.day, code)]
+        if code == "WK":
+            return f"weekly on {day}"
+        return f"every 14 days on {day}, counted from {clock.fortnight_anchor},"
+    if code == "MN":
+        if clock.last_day_of_month:
+            return "monthly on the last day of the month"
+        return f"monthly on day {_day_of_month(s.day)}"
+    if code == "YR":
+        _, _, day, month, _ = clock.cron.split()
+        return f"yearly on {calendar.month_name[int(month)]} {day}"
+    day = _day_of_month(s.day)
+    if code == "HY":
+        return f"half-yearly (January and July) on day {day}"
+    return f"quarterly (January, April, July, October) on day {day}"

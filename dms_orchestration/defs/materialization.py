@@ -1,0 +1,47 @@
+"""What a load's materialization shows: Dagster's row count of the target, the load's
+counts and timings (numbers, which the UI plots over time) and its ids as text (an id
+plotted as a metric means nothing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.metadata import TableMetadataSet
+
+from dms_orchestration.engine.checks import target_rows
+from dms_orchestration.engine.errors import describe
+from dms_orchestration.engine.load import LoadResult
+from dms_orchestration.metadata.models import Mapping
+from dms_orchestration.settings import Settings
+
+
+def row_count(mapping: Mapping, settings: Settings, log: dg.DagsterLogManager) -> int | None:
+    """The target's rows after the load (`dagster/row_count`: the table's rows, history
+    versions included); None, with a warning, when counting fails: the load is
+    committed by then, so a failed count must not fail its step."""
+    try:
+        return target_rows(mapping, settings)
+    except Exception as exc:  # the count is a report: the load itself succeeded
+        log.warning(f"{mapping.ref}: the target's rows could not be counted: {describe(exc)}")
+        return None
+
+
+def materialization_metadata(done: LoadResult, rows: int | None) -> dict[str, Any]:
+    c = done.counts
+    seconds = max(done.seconds, 1e-6)
+    return {
+        **TableMetadataSet(row_count=rows),
+        "dms/prcid": dg.MetadataValue.text(str(done.prcid)),
+        "source rows": c.srcrows,
+        "inserted": c.insrows,
+        "updated": c.updrows,
+        "expired": c.exprows,
+        "deleted": c.delrows,
+        "unchanged": c.unchrows,
+        "chunks": done.chunk_count,
+        "seconds": round(done.seconds, 3),
+        "rows per second": round(c.srcrows / seconds, 1),
+        "estimated rows": done.estimated_rows,
+        "checkpoint": dg.MetadataValue.text(done.checkpoint or ""),
+    }
