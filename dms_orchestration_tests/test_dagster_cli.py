@@ -47,6 +47,10 @@ BIN = Path(sys.executable).parent
 DG, DAGSTER, DMS = str(BIN / "dg"), str(BIN / "dagster"), str(BIN / "dms")
 LOCATION = "dms_orchestration.definitions"
 ASSETS = ("main/dim_customer", "main/dim_product", "main/stg_sales", "main/fact_sales_daily")
+# the demo's source tables, external assets the mappings read (not materializable)
+SOURCE_ASSETS = tuple(
+    f"source/retail_src/default/{table}" for table in ("customers", "products", "sales")
+)
 JOBS = ("dim_customer_job", "dim_product_job", "stg_sales_job", "fact_sales_daily_job")
 # Dagster's own notice on its superseded commands (`dagster asset materialize`): two lines
 DAGSTER_NOTICE = re.compile(r"SupersessionWarning|^\s+return callback\(")
@@ -254,7 +258,10 @@ def test_dg_dev_and_dagster_dev_from_the_root_serve_the_code_location(project, t
             [entry] = data["workspaceOrError"]["locationEntries"]
             assert entry["name"] == LOCATION
             assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
-            assert {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]} == set(ASSETS)
+            assert {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]} == {
+                *ASSETS,
+                *SOURCE_ASSETS,
+            }
 
 
 # ------------------------------------------------------------------ dms ui
@@ -280,7 +287,10 @@ def test_dms_ui_serves_the_instance_under_dms_home_without_dagster_yaml_notices(
     data = graphql(ui.port, WORKSPACE)
     [entry] = data["workspaceOrError"]["locationEntries"]
     assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
-    assert {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]} == set(ASSETS)
+    assert {"/".join(n["assetKey"]["path"]) for n in data["assetNodes"]} == {
+        *ASSETS,
+        *SOURCE_ASSETS,
+    }
     assert f"base_dir: {project.dagster_home}" in data["instance"]["info"]
     printed = ui.log.read_text()
     first = printed.splitlines()[0]
