@@ -100,8 +100,15 @@ def _results(futures: list[Future]) -> list:
     return [f.result() for f in futures]
 
 
-def run_in_threads(fn: Callable[[int], object], n: int, limit: int, load_key: int) -> list:
-    """fn(0..n-1) on at most `limit` threads; a stop cancels their running statements."""
+def run_in_threads(
+    fn: Callable[[int], object],
+    n: int,
+    limit: int,
+    load_key: int,
+    children: ProcessPoolExecutor | None = None,
+) -> list:
+    """fn(0..n-1) on at most `limit` threads; a stop cancels their running statements, and
+    interrupts `children` (the processes the threads hand their chunks to, if any)."""
     with ThreadPoolExecutor(max(1, min(n, limit))) as pool:
         futures = [pool.submit(fn, i) for i in range(n)]
 
@@ -109,6 +116,8 @@ def run_in_threads(fn: Callable[[int], object], n: int, limit: int, load_key: in
             for f in futures:
                 f.cancel()
             interrupt.stop_statements(load_key)
+            if children is not None:
+                _stop_children(children)
 
         with _stopping_on_interrupt(stop):
             return _results(futures)

@@ -1,0 +1,160 @@
+"""The chunks of one load inside its Dagster step: side by side as `dms run` runs them
+(threads when the rows stay in one database, forked processes when they stream), each
+with its own slot in its target database's pool, its own start / end / retry lines in the
+run's log, and its own retries of transient errors with exponential backoff.
+
+A step per chunk would cost a process and a definitions load per chunk; here the chunks
+cost what they cost in `dms run`, and stay visible one by one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+from dms_orchestration.db import interrupt
+from dms_orchestration.engine import run_chunk
+from dms_orchestration.engine.chunk import ChunkResult
+from dms_orchestration.engine.errors import describe, is_transient
+from dms_orchestration.engine.plan import LoadPlan
+from dms_orchestration.engine.workers import process_pool, run_in_threads
+from dms_orchestration.settings import Settings
+
+_SLOT_POLL_S = 0.25  # how often a chunk waiting for its pool asks again
+_STOP_POLL_S = 0.2  # how often a backoff looks whether the load was stopped
+
+
+@dataclass(frozen=True)
+class ChunkRetry:
+    """RETRY_MAX retries of a chunk's transient errors, the n-th after about
+    RETRY_DELAY_SECONDS * 2**n (+/- 25%)."""
+
+    max: int
+    delay: float
+
+    def wait(self, attempt: int) -> float:
+        return self.delay * (2**attempt) * random.uniform(0.75, 1.25)
+
+
+class ChunkLog:
+    """One line per chunk start, end, retry and failure in the run's log."""
+
+    def __init__(self, log: dg.DagsterLogManager, plan: LoadPlan) -> None:
+        self.log, self.n = log, plan.chunk_count
+
+    def name(self, index: int) -> str:
+        return f"chunk {index + 1}/{self.n}"
+
+    def started(self, index: int, attempt: int) -> None:
+        again = f" (attempt {attempt + 1})" if attempt else ""
+        self.log.info(f"{self.name(index)} started{again}")
+
+    def finished(self, index: int, result: ChunkResult) -> None:
+        c = result.counts
+        self.log.info(
+            f"{self.name(index)} done in {result.seconds:.2f} s: {c.srcrows} source rows, "
+            f"{c.insrows} inserted, {c.updrows} updated, {c.exprows} expired, "
+            f"{c.delrows} deleted, {c.unchrows} unchanged"
+        )
+
+    def retrying(self, index: int, retry: int, of: int, wait: float, exc: BaseException) -> None:
+        self.log.warning(
+            f"{self.name(index)}: transient error, retry {retry} of {of} in {wait:.1f} s: "
+            f"{describe(exc)}"
+        )
+
+    def failed(self, index: int, exc: BaseException) -> None:
+        self.log.error(f"{self.name(index)} failed: {describe(exc)}")
+
+
+@contextlib.contextmanager
+def pool_slot(context: dg.AssetExecutionContext, pool: str, key: str, stopped) -> Iterator[None]:
+    """A slot of `pool` for one chunk while it runs, as Dagster gives one to a step: the
+    pools of dagster.yaml cap the chunks writing to one database, across runs."""
+    with InstanceConcurrencyContext(context.instance, context.run) as slots:
+        while not slots.claim(pool, key):
+            if stopped():
+                raise KeyboardInterrupt(f"{key} was stopped while it waited for pool {pool}")
+            time.sleep(_SLOT_POLL_S)
+        try:
+            yield
+        finally:
+            slots.free_step(key)
+
+
+def _sleep_unless_stopped(seconds: float, stopped: Callable[[], bool]) -> None:
+    end = time.monotonic() + seconds
+    while not stopped() and time.monotonic() < end:
+        time.sleep(min(_STOP_POLL_S, max(0.0, end - time.monotonic())))
+
+
+def _with_retries(
+    index: int,
+    attempt: Callable[[int], ChunkResult],
+    retry: ChunkRetry,
+    log: ChunkLog,
+    stopped: Callable[[], bool],
+) -> ChunkResult:
+    """Chunk `index`, again after each transient error (never once the load was stopped)."""
+    for number in itertools.count():
+        log.started(index, number)
+        try:
+            result = attempt(index)
+        except Exception as exc:
+            if is_transient(exc) and number < retry.max and not stopped():
+                wait = retry.wait(number)
+                log.retrying(index, number + 1, retry.max, wait, exc)
+                _sleep_unless_stopped(wait, stopped)
+                continue
+            log.failed(index, exc)
+            raise
+        log.finished(index, result)
+        return result
+    raise AssertionError("unreachable")
+
+
+def _chunk_in_process(plan_json: str, settings: Settings, index: int) -> ChunkResult:
+    return run_chunk(LoadPlan.model_validate_json(plan_json), index, settings)
+
+
+def run_visible_chunks(
+    context: dg.AssetExecutionContext,
+    plan: LoadPlan,
+    settings: Settings,
+    retry: ChunkRetry,
+    pool: str,
+) -> list[ChunkResult]:
+    """Every chunk of the plan, at most MAX_PARALLEL_CHUNKS at once; a chunk's failure
+    after its retries is raised once the others have ended (they stay applied)."""
+    n, limit = plan.chunk_count, max(1, min(plan.chunk_count, plan.parallel_limit))
+    log = ChunkLog(context.log, plan)
+
+    def stopped() -> bool:
+        return interrupt.stopped(plan.prcid)
+
+    def visible(run: Callable[[int], ChunkResult]) -> Callable[[int], ChunkResult]:
+        def each(index: int) -> ChunkResult:
+            with pool_slot(
+                context, pool, f"{context.op_execution_context.op_handle}[c{index:04d}]", stopped
+            ):
+                return _with_retries(index, run, retry, log, stopped)
+
+        return each
+
+    if plan.same_database:
+        run = visible(lambda i: run_chunk(plan, i, settings))
+        return run_in_threads(run, n, limit, plan.prcid)
+    # rows stream between databases: each chunk in a process (COPY cannot share one with
+    # a cancellable statement), handed its work by a thread that reports and retries it
+    with process_pool(limit) as children:
+        children.submit(int).result()  # fork the children now, from this thread
+        data = plan.model_dump_json()
+        run = visible(lambda i: children.submit(_chunk_in_process, data, settings, i).result())
+        return run_in_threads(run, n, limit, plan.prcid, children)
