@@ -7,6 +7,7 @@ was asked for: dms/param1..10, dms/full, dms/chunks, dms/prcreqid, dms/jobschid.
 
 import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -284,7 +285,9 @@ def mapping_checks(mapping: Mapping, names: MappingNames) -> dg.AssetChecksDefin
     @dg.multi_asset_check(specs=specs, can_subset=True, name=names.checks)
     def dms_checks(context: dg.AssetCheckExecutionContext, dms: DmsResource):
         settings = dms.settings()
-        for check_key in sorted(context.selected_asset_check_keys, key=str):
-            yield _evaluate_check(mapping, key, check_key.name, settings)
+        names = [k.name for k in sorted(context.selected_asset_check_keys, key=str)]
+        # side by side, a connection each: each scans the target (or the source) once
+        with ThreadPoolExecutor(max(1, len(names))) as pool:
+            yield from pool.map(lambda n: _evaluate_check(mapping, key, n, settings), names)
 
     return dms_checks

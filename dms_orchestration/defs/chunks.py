@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
@@ -74,19 +76,37 @@ class ChunkLog:
         self.log.error(f"{self.name(index)} failed: {describe(exc)}")
 
 
-@contextlib.contextmanager
-def pool_slot(context: dg.AssetExecutionContext, pool: str, key: str, stopped) -> Iterator[None]:
-    """A slot of `pool` for one chunk while it runs, as Dagster gives one to a step: the
-    pools of dagster.yaml cap the chunks writing to one database, across runs."""
-    with InstanceConcurrencyContext(context.instance, context.run) as slots:
-        while not slots.claim(pool, key):
+class PoolSlots:
+    """Slots of one pool for the chunks of one load, as Dagster gives one to a step: the
+    pools of dagster.yaml cap the chunks writing to one database, across runs. One
+    claim context per load (the pools are read once), shared by its chunks' threads."""
+
+    def __init__(self, context: dg.AssetExecutionContext, pool: str) -> None:
+        self.pool, self.lock = pool, threading.Lock()
+        self.claims = InstanceConcurrencyContext(context.instance, context.run)
+
+    def __enter__(self) -> PoolSlots:
+        self.claims.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.claims.__exit__(*exc)  # frees the claims still pending
+
+    @contextlib.contextmanager
+    def slot(self, key: str, stopped: Callable[[], bool]) -> Iterator[None]:
+        while True:
+            with self.lock:
+                if self.claims.claim(self.pool, key):
+                    break
             if stopped():
-                raise KeyboardInterrupt(f"{key} was stopped while it waited for pool {pool}")
+                raise KeyboardInterrupt(f"{key} was stopped while it waited for pool {self.pool}")
             time.sleep(_SLOT_POLL_S)
         try:
             yield
         finally:
-            slots.free_step(key)
+            with self.lock:
+                self.claims.free_step(key)
 
 
 def _sleep_unless_stopped(seconds: float, stopped: Callable[[], bool]) -> None:
@@ -139,22 +159,27 @@ def run_visible_chunks(
     def stopped() -> bool:
         return interrupt.stopped(plan.prcid)
 
-    def visible(run: Callable[[int], ChunkResult]) -> Callable[[int], ChunkResult]:
+    step = str(context.op_execution_context.op_handle)
+
+    def visible(slots: PoolSlots, run: Callable[[int], ChunkResult]) -> Callable[[int], Any]:
         def each(index: int) -> ChunkResult:
-            with pool_slot(
-                context, pool, f"{context.op_execution_context.op_handle}[c{index:04d}]", stopped
-            ):
+            with slots.slot(f"{step}[c{index:04d}]", stopped):
                 return _with_retries(index, run, retry, log, stopped)
 
         return each
 
-    if plan.same_database:
-        run = visible(lambda i: run_chunk(plan, i, settings))
-        return run_in_threads(run, n, limit, plan.prcid)
-    # rows stream between databases: each chunk in a process (COPY cannot share one with
-    # a cancellable statement), handed its work by a thread that reports and retries it
-    with process_pool(limit) as children:
-        children.submit(int).result()  # fork the children now, from this thread
-        data = plan.model_dump_json()
-        run = visible(lambda i: children.submit(_chunk_in_process, data, settings, i).result())
-        return run_in_threads(run, n, limit, plan.prcid, children)
+    with PoolSlots(context, pool) as slots:
+        if plan.same_database:
+            run = visible(slots, lambda i: run_chunk(plan, i, settings))
+            return run_in_threads(run, n, limit, plan.prcid)
+        # rows stream between databases: each chunk in a process (COPY cannot share one
+        # with a cancellable statement), handed its work by a thread that reports and
+        # retries it
+        with process_pool(limit) as children:
+            children.submit(int).result()  # fork the children now, from this thread
+            data = plan.model_dump_json()
+
+            def in_child(index: int) -> ChunkResult:
+                return children.submit(_chunk_in_process, data, settings, index).result()
+
+            return run_in_threads(visible(slots, in_child), n, limit, plan.prcid, children)
