@@ -216,7 +216,7 @@ def _rule_findings(mapping: Mapping, metadata_dialect: str) -> list[Finding]:
 
 class IndexEntry(BaseModel):
     """What the whole catalog says of one mapping: its Dagster names, the mappings it
-    reads, its findings (all but the rule checks of its own rows)."""
+    reads, its findings, and (once its asset was built) the rule checks of its rows."""
 
     key: list[str]
     job: str
@@ -226,6 +226,7 @@ class IndexEntry(BaseModel):
     chunk_step: str
     upstream: list[str] = []
     findings: list[Finding] = []
+    rules: list[Finding] | None = None  # the rule checks' findings, when made
 
 
 class LocationIndex(BaseModel):
@@ -322,7 +323,10 @@ class MappingParts:
     def asset(self, ref: str) -> dg.AssetsDefinition:
         m, entry, names = self.mapping_of(ref), self.index.mappings[ref], self.names(ref)
         # the rule checks need no database: an invalid mapping shows why before any validate
-        rules = [f for f in _rule_findings(m, self.backend) if f not in m.findings]
+        # run; made once per code-server load, then kept in the index for the run workers
+        if entry.rules is None:
+            entry.rules = [f for f in _rule_findings(m, self.backend) if f not in m.findings]
+        rules = entry.rules
         blocking = [f for f in entry.findings if f.severity == "ERROR"]
         load = MappingLoad(m, blocking, names.pool, self.retry)
         upstream = [dg.AssetKey(self.index.mappings[r].key) for r in entry.upstream]
@@ -358,15 +362,26 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
         schedules=facts.schedules,
         sensors=sensors,
         resources=RESOURCES,
+        # a run of assets picked in the UI (Dagster's own asset job) as a mapping's job:
+        # in its run worker, each load's chunks side by side inside its step
+        executor=dg.in_process_executor,
     )
 
 
 def _built(
-    catalog: Catalog, settings: Settings, translator: DmsTranslator | None
+    catalog: Catalog,
+    settings: Settings,
+    translator: DmsTranslator | None,
+    known: LocationIndex | None = None,
 ) -> tuple[dg.Definitions, LocationIndex]:
+    """The whole location and its index (with the rule checks of every mapping, taken
+    from `known` where it has them)."""
     translator = translator or translator_from_settings(settings)
     facts = catalog_facts(catalog, settings, translator)
     index = facts.index()
+    for ref, entry in index.mappings.items():
+        kept = known.mappings.get(ref) if known else None
+        entry.rules = kept.rules if kept else None
     parts = MappingParts(
         index, catalog.mappings.__getitem__, catalog, settings, translator, facts.names
     )
@@ -438,7 +453,7 @@ def definitions(
     stored = _stored(context)
     if stored is not None:
         _keep_stored(context)
-        return build_definitions(stored.catalog(), settings, translator)
+        return _built(stored.catalog(), settings, translator, stored.index)[0]
     catalog = load_catalog(metadata_engine(settings))
     built, index = _built(catalog, settings, translator)
     _keep(context, catalog, index)
@@ -517,7 +532,7 @@ def run_repository(
         rest, index, mapping_of = stored.rest, stored.index, stored.mapping
 
         def whole() -> dg.Definitions:
-            return build_definitions(stored.catalog(), settings, translator)
+            return _built(stored.catalog(), settings, translator, index)[0]
     else:
         catalog, index = _read_once(settings, translator)
         _keep(context, catalog, index)
