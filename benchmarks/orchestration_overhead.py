@@ -323,12 +323,14 @@ class Small:
 
 def catalog(server, mappings: int) -> str:
     """A database with the 20-row SMALL_DIM and mappings - 1 mappings of 30 columns, each
-    with a job and a daily schedule."""
+    with a job and a daily schedule (stopped)."""
     url = server.create_database(f"bench_catalog_{mappings}")
     engine = create_engine(url)
     init_schema(engine)
     metadata_load.generate(engine, mappings - 1, 30)
     with engine.begin() as conn:
+        # defined, not running: their daily clocks would launch runs during the benchmark
+        conn.exec_driver_sql("UPDATE DMS_JOBSCH SET ENABLEFLG = 'N'")
         conn.exec_driver_sql("CREATE TABLE SRC_SMALL (ID INTEGER, NAME VARCHAR(100), CITY TEXT)")
         for i in range(1, SMALL_ROWS + 1):
             conn.exec_driver_sql(f"INSERT INTO SRC_SMALL VALUES ({i}, 'name{i}', 'city{i % 4}')")

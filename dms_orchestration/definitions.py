@@ -15,8 +15,8 @@ import base64
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import cache, cached_property
+from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import chain
 from typing import TypeVar
 
@@ -310,6 +310,7 @@ class MappingParts:
         self.names_given = names
         self.retry = chunk_retry(catalog)
         self.backend = settings.database_url.get_backend_name()
+        self.assets: dict[str, dg.AssetsDefinition] = {}
 
     def names(self, ref: str) -> MappingNames:
         if self.names_given is not None:
@@ -319,8 +320,12 @@ class MappingParts:
         key = dg.AssetKey(e.key)
         return MappingNames(key, spec, e.job, e.graph, e.checks, e.pool, e.chunk_step)
 
-    @cache  # noqa: B019 - one MappingParts per load: kept as long as its definitions
     def asset(self, ref: str) -> dg.AssetsDefinition:
+        if ref not in self.assets:  # once: also the upstream asset of other mappings
+            self.assets[ref] = self._asset(ref)
+        return self.assets[ref]
+
+    def _asset(self, ref: str) -> dg.AssetsDefinition:
         m, entry, names = self.mapping_of(ref), self.index.mappings[ref], self.names(ref)
         # the rule checks need no database: an invalid mapping shows why before any validate
         # run; made once per code-server load, then kept in the index for the run workers
@@ -399,17 +404,19 @@ def build_definitions(
 # ------------------------------------------------------------------ reconstruction metadata
 
 
-@dataclass(eq=False)  # hashed by identity: its mappings are cached
+@dataclass
 class _Stored:
     """The catalog as reconstruction metadata holds it: each mapping unpacked when asked."""
 
     rest: Catalog  # the catalog without its mappings
     index: LocationIndex | None
     packed: dict[str, str]  # MAPREF -> the packed mapping
+    unpacked: dict[str, Mapping] = field(default_factory=dict)
 
-    @cache  # noqa: B019 - one per load
     def mapping(self, ref: str) -> Mapping:
-        return _unpack(Mapping, self.packed[ref])
+        if ref not in self.unpacked:
+            self.unpacked[ref] = _unpack(Mapping, self.packed[ref])
+        return self.unpacked[ref]
 
     def catalog(self) -> Catalog:
         return self.rest.model_copy(update={"mappings": {r: self.mapping(r) for r in self.packed}})
@@ -427,20 +434,29 @@ def _stored(context: DefinitionsLoadContext) -> _Stored | None:
     return _Stored(_unpack(Catalog, metadata[CATALOG_KEY]), index, packed)
 
 
-def _keep(context: DefinitionsLoadContext, catalog: Catalog, index: LocationIndex) -> None:
-    """Leave the catalog and its index for the run workers."""
+def _packed(catalog: Catalog, index: LocationIndex) -> dict[str, str]:
+    """The catalog and its index as reconstruction metadata."""
+    packed = {MAPPING_KEY + ref: _pack(m) for ref, m in catalog.mappings.items()}
     rest = catalog.model_copy(update={"mappings": {}})
-    context.add_to_pending_reconstruction_metadata(CATALOG_KEY, _pack(rest))
-    context.add_to_pending_reconstruction_metadata(INDEX_KEY, _pack(index))
-    for ref, m in catalog.mappings.items():
-        context.add_to_pending_reconstruction_metadata(MAPPING_KEY + ref, _pack(m))
+    return {CATALOG_KEY: _pack(rest), INDEX_KEY: _pack(index), **packed}
+
+
+def _leave(context: DefinitionsLoadContext, metadata: dict[str, str]) -> None:
+    """Leave the catalog and its index for the run workers."""
+    for key, value in metadata.items():
+        context.add_to_pending_reconstruction_metadata(key, value)
 
 
 def _keep_stored(context: DefinitionsLoadContext) -> None:
     """A reconstruction passes on what it was given, as it was given."""
-    for key, value in context.reconstruction_metadata.items():
-        if key == CATALOG_KEY or key == INDEX_KEY or key.startswith(MAPPING_KEY):
-            context.add_to_pending_reconstruction_metadata(key, value)
+    _leave(
+        context,
+        {
+            key: value
+            for key, value in context.reconstruction_metadata.items()
+            if key == CATALOG_KEY or key == INDEX_KEY or key.startswith(MAPPING_KEY)
+        },
+    )
 
 
 def definitions(
@@ -456,7 +472,7 @@ def definitions(
         return _built(stored.catalog(), settings, translator, stored.index)[0]
     catalog = load_catalog(metadata_engine(settings))
     built, index = _built(catalog, settings, translator)
-    _keep(context, catalog, index)
+    _leave(context, _packed(catalog, index))
     return built
 
 
@@ -467,6 +483,7 @@ class MappingRuns(dg.RepositoryData):
 
     def __init__(self, parts: MappingParts, whole: Callable[[], dg.Definitions]) -> None:
         self.parts, self.whole = parts, whole
+        self.jobs: dict[str, dg.JobDefinition] = {}
 
     @cached_property
     def _all(self) -> dg.RepositoryDefinition:
@@ -476,9 +493,10 @@ class MappingRuns(dg.RepositoryData):
     def _resources(self) -> dg.RepositoryDefinition:
         return dg.Definitions(resources=RESOURCES).get_repository_def()
 
-    @cache  # noqa: B019 - one per load
     def _mapping_job(self, ref: str, name: str) -> dg.JobDefinition:
-        return self.parts.job_definitions(ref).get_repository_def().get_job(name)
+        if name not in self.jobs:
+            self.jobs[name] = self.parts.job_definitions(ref).get_repository_def().get_job(name)
+        return self.jobs[name]
 
     def get_job(self, job_name: str) -> dg.JobDefinition:
         ref = self.parts.index.jobs.get(job_name)
@@ -534,12 +552,12 @@ def run_repository(
         def whole() -> dg.Definitions:
             return _built(stored.catalog(), settings, translator, index)[0]
     else:
-        catalog, index = _read_once(settings, translator)
-        _keep(context, catalog, index)
+        catalog, index, metadata = _read_once(settings, translator)
+        _leave(context, metadata)
         rest, mapping_of = catalog, catalog.mappings.__getitem__
 
         def whole() -> dg.Definitions:
-            return build_definitions(catalog, settings, translator)
+            return _built(catalog, settings, translator, index)[0]
 
     parts = MappingParts(index, mapping_of, rest, settings, translator)
     return dg.RepositoryDefinition(
@@ -547,18 +565,22 @@ def run_repository(
     )
 
 
-_read: dict[tuple, tuple[Catalog, LocationIndex]] = {}
+_read: dict[tuple, tuple[Catalog, LocationIndex, dict[str, str]]] = {}
 
 
-def _read_once(settings: Settings, translator: DmsTranslator) -> tuple[Catalog, LocationIndex]:
-    """The catalog and its index, read once per process when no code server read them:
-    `dagster job execute` reconstructs the location four times before its run has the
-    reconstruction metadata of the first (a run worker always has it)."""
+def _read_once(
+    settings: Settings, translator: DmsTranslator
+) -> tuple[Catalog, LocationIndex, dict[str, str]]:
+    """The catalog, its index and both as reconstruction metadata, read once per process
+    when no code server read them: `dagster job execute` reconstructs the location four
+    times before its run has the reconstruction metadata of the first (a run worker
+    always has it)."""
     key = (settings, type(translator))
     if key not in _read:
         catalog = load_catalog(metadata_engine(settings))
+        index = catalog_facts(catalog, settings, translator).index()
         _read.clear()
-        _read[key] = catalog, catalog_facts(catalog, settings, translator).index()
+        _read[key] = catalog, index, _packed(catalog, index)
     return _read[key]
 
 
