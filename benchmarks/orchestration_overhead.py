@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -276,12 +277,13 @@ class DagsterDev:
             time.sleep(0.5)
         raise SystemExit(f"dagster dev did not answer:\n{self.log.read_text()[-3000:]}")
 
-    def launch_to_success(self, job: str, timeout: float = 900) -> tuple[float, str]:
-        """Seconds from the launch to the run's SUCCESS, seen through GraphQL; the run id."""
-        t0 = time.perf_counter()
+    def launch_to_success(self, job: str, timeout: float = 900) -> tuple[float, str, float]:
+        """Seconds from the launch to the run's SUCCESS, seen through GraphQL; the run id
+        and the launch's time (epoch seconds)."""
+        began, t0 = time.time(), time.perf_counter()
         run_id = self.client.submit_job_execution(job)
         wait_until(lambda: self.finished(run_id), timeout, f"run {run_id}")
-        return time.perf_counter() - t0, run_id
+        return time.perf_counter() - t0, run_id, began
 
     def finished(self, run_id: str) -> bool:
         status = self.client.get_run_status(run_id)
@@ -318,6 +320,7 @@ class Small:
     job_execute: list[float] = field(default_factory=list)
     graphql: list[float] = field(default_factory=list)
     graphql_run: list[float] = field(default_factory=list)  # as Dagster records the run
+    graphql_phases: list[dict[str, float]] = field(default_factory=list)
     queue: list[float] = field(default_factory=list)
 
 
@@ -339,10 +342,33 @@ def catalog(server, mappings: int) -> str:
     return url
 
 
+def launch_phases(home: Path, run_id: str, began: float, seconds: float) -> dict[str, float]:
+    """Where a launch's seconds went: the webserver created the run, the daemon took it
+    from the queue (RUN_STARTING), the run worker started it, ran it, and GraphQL saw it."""
+    with instance_of(home) as instance:
+        record = instance.get_run_record_by_id(run_id)
+        starting = next(
+            e.timestamp
+            for e in instance.all_logs(run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_STARTING"
+        )
+    created = record.create_timestamp.timestamp()
+    return {
+        "created": created - began,
+        "queued": starting - created,
+        "worker start": record.start_time - starting,
+        "run": record.end_time - record.start_time,
+        "seen": began + seconds - record.end_time,
+    }
+
+
 def queue_latency(url: str, home: Path, dev: DagsterDev) -> float:
     """Seconds from a DMS_PRCREQ row for SMALL_DIM to its run's start; waits for its end."""
     engine = create_engine(url)
     try:
+        # a request comes at any moment of the sensor's interval, not right after a tick
+        # (as it would, queued as soon as the run before it ended)
+        time.sleep(random.uniform(0, QUEUE_INTERVAL_S))
         t0 = time.time()
         request = queue_immediate_job(engine, SMALL)
 
@@ -375,9 +401,10 @@ def small_runs(server, mappings: int, repeat: int, requests: int, root: Path) ->
         dev.wait_ready()
         dev.launch_to_success(SMALL_JOB)  # the first launch warms the code server: not timed
         for _ in range(repeat):
-            seconds, run = dev.launch_to_success(SMALL_JOB)
+            seconds, run, began = dev.launch_to_success(SMALL_JOB)
             small.graphql.append(seconds)
             small.graphql_run.append(run_seconds(home, run))
+            small.graphql_phases.append(launch_phases(home, run, began, seconds))
         for _ in range(requests):
             small.queue.append(queue_latency(url, home, dev))
     finally:
@@ -425,6 +452,10 @@ def report(deltas: list[Delta], smalls: list[Small], rows: int, repeat: int, n: 
         "   GraphQL = launch (submitJobExecution) -> SUCCESS seen through GraphQL; "
         "(run) = the run's own duration"
     )
+    for s in smalls:
+        phases = {k: med([p[k] for p in s.graphql_phases]) for k in s.graphql_phases[0]}
+        text = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+        print(f"   {s.mappings} mappings, a launch (median s): {text}")
     if len(smalls) > 1:
         first, last = smalls[0], smalls[-1]
         print(f"   growth from {first.mappings} to {last.mappings} mappings (<= {GROWTH}x):")
