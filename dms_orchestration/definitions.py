@@ -1,33 +1,49 @@
 """The Dagster code location: DMS metadata -> Definitions (named in workspace.yaml).
 
-The metadata is read once per code-server load and handed to run workers and step
-processes as reconstruction metadata, so they never query it again. A mapping that is
-invalid still appears as an asset that shows its findings (a run of it fails at once).
+The metadata is read once per code-server load and handed to run workers as
+reconstruction metadata: each mapping on its own, and an index of what the whole catalog
+says of each (its Dagster names, the mappings it reads, its findings). A run worker, and
+`dagster job execute`, build the definitions of the one mapping whose job they run, from
+its entries alone: a run costs the same with 4 or 2,000 mappings, and never queries the
+metadata database for its definitions. A mapping that is invalid still appears as an
+asset that shows its findings (a run of it fails at once).
 """
 
 from __future__ import annotations
 
-import warnings
+import base64
+import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import chain
+from typing import TypeVar
 
 import dagster as dg
+from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 from dagster._core.definitions.definitions_load_context import (
     DefinitionsLoadContext,
     DefinitionsLoadType,
 )
+from dagster._core.definitions.repository_definition.valid_definitions import (
+    SINGLETON_REPOSITORY_NAME,
+)
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._serdes import deserialize_value, serialize_value
+from pydantic import BaseModel
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import (
-    LoadSteps,
+    MappingLoad,
+    chunk_retry,
     mapping_asset,
     mapping_checks,
     source_dialect,
     upstream_mappings,
 )
 from dms_orchestration.defs.jobs import mapping_job
-from dms_orchestration.defs.lineage import catalog_reads
+from dms_orchestration.defs.lineage import CatalogReads, catalog_reads
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
@@ -41,6 +57,8 @@ from dms_orchestration.defs.sensors import (
 from dms_orchestration.defs.translator import (
     CatalogNames,
     DmsTranslator,
+    MappingNames,
+    mapping_spec,
     metadata_connection,
     name_catalog,
     translator_from_settings,
@@ -51,22 +69,22 @@ from dms_orchestration.metadata.models import Catalog, Finding, Mapping
 from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings, load_settings
 
+# reconstruction metadata: the catalog without its mappings, the index, each mapping
 CATALOG_KEY = "dms_orchestration/catalog"
+INDEX_KEY = "dms_orchestration/index"
+MAPPING_KEY = "dms_orchestration/mapping/"  # + MAPREF
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
-def read_catalog(settings: Settings) -> Catalog:
-    """The catalog: from the database on a code-server load, from the reconstruction
-    metadata in run workers and step processes."""
-    context = DefinitionsLoadContext.get()
-    if (
-        context.load_type == DefinitionsLoadType.RECONSTRUCTION
-        and CATALOG_KEY in context.reconstruction_metadata
-    ):
-        catalog = Catalog.model_validate_json(context.reconstruction_metadata[CATALOG_KEY])
-    else:
-        catalog = load_catalog(metadata_engine(settings))
-    context.add_to_pending_reconstruction_metadata(CATALOG_KEY, catalog.model_dump_json())
-    return catalog
+def _pack(model: BaseModel) -> str:
+    """A model as reconstruction metadata: JSON without its defaults, compressed (it
+    travels with every run: a 2,000-mapping catalog is 16 MB of JSON, 2 MB packed)."""
+    data = model.model_dump_json(exclude_defaults=True).encode()
+    return base64.b64encode(zlib.compress(data)).decode("ascii")
+
+
+def _unpack(model: type[_Model], text: str) -> _Model:
+    return model.model_validate_json(zlib.decompress(base64.b64decode(text)))
 
 
 def _finding(ref: str, message: str, severity: str = "ERROR") -> Finding:
@@ -144,6 +162,19 @@ def _lineage(catalog: Catalog, dialect: str) -> tuple[dict[str, list[str]], list
     return deps, findings
 
 
+def _job(m: Mapping, names: MappingNames) -> UnresolvedAssetJobDefinition | None:
+    """The mapping's job, when it has an active DMS_JOB row (the first one)."""
+    active = [job for job in m.jobs if job.active]
+    if not active:
+        return None
+    return mapping_job(
+        names.job,
+        names.key,
+        description=active[0].description or f"Load {m.ref}",
+        tags={"dms/mapref": m.ref, "dms/jobid": str(active[0].id)},
+    )
+
+
 def _jobs(catalog: Catalog, names: CatalogNames) -> tuple[dict, list[Finding]]:
     jobs, findings = {}, []
     for m in catalog.mappings.values():
@@ -154,13 +185,9 @@ def _jobs(catalog: Catalog, names: CatalogNames) -> tuple[dict, list[Finding]]:
                 f"{', '.join(str(j.id) for j in active)}): JOBID {active[0].id} is the job"
             )
             findings.append(_finding(m.ref, message, "WARNING"))
-        if active:
-            jobs[m.ref] = mapping_job(
-                names.mappings[m.ref].job,
-                names.mappings[m.ref].key,
-                description=active[0].description or f"Load {m.ref}",
-                tags={"dms/mapref": m.ref, "dms/jobid": str(active[0].id)},
-            )
+        job = _job(m, names.mappings[m.ref])
+        if job is not None:
+            jobs[m.ref] = job
     return jobs, findings
 
 
@@ -190,21 +217,76 @@ def _rule_findings(mapping: Mapping, metadata_dialect: str) -> list[Finding]:
         return [_finding(mapping.ref, f"the rule checks failed on this mapping: {exc}")]
 
 
-def build_definitions(
-    catalog: Catalog, settings: Settings, translator: DmsTranslator | None = None
-) -> dg.Definitions:
-    """Every mapping as an asset, whatever its rows hold: what cannot become a Dagster
-    object is an ERROR finding on the asset, and a run of it fails at once with them."""
-    translator = translator or translator_from_settings(settings)
-    translator.metadata_database = metadata_connection(settings)
+class IndexEntry(BaseModel):
+    """What the whole catalog says of one mapping: its Dagster names, the mappings it
+    reads, its findings, and (once its asset was built) the rule checks of its rows."""
+
+    key: list[str]
+    job: str
+    graph: str
+    checks: str
+    pool: str
+    upstream: list[str] = []
+    sources: list[list[str]] = []  # the keys of the source tables it reads
+    lineage: str | None = None  # its column lineage metadata, serialized by Dagster
+    findings: list[Finding] = []
+    rules: list[Finding] | None = None  # the rule checks' findings, when made
+
+
+class LocationIndex(BaseModel):
+    """The index of a catalog, by MAPREF; `jobs`: job name -> MAPREF."""
+
+    mappings: dict[str, IndexEntry] = {}
+    jobs: dict[str, str] = {}
+
+
+@dataclass
+class CatalogFacts:
+    """What the definitions make of the whole catalog before any asset is built."""
+
+    names: CatalogNames
+    jobs: dict[str, UnresolvedAssetJobDefinition]
+    schedules: list[dg.ScheduleDefinition]
+    dependencies: dict  # (child, parent) -> the DMS_JOBSCH row of a dependency sensor
+    upstream: dict[str, list[str]]  # MAPREF -> the mappings it reads (lineage)
+    reads: CatalogReads  # the source tables, and what each mapping reads of them
+    found: dict[str, list[Finding]]  # MAPREF -> findings, the rule checks aside
+
+    def lineage(self, ref: str) -> str | None:
+        metadata = self.reads.metadata.get(ref)
+        return serialize_value(metadata) if metadata else None
+
+    def index(self) -> LocationIndex:
+        entries = {
+            ref: IndexEntry(
+                key=list(n.key.path),
+                job=n.job,
+                graph=n.graph,
+                checks=n.checks,
+                pool=n.pool,
+                upstream=self.upstream[ref],
+                sources=[list(k.path) for k in self.reads.upstream.get(ref, [])],
+                lineage=self.lineage(ref),
+                findings=self.found.get(ref, []),
+            )
+            for ref, n in self.names.mappings.items()
+        }
+        return LocationIndex(
+            mappings=entries, jobs={job.name: ref for ref, job in self.jobs.items()}
+        )
+
+
+def catalog_facts(catalog: Catalog, settings: Settings, translator: DmsTranslator) -> CatalogFacts:
+    """Names, jobs, schedules, dependencies and lineage of every mapping, and what could
+    not become a Dagster object: a finding on the mapping's asset."""
     names = name_catalog(catalog, translator)
     use_job_names(names.job_names())
     jobs, job_findings = _jobs(catalog, names)
     schedules, schedule_findings = _schedules(catalog, names, jobs, str(settings.timezone))
     dependencies, dependency_findings = _dependencies(catalog, set(jobs))
     backend = settings.database_url.get_backend_name()
-    deps, lineage_findings = _lineage(catalog, backend)
-    reads = catalog_reads(catalog, names, deps, backend, translator)
+    upstream, lineage_findings = _lineage(catalog, backend)
+    reads = catalog_reads(catalog, names, upstream, backend, translator)
     found: dict[str, list[Finding]] = defaultdict(list)
     for f in chain(
         (f for fs in catalog.read_findings.values() for f in fs),
@@ -217,52 +299,323 @@ def build_definitions(
         reads.findings,
     ):
         found[f.mapref].append(f)
-    blocking = {ref: [f for f in fs if f.severity == "ERROR"] for ref, fs in found.items()}
-    upstream = {
-        ref: [*(names.mappings[r].key for r in deps[ref]), *reads.upstream.get(ref, [])]
-        for ref in catalog.mappings
-    }
-    steps = LoadSteps(catalog, names, blocking, max(map(len, upstream.values()), default=0))
-    assets, checks = [], []
-    for m in catalog.mappings.values():
-        # the rule checks need no database: an invalid mapping shows why before any validate run
-        rules = [f for f in _rule_findings(m, backend) if f not in m.findings]
-        shown = [*m.findings, *rules, *found.get(m.ref, [])]
-        lineage = reads.metadata.get(m.ref, {})
-        assets.append(mapping_asset(names.mappings[m.ref], steps, upstream[m.ref], shown, lineage))
-        checks.append(mapping_checks(m, names.mappings[m.ref]))
+    return CatalogFacts(names, jobs, schedules, dependencies, upstream, reads, dict(found))
+
+
+RESOURCES = {"dms": DmsResource()}
+
+
+class MappingParts:
+    """The asset, checks and job of one mapping at a time, from the index and its rows:
+    what every mapping's definitions are made of, all of them for the code location, one
+    (and the assets it reads) for a run worker."""
+
+    def __init__(
+        self,
+        index: LocationIndex,
+        mapping_of: Callable[[str], Mapping],
+        catalog: Catalog,
+        settings: Settings,
+        translator: DmsTranslator,
+        names: CatalogNames | None = None,
+    ) -> None:
+        self.index, self.mapping_of, self.translator = index, mapping_of, translator
+        self.names_given = names
+        self.retry = chunk_retry(catalog)
+        self.backend = settings.database_url.get_backend_name()
+        self.assets: dict[str, dg.AssetsDefinition] = {}
+
+    def names(self, ref: str) -> MappingNames:
+        if self.names_given is not None:
+            return self.names_given.mappings[ref]
+        e = self.index.mappings[ref]
+        spec = mapping_spec(self.mapping_of(ref), self.translator)
+        key = dg.AssetKey(e.key)
+        return MappingNames(key, spec, e.job, e.graph, e.checks, e.pool)
+
+    def asset(self, ref: str) -> dg.AssetsDefinition:
+        if ref not in self.assets:  # once: also the upstream asset of other mappings
+            self.assets[ref] = self._asset(ref)
+        return self.assets[ref]
+
+    def _asset(self, ref: str) -> dg.AssetsDefinition:
+        m, entry, names = self.mapping_of(ref), self.index.mappings[ref], self.names(ref)
+        # the rule checks need no database: an invalid mapping shows why before any validate
+        # run; made once per code-server load, then kept in the index for the run workers
+        if entry.rules is None:
+            entry.rules = [f for f in _rule_findings(m, self.backend) if f not in m.findings]
+        rules = entry.rules
+        blocking = [f for f in entry.findings if f.severity == "ERROR"]
+        load = MappingLoad(m, blocking, names.pool, self.retry)
+        upstream = [
+            *(dg.AssetKey(self.index.mappings[r].key) for r in entry.upstream),
+            *(dg.AssetKey(path) for path in entry.sources),
+        ]
+        lineage = deserialize_value(entry.lineage, dict) if entry.lineage else {}
+        shown = [*m.findings, *rules, *entry.findings]
+        return mapping_asset(names, load, upstream, shown, lineage)
+
+    def checks(self, ref: str) -> dg.AssetChecksDefinition:
+        return mapping_checks(self.mapping_of(ref), self.names(ref))
+
+    def job_definitions(self, ref: str) -> dg.Definitions:
+        """The job of one mapping in definitions of its own: its asset, its checks and the
+        assets it reads (the part of the location's asset graph its job resolves in): the
+        mappings' and the source tables' (as keys: a run needs no more of them)."""
+        entry = self.index.mappings[ref]
+        upstream = [self.asset(r) for r in entry.upstream]
+        sources = [dg.AssetsDefinition(specs=[dg.AssetSpec(path)]) for path in entry.sources]
+        return dg.Definitions(
+            assets=[self.asset(ref), *upstream, *sources],
+            asset_checks=[self.checks(ref)],
+            jobs=[_job(self.mapping_of(ref), self.names(ref))],
+            resources=RESOURCES,
+        )
+
+
+def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.Definitions:
+    jobs = facts.jobs
     sensors = [
-        dependency_sensor(jobs[parent], jobs[child], row.id, names.sensors[row.id])
-        for (child, parent), row in dependencies.items()
+        dependency_sensor(jobs[parent], jobs[child], row.id, facts.names.sensors[row.id])
+        for (child, parent), row in facts.dependencies.items()
         if child in jobs and parent in jobs
     ]
     sensors += [queue_sensor(list(jobs.values()), catalog), close_failed_runs, close_stopped_runs]
     return dg.Definitions(
-        assets=[*assets, *reads.sources],
-        asset_checks=checks,
+        assets=[*(parts.asset(ref) for ref in catalog.mappings), *facts.reads.sources],
+        asset_checks=[parts.checks(ref) for ref in catalog.mappings],
         jobs=list(jobs.values()),
-        schedules=schedules,
+        schedules=facts.schedules,
         sensors=sensors,
-        resources={"dms": DmsResource()},
+        resources=RESOURCES,
+        # a run of assets picked in the UI (Dagster's own asset job) as a mapping's job:
+        # in its run worker, each load's chunks side by side inside its step
+        executor=dg.in_process_executor,
+    )
+
+
+def _built(
+    catalog: Catalog,
+    settings: Settings,
+    translator: DmsTranslator | None,
+    known: LocationIndex | None = None,
+) -> tuple[dg.Definitions, LocationIndex]:
+    """The whole location and its index (with the rule checks of every mapping, taken
+    from `known` where it has them)."""
+    translator = _translator(settings, translator)
+    facts = catalog_facts(catalog, settings, translator)
+    index = facts.index()
+    for ref, entry in index.mappings.items():
+        kept = known.mappings.get(ref) if known else None
+        entry.rules = kept.rules if kept else None
+    parts = MappingParts(
+        index, catalog.mappings.__getitem__, catalog, settings, translator, facts.names
+    )
+    return _location(catalog, facts, parts), index
+
+
+def _translator(settings: Settings, translator: DmsTranslator | None) -> DmsTranslator:
+    """The translator asked for (else DMS_TRANSLATOR's), told of the metadata database."""
+    translator = translator or translator_from_settings(settings)
+    translator.metadata_database = metadata_connection(settings)
+    return translator
+
+
+def build_definitions(
+    catalog: Catalog, settings: Settings, translator: DmsTranslator | None = None
+) -> dg.Definitions:
+    """Every mapping as an asset, whatever its rows hold: what cannot become a Dagster
+    object is an ERROR finding on the asset, and a run of it fails at once with them."""
+    return _built(catalog, settings, translator)[0]
+
+
+# ------------------------------------------------------------------ reconstruction metadata
+
+
+@dataclass
+class _Stored:
+    """The catalog as reconstruction metadata holds it: each mapping unpacked when asked."""
+
+    rest: Catalog  # the catalog without its mappings
+    index: LocationIndex | None
+    packed: dict[str, str]  # MAPREF -> the packed mapping
+    unpacked: dict[str, Mapping] = field(default_factory=dict)
+
+    def mapping(self, ref: str) -> Mapping:
+        if ref not in self.unpacked:
+            self.unpacked[ref] = _unpack(Mapping, self.packed[ref])
+        return self.unpacked[ref]
+
+    def catalog(self) -> Catalog:
+        return self.rest.model_copy(update={"mappings": {r: self.mapping(r) for r in self.packed}})
+
+
+def _stored(context: DefinitionsLoadContext) -> _Stored | None:
+    """What the code-server load left for this reconstruction, if anything."""
+    if context.load_type != DefinitionsLoadType.RECONSTRUCTION:
+        return None
+    metadata = context.reconstruction_metadata
+    if CATALOG_KEY not in metadata:
+        return None
+    packed = {k[len(MAPPING_KEY) :]: v for k, v in metadata.items() if k.startswith(MAPPING_KEY)}
+    index = _unpack(LocationIndex, metadata[INDEX_KEY]) if INDEX_KEY in metadata else None
+    return _Stored(_unpack(Catalog, metadata[CATALOG_KEY]), index, packed)
+
+
+def _packed(catalog: Catalog, index: LocationIndex) -> dict[str, str]:
+    """The catalog and its index as reconstruction metadata."""
+    packed = {MAPPING_KEY + ref: _pack(m) for ref, m in catalog.mappings.items()}
+    rest = catalog.model_copy(update={"mappings": {}})
+    return {CATALOG_KEY: _pack(rest), INDEX_KEY: _pack(index), **packed}
+
+
+def _leave(context: DefinitionsLoadContext, metadata: dict[str, str]) -> None:
+    """Leave the catalog and its index for the run workers."""
+    for key, value in metadata.items():
+        context.add_to_pending_reconstruction_metadata(key, value)
+
+
+def _keep_stored(context: DefinitionsLoadContext) -> None:
+    """A reconstruction passes on what it was given, as it was given."""
+    _leave(
+        context,
+        {
+            key: value
+            for key, value in context.reconstruction_metadata.items()
+            if key == CATALOG_KEY or key == INDEX_KEY or key.startswith(MAPPING_KEY)
+        },
     )
 
 
 def definitions(
     settings: Settings | None = None, translator: DmsTranslator | None = None
 ) -> dg.Definitions:
-    """The code location; `translator` names the Dagster objects (default: the one
+    """The whole code location; `translator` names the Dagster objects (default: the one
     DMS_TRANSLATOR names, else DmsTranslator)."""
     settings = settings or load_settings()
-    catalog = read_catalog(settings)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)  # with_reconstruction_metadata
-        return build_definitions(catalog, settings, translator).with_reconstruction_metadata(
-            {CATALOG_KEY: catalog.model_dump_json()}
-        )
+    context = DefinitionsLoadContext.get()
+    stored = _stored(context)
+    if stored is not None:
+        _keep_stored(context)
+        return _built(stored.catalog(), settings, translator, stored.index)[0]
+    catalog = load_catalog(metadata_engine(settings))
+    built, index = _built(catalog, settings, translator)
+    _leave(context, _packed(catalog, index))
+    return built
+
+
+class MappingRuns(dg.RepositoryData):
+    """The definitions a run worker reconstructs: the job of a mapping is built from that
+    mapping's entries alone (its asset, checks and the assets it reads); anything else
+    asked of it (another job, the schedules, the asset graph) builds the whole location."""
+
+    def __init__(self, parts: MappingParts, whole: Callable[[], dg.Definitions]) -> None:
+        self.parts, self.whole = parts, whole
+        self.jobs: dict[str, dg.JobDefinition] = {}
+
+    @cached_property
+    def _all(self) -> dg.RepositoryDefinition:
+        return self.whole().get_repository_def()
+
+    @cached_property
+    def _resources(self) -> dg.RepositoryDefinition:
+        return dg.Definitions(resources=RESOURCES).get_repository_def()
+
+    def _mapping_job(self, ref: str, name: str) -> dg.JobDefinition:
+        if name not in self.jobs:
+            self.jobs[name] = self.parts.job_definitions(ref).get_repository_def().get_job(name)
+        return self.jobs[name]
+
+    def get_job(self, job_name: str) -> dg.JobDefinition:
+        ref = self.parts.index.jobs.get(job_name)
+        return self._all.get_job(job_name) if ref is None else self._mapping_job(ref, job_name)
+
+    def has_job(self, job_name: str) -> bool:
+        return job_name in self.parts.index.jobs or self._all.has_job(job_name)
+
+    def get_job_names(self) -> Sequence[str]:
+        # the mappings' jobs and the one Dagster adds for the assets (the UI's materialize)
+        jobs = list(self.parts.index.jobs)
+        return [*jobs, IMPLICIT_ASSET_JOB_NAME] if self.parts.index.mappings else jobs
+
+    def get_all_jobs(self) -> Sequence[dg.JobDefinition]:
+        return self._all.get_all_jobs()
+
+    def get_top_level_resources(self):
+        return self._resources.get_top_level_resources()
+
+    def get_env_vars_by_top_level_resource(self):
+        return self._resources.get_env_vars_by_top_level_resource()
+
+    def get_all_schedules(self) -> Sequence[dg.ScheduleDefinition]:
+        return self._all.schedule_defs
+
+    def get_all_sensors(self) -> Sequence[dg.SensorDefinition]:
+        return self._all.sensor_defs
+
+    def get_source_assets_by_key(self):
+        return self._all.source_assets_by_key
+
+    def get_assets_defs_by_key(self):
+        return self._all.assets_defs_by_key
+
+    def get_asset_checks_defs_by_key(self):
+        return self._all.asset_checks_defs_by_key
+
+
+def run_repository(
+    settings: Settings | None = None, translator: DmsTranslator | None = None
+) -> dg.RepositoryDefinition:
+    """The code location as a run worker reconstructs it: lazily, one mapping's job at a
+    time, from the reconstruction metadata (read from the database when there is none,
+    as in `dagster job execute`, and then left for the next reconstruction)."""
+    settings = settings or load_settings()
+    translator = _translator(settings, translator)
+    context = DefinitionsLoadContext.get()
+    stored = _stored(context)
+    if stored is not None and stored.index is not None:
+        _keep_stored(context)
+        rest, index, mapping_of = stored.rest, stored.index, stored.mapping
+
+        def whole() -> dg.Definitions:
+            return _built(stored.catalog(), settings, translator, index)[0]
+    else:
+        catalog, index, metadata = _read_once(settings, translator)
+        _leave(context, metadata)
+        rest, mapping_of = catalog, catalog.mappings.__getitem__
+
+        def whole() -> dg.Definitions:
+            return _built(catalog, settings, translator, index)[0]
+
+    parts = MappingParts(index, mapping_of, rest, settings, translator)
+    return dg.RepositoryDefinition(
+        SINGLETON_REPOSITORY_NAME, repository_data=MappingRuns(parts, whole)
+    )
+
+
+_read: dict[tuple, tuple[Catalog, LocationIndex, dict[str, str]]] = {}
+
+
+def _read_once(
+    settings: Settings, translator: DmsTranslator
+) -> tuple[Catalog, LocationIndex, dict[str, str]]:
+    """The catalog, its index and both as reconstruction metadata, read once per process
+    when no code server read them: `dagster job execute` reconstructs the location four
+    times before its run has the reconstruction metadata of the first (a run worker
+    always has it)."""
+    key = (settings, type(translator))
+    if key not in _read:
+        catalog = load_catalog(metadata_engine(settings))
+        index = catalog_facts(catalog, settings, translator).index()
+        _read.clear()
+        _read[key] = catalog, index, _packed(catalog, index)
+    return _read[key]
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     """What Dagster loads (workspace.yaml): built when the code location loads, not when
-    this module is imported."""
+    this module is imported; a run worker builds only what its run needs."""
+    if DefinitionsLoadContext.get().load_type == DefinitionsLoadType.RECONSTRUCTION:
+        return run_repository()
     return definitions()

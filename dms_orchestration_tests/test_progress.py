@@ -312,16 +312,27 @@ def test_dms_run_is_quiet_with_no_progress(dms):
 # ------------------------------------------------------------------ Dagster
 
 
-def test_dagster_chunk_steps_log_their_progress(sqlite_url, tmp_path, monkeypatch):
+def test_a_dagster_load_step_logs_its_chunks_and_the_loads_progress(
+    sqlite_url, tmp_path, monkeypatch
+):
+    """Each chunk's start, rows so far and end, and the load's progress as DMS_JOBLOG tells
+    it, as events of the run (every report passed on: no throttling here)."""
+    monkeypatch.setattr(progress_module, "FLUSH_INTERVAL_S", 0.0)
     cust = cust_dms(sqlite_url, tmp_path, monkeypatch)
     instance = dg.DagsterInstance.ephemeral()
     try:
+        assert execute(cust.defs(), "cust_dim_job", instance).success  # the initial load
+        # a delta: its chunks classify and apply, and say so as they go
         result = execute(cust.defs(), "cust_dim_job", instance, dms__chunks="2")
         assert result.success
         messages = [e.user_message for e in instance.all_logs(result.run_id)]
     finally:
         dispose_all()
     for chunk in (1, 2):
-        assert any(f"CUST_DIM chunk {chunk}/2: started" in m for m in messages), messages
-        done = [m for m in messages if f"CUST_DIM chunk {chunk}/2: done" in m]
-        assert len(done) == 1 and " source rows, " in done[0] and " rows/s" in done[0]
+        assert f"chunk {chunk}/2 started" in messages, messages
+        running = [m for m in messages if m.startswith(f"CUST_DIM chunk {chunk}/2: ")]
+        assert running and all(" source rows, " in m and " rows/s" in m for m in running), messages
+        done = [m for m in messages if m.startswith(f"chunk {chunk}/2 done in ")]
+        assert len(done) == 1 and " source rows, " in done[0], messages
+    load = [m for m in messages if re.match(r"CUST_DIM: \d+/2 chunks done, ", m)]
+    assert load and re.match(r"CUST_DIM: 0/2 chunks done, 0%, 0 of ~30 rows read", load[0])

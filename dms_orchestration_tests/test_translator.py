@@ -87,7 +87,7 @@ def test_a_valid_dms_name_stays_as_today_in_lower_case():
         "dim_customer__CHECKS",
     )
     assert names.spec.group_name == "crm" and names.spec.tags["dms/mapref"] == "dim_customer"
-    assert names.pool == "dms_metadata" and names.chunk_step == "dms_chunk_metadata"
+    assert names.pool == "dms_metadata"
 
 
 @pytest.mark.parametrize("odd, plain", ALIKE)
@@ -104,7 +104,7 @@ def test_names_that_clean_up_alike_stay_distinct_valid_and_stable(odd, plain):
     assert a.key != b.key and a.job != b.job and a.graph != b.graph
     assert a.spec.group_name != b.spec.group_name
     for n in (a, b):
-        assert all(is_valid_name(x) for x in (n.job, n.graph, n.checks, n.chunk_step))
+        assert all(is_valid_name(x) for x in (n.job, n.graph, n.checks))
         assert all(is_valid_strict_tag_value(v) for v in n.spec.tags.values())
 
 
@@ -167,7 +167,7 @@ def test_kinds_pool_and_schedule_names_of_odd_connections_and_codes():
     names = name_catalog(cat, DmsTranslator())
     n = names.mappings["M1"]
     assert n.spec.kinds == {"sql", "postgres"}
-    assert n.pool.startswith("dms_dw_eu_1_") and is_valid_name(n.chunk_step)
+    assert n.pool.startswith("dms_dw_eu_1_")
     assert names.schedules[6] == "m1_job_dl_6"
     assert is_valid_name(names.schedules[5]) and names.schedules[5] != names.schedules[6]
 
@@ -562,7 +562,8 @@ def test_a_valid_legacy_mapping_loads_and_a_blocked_one_fails_at_once(legacy):
         blocked = execute(defs, job, instance)
         assert not blocked.success
         [failure] = blocked.get_step_failure_events()
-        assert failure.step_key.endswith(".plan") and chunk_steps(blocked) == []
+        # in its load step (not its checks), before any chunk
+        assert not failure.step_key.endswith("__CHECKS") and not chunk_steps(blocked)
         text = error_text(failure.step_failure_data.error)
         assert "is not valid" in text and words in text, text
         with legacy.engine.connect() as conn:

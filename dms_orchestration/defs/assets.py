@@ -1,15 +1,14 @@
-"""One asset per current mapping: a graph of plan -> one step per chunk (dynamic fan-out,
-N decided by the engine at run time) -> commit, plus its asset checks.
+"""One asset per current mapping, materialized by one step that loads it (plan -> its
+chunks side by side, N decided by the engine at run time -> commit), plus its asset checks.
 
 The Dagster layer holds no SQL: every step calls the engine. Run tags carry what a run
 was asked for: dms/param1..10, dms/full, dms/chunks, dms/prcreqid, dms/jobschid.
 """
 
 import functools
-import inspect
-import json
-import random
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import dagster as dg
 import sqlglot
@@ -17,17 +16,15 @@ from sqlglot import exp
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
+from dms_orchestration.defs.chunks import ChunkRetry, run_visible_chunks
 from dms_orchestration.defs.materialization import materialization_metadata, row_count
 from dms_orchestration.defs.resources import DmsResource
 from dms_orchestration.defs.run_config import check_run_tags
 from dms_orchestration.defs.runs import run_alive
-from dms_orchestration.defs.translator import CatalogNames, MappingNames
-from dms_orchestration.dmslog.writer import close_process
-from dms_orchestration.engine import commit, plan, run_chunk
+from dms_orchestration.defs.translator import MappingNames
+from dms_orchestration.engine import commit, plan
 from dms_orchestration.engine.checks import current_rows, reconcile
-from dms_orchestration.engine.chunk import ChunkResult
-from dms_orchestration.engine.errors import describe, is_interruption, is_transient
-from dms_orchestration.engine.plan import LoadPlan
+from dms_orchestration.engine.errors import record_load_end
 from dms_orchestration.engine.spec import MappingInvalid
 from dms_orchestration.metadata.models import Catalog, Finding, Mapping
 from dms_orchestration.metadata.validation import rule_findings
@@ -110,17 +107,18 @@ def run_options(tags: dict[str, str]) -> dict:
     }
 
 
-def _backoff(base: float, attempt: int) -> float:
-    """Exponential backoff with +/- 25% jitter."""
-    return base * (2**attempt) * random.uniform(0.75, 1.25)
-
-
 def _retry_delay(catalog: Catalog) -> float:
     default = RETRY_DEFAULTS["RETRY_DELAY_SECONDS"]
     try:
         return float(str(catalog.param("RETRY_DELAY_SECONDS", str(default))).strip())
     except ValueError:
         return default
+
+
+def chunk_retry(catalog: Catalog) -> ChunkRetry:
+    """How a chunk retries its transient errors: RETRY_MAX, RETRY_DELAY_SECONDS."""
+    retry_max = catalog.int_param("RETRY_MAX", RETRY_DEFAULTS["RETRY_MAX"])
+    return ChunkRetry(retry_max, _retry_delay(catalog))
 
 
 def refuse_blocked(mapping: Mapping, blocking: Sequence[Finding]) -> None:
@@ -134,129 +132,84 @@ def refuse_blocked(mapping: Mapping, blocking: Sequence[Finding]) -> None:
         )
 
 
-class LoadSteps:
-    """The three steps of every mapping's graph, defined once and shared: a step finds
-    its mapping from the graph it runs in (one graph per mapping, named by the
-    translator), and refuses a mapping whose `blocking` findings say it cannot load."""
+@dataclass(frozen=True)
+class MappingLoad:
+    """What the load step of one mapping needs besides the run: the mapping as the code
+    location read it, the findings that block it, its pool and its chunks' retries."""
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        names: CatalogNames,
-        blocking: dict[str, list[Finding]],
-        max_deps: int,
-    ) -> None:
-        self.by_graph = {names.mappings[ref].graph: m for ref, m in catalog.mappings.items()}
-        retry_max = catalog.int_param("RETRY_MAX", RETRY_DEFAULTS["RETRY_MAX"])
-        retry_delay = _retry_delay(catalog)
-        self.after = [f"after_{i}" for i in range(max_deps)]
-        mapping_of = self.mapping_of
+    mapping: Mapping
+    blocking: Sequence[Finding]
+    pool: str
+    retry: ChunkRetry
 
-        @dg.op(
-            name="dms_plan", ins={n: dg.In(dg.Nothing) for n in self.after}, out=dg.DynamicOut(str)
+
+def load_mapping(context: dg.AssetExecutionContext, dms: DmsResource, load: MappingLoad):
+    """plan -> every chunk (side by side, each visible and retried) -> commit, as the
+    engine's load() does, with the plan's load lock asking Dagster whether a run is alive."""
+    mapping = load.mapping
+    check_run_tags(context.run.tags)
+    refuse_blocked(mapping, load.blocking)
+    options = run_options(dict(context.run.tags))
+    settings = dms.settings()
+    load_plan = plan(
+        mapping,
+        options["params"],
+        chunks=options["chunks"],
+        full=options["full"],
+        settings=settings,
+        runid=context.run.run_id,
+        prcreqid=options["prcreqid"],
+        jobschid=options["jobschid"],
+        run_alive=functools.partial(run_alive, context.instance),
+    )
+    context.log.info(
+        f"{mapping.ref}: process {load_plan.prcid}, {load_plan.chunk_count} chunk(s) "
+        f"for ~{load_plan.estimated_rows} rows ({load_plan.estimate_method})"
+    )
+    try:
+        results = run_visible_chunks(context, load_plan, settings, load.retry, load.pool)
+    except BaseException as exc:
+        record_load_end(
+            metadata_engine(settings),
+            prcid=load_plan.prcid,
+            mapref=mapping.ref,
+            jobid=load_plan.jobid,
+            exc=exc,
+            logged=True,
         )
-        def plan_step(context: dg.OpExecutionContext, dms: DmsResource):
-            mapping = mapping_of(context)
-            check_run_tags(context.run.tags)
-            refuse_blocked(mapping, blocking.get(mapping.ref, []))
-            options = run_options(dict(context.run.tags))
-            load_plan = plan(
-                mapping,
-                options["params"],
-                chunks=options["chunks"],
-                full=options["full"],
-                settings=dms.settings(),
-                runid=context.run_id,
-                prcreqid=options["prcreqid"],
-                jobschid=options["jobschid"],
-                run_alive=functools.partial(run_alive, context.instance),
-            )
-            context.log.info(
-                f"{mapping.ref}: process {load_plan.prcid}, {load_plan.chunk_count} chunk(s) "
-                f"for ~{load_plan.estimated_rows} rows ({load_plan.estimate_method})"
-            )
-            data = load_plan.model_dump_json()
-            for i in range(load_plan.chunk_count):
-                yield dg.DynamicOutput(data, mapping_key=f"c{i:04d}")
-
-        def chunk_step(context: dg.OpExecutionContext, dms: DmsResource, plan_json: str) -> str:
-            load_plan = LoadPlan.model_validate_json(plan_json)
-            index = int(context.get_mapping_key()[1:])
-            settings = dms.settings()
-            try:  # progress as Dagster events, while DMS_JOBLOG gets it too
-                result = run_chunk(
-                    load_plan, index, settings, on_progress=lambda p: context.log.info(p.describe())
-                )
-            except BaseException as exc:
-                retry = context.retry_number
-                if not is_interruption(exc) and is_transient(exc) and retry < retry_max:
-                    wait = _backoff(retry_delay, retry)
-                    context.log.warning(
-                        f"chunk {index}: transient error, retry in {wait:.0f}s: {describe(exc)}"
-                    )
-                    raise dg.RetryRequested(max_retries=retry_max, seconds_to_wait=wait) from exc
-                status = "ST" if is_interruption(exc) else "FL"
-                close_process(metadata_engine(settings), load_plan.prcid, status, describe(exc))
-                raise
-            return json.dumps({"plan": plan_json, "result": result.model_dump_json()})
-
-        pools = {(n.pool, n.chunk_step) for n in names.mappings.values()}
-        self.chunk_steps = {
-            pool: dg.op(name=op_name, pool=pool)(chunk_step) for pool, op_name in sorted(pools)
-        }
-
-        @dg.op(name="dms_commit")
-        def commit_step(context: dg.OpExecutionContext, dms: DmsResource, chunks: list[str]):
-            items = [json.loads(c) for c in chunks]
-            load_plan = LoadPlan.model_validate_json(items[0]["plan"])
-            results = [ChunkResult.model_validate_json(i["result"]) for i in items]
-            done = commit(load_plan, results, dms.settings())
-            if done.note:
-                context.log.warning(f"{done.mapref}: {done.note}")
-            rows = row_count(load_plan.mapping, dms.settings(), context.log)
-            yield dg.Output(None, metadata=materialization_metadata(done, rows))
-
-        self.plan_step, self.commit_step = plan_step, commit_step
-
-    def mapping_of(self, context: dg.OpExecutionContext) -> Mapping:
-        return self.by_graph[context.op_handle.parent.name]
+        raise
+    return commit(load_plan, results, settings)
 
 
 def mapping_asset(
     names: MappingNames,
-    steps: LoadSteps,
+    load: MappingLoad,
     deps: Sequence[dg.AssetKey],
     findings: Sequence[Finding],
     lineage: dict | None = None,
 ) -> dg.AssetsDefinition:
     """The mapping's asset as the translator named it, with its findings and column
-    lineage (defs/lineage.py) in the metadata. Its steps read `<graph>.plan`,
-    `<graph>.chunk[c0000]`, `<graph>.commit` in a run (aliases of the shared ops)."""
-    after = {f"after_{i}": dep for i, dep in enumerate(deps)}
-    plan_step, commit_step = steps.plan_step, steps.commit_step
-    chunk_step = steps.chunk_steps[names.pool]
-
-    def compose(**upstream):
-        plans = plan_step.alias("plan")(**upstream)
-        return commit_step.alias("commit")(plans.map(chunk_step.alias("chunk")).collect())
-
-    compose.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in after]
-    )
+    lineage (defs/lineage.py) in the metadata: one step, named as the translator names
+    the mapping's graph, that loads it."""
     spec = names.spec.replace_attributes(
         key=names.key,
+        deps=deps,
         metadata={
             **names.spec.metadata,
             **(lineage or {}),
             "dms/findings": dg.MetadataValue.md(findings_text(findings)),
         },
     )
-    return dg.graph_multi_asset(
-        name=names.graph,
-        outs={"result": dg.AssetOut.from_spec(spec)},
-        group_name=spec.group_name,  # graph_multi_asset reads the group here only
-        ins={n: dg.AssetIn(key=k, dagster_type=dg.Nothing) for n, k in after.items()},
-    )(compose)
+
+    @dg.multi_asset(name=names.graph, specs=[spec])
+    def load_step(context: dg.AssetExecutionContext, dms: DmsResource):
+        done = load_mapping(context, dms, load)
+        if done.note:
+            context.log.warning(f"{done.mapref}: {done.note}")
+        rows = row_count(load.mapping, dms.settings(), context.log)
+        return dg.MaterializeResult(metadata=materialization_metadata(done, rows))
+
+    return load_step
 
 
 CURRENT_ROWS = "one_current_row_per_key"
@@ -319,7 +272,9 @@ def mapping_checks(mapping: Mapping, names: MappingNames) -> dg.AssetChecksDefin
     @dg.multi_asset_check(specs=specs, can_subset=True, name=names.checks)
     def dms_checks(context: dg.AssetCheckExecutionContext, dms: DmsResource):
         settings = dms.settings()
-        for check_key in sorted(context.selected_asset_check_keys, key=str):
-            yield _evaluate_check(mapping, key, check_key.name, settings)
+        names = [k.name for k in sorted(context.selected_asset_check_keys, key=str)]
+        # side by side, a connection each: each scans the target (or the source) once
+        with ThreadPoolExecutor(max(1, len(names))) as pool:
+            yield from pool.map(lambda n: _evaluate_check(mapping, key, n, settings), names)
 
     return dms_checks

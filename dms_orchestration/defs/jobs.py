@@ -1,5 +1,5 @@
 """A job per mapping with an active DMS_JOB: it materializes the mapping's asset and runs
-its checks.
+its checks, in one process (the run worker).
 
 Dagster resolves an asset job (define_asset_job) against the whole code location's asset
 graph, and that step walks every AssetsDefinition of the location once per job: with a
@@ -56,10 +56,16 @@ def neighbourhood(asset_graph: AssetGraph, keys: set[dg.AssetKey]) -> AssetGraph
 def mapping_job(
     name: str, key: dg.AssetKey, description: str, tags: Mapping[str, str]
 ) -> UnresolvedAssetJobDefinition:
-    """define_asset_job(name, selection=AssetSelection.assets(key), ...), resolved cheaply."""
+    """define_asset_job(name, selection=AssetSelection.assets(key), ...), resolved cheaply,
+    run in its run worker: its two steps (the load, whose chunks run side by side inside
+    it, and the checks) would each pay a process and a definitions load otherwise."""
     job = dg.define_asset_job(
         name, selection=dg.AssetSelection.assets(key), description=description, tags=tags
     )
     return MappingJob(
-        name=job.name, selection=job.selection, description=job.description, tags=job.tags
+        name=job.name,
+        selection=job.selection,
+        description=job.description,
+        tags=job.tags,
+        executor_def=dg.in_process_executor,
     )

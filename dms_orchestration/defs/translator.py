@@ -42,8 +42,6 @@ TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")  # Dagster's strict tag values
 MAX_NAME = 60  # the cleaned part of a hashed name
 _Owner = TypeVar("_Owner", bound=Hashable)
 KINDS = {"postgresql": "postgres", "sqlite": "sqlite", "oracle": "oracle"}
-# nodes every mapping's graph holds (defs/assets.py): no graph or checks may take them
-STEP_NAMES = ("dms_plan", "dms_commit")
 # sensors defined once for the code location (defs/sensors.py)
 FIXED_SENSORS = ("dms_request_queue", "dms_close_failed_runs", "dms_close_stopped_runs")
 # the name the metadata database goes by where a connection's is wanted (NULL TRGCONID,
@@ -198,8 +196,8 @@ class DmsTranslator:
         return f"{self._ref(mapping)}_job"
 
     def get_graph_name(self, mapping: Mapping) -> str:
-        """The graph of plan -> chunks -> commit that materializes the asset: the MAPREF,
-        so a run's steps read `dim_customer.plan`, `dim_customer.chunk[c0000]`, ..."""
+        """The step that loads the mapping (plan -> chunks -> commit): the MAPREF, so a
+        run's steps read `dim_customer`, `dim_customer__CHECKS`."""
         return self._ref(mapping)
 
     def get_checks_name(self, mapping: Mapping) -> str:
@@ -415,7 +413,6 @@ class MappingNames:
     graph: str
     checks: str
     pool: str
-    chunk_step: str  # the op of the pool's chunk steps
 
 
 @dataclass
@@ -501,10 +498,6 @@ def _checked_spec(spec: Any) -> dg.AssetSpec:
     return spec
 
 
-def _chunk_step_name(pool: str) -> str:
-    return valid_name(f"dms_chunk_{dagster_name(pool.removeprefix('dms_'), 'x')}")
-
-
 def _checked_pool(pool: Any) -> str:
     text = str(pool)
     return text if re.fullmatch(r"\S+", text) else dagster_name(text, "dms_blank")
@@ -522,9 +515,6 @@ def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
     specs = {ref: asking.spec(ref, m) for ref, m in mappings.items()}
     keys = distinct({ref: s.key for ref, s in specs.items()}, _key_suffix)
     pools = ask_each("get_pool", _checked_pool)
-    chunk_steps = distinct(
-        {pool: _chunk_step_name(pool) for pool in set(pools.values())}, _name_suffix, STEP_NAMES
-    )
     jobs = distinct(ask_each("get_job_name", valid_name), _name_suffix, ("__ASSET_JOB",))
     graphs = ask_each("get_graph_name", valid_name)
     checks = ask_each("get_checks_name", valid_name)
@@ -532,7 +522,6 @@ def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
         {("graph", ref): n for ref, n in graphs.items()}
         | {("checks", ref): n for ref, n in checks.items()},
         _name_suffix,
-        (*STEP_NAMES, *chunk_steps.values()),
     )
     schedules, sensors = _schedule_names(catalog, asking)
     return CatalogNames(
@@ -544,7 +533,6 @@ def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
                 graph=nodes[("graph", ref)],
                 checks=nodes[("checks", ref)],
                 pool=pools[ref],
-                chunk_step=chunk_steps[pools[ref]],
             )
             for ref in mappings
         },
@@ -574,3 +562,9 @@ def _schedule_names(catalog: Catalog, asking: _Asking) -> tuple[dict[int, str], 
         {jobschid: n for (kind, jobschid), n in names.items() if kind == "schedule"},
         {jobschid: n for (kind, jobschid), n in names.items() if kind == "sensor"},
     )
+
+
+def mapping_spec(mapping: Mapping, translator: DmsTranslator) -> dg.AssetSpec:
+    """One mapping's spec as name_catalog asks for it (the findings of a bad answer are
+    left out: name_catalog made them): a run worker builds its mapping's asset alone."""
+    return _Asking(translator).spec(mapping.ref, mapping)

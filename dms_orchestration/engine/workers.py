@@ -119,8 +119,11 @@ def run_in_threads(
     limit: int,
     load_key: int,
     tick: Callable[[], None] | None = None,
+    children: ProcessPoolExecutor | None = None,
 ) -> list:
-    """fn(0..n-1) on at most `limit` threads; a stop cancels their running statements."""
+    """fn(0..n-1) on at most `limit` threads, `tick()` while they run; a stop cancels
+    their running statements, and interrupts `children` (the processes the threads hand
+    their chunks to, if any)."""
     with ThreadPoolExecutor(max(1, min(n, limit))) as pool:
         futures = [pool.submit(fn, i) for i in range(n)]
 
@@ -128,6 +131,8 @@ def run_in_threads(
             for f in futures:
                 f.cancel()
             interrupt.stop_statements(load_key)
+            if children is not None:
+                _stop_children(children)
 
         with _stopping_on_interrupt(stop):
             return _results(futures, tick)

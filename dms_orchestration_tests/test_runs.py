@@ -1,0 +1,154 @@
+"""A run of one mapping: its job runs in the run worker (one load step, its chunks side by
+side inside it, each in the run's log and its pool), and a run worker builds the
+definitions of the mapping it runs only, from the code server's reconstruction metadata."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._core.code_pointer import CodePointer
+from dagster._core.definitions.definitions_load_context import (
+    DefinitionsLoadContext,
+    DefinitionsLoadType,
+)
+from dagster._core.definitions.reconstruct import (
+    initialize_repository_def_from_pointer,
+    reconstruct_repository_def_from_pointer,
+)
+from dagster._core.definitions.repository_definition import RepositoryLoadData
+from dagster._serdes import deserialize_value, serialize_value
+
+from dms_orchestration.db.connect import dispose_all, metadata_engine
+from dms_orchestration.defs.translator import DmsTranslator
+from dms_orchestration_tests.test_defs import (
+    QUIET,
+    chunk_lines,
+    chunk_steps,
+    cust_dms,
+    demo_home,
+    execute,
+    materialization,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+POINTER = CodePointer.from_module("dms_orchestration.definitions", "defs", None)
+COUNTING = "dms_orchestration_tests.test_runs:CountingTranslator"
+
+
+class CountingTranslator(DmsTranslator):
+    """The default names; remembers which mappings it was asked about."""
+
+    asked: ClassVar[list[str]] = []
+
+    def get_asset_spec(self, mapping):
+        CountingTranslator.asked.append(mapping.ref)
+        return super().get_asset_spec(mapping)
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch):
+    """The demo metadata on SQLite (sources and warehouse in DMS_HOME)."""
+    yield demo_home(tmp_path, monkeypatch)
+    dispose_all()
+
+
+@pytest.fixture
+def cust(dms_url, tmp_path, monkeypatch):
+    """30 customers; metadata, source and target in one database (SQLite, PostgreSQL)."""
+    yield cust_dms(dms_url, tmp_path, monkeypatch)
+    dispose_all()
+
+
+def _mapref_of(repo: dg.RepositoryDefinition, key: dg.AssetKey) -> str | None:
+    """The MAPREF of a mapping's asset; None for a source table."""
+    return repo.assets_defs_by_key[key].specs_by_key[key].metadata.get("dms/mapref")
+
+
+def test_a_run_worker_builds_only_the_mapping_it_runs(demo, monkeypatch):
+    monkeypatch.setenv("DMS_TRANSLATOR", COUNTING)
+    # the code server: every mapping, from one read of the metadata database
+    with DefinitionsLoadContext.scoped(DefinitionsLoadContext(DefinitionsLoadType.INITIALIZATION)):
+        code_server = initialize_repository_def_from_pointer(POINTER)
+    everything = {_mapref_of(code_server, k) for k in code_server.assets_defs_by_key} - {None}
+    assert len(everything) == 4 and len(CountingTranslator.asked) >= 4
+    # what reaches a run worker: the load data of the code server's load, serialized
+    load_data = deserialize_value(
+        serialize_value(code_server.repository_load_data), RepositoryLoadData
+    )
+    statements = []
+    meta = metadata_engine(demo.settings)
+    sa.event.listen(meta, "before_cursor_execute", lambda *a, **k: statements.append(a[2]))
+    for job_name, mapref in [
+        ("fact_sales_daily_job", "FACT_SALES_DAILY"),
+        ("dim_customer_job", "DIM_CUSTOMER"),
+    ]:
+        key = code_server.get_job(job_name).asset_layer.executable_asset_keys
+        [key] = key
+        parents = code_server.asset_graph.get(key).parent_keys
+        reads = {_mapref_of(code_server, p) for p in parents} - {None}
+        CountingTranslator.asked.clear()
+        with DefinitionsLoadContext.scoped(DefinitionsLoadContext.get()):
+            worker = reconstruct_repository_def_from_pointer(POINTER, load_data)
+            job = worker.get_job(job_name)
+        # the mapping and the mappings it reads (shown in its job), not the whole catalog
+        assert set(CountingTranslator.asked) == {mapref, *reads}
+        assert job.get_job_snapshot_id() == code_server.get_job(job_name).get_job_snapshot_id()
+    # dim_customer: itself and its source table, no other mapping
+    assert reads == set() and len(everything) > 1
+    assert [p.to_user_string() for p in parents] == ["source/retail_src/default/customers"]
+    assert statements == []  # nothing read from the metadata database
+
+    result = job.execute_in_process(
+        run_config=QUIET, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert result.success and materialization(result)["inserted"] > 0
+
+
+def test_a_mapping_job_runs_in_its_run_worker(cust):
+    job = cust.defs().resolve_job_def("cust_dim_job")
+    assert job.executor_def is dg.in_process_executor  # no process per step
+    assert len(job.nodes) == 2  # the load (its chunks inside it) and the checks
+
+
+def test_each_chunk_takes_a_slot_of_its_pool(cust, tmp_path):
+    overrides = {"concurrency": {"pools": {"default_limit": 1}}}
+    with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as inst:
+        result = execute(cust.defs(), "cust_dim_job", inst, dms__chunks="3", dms__full="true")
+        assert result.success and chunk_steps(result) == [1, 2, 3]
+        # one slot: the chunks ran one after another
+        events = [(n, what) for _, n, what in chunk_lines(result)]
+        running = 0
+        for _, what in events:
+            running += {"started": 1, "done": -1}.get(what, 0)
+            assert running <= 1, events
+        info = inst.event_log_storage.get_concurrency_info("dms_metadata")
+        assert info.slot_count == 1 and info.active_slot_count == 0  # all given back
+
+
+def test_dagster_job_execute_runs_a_mapping(cust):
+    """The dagster CLI, with no code server: it reconstructs the location four times in
+    one process, reading the catalog once."""
+    dispose_all()
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "job",
+            "execute",
+            *("-m", "dms_orchestration.definitions", "-a", "defs", "-j", "cust_dim_job"),
+            *("--tags", '{"dms/chunks": "2", "dms/full": "true"}'),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "chunk 2/2 done" in done.stderr
+    status = cust.query("SELECT PRCSTS, MAPREF FROM DMS_PRCLOG ORDER BY PRCID")
+    assert status == [("PC", "CUST_DIM")]
