@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
@@ -44,7 +44,7 @@ from dms_orchestration.defs.assets import (
 )
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.lineage import CatalogReads, catalog_reads
-from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.defs.resources import default_resources
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
     close_failed_runs,
@@ -302,9 +302,6 @@ def catalog_facts(catalog: Catalog, settings: Settings, translator: DmsTranslato
     return CatalogFacts(names, jobs, schedules, dependencies, upstream, reads, dict(found))
 
 
-RESOURCES = {"dms": DmsResource()}
-
-
 class MappingParts:
     """The asset, checks and job of one mapping at a time, from the index and its rows:
     what every mapping's definitions are made of, all of them for the code location, one
@@ -318,9 +315,12 @@ class MappingParts:
         settings: Settings,
         translator: DmsTranslator,
         names: CatalogNames | None = None,
+        resources: dict[str, Any] | None = None,
     ) -> None:
         self.index, self.mapping_of, self.translator = index, mapping_of, translator
         self.names_given = names
+        # the resource layer (defs/resources.py), with any of its resources swapped
+        self.resources = {**default_resources(), **(resources or {})}
         self.retry = chunk_retry(catalog)
         self.backend = settings.database_url.get_backend_name()
         self.assets: dict[str, dg.AssetsDefinition] = {}
@@ -369,7 +369,7 @@ class MappingParts:
             assets=[self.asset(ref), *upstream, *sources],
             asset_checks=[self.checks(ref)],
             jobs=[_job(self.mapping_of(ref), self.names(ref))],
-            resources=RESOURCES,
+            resources=self.resources,
         )
 
 
@@ -387,7 +387,7 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
         jobs=list(jobs.values()),
         schedules=facts.schedules,
         sensors=sensors,
-        resources=RESOURCES,
+        resources=parts.resources,
         # a run of assets picked in the UI (Dagster's own asset job) as a mapping's job:
         # in its run worker, each load's chunks side by side inside its step
         executor=dg.in_process_executor,
@@ -399,6 +399,7 @@ def _built(
     settings: Settings,
     translator: DmsTranslator | None,
     known: LocationIndex | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> tuple[dg.Definitions, LocationIndex]:
     """The whole location and its index (with the rule checks of every mapping, taken
     from `known` where it has them)."""
@@ -409,7 +410,7 @@ def _built(
         kept = known.mappings.get(ref) if known else None
         entry.rules = kept.rules if kept else None
     parts = MappingParts(
-        index, catalog.mappings.__getitem__, catalog, settings, translator, facts.names
+        index, catalog.mappings.__getitem__, catalog, settings, translator, facts.names, resources
     )
     return _location(catalog, facts, parts), index
 
@@ -422,11 +423,14 @@ def _translator(settings: Settings, translator: DmsTranslator | None) -> DmsTran
 
 
 def build_definitions(
-    catalog: Catalog, settings: Settings, translator: DmsTranslator | None = None
+    catalog: Catalog,
+    settings: Settings,
+    translator: DmsTranslator | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dg.Definitions:
     """Every mapping as an asset, whatever its rows hold: what cannot become a Dagster
     object is an ERROR finding on the asset, and a run of it fails at once with them."""
-    return _built(catalog, settings, translator)[0]
+    return _built(catalog, settings, translator, resources=resources)[0]
 
 
 # ------------------------------------------------------------------ reconstruction metadata
@@ -488,18 +492,21 @@ def _keep_stored(context: DefinitionsLoadContext) -> None:
 
 
 def definitions(
-    settings: Settings | None = None, translator: DmsTranslator | None = None
+    settings: Settings | None = None,
+    translator: DmsTranslator | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dg.Definitions:
     """The whole code location; `translator` names the Dagster objects (default: the one
-    DMS_TRANSLATOR names, else DmsTranslator)."""
+    DMS_TRANSLATOR names, else DmsTranslator); `resources` replace those of the resource
+    layer with the same key (defs/resources.py)."""
     settings = settings or load_settings()
     context = DefinitionsLoadContext.get()
     stored = _stored(context)
     if stored is not None:
         _keep_stored(context)
-        return _built(stored.catalog(), settings, translator, stored.index)[0]
+        return _built(stored.catalog(), settings, translator, stored.index, resources)[0]
     catalog = load_catalog(metadata_engine(settings))
-    built, index = _built(catalog, settings, translator)
+    built, index = _built(catalog, settings, translator, resources=resources)
     _leave(context, _packed(catalog, index))
     return built
 
@@ -519,7 +526,7 @@ class MappingRuns(dg.RepositoryData):
 
     @cached_property
     def _resources(self) -> dg.RepositoryDefinition:
-        return dg.Definitions(resources=RESOURCES).get_repository_def()
+        return dg.Definitions(resources=self.parts.resources).get_repository_def()
 
     def _mapping_job(self, ref: str, name: str) -> dg.JobDefinition:
         if name not in self.jobs:
@@ -564,7 +571,9 @@ class MappingRuns(dg.RepositoryData):
 
 
 def run_repository(
-    settings: Settings | None = None, translator: DmsTranslator | None = None
+    settings: Settings | None = None,
+    translator: DmsTranslator | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dg.RepositoryDefinition:
     """The code location as a run worker reconstructs it: lazily, one mapping's job at a
     time, from the reconstruction metadata (read from the database when there is none,
@@ -578,16 +587,16 @@ def run_repository(
         rest, index, mapping_of = stored.rest, stored.index, stored.mapping
 
         def whole() -> dg.Definitions:
-            return _built(stored.catalog(), settings, translator, index)[0]
+            return _built(stored.catalog(), settings, translator, index, resources)[0]
     else:
         catalog, index, metadata = _read_once(settings, translator)
         _leave(context, metadata)
         rest, mapping_of = catalog, catalog.mappings.__getitem__
 
         def whole() -> dg.Definitions:
-            return _built(catalog, settings, translator, index)[0]
+            return _built(catalog, settings, translator, index, resources)[0]
 
-    parts = MappingParts(index, mapping_of, rest, settings, translator)
+    parts = MappingParts(index, mapping_of, rest, settings, translator, resources=resources)
     return dg.RepositoryDefinition(
         SINGLETON_REPOSITORY_NAME, repository_data=MappingRuns(parts, whole)
     )
@@ -612,10 +621,18 @@ def _read_once(
     return _read[key]
 
 
+def location(resources: dict[str, Any] | None = None):
+    """The code location as Dagster loads it: every definition for the code server, the
+    one mapping's job for a run worker. `resources` replace those of the resource layer:
+    a module of your own returns `location(resources={"dms_log": MyWriter()})` from its
+    @dg.definitions function."""
+    if DefinitionsLoadContext.get().load_type == DefinitionsLoadType.RECONSTRUCTION:
+        return run_repository(resources=resources)
+    return definitions(resources=resources)
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """What Dagster loads (workspace.yaml): built when the code location loads, not when
     this module is imported; a run worker builds only what its run needs."""
-    if DefinitionsLoadContext.get().load_type == DefinitionsLoadType.RECONSTRUCTION:
-        return run_repository()
-    return definitions()
+    return location()

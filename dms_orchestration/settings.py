@@ -1,7 +1,8 @@
 """Where the metadata database is and which clock we keep, read from the environment.
 
 Order: DMS_DATABASE_URL; else the legacy tool's DB_TYPE/DB_HOST/... variables; else the
-embedded default, SQLite files under DMS_HOME (default ./.dms). DMS_TRANSLATOR names the
+embedded default, SQLite files under DMS_HOME (default ./.dms). DMS_DATABASE_PASSWORD is
+the password of a DMS_DATABASE_URL that names none. DMS_TRANSLATOR names the
 class that turns DMS names into Dagster names (package.module:ClassName).
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
+
+PASSWORD_VARIABLE = "DMS_DATABASE_PASSWORD"
 
 
 class ConfigError(ValueError):
@@ -118,6 +121,8 @@ def load_settings(url: str | None = None, env: Mapping[str, str] | None = None) 
         database_url, source = normalize_url(url), "--url"
     elif env.get("DMS_DATABASE_URL"):
         database_url, source = normalize_url(env["DMS_DATABASE_URL"]), "DMS_DATABASE_URL"
+        if env.get(PASSWORD_VARIABLE) and database_url.password is None:
+            database_url = database_url.set(password=env[PASSWORD_VARIABLE])
     elif env.get("DB_TYPE"):
         database_url, source = _legacy_url(env), "DB_TYPE"
     else:

@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 from dms_orchestration.cli import app
 from dms_orchestration.db.connect import create_engine, dispose_all, metadata_engine
 from dms_orchestration.db.ddl import init_schema
-from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.defs.resources import default_resources
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.demo import DEMO_DIR, change_source, create_demo_databases
 from dms_orchestration.metadata.authoring import import_mapping_file
@@ -82,11 +82,12 @@ class Dms:
             yaml.safe_dump({"params": [{"code": k, "value": str(v)} for k, v in values.items()]})
         )
 
-    def defs(self) -> dg.Definitions:
+    def defs(self, **resources) -> dg.Definitions:
+        """The code location; `resources` swap those of the resource layer."""
         # imported here: the module builds its own `defs` from the environment on import
         from dms_orchestration.definitions import definitions
 
-        return definitions(self.settings)
+        return definitions(self.settings, resources=resources)
 
     def sql(self, statement: str, **binds) -> None:
         with self.engine.begin() as conn:
@@ -767,7 +768,7 @@ class Queue:
 
     def evaluate(self) -> list[dg.RunRequest]:
         context = dg.build_sensor_context(
-            instance=self.instance, resources={"dms": DmsResource()}, definitions=self.defs
+            instance=self.instance, resources=default_resources(), definitions=self.defs
         )
         return list(self.sensor.evaluate_tick(context).run_requests or [])
 

@@ -20,10 +20,12 @@ from typer.testing import CliRunner
 
 from dms_orchestration.cli import app
 from dms_orchestration.db.connect import dispose_all, metadata_engine
+from dms_orchestration.defs.resources import DmsLogWriter
 from dms_orchestration.engine import commit, run_chunk
 from dms_orchestration.engine.load import IncompleteLoad
 from dms_orchestration.engine.progress import ChunkReporter
 from dms_orchestration.settings import dms_now
+from dms_orchestration_tests import test_faults
 from dms_orchestration_tests.test_defs import cust_dms, execute
 from dms_orchestration_tests.test_engine import (
     CUST_DDL,
@@ -37,7 +39,7 @@ from dms_orchestration_tests.test_engine import (
 from dms_orchestration_tests.test_faults import SLOW_NAME, SLOW_SQL, _wait_for
 
 runner = CliRunner()
-progress_module = importlib.import_module("dms_orchestration.engine.progress")
+writer_module = importlib.import_module("dms_orchestration.dmslog.writer")
 
 STATUS_FIELDS = {
     "prcid",
@@ -64,24 +66,8 @@ STATUS_FIELDS = {
 }
 
 
-@pytest.fixture
-def make(tmp_path):
-    made: list[Dms] = []
-
-    def make_one(url: str, name: str = "home") -> Dms:
-        d = Dms(url, tmp_path / name)
-        made.append(d)
-        return d
-
-    yield make_one
-    for d in made:
-        d.engine.dispose()
-    dispose_all()
-
-
-@pytest.fixture
-def dms(dms_url, make) -> Dms:
-    return make(dms_url)
+# fixtures: a Dms on the test's database, and more on demand
+make, dms = test_faults.make, test_faults.dms
 
 
 def status_json(d: Dms, *args: str) -> list[dict]:
@@ -215,8 +201,8 @@ def test_progress_rows_grow_in_dms_joblog_while_a_load_of_two_chunks_runs(pg_ser
 
 @pytest.fixture
 def every_report(monkeypatch):
-    """Write every progress report (not at most one per FLUSH_INTERVAL_S)."""
-    monkeypatch.setattr(progress_module, "FLUSH_INTERVAL_S", 0.0)
+    """Write every progress report (not at most one per PROGRESS_INTERVAL_S)."""
+    monkeypatch.setattr(writer_module, "PROGRESS_INTERVAL_S", 0.0)
 
 
 def test_each_report_reaches_the_chunk_row_and_the_load_row(dms, every_report):
@@ -316,14 +302,15 @@ def test_a_dagster_load_step_logs_its_chunks_and_the_loads_progress(
     sqlite_url, tmp_path, monkeypatch
 ):
     """Each chunk's start, rows so far and end, and the load's progress as DMS_JOBLOG tells
-    it, as events of the run (every report passed on: no throttling here)."""
-    monkeypatch.setattr(progress_module, "FLUSH_INTERVAL_S", 0.0)
+    it, as events of the run."""
     cust = cust_dms(sqlite_url, tmp_path, monkeypatch)
+    # the log writer's resource: every report written and passed on (no throttling)
+    defs = cust.defs(dms_log=DmsLogWriter(progress_interval_seconds=0))
     instance = dg.DagsterInstance.ephemeral()
     try:
-        assert execute(cust.defs(), "cust_dim_job", instance).success  # the initial load
+        assert execute(defs, "cust_dim_job", instance).success  # the initial load
         # a delta: its chunks classify and apply, and say so as they go
-        result = execute(cust.defs(), "cust_dim_job", instance, dms__chunks="2")
+        result = execute(defs, "cust_dim_job", instance, dms__chunks="2")
         assert result.success
         messages = [e.user_message for e in instance.all_logs(result.run_id)]
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -23,11 +24,41 @@ except ImportError:  # (Windows: chunks wait for the write lock, up to the busy 
 from dms_orchestration.db.rowhash import sqlite_row_hash
 from dms_orchestration.settings import Settings, normalize_url
 
-_engines: dict[tuple[str, str | None], sa.Engine] = {}
 _lock = threading.Lock()
 
 SQLITE_BUSY_TIMEOUT_S = 60
 CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """The connection pool of an engine (SQLAlchemy's QueuePool; its defaults)."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0  # seconds to wait for a connection when all are out
+    pool_recycle: int = -1  # seconds after which a connection is replaced; -1: never
+
+
+_engines: dict[tuple[str, str | None, PoolOptions | None], sa.Engine] = {}
+# the pools of source and target connections' engines in this process (`using_pools`)
+_connection_pools: PoolOptions | None = None
+
+
+def connection_pools() -> PoolOptions | None:
+    return _connection_pools
+
+
+@contextlib.contextmanager
+def using_pools(options: PoolOptions | None) -> Iterator[None]:
+    """Source and target engines made in this block (and its forked children) get these
+    pools (the Dagster resource `dms_connections` sets them for its runs)."""
+    global _connection_pools
+    before, _connection_pools = _connection_pools, options
+    try:
+        yield
+    finally:
+        _connection_pools = before
 
 
 def _prepare_sqlite(engine: sa.Engine) -> None:
@@ -47,10 +78,12 @@ def _prepare_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str | sa.URL, schema: str | None = None) -> sa.Engine:
+def create_engine(
+    url: str | sa.URL, schema: str | None = None, pools: PoolOptions | None = None
+) -> sa.Engine:
     """A new engine; `schema` is where the DMS tables live (DMS_SCHEMA), if not the default."""
     url = normalize_url(url)
-    kwargs: dict = {"pool_pre_ping": True}
+    kwargs: dict = {"pool_pre_ping": True, **(asdict(pools) if pools else {})}
     # a source host that drops packets must not hang validation or a load for minutes
     if url.get_backend_name() == "postgresql":
         # ISO dates: RWHKEY writes dates as their output text (db.dialects.row_value)
@@ -74,14 +107,22 @@ def create_engine(url: str | sa.URL, schema: str | None = None) -> sa.Engine:
     return engine
 
 
-def engine_for(url: str | sa.URL, schema: str | None = None) -> sa.Engine:
+def engine_for(
+    url: str | sa.URL, schema: str | None = None, pools: PoolOptions | None = None
+) -> sa.Engine:
     """The process-wide engine for a URL (pools are shared, never one per call)."""
     url = normalize_url(url)
-    key = (url.render_as_string(hide_password=False), schema)
+    key = (url.render_as_string(hide_password=False), schema, pools)
     with _lock:
         if key not in _engines:
-            _engines[key] = create_engine(url, schema)
+            _engines[key] = create_engine(url, schema, pools)
         return _engines[key]
+
+
+def database_key(engine: sa.Engine) -> tuple[str, str | None]:
+    """Which database (and DMS schema) an engine reaches: the same in a forked child,
+    whose engines are its own."""
+    return engine.url.render_as_string(hide_password=False), dms_schema(engine)
 
 
 def metadata_engine(settings: Settings) -> sa.Engine:

@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dms_orchestration.db.connect import engine_for
+from dms_orchestration.db.connect import connection_pools, engine_for
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
 from dms_orchestration.settings import ConfigError, Settings, normalize_url
 
@@ -146,7 +146,7 @@ def connection_engine(connection: Connection | None, settings: Settings) -> sa.E
         return engine_for(settings.database_url)
     url = connection.sqlalchemy_url(dms_home=settings.dms_home)
     _require_sqlite_file(connection, url)
-    return engine_for(url)
+    return engine_for(url, pools=connection_pools())
 
 
 def _require_sqlite_file(connection: Connection, url: sa.URL) -> None:

@@ -14,17 +14,16 @@ import dagster as dg
 import sqlglot
 from sqlglot import exp
 
-from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
 from dms_orchestration.defs.chunks import ChunkRetry, run_visible_chunks
 from dms_orchestration.defs.materialization import materialization_metadata, row_count
-from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.defs.resources import RESOURCE_KEYS, dms_services
 from dms_orchestration.defs.run_config import check_run_tags
 from dms_orchestration.defs.runs import run_alive
 from dms_orchestration.defs.translator import MappingNames
-from dms_orchestration.engine import commit, plan
+from dms_orchestration.engine import plan
 from dms_orchestration.engine.checks import current_rows, reconcile
-from dms_orchestration.engine.errors import record_load_end
+from dms_orchestration.engine.load import run_and_commit
 from dms_orchestration.engine.spec import MappingInvalid
 from dms_orchestration.metadata.models import Catalog, Finding, Mapping
 from dms_orchestration.metadata.validation import rule_findings
@@ -143,14 +142,13 @@ class MappingLoad:
     retry: ChunkRetry
 
 
-def load_mapping(context: dg.AssetExecutionContext, dms: DmsResource, load: MappingLoad):
+def load_mapping(context: dg.AssetExecutionContext, settings: Settings, load: MappingLoad):
     """plan -> every chunk (side by side, each visible and retried) -> commit, as the
     engine's load() does, with the plan's load lock asking Dagster whether a run is alive."""
     mapping = load.mapping
     check_run_tags(context.run.tags)
     refuse_blocked(mapping, load.blocking)
     options = run_options(dict(context.run.tags))
-    settings = dms.settings()
     load_plan = plan(
         mapping,
         options["params"],
@@ -166,19 +164,11 @@ def load_mapping(context: dg.AssetExecutionContext, dms: DmsResource, load: Mapp
         f"{mapping.ref}: process {load_plan.prcid}, {load_plan.chunk_count} chunk(s) "
         f"for ~{load_plan.estimated_rows} rows ({load_plan.estimate_method})"
     )
-    try:
-        results = run_visible_chunks(context, load_plan, settings, load.retry, load.pool)
-    except BaseException as exc:
-        record_load_end(
-            metadata_engine(settings),
-            prcid=load_plan.prcid,
-            mapref=mapping.ref,
-            jobid=load_plan.jobid,
-            exc=exc,
-            logged=True,
-        )
-        raise
-    return commit(load_plan, results, settings)
+    return run_and_commit(
+        load_plan,
+        settings,
+        lambda: run_visible_chunks(context, load_plan, settings, load.retry, load.pool),
+    )
 
 
 def mapping_asset(
@@ -201,12 +191,13 @@ def mapping_asset(
         },
     )
 
-    @dg.multi_asset(name=names.graph, specs=[spec])
-    def load_step(context: dg.AssetExecutionContext, dms: DmsResource):
-        done = load_mapping(context, dms, load)
+    @dg.multi_asset(name=names.graph, specs=[spec], required_resource_keys=RESOURCE_KEYS)
+    def load_step(context: dg.AssetExecutionContext):
+        with dms_services(context.resources) as settings:
+            done = load_mapping(context, settings, load)
+            rows = row_count(load.mapping, settings, context.log)
         if done.note:
             context.log.warning(f"{done.mapref}: {done.note}")
-        rows = row_count(load.mapping, dms.settings(), context.log)
         return dg.MaterializeResult(metadata=materialization_metadata(done, rows))
 
     return load_step
@@ -269,12 +260,17 @@ def mapping_checks(mapping: Mapping, names: MappingNames) -> dg.AssetChecksDefin
         ),
     ]
 
-    @dg.multi_asset_check(specs=specs, can_subset=True, name=names.checks)
-    def dms_checks(context: dg.AssetCheckExecutionContext, dms: DmsResource):
-        settings = dms.settings()
+    @dg.multi_asset_check(
+        specs=specs, can_subset=True, name=names.checks, required_resource_keys=RESOURCE_KEYS
+    )
+    def dms_checks(context: dg.AssetCheckExecutionContext):
         names = [k.name for k in sorted(context.selected_asset_check_keys, key=str)]
         # side by side, a connection each: each scans the target (or the source) once
-        with ThreadPoolExecutor(max(1, len(names))) as pool:
-            yield from pool.map(lambda n: _evaluate_check(mapping, key, n, settings), names)
+        with (
+            dms_services(context.resources) as settings,
+            ThreadPoolExecutor(max(1, len(names))) as pool,
+        ):
+            results = list(pool.map(lambda n: _evaluate_check(mapping, key, n, settings), names))
+        yield from results
 
     return dms_checks

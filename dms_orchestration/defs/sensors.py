@@ -9,9 +9,13 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import TAG
-from dms_orchestration.defs.resources import DmsResource
+from dms_orchestration.defs.resources import (
+    RESOURCE_KEYS,
+    DmsLogWriter,
+    MetadataDatabase,
+    dms_services,
+)
 from dms_orchestration.defs.translator import dagster_name
-from dms_orchestration.dmslog.writer import close_run
 from dms_orchestration.metadata.models import Catalog
 from dms_orchestration.metadata.requests import (
     RUN_TYPES,
@@ -24,6 +28,7 @@ from dms_orchestration.metadata.requests import (
     requests_in,
     update_request,
 )
+from dms_orchestration.settings import Settings
 
 QUEUE_INTERVAL_S = 5
 RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -126,8 +131,8 @@ class QueueTick:
     """One evaluation of the queue: follows CLAIMED requests, serves NEW ones, and collects
     the runs to launch (the daemon launches them after the tick)."""
 
-    def __init__(self, context, catalog: Catalog, job_names: set[str]) -> None:
-        self.engine = metadata_engine(context.resources.dms.settings())
+    def __init__(self, context, catalog: Catalog, job_names: set[str], settings: Settings) -> None:
+        self.engine = metadata_engine(settings)
         self.instance: dg.DagsterInstance = context.instance
         self.catalog, self.job_names = catalog, job_names
         self.settings = queue_settings(catalog)
@@ -289,14 +294,15 @@ def queue_sensor(
         # other look (4.99 s after the last tick is too early): a tick every 10 s
         minimum_interval_seconds=QUEUE_INTERVAL_S - 1,
         default_status=RUNNING,
-        required_resource_keys={"dms"},
+        required_resource_keys=RESOURCE_KEYS,
         description="Serves DMS_PRCREQ: IMMEDIATE, HISTORY and STOP requests",
     )
     def dms_request_queue(context: dg.SensorEvaluationContext):
         # an idle tick logs nothing and adds no reason of ours (every 5 s); Dagster still
         # records it as skipped ("Sensor function returned an empty result")
-        tick = QueueTick(context, catalog, job_names)
-        requests = tick.evaluate()
+        with dms_services(context.resources) as settings:
+            tick = QueueTick(context, catalog, job_names, settings)
+            requests = tick.evaluate()
         for line in [*tick.served, *map(_launch_line, requests)]:
             context.log.info(line)
         return requests
@@ -312,12 +318,11 @@ def queue_sensor(
     default_status=RUNNING,
     description="DMS_PRCLOG FL for a run that failed outside a load step",
 )
-def close_failed_runs(context: dg.RunFailureSensorContext, dms: DmsResource):
-    close_run(
-        metadata_engine(dms.settings()),
-        context.dagster_run.run_id,
-        "FL",
-        context.failure_event.message or "run failed",
+def close_failed_runs(
+    context: dg.RunFailureSensorContext, dms_metadata: MetadataDatabase, dms_log: DmsLogWriter
+):
+    dms_log.writer(dms_metadata.engine()).close_run(
+        context.dagster_run.run_id, "FL", context.failure_event.message or "run failed"
     )
 
 
@@ -327,5 +332,7 @@ def close_failed_runs(context: dg.RunFailureSensorContext, dms: DmsResource):
     default_status=RUNNING,
     description="DMS_PRCLOG ST for a stopped run",
 )
-def close_stopped_runs(context: dg.RunStatusSensorContext, dms: DmsResource):
-    close_run(metadata_engine(dms.settings()), context.dagster_run.run_id, "ST", "run stopped")
+def close_stopped_runs(
+    context: dg.RunStatusSensorContext, dms_metadata: MetadataDatabase, dms_log: DmsLogWriter
+):
+    dms_log.writer(dms_metadata.engine()).close_run(context.dagster_run.run_id, "ST", "run stopped")

@@ -9,15 +9,22 @@ the chunk starts, both IP with the rows done so far, then finished PC, FL or ST.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from dms_orchestration.db import session_lock
-from dms_orchestration.db.connect import unwaiting_write_transaction, write_transaction
+from dms_orchestration.db.connect import (
+    database_key,
+    unwaiting_write_transaction,
+    write_transaction,
+)
 from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_prclog
 from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.ids.provider import next_id
@@ -418,3 +425,97 @@ def write_joberr(
             )
         )
     return joberrid
+
+
+# ------------------------------------------------------------------ the writer of a database
+
+PROGRESS_INTERVAL_S = 2.0  # a running load's progress rows, at most one write per this
+
+
+class LogWriter:
+    """The DMS log writes of one metadata database, as the engine makes them: a load's
+    DMS_JOBLOG rows (at plan, while its chunks run, at commit), its DMS_JOBERR rows and
+    the close of its DMS_PRCLOG row. The engine asks `log_writer(engine)` for it, so a
+    subclass installed with `using_log_writer` (the Dagster resource `dms_log` does) sees
+    and can add to every write. (The DMS_PRCLOG row a load opens is its load lock,
+    dmslog/lock.py: written with the lock, not here.)"""
+
+    def __init__(self, engine: sa.Engine, progress_interval_s: float | None = None) -> None:
+        self.engine, self._progress_interval_s = engine, progress_interval_s
+
+    @property
+    def progress_interval_s(self) -> float:
+        """How often a load's running chunks write their rows so far (per process)."""
+        if self._progress_interval_s is None:
+            return PROGRESS_INTERVAL_S
+        return self._progress_interval_s
+
+    def on(self, engine: sa.Engine) -> LogWriter:
+        """This writer on another engine of its database (a forked child's)."""
+        other = copy.copy(self)
+        other.engine = engine
+        return other
+
+    def open_process(self, *, mapref: str | None, **row) -> int:
+        return open_process(self.engine, mapref=mapref, **row)
+
+    def close_process(self, prcid: int, status: str, message: str | None = None, **kw) -> bool:
+        return close_process(self.engine, prcid, status, message, **kw)
+
+    def close_run(self, runid: str, status: str, message: str | None = None) -> int:
+        return close_run(self.engine, runid, status, message)
+
+    def write_joblog(self, **row) -> int:
+        return write_joblog(self.engine, **row)
+
+    def open_load_row(self, **row) -> int:
+        return open_load_row(self.engine, **row)
+
+    def report_progress(self, prcid: int, rows: Mapping[int, LoadCounts]) -> None:
+        report_progress(self.engine, prcid, rows)
+
+    def finish_chunk_row(
+        self, joblogid: int, prcid: int, *, counts: LoadCounts, status: str
+    ) -> None:
+        finish_chunk_row(self.engine, joblogid, prcid, counts=counts, status=status)
+
+    def finish_load_row(self, **row) -> None:
+        finish_load_row(self.engine, **row)
+
+    def undo_chunk_rows(self, prcid: int) -> int:
+        return undo_chunk_rows(self.engine, prcid)
+
+    def write_joberr(self, **row) -> int:
+        return write_joberr(self.engine, **row)
+
+
+# metadata database -> the writer installed for it in this process (forked children keep
+# it: their engines are their own, the database is the same)
+_installed: dict[tuple[str, str | None], LogWriter] = {}
+_installed_lock = threading.Lock()
+
+
+def log_writer(engine: sa.Engine) -> LogWriter:
+    """The writer of a metadata database: the one installed for it, else the plain one."""
+    installed = _installed.get(database_key(engine))
+    if installed is None:
+        return LogWriter(engine)
+    return installed if installed.engine is engine else installed.on(engine)
+
+
+@contextlib.contextmanager
+def using_log_writer(writer: LogWriter) -> Iterator[LogWriter]:
+    """Every log write to `writer.engine` in this process goes through `writer` until the
+    block ends (then the writer installed before, if any, again)."""
+    key = database_key(writer.engine)
+    with _installed_lock:
+        before = _installed.get(key)
+        _installed[key] = writer
+    try:
+        yield writer
+    finally:
+        with _installed_lock:
+            if before is None:
+                _installed.pop(key, None)
+            else:
+                _installed[key] = before

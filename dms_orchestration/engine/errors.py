@@ -9,13 +9,7 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.errorcodes import error_code
 from dms_orchestration.dmslog.reader import committed_chunks
-from dms_orchestration.dmslog.writer import (
-    LoadCounts,
-    close_process,
-    finish_chunk_row,
-    write_joberr,
-    write_joblog,
-)
+from dms_orchestration.dmslog.writer import LoadCounts, log_writer
 from dms_orchestration.engine.checkpoint import CheckpointError
 from dms_orchestration.engine.spec import LoadSpec, MappingInvalid
 from dms_orchestration.engine.target import SchemaDrift
@@ -98,11 +92,11 @@ def record_chunk_end(
     a failure, the DMS_JOBERR row of a chunk; `stopped`: the load was stopped (its
     statement cancelled from another thread)."""
     status = "ST" if stopped or is_interruption(exc) else "FL"
+    writer = log_writer(meta)
     if joblogid is not None:
-        finish_chunk_row(meta, joblogid, prcid, counts=LoadCounts(), status=status)
+        writer.finish_chunk_row(joblogid, prcid, counts=LoadCounts(), status=status)
     else:
-        write_joblog(
-            meta,
+        writer.write_joblog(
             prcid=prcid,
             mapref=mapref,
             jobid=jobid,
@@ -114,8 +108,7 @@ def record_chunk_end(
             end=dms_now(),
         )
     if status == "FL":
-        write_joberr(
-            meta,
+        writer.write_joberr(
             prcid=prcid,
             mapref=mapref,
             jobid=jobid,
@@ -149,19 +142,18 @@ def record_load_end(
     """Close DMS_PRCLOG as FL (with DMS_JOBERR unless a chunk logged it) or ST, and the
     load's DMS_JOBLOG rows still IP (no chunk runs any more); the message says which
     chunks had committed their rows, if any did."""
-    applied = _applied(meta, prcid)
+    applied, writer = _applied(meta, prcid), log_writer(meta)
     if is_interruption(exc):
-        close_process(meta, prcid, "ST", f"stopped: {describe(exc)}{applied}", chunks_over=True)
+        writer.close_process(prcid, "ST", f"stopped: {describe(exc)}{applied}", chunks_over=True)
         return
     if not logged:
-        write_joberr(
-            meta,
+        writer.write_joberr(
             prcid=prcid,
             mapref=mapref,
             jobid=jobid,
             **_joberr_fields(exc),
         )
-    close_process(meta, prcid, "FL", f"{describe(exc)}{applied}", chunks_over=True)
+    writer.close_process(prcid, "FL", f"{describe(exc)}{applied}", chunks_over=True)
 
 
 def _applied(meta: sa.Engine, prcid: int) -> str:

@@ -16,12 +16,7 @@ import sqlalchemy as sa
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.dmslog.reader import LoadState
-from dms_orchestration.dmslog.writer import (
-    LoadCounts,
-    close_process,
-    finish_load_row,
-    undo_chunk_rows,
-)
+from dms_orchestration.dmslog.writer import LoadCounts, log_writer
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.chunk import ChunkResult, run_chunk
 from dms_orchestration.engine.errors import (
@@ -69,7 +64,7 @@ def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> No
             conn.exec_driver_sql(f"DELETE FROM {table}")
         named = duplicate_key_error(spec, dups) if dups else DataError(describe(exc))
         error = DataError(f"{named}; the rows of this first load were removed again", named.keys)
-        undo_chunk_rows(meta, plan.prcid)
+        log_writer(meta).undo_chunk_rows(plan.prcid)
         record_load_end(meta, prcid=plan.prcid, mapref=plan.mapref, jobid=plan.jobid, exc=error)
         raise error from exc
 
@@ -92,9 +87,8 @@ def commit(
     if plan.initial:  # a first load builds the indexes once its rows are in
         _index_first_load(plan, meta, settings)
     checkpoint = plan.window.record if plan.windowed else None
-    end = dms_now()
-    finish_load_row(
-        meta,
+    end, writer = dms_now(), log_writer(meta)
+    writer.finish_load_row(
         prcid=plan.prcid,
         mapref=plan.mapref,
         jobid=plan.jobid,
@@ -104,8 +98,7 @@ def commit(
         end=end,
         chkpntval=checkpoint,
     )
-    close_process(
-        meta,
+    writer.close_process(
         plan.prcid,
         "PC",
         f"{total.srcrows} source rows: {total.insrows} inserted, {total.updrows} "
@@ -181,15 +174,27 @@ def load(
     tick = None
     if on_progress is not None:
         tick = LoadWatch(metadata_engine(settings), the_plan.prcid, on_progress).tick
-    try:
+
+    def run() -> list[ChunkResult]:
         if tick is not None:
             tick()
-        results = run_chunks(the_plan, settings, parallel, processes, tick)
+        return run_chunks(the_plan, settings, parallel, processes, tick)
+
+    return run_and_commit(the_plan, settings, run)
+
+
+def run_and_commit(
+    the_plan: LoadPlan, settings: Settings, run: Callable[[], list[ChunkResult]]
+) -> LoadResult:
+    """The chunks of a plan (`run()`), then the commit; a failure or a stop of the
+    chunks closes the load FL / ST (each chunk logged its own)."""
+    try:
+        results = run()
     except BaseException as exc:
         record_load_end(
             metadata_engine(settings),
             prcid=the_plan.prcid,
-            mapref=mapping.ref,
+            mapref=the_plan.mapref,
             jobid=the_plan.jobid,
             exc=exc,
             logged=True,

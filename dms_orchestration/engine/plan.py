@@ -24,7 +24,7 @@ from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, Dialect, dialect_of
 from dms_orchestration.db.sqltext import bound_text, param_number
 from dms_orchestration.dmslog.lock import LoadTarget, RunAlive, lock_place, open_load
 from dms_orchestration.dmslog.reader import last_load_start
-from dms_orchestration.dmslog.writer import open_load_row, running_message
+from dms_orchestration.dmslog.writer import log_writer, running_message
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import (
     CheckpointError,
@@ -528,8 +528,7 @@ def plan(
             estimate_method=method,
         )
         store_load_sql(meta, result, spec, dialect_of(src), dialect_of(tgt))
-        open_load_row(  # IP: its chunks sum their rows into it as they go
-            meta,
+        log_writer(meta).open_load_row(  # IP: its chunks sum their rows into it as they go
             prcid=prcid,
             mapref=mapping.ref,
             jobid=jobid,

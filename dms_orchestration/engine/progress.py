@@ -3,9 +3,10 @@ parallel workers").
 
 A chunk reports the rows it has done at each step boundary: rows staged, each streamed
 batch, rows classified, each applied slice. The reports go to the chunk's own DMS_JOBLOG
-row (IP) and, summed, to the load's row, at most every FLUSH_INTERVAL_S per load and
-process, in short transactions of their own on the metadata database: never inside the
-chunk's transaction, never waiting for a lock (a report that cannot be written at once is
+row (IP) and, summed, to the load's row, at most once per progress interval of the log
+writer (2 s unless the `dms_log` resource says otherwise) per load and process, in short
+transactions of their own on the metadata database: never inside the chunk's
+transaction, never waiting for a lock (a report that cannot be written at once is
 dropped; a later one carries its rows). Chunk threads, forked chunk processes and Dagster
 steps all report the same way, so the log tables are where a load's progress comes
 together: `LoadWatch` reads it back for `dms run`, as `dms status` and legacy screens do.
@@ -33,18 +34,12 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.interrupt import cancellable
 from dms_orchestration.dmslog.reader import LoadState, load_state
-from dms_orchestration.dmslog.writer import (
-    LoadCounts,
-    finish_chunk_row,
-    report_progress,
-    write_joblog,
-)
+from dms_orchestration.dmslog.writer import LoadCounts, log_writer
 from dms_orchestration.engine.workers import TICK_S
 from dms_orchestration.settings import dms_now
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 2.0  # progress writes of one load in one process, at most one per this
 WATCH_INTERVAL_S = 1.0  # `dms run` reads its load's progress back this often
 
 
@@ -115,10 +110,12 @@ class ChunkReporter:
         hook: ChunkProgressHook | None = None,
     ) -> None:
         self.meta, self.plan, self.index, self.start, self.hook = meta, plan, index, start, hook
+        self.writer = log_writer(meta)
+        self.interval = self.writer.progress_interval_s
         self.counts = LoadCounts()
         self.joblogid: int | None = None
         self._began = time.perf_counter()
-        self._hook_due = time.monotonic() + FLUSH_INTERVAL_S
+        self._hook_due = time.monotonic() + self.interval
         with _loads_lock:
             self._load = _loads.setdefault(plan.prcid, _LoadReports())
 
@@ -126,8 +123,7 @@ class ChunkReporter:
         """The chunk's IP row, as it starts."""
         p = self.plan
         with cancellable(self.meta):
-            self.joblogid = write_joblog(
-                self.meta,
+            self.joblogid = self.writer.write_joblog(
                 prcid=p.prcid,
                 mapref=p.mapref,
                 jobid=p.jobid,
@@ -150,19 +146,19 @@ class ChunkReporter:
         now, due = time.monotonic(), None
         with self._load.lock:
             self._load.pending[self.joblogid] = self.counts
-            if now - self._load.last_write >= FLUSH_INTERVAL_S:
+            if now - self._load.last_write >= self.interval:
                 self._load.last_write = now
                 due, self._load.pending = self._load.pending, {}
         if due:
             self._write(due)
         if self.hook is not None and now >= self._hook_due:
-            self._hook_due = now + FLUSH_INTERVAL_S
+            self._hook_due = now + self.interval
             self._tell(step)
 
     def _write(self, due: dict[int, LoadCounts]) -> None:
         try:
             with cancellable(self.meta):
-                report_progress(self.meta, self.plan.prcid, due)
+                self.writer.report_progress(self.plan.prcid, due)
         except sa.exc.SQLAlchemyError as exc:  # busy, or the server away: the next one
             log.debug("progress of load %s not written now: %s", self.plan.prcid, exc)
 
@@ -170,7 +166,7 @@ class ChunkReporter:
         """The chunk committed: its row PC with its counts."""
         self.counts = counts
         with cancellable(self.meta):
-            finish_chunk_row(self.meta, self.joblogid, self.plan.prcid, counts=counts, status="PC")
+            self.writer.finish_chunk_row(self.joblogid, self.plan.prcid, counts=counts, status="PC")
         self._tell("done")
 
     def forget(self) -> None:

@@ -7,6 +7,7 @@ and every counter reservation takes the sequence's position into account."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -14,11 +15,12 @@ import re
 import threading
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 
-from dms_orchestration.db.connect import dms_schema, write_transaction
+from dms_orchestration.db.connect import database_key, dms_schema, write_transaction
 from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.db.schema import ENTITY_SEQUENCES, TABLES_BY_NAME, T, dms_idpool, dms_params
 
@@ -159,6 +161,91 @@ def parse_config(rows: list[tuple[str, str | None]]) -> IdConfig:
     return IdConfig(mode, block_size, modes, block_sizes, tuple(sequence_params))
 
 
+@dataclass(frozen=True)
+class IdOverrides:
+    """Id settings given by the deployment (the Dagster resource `dms_ids`), above those
+    of DMS_PARAMS: a setting for an entity wins over one for all entities, and of two
+    settings alike, this one wins over DMS_PARAMS'."""
+
+    mode: str | None = None
+    block_size: int | None = None
+    modes: tuple[tuple[str, str], ...] = ()  # (entity, mode)
+    block_sizes: tuple[tuple[str, int], ...] = ()  # (entity, block size)
+
+    @classmethod
+    def of(
+        cls,
+        mode: str | None = None,
+        block_size: int | None = None,
+        modes: Mapping[str, str] | None = None,
+        block_sizes: Mapping[str, int] | None = None,
+    ) -> IdOverrides:
+        """Checked as DMS_PARAMS rows are (an IdConfigError names the setting at fault)."""
+
+        def checked_mode(name: str, value: str) -> str:
+            return _parse_mode(name, value)
+
+        def checked_size(name: str, value: int) -> int:
+            return _parse_block_size(name, str(value))
+
+        def entity(name: str) -> str:
+            try:
+                return normalize_entity(name)
+            except IdConfigError as exc:
+                raise IdConfigError(f"dms_ids: {exc}") from None
+
+        return cls(
+            mode=checked_mode("dms_ids mode", mode) if mode else None,
+            block_size=checked_size("dms_ids block_size", block_size) if block_size else None,
+            modes=tuple(
+                sorted(
+                    (entity(e), checked_mode(f"dms_ids entity_modes[{e}]", m))
+                    for e, m in (modes or {}).items()
+                )
+            ),
+            block_sizes=tuple(
+                sorted(
+                    (entity(e), checked_size(f"dms_ids entity_block_sizes[{e}]", n))
+                    for e, n in (block_sizes or {}).items()
+                )
+            ),
+        )
+
+    def apply(self, config: IdConfig) -> IdConfig:
+        """(SEQUENCE on a database without sequences is TABLE_COUNTER, as for DMS_PARAMS.)"""
+        return replace(
+            config,
+            mode=self.mode or config.mode,
+            block_size=self.block_size or config.block_size,
+            modes={**config.modes, **dict(self.modes)},
+            block_sizes={**config.block_sizes, **dict(self.block_sizes)},
+        )
+
+
+# metadata database -> the deployment's id settings in this process (`using_id_overrides`)
+_overrides: dict[tuple[str, str | None], IdOverrides] = {}
+
+
+@contextlib.contextmanager
+def using_id_overrides(engine: sa.Engine, overrides: IdOverrides | None) -> Iterator[None]:
+    """Ids of the engine's database drawn in this block (and its forked children) follow
+    `overrides` above DMS_PARAMS; ids reserved under other settings are dropped (a gap)."""
+    key = database_key(engine)
+    before = _overrides.get(key)
+    _set_overrides(key, overrides)
+    try:
+        yield
+    finally:
+        _set_overrides(key, before)
+
+
+def _set_overrides(key: tuple[str, str | None], overrides: IdOverrides | None) -> None:
+    if overrides is None or overrides == IdOverrides():
+        _overrides.pop(key, None)
+    else:
+        _overrides[key] = overrides
+
+
 class IdProvider:
     """Hands out ids per entity from blocks reserved in the database.
 
@@ -172,6 +259,8 @@ class IdProvider:
         self.engine = engine
         self.dialect = dialect_of(engine)
         self.schema = dms_schema(engine)
+        self._key = database_key(engine)
+        self._overridden: IdOverrides | None = None
         self.round_trips = 0
         self._lock = threading.Lock()
         self._config: IdConfig | None = None
@@ -215,7 +304,12 @@ class IdProvider:
     def _current_config(self) -> IdConfig:
         if self._config is None:
             self._config = self._read_config()
-        return self._config
+        overrides = _overrides.get(self._key)
+        if overrides != self._overridden:  # new settings from the next id on
+            self._overridden = overrides
+            self._cache.clear()
+            self._sequence_checked.clear()
+        return overrides.apply(self._config) if overrides else self._config
 
     def _notice_fallback(self, config: IdConfig) -> None:
         if self.dialect.has_sequences or self._noticed_no_sequences:
