@@ -34,6 +34,7 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -322,6 +323,18 @@ class Small:
     graphql_run: list[float] = field(default_factory=list)  # as Dagster records the run
     graphql_phases: list[dict[str, float]] = field(default_factory=list)
     queue: list[float] = field(default_factory=list)
+    plan_snapshots: tuple[int, int] = (0, 0)  # execution plan snapshots stored, bytes
+
+
+def plan_snapshots(home: Path) -> tuple[int, int]:
+    """The execution plan snapshots in Dagster's run storage (SQLite under the home), and
+    their bytes: each holds the code location's reconstruction metadata."""
+    with sqlite3.connect(home / "history" / "runs.db") as conn:
+        count, size = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(snapshot_body)), 0) FROM snapshots "
+            "WHERE snapshot_type = 'EXECUTION_PLAN'"
+        ).fetchone()
+    return int(count), int(size)
 
 
 def catalog(server, mappings: int) -> str:
@@ -409,6 +422,7 @@ def small_runs(server, mappings: int, repeat: int, requests: int, root: Path) ->
             small.queue.append(queue_latency(url, home, dev))
     finally:
         dev.stop()
+    small.plan_snapshots = plan_snapshots(home)
     return small
 
 
@@ -456,6 +470,13 @@ def report(deltas: list[Delta], smalls: list[Small], rows: int, repeat: int, n: 
         phases = {k: med([p[k] for p in s.graphql_phases]) for k in s.graphql_phases[0]}
         text = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
         print(f"   {s.mappings} mappings, a launch (median s): {text}")
+    for s in smalls:
+        count, size = s.plan_snapshots
+        print(
+            f"   {s.mappings} mappings, Dagster's run storage: {count} execution plan "
+            f"snapshots, {size / max(count, 1) / 1e6:.2f} MB each (each holds the "
+            "reconstruction metadata: one per job and code location load)"
+        )
     if len(smalls) > 1:
         first, last = smalls[0], smalls[-1]
         print(f"   growth from {first.mappings} to {last.mappings} mappings (<= {GROWTH}x):")

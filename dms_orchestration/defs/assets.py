@@ -16,7 +16,11 @@ from sqlglot import exp
 
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
 from dms_orchestration.defs.chunks import ChunkRetry, run_visible_chunks
-from dms_orchestration.defs.materialization import materialization_metadata, row_count
+from dms_orchestration.defs.materialization import (
+    loaded_source_keys,
+    materialization_metadata,
+    row_count,
+)
 from dms_orchestration.defs.resources import RESOURCE_KEYS, dms_services
 from dms_orchestration.defs.run_config import check_run_tags
 from dms_orchestration.defs.runs import run_alive
@@ -208,10 +212,16 @@ RECONCILIATION = "source_target_reconciliation"
 
 
 def _evaluate_check(
-    mapping: Mapping, key: dg.AssetKey, check_name: str, settings: Settings
+    mapping: Mapping,
+    key: dg.AssetKey,
+    check_name: str,
+    settings: Settings,
+    loaded_keys: int | None,
 ) -> dg.AssetCheckResult:
+    """`loaded_keys`: the source keys this run's load read of the whole extract."""
     if check_name == CURRENT_ROWS:
         result = current_rows(mapping, settings)
+        how = f"unique index {result.enforced_by}" if result.enforced_by else "counted"
         return dg.AssetCheckResult(
             asset_key=key,
             check_name=CURRENT_ROWS,
@@ -219,9 +229,10 @@ def _evaluate_check(
             metadata={
                 "keys with several current rows": result.keys_with_several_current_rows,
                 "sample": ", ".join(result.sample),
+                "enforced by": dg.MetadataValue.text(how),
             },
         )
-    r = reconcile(mapping, settings)
+    r = reconcile(mapping, settings, source_keys=loaded_keys)
     # keys a source no longer has stay in the target when DELHNDL is IGNORE
     keeps_absent = (mapping.delete_handling or "IGNORE").upper() == "IGNORE"
     return dg.AssetCheckResult(
@@ -233,6 +244,9 @@ def _evaluate_check(
             "source keys": r.source_keys,
             "current target rows": r.target_rows,
             "difference": r.difference,
+            "source keys from": dg.MetadataValue.text(
+                "the source query" if r.source_counted else "this run's load (whole extract)"
+            ),
         },
     )
 
@@ -265,12 +279,15 @@ def mapping_checks(mapping: Mapping, names: MappingNames) -> dg.AssetChecksDefin
     )
     def dms_checks(context: dg.AssetCheckExecutionContext):
         names = [k.name for k in sorted(context.selected_asset_check_keys, key=str)]
+        loaded = loaded_source_keys(context.instance, context.run.run_id, key)
         # side by side, a connection each: each scans the target (or the source) once
         with (
             dms_services(context.resources) as settings,
             ThreadPoolExecutor(max(1, len(names))) as pool,
         ):
-            results = list(pool.map(lambda n: _evaluate_check(mapping, key, n, settings), names))
+            results = list(
+                pool.map(lambda n: _evaluate_check(mapping, key, n, settings, loaded), names)
+            )
         yield from results
 
     return dms_checks

@@ -15,6 +15,8 @@ from dms_orchestration.engine.load import LoadResult
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import Settings
 
+FULL_EXTRACT = "dms/full extract"  # the load read the whole source extract
+
 
 def row_count(mapping: Mapping, settings: Settings, log: dg.DagsterLogManager) -> int | None:
     """The target's rows after the load (`dagster/row_count`: the table's rows, history
@@ -44,4 +46,18 @@ def materialization_metadata(done: LoadResult, rows: int | None) -> dict[str, An
         "rows per second": round(c.srcrows / seconds, 1),
         "estimated rows": done.estimated_rows,
         "checkpoint": dg.MetadataValue.text(done.checkpoint or ""),
+        FULL_EXTRACT: dg.MetadataValue.bool(done.full_extract),
     }
+
+
+def loaded_source_keys(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> int | None:
+    """The source keys the load of this same run read, when it read the whole extract
+    (each key once: a duplicate or NULL key fails a load); None otherwise."""
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.run_id != run_id or event.asset_materialization is None:
+        return None
+    md = event.asset_materialization.metadata
+    full, rows = md.get(FULL_EXTRACT), md.get("source rows")
+    if full is None or not full.value or rows is None:
+        return None
+    return int(rows.value)

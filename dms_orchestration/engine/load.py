@@ -47,6 +47,9 @@ class LoadResult:
     seconds: float
     estimated_rows: int
     note: str | None = None  # e.g. a partial extract: absent keys were left alone
+    # it read the whole source extract (no window, no parameters): its source rows are
+    # the extract's business keys, each once (a duplicate or NULL key fails the load)
+    full_extract: bool = False
 
 
 def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> None:
@@ -116,6 +119,7 @@ def commit(
         (datetime.now() - plan.started_at).total_seconds(),
         plan.estimated_rows,
         plan.partial_note,
+        plan.full_extract,
     )
 
 

@@ -1,0 +1,81 @@
+"""The asset checks at any table size: the current-row check answered by the unique index
+the engine builds (counted when it is missing or not that index), and the
+reconciliation taking the source keys of the same run's load of the whole extract."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from dms_orchestration.db.connect import dispose_all, metadata_engine
+from dms_orchestration.engine.checks import current_rows, reconcile
+from dms_orchestration.metadata.catalog import load_catalog
+from dms_orchestration_tests.test_defs import cust_dms, execute
+
+INDEX = "cust_dim_cur"  # the engine's unique index over the current rows of CUST_DIM
+
+
+@pytest.fixture
+def cust(dms_url, tmp_path, monkeypatch):
+    d = cust_dms(dms_url, tmp_path, monkeypatch)
+    assert execute(d.defs(), "cust_dim_job").success  # the first load builds the index
+    yield d
+    dispose_all()
+
+
+def mapping(d):
+    return load_catalog(metadata_engine(d.settings)).mappings["CUST_DIM"]
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    return {
+        c.check_name: {k: v.value for k, v in c.metadata.items()}
+        for c in result.get_asset_check_evaluations()
+    }
+
+
+def test_the_current_row_check_is_answered_by_the_unique_index(cust):
+    result = execute(cust.defs(), "cust_dim_job", dms__full="true")
+    found = checks(result)["one_current_row_per_key"]
+    assert found["enforced by"] == f"unique index {INDEX}"
+    assert found["keys with several current rows"] == 0
+
+
+def test_without_the_index_the_rows_are_counted_and_a_duplicate_is_found(cust):
+    cust.sql(f"DROP INDEX {INDEX}")
+    cust.sql(
+        "INSERT INTO CUST_DIM (SKEY, ID, NAME, CITY, CURFLG, VLDFRM, RWHKEY) "
+        "SELECT SKEY + 1000, ID, NAME, CITY, CURFLG, VLDFRM, RWHKEY FROM CUST_DIM WHERE ID = 7"
+    )
+    result = current_rows(mapping(cust), cust.settings)
+    assert result.enforced_by is None
+    assert (result.keys_with_several_current_rows, result.sample) == (1, ["7"])
+
+
+def test_an_index_of_that_name_that_is_not_the_rule_is_not_trusted(cust):
+    cust.sql(f"DROP INDEX {INDEX}")
+    cust.sql(f"CREATE INDEX {INDEX} ON CUST_DIM (ID)")  # not unique
+    assert current_rows(mapping(cust), cust.settings).enforced_by is None
+    cust.sql(f"DROP INDEX {INDEX}")
+    cust.sql(f"CREATE UNIQUE INDEX {INDEX} ON CUST_DIM (SKEY)")  # not the business key
+    assert current_rows(mapping(cust), cust.settings).enforced_by is None
+
+
+def test_the_reconciliation_takes_the_source_keys_of_this_runs_whole_load(cust):
+    cust.sql("DELETE FROM SRC_CUST WHERE ID > 28")  # two keys gone: expired
+    result = execute(cust.defs(), "cust_dim_job", dms__full="true")
+    found = checks(result)["source_target_reconciliation"]
+    assert found["source keys from"] == "this run's load (whole extract)"
+    assert (found["source keys"], found["current target rows"]) == (28, 28)
+    # what counting the source query says
+    counted = reconcile(mapping(cust), cust.settings)
+    assert (counted.source_keys, counted.target_rows, counted.source_counted) == (28, 28, True)
+
+
+def test_a_load_of_part_of_the_source_leaves_the_reconciliation_to_count(cust):
+    """A load given parameters may have read part of the source only (its SQL may filter
+    on them): its rows are not taken for the source's keys."""
+    result = execute(cust.defs(), "cust_dim_job", dms__param1="x")
+    found = checks(result)["source_target_reconciliation"]
+    assert found["source keys from"] == "the source query"
+    assert found["source keys"] == 30
