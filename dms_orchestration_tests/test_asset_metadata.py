@@ -285,6 +285,7 @@ def test_a_materialization_reports_the_row_count_and_its_ids_as_text(
     assert materialization(first)["dagster/row_count"] == 30
     # the table's rows: the two new versions of an SCD2 target count
     assert materialization(second)["dagster/row_count"] == 32
+    assert materialization(second)["current rows"] == 30  # counted in the same scan
     assert d.scalar("SELECT COUNT(*) FROM CUST_DIM") == 32
     [event] = second.get_asset_materialization_events()
     md = event.materialization.metadata

@@ -1,6 +1,7 @@
 """The asset checks at any table size: the current-row check answered by the unique index
 the engine builds (counted when it is missing or not that index), and the
-reconciliation taking the source keys of the same run's load of the whole extract."""
+reconciliation taking the source keys of the same run's load of the whole extract, and
+the current rows its load step counted (one scan, with the materialization's row count)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def test_the_reconciliation_takes_the_source_keys_of_this_runs_whole_load(cust):
     result = execute(cust.defs(), "cust_dim_job", dms__full="true")
     found = checks(result)["source_target_reconciliation"]
     assert found["source keys from"] == "this run's load (whole extract)"
+    assert found["current rows from"] == "this run's load, after commit"
     assert (found["source keys"], found["current target rows"]) == (28, 28)
     # what counting the source query says
     counted = reconcile(mapping(cust), cust.settings)
@@ -78,4 +80,4 @@ def test_a_load_of_part_of_the_source_leaves_the_reconciliation_to_count(cust):
     result = execute(cust.defs(), "cust_dim_job", dms__param1="x")
     found = checks(result)["source_target_reconciliation"]
     assert found["source keys from"] == "the source query"
-    assert found["source keys"] == 30
+    assert found["source keys"] == 30 and found["current target rows"] == 30

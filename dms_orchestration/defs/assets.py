@@ -17,7 +17,8 @@ from sqlglot import exp
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
 from dms_orchestration.defs.chunks import ChunkRetry, run_visible_chunks
 from dms_orchestration.defs.materialization import (
-    loaded_source_keys,
+    Loaded,
+    loaded,
     materialization_metadata,
     row_count,
 )
@@ -216,9 +217,9 @@ def _evaluate_check(
     key: dg.AssetKey,
     check_name: str,
     settings: Settings,
-    loaded_keys: int | None,
+    load: Loaded,
 ) -> dg.AssetCheckResult:
-    """`loaded_keys`: the source keys this run's load read of the whole extract."""
+    """`load`: what this run's load of the asset found, if it ran."""
     if check_name == CURRENT_ROWS:
         result = current_rows(mapping, settings)
         how = f"unique index {result.enforced_by}" if result.enforced_by else "counted"
@@ -232,7 +233,7 @@ def _evaluate_check(
                 "enforced by": dg.MetadataValue.text(how),
             },
         )
-    r = reconcile(mapping, settings, source_keys=loaded_keys)
+    r = reconcile(mapping, settings, source_keys=load.source_keys, current=load.current_rows)
     # keys a source no longer has stay in the target when DELHNDL is IGNORE
     keeps_absent = (mapping.delete_handling or "IGNORE").upper() == "IGNORE"
     return dg.AssetCheckResult(
@@ -246,6 +247,9 @@ def _evaluate_check(
             "difference": r.difference,
             "source keys from": dg.MetadataValue.text(
                 "the source query" if r.source_counted else "this run's load (whole extract)"
+            ),
+            "current rows from": dg.MetadataValue.text(
+                "this check" if load.current_rows is None else "this run's load, after commit"
             ),
         },
     )
@@ -279,14 +283,14 @@ def mapping_checks(mapping: Mapping, names: MappingNames) -> dg.AssetChecksDefin
     )
     def dms_checks(context: dg.AssetCheckExecutionContext):
         names = [k.name for k in sorted(context.selected_asset_check_keys, key=str)]
-        loaded = loaded_source_keys(context.instance, context.run.run_id, key)
+        found = loaded(context.instance, context.run.run_id, key)
         # side by side, a connection each: each scans the target (or the source) once
         with (
             dms_services(context.resources) as settings,
             ThreadPoolExecutor(max(1, len(names))) as pool,
         ):
             results = list(
-                pool.map(lambda n: _evaluate_check(mapping, key, n, settings, loaded), names)
+                pool.map(lambda n: _evaluate_check(mapping, key, n, settings, found), names)
             )
         yield from results
 

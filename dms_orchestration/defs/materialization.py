@@ -4,24 +4,27 @@ plotted as a metric means nothing)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.metadata import TableMetadataSet
 
-from dms_orchestration.engine.checks import target_rows
+from dms_orchestration.engine.checks import TableRows, target_rows
 from dms_orchestration.engine.errors import describe
 from dms_orchestration.engine.load import LoadResult
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import Settings
 
 FULL_EXTRACT = "dms/full extract"  # the load read the whole source extract
+CURRENT_ROWS = "current rows"  # the target's current rows after the load
 
 
-def row_count(mapping: Mapping, settings: Settings, log: dg.DagsterLogManager) -> int | None:
+def row_count(mapping: Mapping, settings: Settings, log: dg.DagsterLogManager) -> TableRows | None:
     """The target's rows after the load (`dagster/row_count`: the table's rows, history
-    versions included); None, with a warning, when counting fails: the load is
-    committed by then, so a failed count must not fail its step."""
+    versions included) and its current rows, in one scan; None, with a warning, when
+    counting fails: the load is committed by then, so a failed count must not fail its
+    step."""
     try:
         return target_rows(mapping, settings)
     except Exception as exc:  # the count is a report: the load itself succeeded
@@ -29,11 +32,12 @@ def row_count(mapping: Mapping, settings: Settings, log: dg.DagsterLogManager) -
         return None
 
 
-def materialization_metadata(done: LoadResult, rows: int | None) -> dict[str, Any]:
+def materialization_metadata(done: LoadResult, rows: TableRows | None) -> dict[str, Any]:
     c = done.counts
     seconds = max(done.seconds, 1e-6)
     return {
-        **TableMetadataSet(row_count=rows),
+        **TableMetadataSet(row_count=rows.rows if rows else None),
+        **({CURRENT_ROWS: rows.current} if rows else {}),
         "dms/prcid": dg.MetadataValue.text(str(done.prcid)),
         "source rows": c.srcrows,
         "inserted": c.insrows,
@@ -50,14 +54,23 @@ def materialization_metadata(done: LoadResult, rows: int | None) -> dict[str, An
     }
 
 
-def loaded_source_keys(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> int | None:
-    """The source keys the load of this same run read, when it read the whole extract
-    (each key once: a duplicate or NULL key fails a load); None otherwise."""
+@dataclass(frozen=True)
+class Loaded:
+    """What the load of the same run found, for its checks: the source keys when it read
+    the whole extract (each key once: a duplicate or NULL key fails a load), and the
+    target's current rows counted after its commit; None where it does not tell."""
+
+    source_keys: int | None = None
+    current_rows: int | None = None
+
+
+def loaded(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> Loaded:
     event = instance.get_latest_materialization_event(key)
     if event is None or event.run_id != run_id or event.asset_materialization is None:
-        return None
+        return Loaded()
     md = event.asset_materialization.metadata
-    full, rows = md.get(FULL_EXTRACT), md.get("source rows")
-    if full is None or not full.value or rows is None:
-        return None
-    return int(rows.value)
+    full, rows, current = md.get(FULL_EXTRACT), md.get("source rows"), md.get(CURRENT_ROWS)
+    return Loaded(
+        int(rows.value) if full is not None and full.value and rows is not None else None,
+        int(current.value) if current is not None else None,
+    )

@@ -65,9 +65,11 @@ def reconcile(
     settings: Settings,
     params: dict | None = None,
     source_keys: int | None = None,
+    current: int | None = None,
 ) -> Reconciliation:
     """Distinct business keys of the full source extract vs current target rows.
-    `source_keys`: those a load just read of the whole extract (not counted again)."""
+    `source_keys`: those a load just read of the whole extract, `current`: the current
+    rows counted after it (neither is counted again)."""
     spec, src, tgt = resolve(mapping, settings)
     td = dialect_of(tgt)
     where = " WHERE CURFLG = 'Y'" if spec.scd2 else ""
@@ -81,18 +83,26 @@ def reconcile(
         )
         with src.connect() as conn:
             source_keys = int(conn.execute(bound_text(count_src, params or {})).scalar() or 0)
-    with tgt.connect() as conn:
-        target_rows = int(conn.execute(sa.text(count_tgt)).scalar() or 0)
-    return Reconciliation(source_keys, target_rows, counted)
+    if current is None:
+        with tgt.connect() as conn:
+            current = int(conn.execute(sa.text(count_tgt)).scalar() or 0)
+    return Reconciliation(source_keys, current, counted)
 
 
-def target_rows(mapping: Mapping, settings: Settings) -> int:
-    """The rows of the target table, every version of an SCD2 target's keys included (the
-    current ones are the reconciliation's business)."""
+@dataclass(frozen=True)
+class TableRows:
+    rows: int  # every version of an SCD2 target's keys
+    current: int  # the current ones (all rows of an SCD1 target)
+
+
+def target_rows(mapping: Mapping, settings: Settings) -> TableRows:
+    """The rows of the target table and its current rows, in one scan."""
     spec, _src, tgt = resolve(mapping, settings)
     table = dialect_of(tgt).qualified(spec.schema, spec.table)
+    current = "COUNT(CASE WHEN CURFLG = 'Y' THEN 1 END)" if spec.scd2 else "COUNT(*)"
     with tgt.connect() as conn:
-        return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar() or 0)
+        rows, now = conn.execute(sa.text(f"SELECT COUNT(*), {current} FROM {table}")).one()
+    return TableRows(int(rows or 0), int(now or 0))
 
 
 # ------------------------------------------------------------------ the unique rule's index
