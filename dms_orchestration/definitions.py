@@ -43,7 +43,7 @@ from dms_orchestration.defs.assets import (
     upstream_mappings,
 )
 from dms_orchestration.defs.jobs import mapping_job
-from dms_orchestration.defs.lineage import CatalogReads, catalog_reads
+from dms_orchestration.defs.lineage import CatalogReads, MappingReader, catalog_reads
 from dms_orchestration.defs.resources import default_resources
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
@@ -227,7 +227,8 @@ class IndexEntry(BaseModel):
     checks: str
     pool: str
     upstream: list[str] = []
-    sources: list[list[str]] = []  # the keys of the source tables it reads
+    # the keys of the source tables it reads; None: not read yet (no code server)
+    sources: list[list[str]] | None = None
     lineage: str | None = None  # its column lineage metadata, serialized by Dagster
     findings: list[Finding] = []
     rules: list[Finding] | None = None  # the rule checks' findings, when made
@@ -249,12 +250,17 @@ class CatalogFacts:
     schedules: list[dg.ScheduleDefinition]
     dependencies: dict  # (child, parent) -> the DMS_JOBSCH row of a dependency sensor
     upstream: dict[str, list[str]]  # MAPREF -> the mappings it reads (lineage)
-    reads: CatalogReads  # the source tables, and what each mapping reads of them
+    # the source tables, and what each mapping reads of them (None: not read)
+    reads: CatalogReads | None
     found: dict[str, list[Finding]]  # MAPREF -> findings, the rule checks aside
 
+    def sources(self, ref: str) -> list[list[str]] | None:
+        if self.reads is None:
+            return None
+        return [list(k.path) for k in self.reads.upstream.get(ref, [])]
+
     def lineage(self, ref: str) -> str | None:
-        metadata = self.reads.metadata.get(ref)
-        return serialize_value(metadata) if metadata else None
+        return _lineage_text(self.reads.metadata.get(ref) if self.reads else None)
 
     def index(self) -> LocationIndex:
         entries = {
@@ -265,7 +271,7 @@ class CatalogFacts:
                 checks=n.checks,
                 pool=n.pool,
                 upstream=self.upstream[ref],
-                sources=[list(k.path) for k in self.reads.upstream.get(ref, [])],
+                sources=self.sources(ref),
                 lineage=self.lineage(ref),
                 findings=self.found.get(ref, []),
             )
@@ -276,9 +282,16 @@ class CatalogFacts:
         )
 
 
-def catalog_facts(catalog: Catalog, settings: Settings, translator: DmsTranslator) -> CatalogFacts:
+def _lineage_text(metadata: dict | None) -> str | None:
+    return serialize_value(metadata) if metadata else None
+
+
+def catalog_facts(
+    catalog: Catalog, settings: Settings, translator: DmsTranslator, reads: bool = True
+) -> CatalogFacts:
     """Names, jobs, schedules, dependencies and lineage of every mapping, and what could
-    not become a Dagster object: a finding on the mapping's asset."""
+    not become a Dagster object: a finding on the mapping's asset. `reads=False`: not
+    what each mapping's SQL reads (MappingReader reads it for the one mapping run)."""
     names = name_catalog(catalog, translator)
     use_job_names(names.job_names())
     jobs, job_findings = _jobs(catalog, names)
@@ -286,7 +299,7 @@ def catalog_facts(catalog: Catalog, settings: Settings, translator: DmsTranslato
     dependencies, dependency_findings = _dependencies(catalog, set(jobs))
     backend = settings.database_url.get_backend_name()
     upstream, lineage_findings = _lineage(catalog, backend)
-    reads = catalog_reads(catalog, names, upstream, backend, translator)
+    read = catalog_reads(catalog, names, upstream, backend, translator) if reads else None
     found: dict[str, list[Finding]] = defaultdict(list)
     for f in chain(
         (f for fs in catalog.read_findings.values() for f in fs),
@@ -296,10 +309,10 @@ def catalog_facts(catalog: Catalog, settings: Settings, translator: DmsTranslato
         schedule_findings,
         dependency_findings,
         lineage_findings,
-        reads.findings,
+        read.findings if read else (),
     ):
         found[f.mapref].append(f)
-    return CatalogFacts(names, jobs, schedules, dependencies, upstream, reads, dict(found))
+    return CatalogFacts(names, jobs, schedules, dependencies, upstream, read, dict(found))
 
 
 class MappingParts:
@@ -316,9 +329,10 @@ class MappingParts:
         translator: DmsTranslator,
         names: CatalogNames | None = None,
         resources: dict[str, Any] | None = None,
+        reader: MappingReader | None = None,
     ) -> None:
         self.index, self.mapping_of, self.translator = index, mapping_of, translator
-        self.names_given = names
+        self.names_given, self.reader = names, reader
         # the resource layer (defs/resources.py), with any of its resources swapped
         self.resources = {**default_resources(), **(resources or {})}
         self.retry = chunk_retry(catalog)
@@ -345,6 +359,10 @@ class MappingParts:
         if entry.rules is None:
             entry.rules = [f for f in _rule_findings(m, self.backend) if f not in m.findings]
         rules = entry.rules
+        if entry.sources is None:  # what its SQL reads, read for it alone
+            sources, lineage, found = self.reader.read(ref) if self.reader else ([], {}, [])
+            entry.sources = [list(k.path) for k in sources]
+            entry.lineage, entry.findings = _lineage_text(lineage), [*entry.findings, *found]
         blocking = [f for f in entry.findings if f.severity == "ERROR"]
         load = MappingLoad(m, blocking, names.pool, self.retry)
         upstream = [
@@ -362,11 +380,11 @@ class MappingParts:
         """The job of one mapping in definitions of its own: its asset, its checks and the
         assets it reads (the part of the location's asset graph its job resolves in): the
         mappings' and the source tables' (as keys: a run needs no more of them)."""
-        entry = self.index.mappings[ref]
+        entry, asset = self.index.mappings[ref], self.asset(ref)  # (its sources read)
         upstream = [self.asset(r) for r in entry.upstream]
         sources = [dg.AssetsDefinition(specs=[dg.AssetSpec(path)]) for path in entry.sources]
         return dg.Definitions(
-            assets=[self.asset(ref), *upstream, *sources],
+            assets=[asset, *upstream, *sources],
             asset_checks=[self.checks(ref)],
             jobs=[_job(self.mapping_of(ref), self.names(ref))],
             resources=self.resources,
@@ -576,8 +594,9 @@ def run_repository(
     resources: dict[str, Any] | None = None,
 ) -> dg.RepositoryDefinition:
     """The code location as a run worker reconstructs it: lazily, one mapping's job at a
-    time, from the reconstruction metadata (read from the database when there is none,
-    as in `dagster job execute`, and then left for the next reconstruction)."""
+    time, from the reconstruction metadata; read from the database when there is none,
+    as in `dagster job execute` (once per process, and what the mapping's SQL reads for
+    that mapping alone)."""
     settings = settings or load_settings()
     translator = _translator(settings, translator)
     context = DefinitionsLoadContext.get()
@@ -588,36 +607,42 @@ def run_repository(
 
         def whole() -> dg.Definitions:
             return _built(stored.catalog(), settings, translator, index, resources)[0]
+
+        reader = None
     else:
-        catalog, index, metadata = _read_once(settings, translator)
-        _leave(context, metadata)
+        catalog, index, reader = _read_once(settings, translator)
         rest, mapping_of = catalog, catalog.mappings.__getitem__
 
         def whole() -> dg.Definitions:
             return _built(catalog, settings, translator, index, resources)[0]
 
-    parts = MappingParts(index, mapping_of, rest, settings, translator, resources=resources)
+    parts = MappingParts(
+        index, mapping_of, rest, settings, translator, resources=resources, reader=reader
+    )
     return dg.RepositoryDefinition(
         SINGLETON_REPOSITORY_NAME, repository_data=MappingRuns(parts, whole)
     )
 
 
-_read: dict[tuple, tuple[Catalog, LocationIndex, dict[str, str]]] = {}
+_read: dict[tuple, tuple[Catalog, LocationIndex, MappingReader]] = {}
 
 
 def _read_once(
     settings: Settings, translator: DmsTranslator
-) -> tuple[Catalog, LocationIndex, dict[str, str]]:
-    """The catalog, its index and both as reconstruction metadata, read once per process
-    when no code server read them: `dagster job execute` reconstructs the location four
-    times before its run has the reconstruction metadata of the first (a run worker
-    always has it)."""
+) -> tuple[Catalog, LocationIndex, MappingReader]:
+    """The catalog, its index (without what each mapping's SQL reads) and a reader of
+    that, made once per process when no code server read them: `dagster job execute`
+    reconstructs the location four times (a run worker always has a code server's
+    reconstruction metadata). Nothing is left as reconstruction metadata: the catalog
+    would travel with the run for nothing."""
     key = (settings, type(translator))
     if key not in _read:
         catalog = load_catalog(metadata_engine(settings))
-        index = catalog_facts(catalog, settings, translator).index()
+        facts = catalog_facts(catalog, settings, translator, reads=False)
+        backend = settings.database_url.get_backend_name()
+        reader = MappingReader(catalog, facts.names, facts.upstream, backend, translator)
         _read.clear()
-        _read[key] = catalog, index, _packed(catalog, index)
+        _read[key] = catalog, facts.index(), reader
     return _read[key]
 
 

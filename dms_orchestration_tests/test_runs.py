@@ -152,3 +152,26 @@ def test_dagster_job_execute_runs_a_mapping(cust):
     assert "chunk 2/2 done" in done.stderr
     status = cust.query("SELECT PRCSTS, MAPREF FROM DMS_PRCLOG ORDER BY PRCID")
     assert status == [("PC", "CUST_DIM")]
+
+
+def test_without_a_code_server_only_the_mapping_run_has_its_sql_read(demo, monkeypatch):
+    """`dagster job execute` (no reconstruction metadata) reads the catalog, and the SQL of
+    the one mapping it runs: the same job as the code server's, lineage included."""
+    from dms_orchestration import definitions as location
+    from dms_orchestration.defs import lineage
+
+    monkeypatch.setattr(location, "_read", {})
+    read, real = [], lineage.mapping_reads
+    monkeypatch.setattr(lineage, "mapping_reads", lambda m, d: read.append(m.ref) or real(m, d))
+    with DefinitionsLoadContext.scoped(DefinitionsLoadContext(DefinitionsLoadType.INITIALIZATION)):
+        code_server = initialize_repository_def_from_pointer(POINTER)
+    assert len(read) == 4  # the code server reads every mapping's SQL
+    read.clear()
+    with DefinitionsLoadContext.scoped(DefinitionsLoadContext(DefinitionsLoadType.RECONSTRUCTION)):
+        job = location.run_repository().get_job("dim_customer_job")
+    assert read == ["DIM_CUSTOMER"]
+    assert (
+        job.get_job_snapshot_id() == code_server.get_job("dim_customer_job").get_job_snapshot_id()
+    )
+    node = job.asset_layer.asset_graph.get(dg.AssetKey(["main", "dim_customer"]))
+    assert "dagster/column_lineage" in node.metadata

@@ -197,11 +197,39 @@ def catalog_reads(
     to a mapping it does not depend on, such as the one of a cycle left out)."""
     reading = _Reading(catalog, names, deps, translator)
     for m in catalog.mappings.values():
-        try:
-            reads = mapping_reads(m, source_dialect(m, metadata_dialect))
-            reading.mapping(m, reads)
-        except Exception as exc:  # any SQL text or row: no lineage, never the location
-            reading.warn(m.ref, f"the tables and columns its SQL reads could not be read: {exc}")
-            reading.out.upstream.setdefault(m.ref, [])
+        _read_mapping(reading, m, metadata_dialect)
     reading.out.sources = reading.source_assets()
     return reading.out
+
+
+def _read_mapping(reading: _Reading, m: Mapping, metadata_dialect: str) -> None:
+    try:
+        reading.mapping(m, mapping_reads(m, source_dialect(m, metadata_dialect)))
+    except Exception as exc:  # any SQL text or row: no lineage, never the location
+        reading.warn(m.ref, f"the tables and columns its SQL reads could not be read: {exc}")
+        reading.out.upstream.setdefault(m.ref, [])
+
+
+class MappingReader:
+    """What one mapping at a time reads, as catalog_reads finds it: for a process that
+    runs one mapping without a code server (`dagster job execute`), which need not read
+    the SQL of every other mapping. `read(ref)`: its source keys, its column lineage
+    metadata and the findings of reading it."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        names: CatalogNames,
+        deps: dict[str, list[str]],
+        metadata_dialect: str,
+        translator: DmsTranslator,
+    ) -> None:
+        self.reading = _Reading(catalog, names, deps, translator)
+        self.catalog, self.dialect = catalog, metadata_dialect
+
+    def read(self, ref: str) -> tuple[list[dg.AssetKey], dict[str, Any], list[Finding]]:
+        out = self.reading.out
+        before = len(out.findings)
+        _read_mapping(self.reading, self.catalog.mappings[ref], self.dialect)
+        found = [f for f in out.findings[before:] if f.mapref == ref]
+        return out.upstream.get(ref, []), out.metadata.get(ref, {}), found
