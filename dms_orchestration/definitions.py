@@ -12,6 +12,7 @@ asset that shows its findings (a run of it fails at once).
 from __future__ import annotations
 
 import base64
+import gc
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -673,7 +674,13 @@ def location(resources: dict[str, Any] | None = None):
     a module of your own returns `location(resources={"dms_log": MyWriter()})` from its
     @dg.definitions function."""
     if DefinitionsLoadContext.get().load_type == DefinitionsLoadType.RECONSTRUCTION:
-        return run_repository(resources=resources)
+        repository = run_repository(resources=resources)
+        # a run worker (or `dagster job execute`) lives for one run: what is loaded by now
+        # (Dagster, the engine, the definitions) stays, so the garbage collector need not
+        # walk it again, during the run or at exit (measured: 0.46 -> 0.02 s to exit). Not
+        # in the code server, which loads again on every reload.
+        gc.freeze()
+        return repository
     return definitions(resources=resources)
 
 
