@@ -493,7 +493,7 @@ def report(deltas: list[Delta], smalls: list[Small], rows: int, repeat: int, n: 
         f"\n3. queue latency: DMS_PRCREQ insert -> run started, median of {n} "
         f"(target <= {QUEUE_TARGET_S} s: the sensor every {QUEUE_INTERVAL_S} s + 2 s)"
     )
-    for s in smalls:
+    for s in (s for s in smalls if s.queue):  # (--requests 0: none measured)
         q = med(s.queue)
         print(
             f"{s.mappings:>8} mappings{q:>7.2f} s  {verdict(q <= QUEUE_TARGET_S)}  "
