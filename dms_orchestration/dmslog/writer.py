@@ -456,9 +456,6 @@ class LogWriter:
         other.engine = engine
         return other
 
-    def open_process(self, *, mapref: str | None, **row) -> int:
-        return open_process(self.engine, mapref=mapref, **row)
-
     def close_process(self, prcid: int, status: str, message: str | None = None, **kw) -> bool:
         return close_process(self.engine, prcid, status, message, **kw)
 

@@ -182,9 +182,6 @@ class IdOverrides:
     ) -> IdOverrides:
         """Checked as DMS_PARAMS rows are (an IdConfigError names the setting at fault)."""
 
-        def checked_mode(name: str, value: str) -> str:
-            return _parse_mode(name, value)
-
         def checked_size(name: str, value: int) -> int:
             return _parse_block_size(name, str(value))
 
@@ -195,11 +192,11 @@ class IdOverrides:
                 raise IdConfigError(f"dms_ids: {exc}") from None
 
         return cls(
-            mode=checked_mode("dms_ids mode", mode) if mode else None,
+            mode=_parse_mode("dms_ids mode", mode) if mode else None,
             block_size=checked_size("dms_ids block_size", block_size) if block_size else None,
             modes=tuple(
                 sorted(
-                    (entity(e), checked_mode(f"dms_ids entity_modes[{e}]", m))
+                    (entity(e), _parse_mode(f"dms_ids entity_modes[{e}]", m))
                     for e, m in (modes or {}).items()
                 )
             ),
