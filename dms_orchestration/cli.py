@@ -345,16 +345,14 @@ def run(
     """Load one mapping now (plan, chunks in parallel, commit); print its counts."""
     from dms_orchestration.display import run_progress
     from dms_orchestration.engine import load
-    from dms_orchestration.metadata.catalog import load_catalog
+    from dms_orchestration.metadata.catalog import load_mapping
 
     try:
         settings = _settings(url)
-        catalog = load_catalog(_engine(settings))
-        if mapref not in catalog.mappings:
-            raise ValueError(f"no current mapping named {mapref}")
+        mapping = load_mapping(_engine(settings), mapref).mappings[mapref]
         with _sigterm_stops(), run_progress(err, mapref, progress) as show:
             result = load(
-                catalog.mappings[mapref],
+                mapping,
                 _parse_params(param),
                 chunks=chunks,
                 full=full,

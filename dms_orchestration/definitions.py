@@ -64,8 +64,8 @@ from dms_orchestration.defs.translator import (
     name_catalog,
     translator_from_settings,
 )
-from dms_orchestration.metadata.catalog import load_catalog
-from dms_orchestration.metadata.frequency import FrequencyError
+from dms_orchestration.metadata.catalog import load_catalog, load_mapping
+from dms_orchestration.metadata.frequency import FrequencyError, clock_for
 from dms_orchestration.metadata.models import Catalog, Finding, Mapping
 from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings, load_settings
@@ -205,9 +205,10 @@ def _jobs(catalog: Catalog, names: CatalogNames) -> tuple[dict, list[Finding]]:
 
 
 def _schedules(
-    catalog: Catalog, names: CatalogNames, jobs: dict, timezone: str
+    catalog: Catalog, names: CatalogNames, jobs: dict, timezone: str, build: bool = True
 ) -> tuple[list[dg.ScheduleDefinition], list[Finding]]:
-    """A schedule per clock row of an active job; a row that makes none is a finding."""
+    """A schedule per clock row of an active job; a row that makes none is a finding.
+    `build=False`: the findings alone (a run needs no schedule)."""
     schedules, findings = [], []
     for m in catalog.mappings.values():
         active = [job for job in m.jobs if job.active]
@@ -215,6 +216,9 @@ def _schedules(
         for row in rows.values():
             try:
                 name = names.schedules[row.id]
+                if not build:
+                    clock_for(row)
+                    continue
                 schedules.append(schedule_definition(jobs[m.ref], row, timezone, name))
             except FrequencyError as exc:
                 findings.append(_finding(m.ref, f"schedule {row.id}: {exc}"))
@@ -303,12 +307,14 @@ def catalog_facts(
     catalog: Catalog, settings: Settings, translator: DmsTranslator, reads: bool = True
 ) -> CatalogFacts:
     """Names, jobs, schedules, dependencies and lineage of every mapping, and what could
-    not become a Dagster object: a finding on the mapping's asset. `reads=False`: not
-    what each mapping's SQL reads (MappingReader reads it for the one mapping run)."""
+    not become a Dagster object: a finding on the mapping's asset. `reads=False`: what
+    the index of one run needs: not what each mapping's SQL reads (MappingReader reads it
+    for the one mapping run), and no schedules (what their rows get wrong only)."""
     names = name_catalog(catalog, translator)
     use_job_names(names.job_names())
     jobs, job_findings = _jobs(catalog, names)
-    schedules, schedule_findings = _schedules(catalog, names, jobs, str(settings.timezone))
+    timezone = str(settings.timezone)
+    schedules, schedule_findings = _schedules(catalog, names, jobs, timezone, build=reads)
     dependencies, dependency_findings = _dependencies(catalog, set(jobs))
     backend = settings.database_url.get_backend_name()
     upstream, lineage_findings = _lineage(catalog, backend)
@@ -632,11 +638,12 @@ def run_repository(
 
         reader = None
     else:
-        catalog, index, reader = _read_once(settings, translator)
-        rest, mapping_of = catalog, catalog.mappings.__getitem__
+        catalog, index, mapping_of, reader = _read_once(settings, translator)
+        rest = catalog
 
-        def whole() -> dg.Definitions:
-            return _built(catalog, settings, translator, index, resources)[0]
+        def whole() -> dg.Definitions:  # (the catalog read holds the lookups alone)
+            full = load_catalog(metadata_engine(settings))
+            return _built(full, settings, translator, index, resources)[0]
 
     parts = MappingParts(
         index, mapping_of, rest, settings, translator, resources=resources, reader=reader
@@ -646,25 +653,47 @@ def run_repository(
     )
 
 
-_read: dict[tuple, tuple[Catalog, LocationIndex, MappingReader]] = {}
+class WholeMappings:
+    """The mappings of an index read whole (with all their columns) one at a time, when
+    a run first needs them; what reading one finds joins its index entry's findings."""
+
+    def __init__(self, settings: Settings, index: LocationIndex) -> None:
+        self.settings, self.index = settings, index
+        self.read: dict[str, Mapping] = {}
+
+    def __call__(self, ref: str) -> Mapping:
+        if ref not in self.read:
+            catalog = load_mapping(metadata_engine(self.settings), ref)
+            entry = self.index.mappings[ref]
+            found = catalog.read_findings.get(ref, ())
+            entry.findings = [*entry.findings, *(f for f in found if f not in entry.findings)]
+            self.read[ref] = catalog.mappings[ref]
+        return self.read[ref]
+
+
+_read: dict[tuple, tuple[Catalog, LocationIndex, WholeMappings, MappingReader]] = {}
 
 
 def _read_once(
     settings: Settings, translator: DmsTranslator
-) -> tuple[Catalog, LocationIndex, MappingReader]:
-    """The catalog, its index (without what each mapping's SQL reads) and a reader of
-    that, made once per process when no code server read them: `dagster job execute`
-    reconstructs the location four times (a run worker always has a code server's
-    reconstruction metadata). Nothing is left as reconstruction metadata: the catalog
-    would travel with the run for nothing."""
+) -> tuple[Catalog, LocationIndex, WholeMappings, MappingReader]:
+    """The catalog as far as naming and indexing it needs (the mappings without their
+    columns, lookups aside), its index (without what each mapping's SQL reads), the
+    mappings read whole when asked for, and a reader of what one mapping's SQL reads:
+    made once per process when no code server read them, so that `dagster job execute`
+    (which reconstructs the location four times) reads whole only the mapping it runs.
+    A run worker always has a code server's reconstruction metadata. Nothing is left
+    as reconstruction metadata: the catalog would travel with the run for nothing."""
     key = (settings, type(translator))
     if key not in _read:
-        catalog = load_catalog(metadata_engine(settings))
+        catalog = load_catalog(metadata_engine(settings), lookups_only=True)
         facts = catalog_facts(catalog, settings, translator, reads=False)
+        index = facts.index()
+        whole = WholeMappings(settings, index)
         backend = settings.database_url.get_backend_name()
-        reader = MappingReader(catalog, facts.names, facts.upstream, backend, translator)
+        args = (catalog, facts.names, facts.upstream, backend, translator, whole)
         _read.clear()
-        _read[key] = catalog, facts.index(), reader
+        _read[key] = catalog, index, whole, MappingReader(*args)
     return _read[key]
 
 

@@ -223,3 +223,29 @@ def test_catalog_is_read_in_a_fixed_number_of_queries(dms_engine):
     small, large = queries_for(3), queries_for(40)
     assert small == large
     assert large <= CATALOG_QUERIES + 1  # + the BEGIN that SQLite issues
+
+
+def test_one_mapping_is_read_alone(dms_engine):
+    """load_mapping reads the rows of one mapping (the same mapping the whole catalog
+    has); a catalog read for its names keeps, of the columns, those that look up."""
+    from dms_orchestration.metadata.catalog import NoSuchMapping, load_mapping
+
+    text = "sql:\n" + "".join(f"  - {{code: Q{i}, sql: SELECT {i} AS ID}}\n" for i in range(3))
+    text += "mappings:\n" + "".join(
+        f"  - ref: M{i}\n    target: {{table: T{i}}}\n    sql: Q{i}\n    columns:\n"
+        f"      - {{name: ID, type: INTEGER, key: 1, logic: SRC.ID}}\n"
+        f"      - {{name: NAME, type: VARCHAR(20), logic: 'SELECT ID, NAME FROM T0',"
+        f" lookup: {{key: ID, value: NAME}}}}\n"
+        f"    job: {{schedules: [{{frequency: DL, hour: {i}, minute: 0}}]}}\n"
+        for i in range(3)
+    )
+    import_mapping_file(dms_engine, parse_mapping_file(text))
+    whole = load_catalog(dms_engine)
+    one = load_mapping(dms_engine, "M1")
+    assert list(one.mappings) == ["M1"] and one.mappings["M1"] == whole.mappings["M1"]
+    assert list(one.source_sql) == ["Q1"] and one.params == whole.params
+    named = load_catalog(dms_engine, lookups_only=True)
+    assert list(named.mappings) == ["M0", "M1", "M2"]
+    assert [[c.name for c in m.columns] for m in named.mappings.values()] == [["NAME"]] * 3
+    with pytest.raises(NoSuchMapping, match="no current mapping named M9"):
+        load_mapping(dms_engine, "M9")

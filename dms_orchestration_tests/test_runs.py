@@ -175,3 +175,51 @@ def test_without_a_code_server_only_the_mapping_run_has_its_sql_read(demo, monke
     )
     node = job.asset_layer.asset_graph.get(dg.AssetKey(["main", "dim_customer"]))
     assert "dagster/column_lineage" in node.metadata
+
+
+def _reconstructed_job(job_name: str) -> dg.JobDefinition:
+    """The job as `dagster job execute` builds it: reconstructed, no metadata given."""
+    from dms_orchestration import definitions as location
+
+    with DefinitionsLoadContext.scoped(DefinitionsLoadContext(DefinitionsLoadType.RECONSTRUCTION)):
+        return location.run_repository().get_job(job_name)
+
+
+def test_without_a_code_server_only_the_mappings_a_run_needs_are_read_whole(demo, monkeypatch):
+    """`dagster job execute` names and indexes the catalog from the mapping rows (of the
+    columns, only those that look up): only the mapping it runs, and those it reads, are
+    read with all their columns - the same job as the code server's."""
+    from dms_orchestration import definitions as location
+    from dms_orchestration.metadata.catalog import load_catalog
+
+    monkeypatch.setattr(location, "_read", {})
+    with DefinitionsLoadContext.scoped(DefinitionsLoadContext(DefinitionsLoadType.INITIALIZATION)):
+        code_server = initialize_repository_def_from_pointer(POINTER)
+    job = _reconstructed_job("fact_sales_daily_job")
+    [(catalog, _, whole, _)] = location._read.values()
+    [key] = code_server.get_job("fact_sales_daily_job").asset_layer.executable_asset_keys
+    parents = {_mapref_of(code_server, p) for p in code_server.asset_graph.get(key).parent_keys}
+    assert parents - {None} and set(whole.read) == {"FACT_SALES_DAILY", *parents} - {None}
+    assert len(catalog.mappings) == 4
+    assert all(c.is_lookup for m in catalog.mappings.values() for c in m.columns)
+    full = load_catalog(metadata_engine(demo.settings)).mappings
+    assert whole.read["FACT_SALES_DAILY"].columns == full["FACT_SALES_DAILY"].columns
+    expected = code_server.get_job("fact_sales_daily_job").get_job_snapshot_id()
+    assert job.get_job_snapshot_id() == expected
+
+
+def test_without_a_code_server_a_bad_column_row_still_stops_its_run(demo, monkeypatch):
+    """What reading the run's mapping whole finds (a value of the wrong type) is one of
+    its findings, as in the code server, and the run fails on it before any write."""
+    from dms_orchestration import definitions as location
+
+    monkeypatch.setattr(location, "_read", {})
+    demo.sql("UPDATE DMS_MAPRDTL SET EXCSEQ = 'abc' WHERE MAPREF = 'DIM_CUSTOMER'")
+    job = _reconstructed_job("dim_customer_job")
+    result = job.execute_in_process(
+        run_config=QUIET, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "EXCSEQ 'abc' is left out" in str(failure.event_specific_data.error)
+    assert demo.query("SELECT COUNT(*) FROM DMS_PRCLOG WHERE PRCSTS = 'PC'") == [(0,)]

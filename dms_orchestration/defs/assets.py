@@ -6,6 +6,7 @@ was asked for: dms/param1..10, dms/full, dms/chunks, dms/prcreqid, dms/jobschid.
 """
 
 import functools
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,18 +61,30 @@ def _tables_read(sql: str, dialect: str) -> set[tuple[str | None, str]]:
         return set()
 
 
+_WORD = r"[\w$#]+"
+
+
+def _words(sql: str) -> set[str]:
+    """The words of a text, upper case: a table it names is one of them (quoted or
+    not), when the table's name is a word itself."""
+    return set(re.findall(_WORD, sql.upper()))
+
+
 def upstream_mappings(catalog: Catalog, metadata_dialect: str) -> dict[str, list[str]]:
     """MAPREF -> the mappings whose target tables its source SQL (and lookups) read."""
     by_table: dict[str, list[Mapping]] = {}
     for m in catalog.mappings.values():
         if m.target_table:
             by_table.setdefault(m.target_table.upper(), []).append(m)
+    # SQL that names no target table (not even as a word) reads none: it need not be
+    # parsed, unless a target's name is no word (then every SQL is)
+    words = all(re.fullmatch(_WORD, name) for name in by_table)
     deps = {}
     for m in catalog.mappings.values():
         dialect = source_dialect(m, metadata_dialect)
         read: set[tuple[str | None, str]] = set()
         sqls = [m.source.sql if m.source else None] + [c.logic for c in m.columns if c.is_lookup]
-        for sql in filter(None, sqls):
+        for sql in (q for q in sqls if q and (not words or _words(q) & by_table.keys())):
             read |= _tables_read(sql, dialect)
         deps[m.ref] = sorted(
             {

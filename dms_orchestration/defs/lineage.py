@@ -9,6 +9,7 @@ no lineage and a WARNING finding.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -89,8 +90,10 @@ def _dep_order(dep: dg.TableColumnDep) -> tuple:
 class _Reading:
     """Walks the catalog once: source tables found, column lineage made."""
 
-    def __init__(self, catalog, names, deps, translator) -> None:
+    def __init__(self, catalog, names, deps, translator, mapping_of=None) -> None:
         self.catalog, self.names, self.deps = catalog, names, deps
+        # a mapping with all its columns (the catalog may hold only what names it)
+        self.mapping_of = mapping_of or catalog.mappings.__getitem__
         self.translator, self.default = translator, DmsTranslator()
         self.default.metadata_database = translator.metadata_database
         self.writers = _Writers(catalog)
@@ -150,7 +153,7 @@ class _Reading:
 
     def column_names(self, mapping: Mapping) -> dict[str, str]:
         if mapping.ref not in self._column_names:
-            self._column_names[mapping.ref] = _column_names(mapping)
+            self._column_names[mapping.ref] = _column_names(self.mapping_of(mapping.ref))
         return self._column_names[mapping.ref]
 
     def ask(self, m: Mapping, method: str, *args):
@@ -214,7 +217,8 @@ class MappingReader:
     """What one mapping at a time reads, as catalog_reads finds it: for a process that
     runs one mapping without a code server (`dagster job execute`), which need not read
     the SQL of every other mapping. `read(ref)`: its source keys, its column lineage
-    metadata and the findings of reading it."""
+    metadata and the findings of reading it. `mapping_of`: a mapping with all its columns,
+    when the catalog holds only what names and indexes it."""
 
     def __init__(
         self,
@@ -223,13 +227,14 @@ class MappingReader:
         deps: dict[str, list[str]],
         metadata_dialect: str,
         translator: DmsTranslator,
+        mapping_of: Callable[[str], Mapping] | None = None,
     ) -> None:
-        self.reading = _Reading(catalog, names, deps, translator)
-        self.catalog, self.dialect = catalog, metadata_dialect
+        self.reading = _Reading(catalog, names, deps, translator, mapping_of)
+        self.dialect = metadata_dialect
 
     def read(self, ref: str) -> tuple[list[dg.AssetKey], dict[str, Any], list[Finding]]:
         out = self.reading.out
         before = len(out.findings)
-        _read_mapping(self.reading, self.catalog.mappings[ref], self.dialect)
+        _read_mapping(self.reading, self.reading.mapping_of(ref), self.dialect)
         found = [f for f in out.findings[before:] if f.mapref == ref]
         return out.upstream.get(ref, []), out.metadata.get(ref, {}), found

@@ -31,11 +31,17 @@ _Row = TypeVar("_Row", bound=BaseModel)
 
 
 def _rows(
-    conn: sa.Connection, table: sa.Table, *order: sa.ColumnElement, current_only: bool = True
+    conn: sa.Connection,
+    table: sa.Table,
+    *order: sa.ColumnElement,
+    current_only: bool = True,
+    where: sa.ColumnElement[bool] | None = None,
 ) -> list[dict]:
     query = sa.select(table)
     if current_only:
         query = query.where(table.c.curflg == "Y")
+    if where is not None:
+        query = query.where(where)
     result = conn.execute(query.order_by(*order))
     keys = [k.upper() for k in result.keys()]
     return [dict(zip(keys, row, strict=True)) for row in result]
@@ -71,7 +77,36 @@ def _maperr(row: dict) -> Finding | None:
     return _model(Finding, row, "DMS_MAPERR", [])
 
 
-def load_catalog(engine: sa.Engine) -> Catalog:
+def _of_mapping(table: sa.Table, mapref: str | None) -> sa.ColumnElement[bool] | None:
+    return None if mapref is None else table.c.mapref == mapref
+
+
+def _columns_read(mapref: str | None, lookups_only: bool) -> sa.ColumnElement[bool] | None:
+    t = s.dms_maprdtl
+    if lookups_only:
+        return sa.or_(t.c.keyclnm.is_not(None), t.c.valclnm.is_not(None))
+    return _of_mapping(t, mapref)
+
+
+class NoSuchMapping(LookupError):
+    """No current DMS_MAPR row has the MAPREF asked for."""
+
+
+def load_mapping(engine: sa.Engine, mapref: str) -> Catalog:
+    """The catalog of one mapping: its rows alone (and the connections, SQL and
+    parameters it uses), read in as many queries whatever the catalog's size."""
+    catalog = load_catalog(engine, mapref=mapref)
+    if mapref not in catalog.mappings:
+        raise NoSuchMapping(f"no current mapping named {mapref}")
+    return catalog
+
+
+def load_catalog(
+    engine: sa.Engine, *, mapref: str | None = None, lookups_only: bool = False
+) -> Catalog:
+    """`mapref`: that mapping's rows only (load_mapping). `lookups_only`: of the columns,
+    only those that look up (KEYCLNM / VALCLNM), which say what a mapping reads besides
+    its SQL: enough to name and index a catalog (a run reads its mapping whole)."""
     # what reading the rows found, by MAPREF, CONNM and MAPRSQLCD
     problems: dict[str, list[str]] = defaultdict(list)
     by_connection: dict[str, list[str]] = defaultdict(list)
@@ -94,13 +129,19 @@ def load_catalog(engine: sa.Engine) -> Catalog:
         }
         name_of = {r["CONID"]: r["CONNM"] for r in all_connections}
         source_sql = {}
-        for r in _rows(conn, s.dms_maprsql, s.dms_maprsql.c.maprsqlid):
+        used_sql = None
+        if mapref is not None:  # the SQL of that mapping's current row
+            mapr = s.dms_mapr
+            code = sa.select(mapr.c.maprsqlcd).where(mapr.c.mapref == mapref, mapr.c.curflg == "Y")
+            used_sql = s.dms_maprsql.c.maprsqlcd.in_(code)
+        for r in _rows(conn, s.dms_maprsql, s.dms_maprsql.c.maprsqlid, where=used_sql):
             what = f"source SQL {r['MAPRSQLCD']!r} (DMS_MAPRSQL {r['MAPRSQLID']})"
             sql = _model(SourceSql, r, what, by_sql[r["MAPRSQLCD"]])
             if sql is not None:
                 source_sql[r["MAPRSQLCD"]] = sql
         columns: dict[str, list[MappingColumn]] = defaultdict(list)
-        for r in _rows(conn, s.dms_maprdtl, s.dms_maprdtl.c.mapdtlid):
+        read = _columns_read(mapref, lookups_only)
+        for r in _rows(conn, s.dms_maprdtl, s.dms_maprdtl.c.mapdtlid, where=read):
             what = f"column {r['TRGCLNM']!r} (DMS_MAPRDTL {r['MAPDTLID']})"
             column = _model(MappingColumn, r, what, problems[r["MAPREF"]])
             if column is not None:
@@ -109,7 +150,7 @@ def load_catalog(engine: sa.Engine) -> Catalog:
         schedule_mapref = {r["JOBSCHID"]: r["MAPREF"] for r in all_schedules}
         schedules: dict[str, list[Schedule]] = defaultdict(list)
         for r in all_schedules:
-            if r["CURFLG"] == "Y":
+            if r["CURFLG"] == "Y" and (mapref is None or r["MAPREF"] == mapref):
                 parent = schedule_mapref.get(r["DPND_JOBSCHID"]) if r["DPND_JOBSCHID"] else None
                 what = f"schedule DMS_JOBSCH {r['JOBSCHID']}"
                 row = {**r, "depends_on_mapref": parent}
@@ -117,13 +158,16 @@ def load_catalog(engine: sa.Engine) -> Catalog:
                 if schedule is not None:
                     schedules[r["MAPREF"]].append(schedule)
         jobs: dict[str, list[Job]] = defaultdict(list)
-        for r in _rows(conn, s.dms_job, s.dms_job.c.jobid):
+        for r in _rows(conn, s.dms_job, s.dms_job.c.jobid, where=_of_mapping(s.dms_job, mapref)):
             row = {**r, "schedules": tuple(schedules.get(r["MAPREF"], ()))}
             job = _model(Job, row, f"job DMS_JOB {r['JOBID']}", problems[r["MAPREF"]])
             if job is not None:
                 jobs[r["MAPREF"]].append(job)
         findings: dict[str, list[Finding]] = defaultdict(list)
-        for r in _rows(conn, s.dms_maperr, s.dms_maperr.c.maperrid, current_only=False):
+        errors = _of_mapping(s.dms_maperr, mapref)
+        for r in _rows(
+            conn, s.dms_maperr, s.dms_maperr.c.maperrid, current_only=False, where=errors
+        ):
             if (finding := _maperr(r)) is not None:
                 findings[finding.mapref].append(finding)
         params: dict[str, dict[str, str | None]] = defaultdict(dict)
@@ -132,7 +176,7 @@ def load_catalog(engine: sa.Engine) -> Catalog:
         ):
             params[r["PRTYP"]][r["PRCD"]] = r["PRVAL"]
         mappings: dict[str, Mapping] = {}
-        for r in _rows(conn, s.dms_mapr, s.dms_mapr.c.mapid):
+        for r in _rows(conn, s.dms_mapr, s.dms_mapr.c.mapid, where=_of_mapping(s.dms_mapr, mapref)):
             ref = r["MAPREF"]
             if ref in mappings:
                 problems[ref].append(
