@@ -32,7 +32,7 @@ from dagster._core.definitions.repository_definition.valid_definitions import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._serdes import deserialize_value, serialize_value
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import (
@@ -43,6 +43,7 @@ from dms_orchestration.defs.assets import (
     source_dialect,
     upstream_mappings,
 )
+from dms_orchestration.defs.catalog_file import read_catalog, write_catalog
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.lineage import CatalogReads, MappingReader, catalog_reads
 from dms_orchestration.defs.resources import default_resources
@@ -77,7 +78,8 @@ MAPPING_KEY = "dms_orchestration/mapping/"  # + MAPREF
 # one mapping's JSON, the dictionary every mapping is compressed with: mappings are much
 # alike, so each packs to ~300 bytes instead of ~700 on its own
 DICTIONARY_KEY = "dms_orchestration/dictionary"
-_KEYS = (CATALOG_KEY, INDEX_KEY, DICTIONARY_KEY)
+FILE_KEY = "dms_orchestration/catalog file"  # the file that holds all of the above
+_KEYS = (CATALOG_KEY, INDEX_KEY, DICTIONARY_KEY, FILE_KEY)
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -243,19 +245,20 @@ class IndexEntry(BaseModel):
     graph: str
     checks: str
     pool: str
-    upstream: list[str] = []
+    # (lists made by a factory: pydantic deep-copies a default [] for every entry)
+    upstream: list[str] = Field(default_factory=list)
     # the keys of the source tables it reads; None: not read yet (no code server)
     sources: list[list[str]] | None = None
     lineage: str | None = None  # its column lineage metadata, serialized by Dagster
-    findings: list[Finding] = []
+    findings: list[Finding] = Field(default_factory=list)
     rules: list[Finding] | None = None  # the rule checks' findings, when made
 
 
 class LocationIndex(BaseModel):
     """The index of a catalog, by MAPREF; `jobs`: job name -> MAPREF."""
 
-    mappings: dict[str, IndexEntry] = {}
-    jobs: dict[str, str] = {}
+    mappings: dict[str, IndexEntry] = Field(default_factory=dict)
+    jobs: dict[str, str] = Field(default_factory=dict)
 
 
 @dataclass
@@ -492,11 +495,14 @@ class _Stored:
         return self.rest.model_copy(update={"mappings": {r: self.mapping(r) for r in self.packed}})
 
 
-def _stored(context: DefinitionsLoadContext) -> _Stored | None:
-    """What the code-server load left for this reconstruction, if anything."""
+def _stored(context: DefinitionsLoadContext, settings: Settings) -> _Stored | None:
+    """What the code-server load left for this reconstruction, if anything (None, too,
+    when the file it left cannot be read)."""
     if context.load_type != DefinitionsLoadType.RECONSTRUCTION:
         return None
     metadata = context.reconstruction_metadata
+    if FILE_KEY in metadata:
+        metadata = read_catalog(settings.dms_home, metadata[FILE_KEY]) or {}
     if CATALOG_KEY not in metadata:
         return None
     packed = {k[len(MAPPING_KEY) :]: v for k, v in metadata.items() if k.startswith(MAPPING_KEY)}
@@ -517,6 +523,12 @@ def _packed(catalog: Catalog, index: LocationIndex) -> dict[str, str]:
         DICTIONARY_KEY: base64.b64encode(dictionary).decode("ascii"),
         **packed,
     }
+
+
+def _in_file(settings: Settings, metadata: dict[str, str]) -> dict[str, str]:
+    """The metadata as the name of the file that holds it, when that can be written."""
+    name = write_catalog(settings.dms_home, metadata)
+    return metadata if name is None else {FILE_KEY: name}
 
 
 def _leave(context: DefinitionsLoadContext, metadata: dict[str, str]) -> None:
@@ -547,13 +559,13 @@ def definitions(
     layer with the same key (defs/resources.py)."""
     settings = settings or load_settings()
     context = DefinitionsLoadContext.get()
-    stored = _stored(context)
+    stored = _stored(context, settings)
     if stored is not None:
         _keep_stored(context)
         return _built(stored.catalog(), settings, translator, stored.index, resources)[0]
     catalog = load_catalog(metadata_engine(settings))
     built, index = _built(catalog, settings, translator, resources=resources)
-    _leave(context, _packed(catalog, index))
+    _leave(context, _in_file(settings, _packed(catalog, index)))
     return built
 
 
@@ -628,7 +640,7 @@ def run_repository(
     settings = settings or load_settings()
     translator = _translator(settings, translator)
     context = DefinitionsLoadContext.get()
-    stored = _stored(context)
+    stored = _stored(context, settings)
     if stored is not None and stored.index is not None:
         _keep_stored(context)
         rest, index, mapping_of = stored.rest, stored.index, stored.mapping

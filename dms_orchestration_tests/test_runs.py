@@ -4,6 +4,7 @@ definitions of the mapping it runs only, from the code server's reconstruction m
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,72 @@ def test_without_a_code_server_a_bad_column_row_still_stops_its_run(demo, monkey
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "EXCSEQ 'abc' is left out" in str(failure.event_specific_data.error)
     assert demo.query("SELECT COUNT(*) FROM DMS_PRCLOG WHERE PRCSTS = 'PC'") == [(0,)]
+
+
+def _code_server_load() -> tuple[dg.RepositoryDefinition, RepositoryLoadData]:
+    """The code server's definitions, and its load data as a run worker receives it."""
+    with DefinitionsLoadContext.scoped(DefinitionsLoadContext(DefinitionsLoadType.INITIALIZATION)):
+        code_server = initialize_repository_def_from_pointer(POINTER)
+    data = serialize_value(code_server.repository_load_data)
+    return code_server, deserialize_value(data, RepositoryLoadData)
+
+
+def _worker_job(load_data: RepositoryLoadData, job_name: str) -> dg.JobDefinition:
+    with DefinitionsLoadContext.scoped(DefinitionsLoadContext.get()):
+        return reconstruct_repository_def_from_pointer(POINTER, load_data).get_job(job_name)
+
+
+def _same_job(job: dg.JobDefinition, code_server: dg.RepositoryDefinition) -> bool:
+    return job.get_job_snapshot_id() == code_server.get_job(job.name).get_job_snapshot_id()
+
+
+def test_the_catalog_reaches_run_workers_in_a_file_named_by_its_content(demo):
+    """The reconstruction metadata (which travels with every run and is stored with its
+    plan) names a file under DMS_HOME; a run worker builds its job from the file."""
+    from dms_orchestration.definitions import FILE_KEY
+
+    code_server, load_data = _code_server_load()
+    metadata = load_data.reconstruction_metadata
+    assert list(metadata) == [FILE_KEY]
+    path = demo.home / "catalogs" / f"{metadata[FILE_KEY].data}.json"
+    assert "dms_orchestration/mapping/DIM_CUSTOMER" in json.loads(path.read_text())
+    statements = []
+    meta = metadata_engine(demo.settings)
+    sa.event.listen(meta, "before_cursor_execute", lambda *a, **k: statements.append(a[2]))
+    job = _worker_job(load_data, "dim_customer_job")
+    assert statements == []  # nothing read from the metadata database
+    assert _same_job(job, code_server)
+    # the same catalog again: the same file, the same metadata (and snapshot ids)
+    assert _code_server_load()[1].reconstruction_metadata == metadata
+
+
+@pytest.mark.parametrize("fault", ["missing", "damaged"])
+def test_a_run_worker_without_the_catalog_file_reads_the_database(demo, monkeypatch, fault):
+    from dms_orchestration import definitions as location
+    from dms_orchestration.defs.catalog_file import read_catalog
+
+    monkeypatch.setattr(location, "_read", {})
+    code_server, load_data = _code_server_load()
+    [path] = (demo.home / "catalogs").glob("*.json")
+    if fault == "missing":
+        path.unlink()
+    else:
+        path.write_text(path.read_text().replace("DIM_CUSTOMER", "DIM_CUSTOMEX"))
+    read_catalog.cache_clear()
+    job = _worker_job(load_data, "dim_customer_job")
+    assert _same_job(job, code_server)
+    result = job.execute_in_process(
+        run_config=QUIET, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert result.success and materialization(result)["inserted"] > 0
+
+
+def test_a_code_server_that_cannot_write_the_file_leaves_the_catalog_inline(demo):
+    from dms_orchestration.definitions import CATALOG_KEY, FILE_KEY
+
+    (demo.home / "catalogs").write_text("a file where the folder would be")
+    code_server, load_data = _code_server_load()
+    metadata = load_data.reconstruction_metadata
+    assert FILE_KEY not in metadata and CATALOG_KEY in metadata
+    job = _worker_job(load_data, "dim_customer_job")
+    assert _same_job(job, code_server)
