@@ -194,6 +194,37 @@ def _validate(settings: Settings, maprefs: list[str] | None):
     return report
 
 
+@mappings_app.command("preview")
+@_fails_cleanly
+def mappings_preview(
+    mapref: Annotated[str, typer.Argument(help="The mapping to preview")],
+    rows: Annotated[int, typer.Option("-n", "--rows", min=1, max=1000, help="How many rows")] = 20,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="PARAM1..PARAM10 as NAME=VALUE")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="As a full extract would")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts")] = False,
+    url: UrlOption = None,
+):
+    """The first rows the next load of MAPREF would write (target columns after MAPLOGIC,
+    lookups and MAPCMBCD) and what each would do against the current target: INSERT,
+    UPDATE (in place), EXPIRE (a new SCD2 version) or UNCHANGED. Writes nothing."""
+    from dms_orchestration.display import preview_table
+    from dms_orchestration.engine.preview import preview
+    from dms_orchestration.metadata.catalog import load_mapping
+
+    settings = _settings(url)
+    mapping = load_mapping(_engine(settings), mapref).mappings[mapref]
+    shown = preview(mapping, _parse_params(param), rows, full=full, settings=settings)
+    if as_json:
+        sys.stdout.write(json.dumps(shown.as_json(), indent=2, default=str) + "\n")
+        return
+    wide = Console(width=None if out.is_terminal else 100_000)
+    if shown.rows:
+        wide.print(preview_table(shown))
+    wide.print(shown.summary(), highlight=False)
+
+
 @mappings_app.command("schema")
 def mappings_schema():
     """Print the JSON Schema of the mapping file (for editors)."""

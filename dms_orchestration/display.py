@@ -1,5 +1,6 @@
 """How the `dms` command shows loads: the progress of `dms run` on stderr (a live bar on a
-terminal, a plain line every few seconds otherwise) and the table of `dms status`."""
+terminal, a plain line every few seconds otherwise), the table of `dms status` and the
+rows of `dms mappings preview`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dms_orchestration.dmslog.reader import LoadState
 from dms_orchestration.settings import dms_now
+
+if TYPE_CHECKING:
+    from dms_orchestration.engine.preview import Preview
 
 PLAIN_EVERY_S = 5.0  # a plain progress line this often (the first at once)
 STATUS_STYLE = {"IP": "yellow", "PC": "green", "FL": "red", "ST": "magenta"}
@@ -174,3 +180,24 @@ def status_table(states: list[LoadState], since: datetime) -> Table:
             s.run_id or "",
         )
     return table
+
+
+ACTION_STYLE = {"INSERT": "green", "UPDATE": "yellow", "EXPIRE": "magenta", "UNCHANGED": "dim"}
+
+
+def preview_table(shown: Preview) -> Table:
+    """`dms mappings preview`: a row per previewed row, its action first; the values
+    that differ from the current target row in bold, marked *."""
+    table = Table("action", *shown.columns, title=f"{shown.mapref} -> {shown.target}")
+    for row in shown.rows:
+        style = ACTION_STYLE[row.action]
+        cells = [
+            f"[bold]{_cell(v)} *[/bold]" if name in row.changed else _cell(v)
+            for name, v in row.values.items()
+        ]
+        table.add_row(f"[{style}]{row.action}[/{style}]", *cells)
+    return table
+
+
+def _cell(value) -> str:
+    return "NULL" if value is None else escape(str(value))

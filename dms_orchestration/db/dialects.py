@@ -238,6 +238,10 @@ class Dialect:
     def limit(self, sql: str, n: int) -> str:
         return f"{sql} LIMIT {int(n)}"
 
+    def select_values(self, items: str) -> str:
+        """A one-row SELECT of values (bound ones), no table."""
+        return f"SELECT {items}"
+
     def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
         """A cheap estimate of a query's rows; here counted (SQLite, Oracle)."""
         counted = sa.text(f"SELECT COUNT(*) FROM ({query.text}) DMS_EST")
@@ -615,6 +619,9 @@ class OracleDialect(Dialect):
 
     def limit(self, sql: str, n: int) -> str:
         return f"{sql} FETCH FIRST {int(n)} ROWS ONLY"
+
+    def select_values(self, items: str) -> str:
+        return f"SELECT {items} FROM dual"
 
     def widen_column(
         self, table: str, column: str, sa_type: sa.types.TypeEngine

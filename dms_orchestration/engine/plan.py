@@ -175,7 +175,10 @@ def _bound(value) -> Any:
     return as_text(value)
 
 
-def _window(spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full: bool) -> Window:
+def read_window(
+    spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full: bool
+) -> Window:
+    """The checkpoint window of the next load: which source rows it reads (reads only)."""
     if spec.checkpoint_strategy == "NONE":
         return Window(None, None, windowed=False)
     if spec.checkpoint_strategy == "PYTHON":
@@ -192,14 +195,14 @@ def _window(spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full:
     return Window(start, as_text(end) if end is not None else start, windowed=True)
 
 
-def _window_binds(window: Window, params: dict) -> dict:
+def window_binds(window: Window, params: dict) -> dict:
     """The binds of a plan-time query over the source rows: the window and the params."""
     return {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
 
 
 def _extract(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> sa.TextClause:
     sql = sqlgen.extract(dialect_of(src), spec, window.windowed)
-    return bound_text(sql, _window_binds(window, params))
+    return bound_text(sql, window_binds(window, params))
 
 
 def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> tuple[int, str]:
@@ -225,7 +228,7 @@ def _unique_source_key(src: sa.Engine, spec: LoadSpec, window: Window, params: d
     if len(spec.keys) != 1 or spec.aggregated or any(c.is_lookup for c in spec.columns):
         return False
     d = dialect_of(src)
-    keys = bound_text(sqlgen.source_keys(d, spec, window.windowed), _window_binds(window, params))
+    keys = bound_text(sqlgen.source_keys(d, spec, window.windowed), window_binds(window, params))
     with src.connect() as conn:
         return d.key_is_unique(conn, keys)
 
@@ -250,7 +253,7 @@ def _boundaries(
     Nor when the source's own unique NOT NULL key is the business key (`unique_key`):
     MIN and MAX then come from its index."""
     d = dialect_of(src)
-    values = {"dms_n": n, **_window_binds(window, params)}
+    values = {"dms_n": n, **window_binds(window, params)}
     with src.connect() as conn:
         if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
             checks = "none" if unique_key else "all" if count_duplicates else "nulls"
@@ -469,7 +472,7 @@ def plan(
             # also repairs a first load that died before its commit
             ensure_indexes(tgt, spec)
         _drop_leftovers(tgt, meta, spec)
-        window = _window(spec, src, meta, params, full)
+        window = read_window(spec, src, meta, params, full)
         estimate, method = _estimate(src, spec, window, params)
         earned = choose_chunk_count(estimate, config, dialect_of(tgt).concurrent_writers)
         n = chunks or earned

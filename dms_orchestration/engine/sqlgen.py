@@ -30,6 +30,7 @@ from dms_orchestration.engine.spec import AGGREGATES, LoadSpec, TargetColumn
 SRCCNT = "dms_srccnt"  # source rows behind a staged row (aggregated mappings)
 TSKEY = "dms_tskey"  # the SKEY of the current target row a staged row meets
 ACT = "dms_act"
+ROW = "dms_row"  # the number of a previewed row
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,69 @@ def classify(
     )
 
 
+def _changed(d: Dialect, c: TargetColumn, present: set[str] | None = None) -> str:
+    """Staged row S differs from target row T in column c (`present`: the target's
+    columns, upper case; one it lacks compares as NULL: the load adds it so)."""
+    current = f"T.{d.quote(c.name)}" if present is None or c.name in present else "NULL"
+    return d.is_distinct(_typed(d, c), current)
+
+
+def _action(d: Dialect, spec: LoadSpec, full: bool, present: set[str] | None = None) -> str:
+    """What the load does with staged row S and the current target row T it meets: I
+    insert, D absent (a full extract), V new version (an SCD2 column changed), U update
+    in place (an SCD1 column changed), N nothing."""
+    changed = {
+        scd: " OR ".join(_changed(d, c, present) for c in spec.columns if c.scd == scd)
+        for scd in (1, 2)
+    }
+    case = ["WHEN T.SKEY IS NULL THEN 'I'"]
+    if full:
+        case.append(f"WHEN S.{d.quote(spec.keys[0].name)} IS NULL THEN 'D'")
+    if changed[2]:
+        case.append(f"WHEN {changed[2]} THEN 'V'")
+    if changed[1]:
+        case.append(f"WHEN {changed[1]} THEN 'U'")
+    return f"CASE {' '.join(case)} ELSE 'N' END"
+
+
+def first_rows(d: Dialect, spec: LoadSpec, transform: str, n: int) -> str:
+    """The first n rows of a transform, in business key order."""
+    keys = ", ".join(str(i) for i in range(1, len(spec.keys) + 1))
+    return d.limit(f"SELECT * FROM ({transform}) P ORDER BY {keys}", n)
+
+
+def bound_rows(d: Dialect, spec: LoadSpec, count: int) -> str:
+    """`count` staged rows of bound values (:dms_v<row>_<column>, in the order of
+    staging_columns) as a table, numbered (ROW)."""
+    names = staging_columns(d, spec)
+    return " UNION ALL ".join(
+        d.select_values(
+            ", ".join([f"{i} AS {ROW}", *(f":dms_v{i}_{j} AS {n}" for j, n in enumerate(names))])
+        )
+        for i in range(count)
+    )
+
+
+def preview_select(d: Dialect, spec: LoadSpec, staged: str, present: set[str]) -> str:
+    """Staged rows S (bound_rows) in the target's types, each with what the load
+    would do against the current target row it meets (ACT) and, per column, whether it
+    differs (1 / 0), in staging order; reads the target, writes nothing. `present`: the
+    target's columns, upper case."""
+    q = d.quote
+    cols = [f"{_typed(d, c)} AS {q(c.name)}" for c in spec.all_columns]
+    cols.append(f"{_action(d, spec, False, present)} AS {ACT}")
+    cols += [
+        f"CASE WHEN T.SKEY IS NOT NULL AND {_changed(d, c, present)} THEN 1 ELSE 0 END"
+        for c in spec.columns
+    ]
+    current = _current_conditions(d, spec, ChunkBounds.of(0, 1), "T.")
+    on = " AND ".join([_key_match(d, spec), *current])
+    return (
+        f"SELECT {', '.join(cols)} FROM ({staged}) S "
+        f"LEFT JOIN {target_table(d, spec)} T ON {on} ORDER BY S.{ROW}"
+    )
+
+
 def _classify_select(
     d: Dialect, spec: LoadSpec, staged: str, bounds: ChunkBounds, full: bool
 ) -> str:
@@ -222,20 +286,7 @@ def _classify_select(
     cols += [f"{_typed(d, c)} AS {q(c.name)}" for c in spec.columns]
     cols.append(f"S.{SRCCNT} AS {SRCCNT}")
     cols.append(f"T.SKEY AS {TSKEY}")
-    changed = {
-        scd: " OR ".join(
-            d.is_distinct(_typed(d, c), f"T.{q(c.name)}") for c in spec.columns if c.scd == scd
-        )
-        for scd in (1, 2)
-    }
-    case = ["WHEN T.SKEY IS NULL THEN 'I'"]
-    if full:
-        case.append(f"WHEN S.{q(spec.keys[0].name)} IS NULL THEN 'D'")
-    if changed[2]:
-        case.append(f"WHEN {changed[2]} THEN 'V'")
-    if changed[1]:
-        case.append(f"WHEN {changed[1]} THEN 'U'")
-    cols.append(f"CASE {' '.join(case)} ELSE 'N' END AS {ACT}")
+    cols.append(f"{_action(d, spec, full)} AS {ACT}")
     kind = "FULL OUTER JOIN" if full else "LEFT JOIN"
     select = f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
     if d.flattens_outer_join_subquery:
