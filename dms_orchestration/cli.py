@@ -42,6 +42,10 @@ schedule_app = typer.Typer(
 queue_app = typer.Typer(help="Requests in DMS_PRCREQ for the queue sensor.", no_args_is_help=True)
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(queue_app, name="queue")
+report_app = typer.Typer(
+    help="Reports (DMS_RPRT): a query written to a file.", no_args_is_help=True
+)
+app.add_typer(report_app, name="report")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the terminal
@@ -441,6 +445,34 @@ def status(
         out.print(status_table(states, start))
     else:
         out.print(f"no load running or started since {start:%Y-%m-%d %H:%M:%S}")
+
+
+# ------------------------------------------------------------ report
+
+
+@report_app.command("run")
+def report_run(
+    rprtref: Annotated[str, typer.Argument(help="The report to write")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="PARAM1..PARAM10 as NAME=VALUE")
+    ] = None,
+    url: UrlOption = None,
+):
+    """Write one report now; print `RPRTREF PC ROWS=.. FILE=..` (exit 1 on failure)."""
+    from dms_orchestration.engine.report import run_report
+    from dms_orchestration.metadata.catalog import load_reports
+
+    try:
+        settings = _settings(url)
+        reports = load_reports(_engine(settings))
+        if rprtref not in reports:
+            raise ValueError(f"no current report named {rprtref}")
+        done = run_report(reports[rprtref], _parse_params(param), settings=settings)
+    except Exception as exc:  # one clear line; DMS_PRCLOG has the reason too
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        err.print(f"[red]error:[/red] report {rprtref} failed: {text}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"{rprtref} PC ROWS={done.rows} FILE={done.path}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------ schedule

@@ -46,6 +46,7 @@ from dms_orchestration.defs.assets import (
 from dms_orchestration.defs.catalog_file import read_catalog, write_catalog
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.lineage import CatalogReads, MappingReader, catalog_reads
+from dms_orchestration.defs.reports import ReportEntry, report_definitions, report_entries
 from dms_orchestration.defs.resources import default_resources
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
@@ -259,6 +260,11 @@ class LocationIndex(BaseModel):
 
     mappings: dict[str, IndexEntry] = Field(default_factory=dict)
     jobs: dict[str, str] = Field(default_factory=dict)
+    reports: dict[str, ReportEntry] = Field(default_factory=dict)  # by RPRTREF
+
+    def report_of(self, job_name: str) -> str | None:
+        """The RPRTREF whose job this is, if any."""
+        return next((ref for ref, e in self.reports.items() if e.job == job_name), None)
 
 
 @dataclass
@@ -273,6 +279,7 @@ class CatalogFacts:
     # the source tables, and what each mapping reads of them (None: not read)
     reads: CatalogReads | None
     found: dict[str, list[Finding]]  # MAPREF -> findings, the rule checks aside
+    reports: dict[str, ReportEntry] = field(default_factory=dict)  # by RPRTREF
 
     def sources(self, ref: str) -> list[list[str]] | None:
         if self.reads is None:
@@ -298,7 +305,9 @@ class CatalogFacts:
             for ref, n in self.names.mappings.items()
         }
         return LocationIndex(
-            mappings=entries, jobs={job.name: ref for ref, job in self.jobs.items()}
+            mappings=entries,
+            jobs={job.name: ref for ref, job in self.jobs.items()},
+            reports=self.reports,
         )
 
 
@@ -334,7 +343,9 @@ def catalog_facts(
         read.findings if read else (),
     ):
         found[f.mapref].append(f)
-    return CatalogFacts(names, jobs, schedules, dependencies, upstream, read, dict(found))
+    keys_of = {ref: n.key for ref, n in names.mappings.items()}
+    reports = report_entries(catalog, keys_of, set(names.job_names().values()))
+    return CatalogFacts(names, jobs, schedules, dependencies, upstream, read, dict(found), reports)
 
 
 class MappingParts:
@@ -359,6 +370,7 @@ class MappingParts:
         self.resources = {**default_resources(), **(resources or {})}
         self.retry = chunk_retry(catalog)
         self.backend = settings.database_url.get_backend_name()
+        self.catalog, self.timezone = catalog, str(settings.timezone)
         self.assets: dict[str, dg.AssetsDefinition] = {}
 
     def names(self, ref: str) -> MappingNames:
@@ -398,6 +410,17 @@ class MappingParts:
     def checks(self, ref: str) -> dg.AssetChecksDefinition:
         return mapping_checks(self.mapping_of(ref), self.names(ref))
 
+    def report(self, rprtref: str) -> tuple:
+        """The report's asset, job and schedule (None: on demand only)."""
+        report, entry = self.catalog.reports[rprtref], self.index.reports[rprtref]
+        return report_definitions(report, entry, self.backend, self.timezone)
+
+    def report_job_definitions(self, rprtref: str) -> dg.Definitions:
+        """A report's job in definitions of its own: its asset and the mappings' it reads."""
+        asset, job, _ = self.report(rprtref)
+        deps = [dg.AssetsDefinition(specs=[dg.AssetSpec(k)]) for k in asset.dependency_keys]
+        return dg.Definitions(assets=[asset, *deps], jobs=[job], resources=self.resources)
+
     def job_definitions(self, ref: str) -> dg.Definitions:
         """The job of one mapping in definitions of its own: its asset, its checks and the
         assets it reads (the part of the location's asset graph its job resolves in): the
@@ -420,12 +443,19 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
         for (child, parent), row in facts.dependencies.items()
         if child in jobs and parent in jobs
     ]
-    sensors += [queue_sensor(list(jobs.values()), catalog), close_failed_runs, close_stopped_runs]
+    reports = {ref: parts.report(ref) for ref in catalog.reports}
+    report_jobs = {ref: job for ref, (_, job, _) in reports.items()}
+    queue = queue_sensor(list(jobs.values()), catalog, report_jobs)
+    sensors += [queue, close_failed_runs, close_stopped_runs]
     return dg.Definitions(
-        assets=[*(parts.asset(ref) for ref in catalog.mappings), *facts.reads.sources],
+        assets=[
+            *(parts.asset(ref) for ref in catalog.mappings),
+            *facts.reads.sources,
+            *(asset for asset, _, _ in reports.values()),
+        ],
         asset_checks=[parts.checks(ref) for ref in catalog.mappings],
-        jobs=list(jobs.values()),
-        schedules=facts.schedules,
+        jobs=[*jobs.values(), *report_jobs.values()],
+        schedules=[*facts.schedules, *(s for _, _, s in reports.values() if s is not None)],
         sensors=sensors,
         resources=parts.resources,
         # a run of assets picked in the UI (Dagster's own asset job) as a mapping's job:
@@ -591,17 +621,33 @@ class MappingRuns(dg.RepositoryData):
             self.jobs[name] = self.parts.job_definitions(ref).get_repository_def().get_job(name)
         return self.jobs[name]
 
+    def _report_job(self, rprtref: str, name: str) -> dg.JobDefinition:
+        if name not in self.jobs:
+            definitions = self.parts.report_job_definitions(rprtref)
+            self.jobs[name] = definitions.get_repository_def().get_job(name)
+        return self.jobs[name]
+
     def get_job(self, job_name: str) -> dg.JobDefinition:
-        ref = self.parts.index.jobs.get(job_name)
-        return self._all.get_job(job_name) if ref is None else self._mapping_job(ref, job_name)
+        if (ref := self.parts.index.jobs.get(job_name)) is not None:
+            return self._mapping_job(ref, job_name)
+        if (rprtref := self.parts.index.report_of(job_name)) is not None:
+            return self._report_job(rprtref, job_name)
+        return self._all.get_job(job_name)
 
     def has_job(self, job_name: str) -> bool:
-        return job_name in self.parts.index.jobs or self._all.has_job(job_name)
+        index = self.parts.index
+        return (
+            job_name in index.jobs
+            or index.report_of(job_name) is not None
+            or (self._all.has_job(job_name))
+        )
 
     def get_job_names(self) -> Sequence[str]:
-        # the mappings' jobs and the one Dagster adds for the assets (the UI's materialize)
-        jobs = list(self.parts.index.jobs)
-        return [*jobs, IMPLICIT_ASSET_JOB_NAME] if self.parts.index.mappings else jobs
+        # the mappings' and reports' jobs and the one Dagster adds for the assets (the
+        # UI's materialize)
+        index = self.parts.index
+        jobs = [*index.jobs, *(e.job for e in index.reports.values())]
+        return [*jobs, IMPLICIT_ASSET_JOB_NAME] if index.mappings or index.reports else jobs
 
     def get_all_jobs(self) -> Sequence[dg.JobDefinition]:
         return self._all.get_all_jobs()

@@ -537,7 +537,7 @@ def test_a_bad_schedule_row_and_an_inactive_job_do_not_stop_the_code_location(de
 
 
 def test_reconstruction_does_not_query_the_metadata_database(demo):
-    from dms_orchestration.definitions import CATALOG_KEY, definitions
+    from dms_orchestration.definitions import FILE_KEY, definitions
 
     statements = []
     meta = metadata_engine(demo.settings)
@@ -547,7 +547,7 @@ def test_reconstruction_does_not_query_the_metadata_database(demo):
         first = definitions(demo.settings)
     assert statements, "the initial load reads the metadata"
     pending = initial.get_pending_reconstruction_metadata()
-    assert CATALOG_KEY in pending
+    assert list(pending) == [FILE_KEY]  # the catalog is in the file it names
 
     load_data = RepositoryLoadData(
         reconstruction_metadata={
@@ -854,7 +854,7 @@ def test_queue_two_sensors_at_once_claim_each_request_once(dms_url, tmp_path, mo
     dispose_all()
 
 
-def test_queue_unknown_mapping_and_report_requests_fail(demo):
+def test_queue_requests_for_unknown_mappings_and_reports_fail(demo):
     q = Queue(demo, demo.defs())
     q.insert(103, "IMMEDIATE", mapref="NOPE")
     q.insert(104, "REPORT", mapref="STG_SALES")
@@ -866,7 +866,7 @@ def test_queue_unknown_mapping_and_report_requests_fail(demo):
     status, _, errmsg, _ = demo.request(103)
     assert status == "FAILED" and "NOPE" in errmsg
     status, _, errmsg, _ = demo.request(104)
-    assert status == "FAILED" and "REPORT" in errmsg and "not served" in errmsg
+    assert status == "FAILED" and "REPORT names no current report" in errmsg
     status, _, errmsg, _ = demo.request(105)
     assert status == "FAILED" and "987654" in errmsg
 
@@ -990,7 +990,7 @@ def test_queue_serves_statuses_and_types_in_any_case(dms_url, tmp_path, monkeypa
     assert served["181"].tags["dms/histday"] == "2026-11-02"
     assert demo.request(180)[0] == demo.request(181)[0] == "CLAIMED"  # written in upper case
     status, _, errmsg, _ = demo.request(182)
-    assert status == "FAILED" and "not served" in errmsg
+    assert status == "FAILED" and "no current report" in errmsg  # (a type in any case too)
 
     result = q.run(served["180"])
     demo.sql("UPDATE DMS_PRCREQ SET REQSTS = 'claimed ' WHERE PRCREQID = 180")  # an outside tool

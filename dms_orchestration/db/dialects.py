@@ -242,6 +242,13 @@ class Dialect:
         """A one-row SELECT of values (bound ones), no table."""
         return f"SELECT {items}"
 
+    def temp_table(self, name: str, columns: Sequence[str]) -> str:
+        """A table of this session only (a file's staged rows)."""
+        return f"CREATE TEMPORARY TABLE {name} ({', '.join(columns)})"
+
+    def temp_table_as(self, name: str, select: str) -> str:
+        return f"CREATE TEMPORARY TABLE {name} AS {select}"
+
     def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
         """A cheap estimate of a query's rows; here counted (SQLite, Oracle)."""
         counted = sa.text(f"SELECT COUNT(*) FROM ({query.text}) DMS_EST")
@@ -622,6 +629,15 @@ class OracleDialect(Dialect):
 
     def select_values(self, items: str) -> str:
         return f"SELECT {items} FROM dual"
+
+    def temp_table(self, name: str, columns: Sequence[str]) -> str:
+        return (
+            f"CREATE GLOBAL TEMPORARY TABLE {name} ({', '.join(columns)}) "
+            "ON COMMIT PRESERVE ROWS"
+        )
+
+    def temp_table_as(self, name: str, select: str) -> str:
+        return f"CREATE GLOBAL TEMPORARY TABLE {name} ON COMMIT PRESERVE ROWS AS {select}"
 
     def widen_column(
         self, table: str, column: str, sa_type: sa.types.TypeEngine

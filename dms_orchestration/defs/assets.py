@@ -47,7 +47,7 @@ def source_dialect(mapping: Mapping, metadata_dialect: str) -> str:
     return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
 
 
-def _tables_read(sql: str, dialect: str) -> set[tuple[str | None, str]]:
+def tables_read(sql: str, dialect: str) -> set[tuple[str | None, str]]:
     """(schema, table) of every table a query reads; nothing when it does not parse."""
     try:
         tree = sqlglot.parse_one(sql, read=dialect or None)
@@ -85,7 +85,7 @@ def upstream_mappings(catalog: Catalog, metadata_dialect: str) -> dict[str, list
         read: set[tuple[str | None, str]] = set()
         sqls = [m.source.sql if m.source else None] + [c.logic for c in m.columns if c.is_lookup]
         for sql in (q for q in sqls if q and (not words or _words(q) & by_table.keys())):
-            read |= _tables_read(sql, dialect)
+            read |= tables_read(sql, dialect)
         deps[m.ref] = sorted(
             {
                 other.ref

@@ -59,6 +59,7 @@ RUN_TAGS: dict[str, Callable[[str], str | None]] = {
     "jobid": _whole_number(1),  # the job's DMS_JOB row (a job tag)
     "histday": _day,  # the day a HISTORY request loads
     "mapref": _any,  # the mapping the job loads (a job tag)
+    "rprtref": _any,  # the report the job writes (a job tag)
 }
 
 

@@ -115,7 +115,11 @@ def _never_started(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     return stats.start_time is None
 
 
-def _run_request(request: Request, mapref: str, attempt: int, day=None) -> dg.RunRequest:
+def _run_request(
+    request: Request, mapref: str, attempt: int, day=None, job: str | None = None
+) -> dg.RunRequest:
+    """The run of a request: its mapping's job (or `job`: a report's), the request's
+    params as tags."""
     tags = {f"{TAG}prcreqid": str(request.id), f"{TAG}mapref": mapref}
     params = dict(request.params)
     if day is not None:
@@ -124,17 +128,25 @@ def _run_request(request: Request, mapref: str, attempt: int, day=None) -> dg.Ru
     for name, value in params.items():
         tags[f"{TAG}{name.lower()}"] = value
     key = f"prcreq-{request.id}-{day.isoformat() if day else 'now'}-{attempt}"
-    return dg.RunRequest(run_key=key, job_name=job_name(mapref), tags=tags)
+    return dg.RunRequest(run_key=key, job_name=job or job_name(mapref), tags=tags)
 
 
 class QueueTick:
     """One evaluation of the queue: follows CLAIMED requests, serves NEW ones, and collects
     the runs to launch (the daemon launches them after the tick)."""
 
-    def __init__(self, context, catalog: Catalog, job_names: set[str], settings: Settings) -> None:
+    def __init__(
+        self,
+        context,
+        catalog: Catalog,
+        job_names: set[str],
+        settings: Settings,
+        report_jobs: Mapping[str, str] | None = None,
+    ) -> None:
         self.engine = metadata_engine(settings)
         self.instance: dg.DagsterInstance = context.instance
         self.catalog, self.job_names = catalog, job_names
+        self.report_jobs = dict(report_jobs or {})  # RPRTREF -> its job's name
         self.settings = queue_settings(catalog)
         self.run_requests: list[dg.RunRequest] = []
         self.served: list[str] = []  # what this tick did, for the tick's log
@@ -156,7 +168,18 @@ class QueueTick:
             return request.mapref
         return next((j.mapref for j in self.catalog.jobs if j.id == request.job_id), None)
 
+    def launch_report(self, request: Request, attempt: int) -> None:
+        rprtref = (request.mapref or "").strip()
+        if rprtref not in self.report_jobs:
+            self.fail(request, f"REPORT names no current report: MAPREF={request.mapref}")
+            return
+        job = self.report_jobs[rprtref]
+        self.run_requests.append(_run_request(request, rprtref, attempt, job=job))
+
     def launch(self, request: Request, attempt: int, day=None) -> None:
+        if request.kind == "REPORT":
+            self.launch_report(request, attempt)
+            return
         mapref = self.mapref_of(request)
         if not mapref or job_name(mapref) not in self.job_names:
             self.fail(request, f"no active job for JOBID={request.job_id} MAPREF={request.mapref}")
@@ -168,7 +191,7 @@ class QueueTick:
         kind = request.kind
         if kind == "STOP":
             self.stop(request)
-        elif kind not in RUN_TYPES:
+        elif kind not in (*RUN_TYPES, "REPORT"):
             self.fail(request, f"request type {request.type!r} is not served here")
         elif kind == "HISTORY":
             span = request.history_range
@@ -283,25 +306,30 @@ def _launch_line(request: dg.RunRequest) -> str:
 
 
 def queue_sensor(
-    jobs: Sequence[UnresolvedAssetJobDefinition], catalog: Catalog
+    jobs: Sequence[UnresolvedAssetJobDefinition],
+    catalog: Catalog,
+    report_jobs: Mapping[str, UnresolvedAssetJobDefinition] | None = None,
 ) -> dg.SensorDefinition:
+    """`report_jobs`: the reports' jobs by RPRTREF (REPORT requests run them)."""
+    report_jobs = dict(report_jobs or {})
     job_names = {j.name for j in jobs}
+    report_names = {ref: job.name for ref, job in report_jobs.items()}
 
     @dg.sensor(
         name="dms_request_queue",
-        jobs=list(jobs),
+        jobs=[*jobs, *report_jobs.values()],
         # Dagster's sensor daemon looks every 5 s; a minimum of exactly 5 s skipped every
         # other look (4.99 s after the last tick is too early): a tick every 10 s
         minimum_interval_seconds=QUEUE_INTERVAL_S - 1,
         default_status=RUNNING,
         required_resource_keys=RESOURCE_KEYS,
-        description="Serves DMS_PRCREQ: IMMEDIATE, HISTORY and STOP requests",
+        description="Serves DMS_PRCREQ: IMMEDIATE, HISTORY, STOP and REPORT requests",
     )
     def dms_request_queue(context: dg.SensorEvaluationContext):
         # an idle tick logs nothing and adds no reason of ours (every 5 s); Dagster still
         # records it as skipped ("Sensor function returned an empty result")
         with dms_services(context.resources) as settings:
-            tick = QueueTick(context, catalog, job_names, settings)
+            tick = QueueTick(context, catalog, job_names, settings, report_names)
             requests = tick.evaluate()
         for line in [*tick.served, *map(_launch_line, requests)]:
             context.log.info(line)

@@ -438,7 +438,7 @@ class LogWriter:
     the close of its DMS_PRCLOG row. The engine asks `log_writer(engine)` for it, so a
     subclass installed with `using_log_writer` (the Dagster resource `dms_log` does) sees
     and can add to every write. (The DMS_PRCLOG row a load opens is its load lock,
-    dmslog/lock.py: written with the lock, not here.)"""
+    dmslog/lock.py: written with the lock, not here; a report's is opened here.)"""
 
     def __init__(self, engine: sa.Engine, progress_interval_s: float | None = None) -> None:
         self.engine, self._progress_interval_s = engine, progress_interval_s
@@ -455,6 +455,9 @@ class LogWriter:
         other = copy.copy(self)
         other.engine = engine
         return other
+
+    def open_process(self, *, mapref: str | None, **row) -> int:
+        return open_process(self.engine, mapref=mapref, **row)
 
     def close_process(self, prcid: int, status: str, message: str | None = None, **kw) -> bool:
         return close_process(self.engine, prcid, status, message, **kw)

@@ -30,11 +30,12 @@ from dms_orchestration.metadata.mapping_file import (
     MappingFileError,
     MappingSpec,
     ParamSpec,
+    ReportSpec,
     ScheduleSpec,
     SourceSqlSpec,
     TargetSpec,
 )
-from dms_orchestration.metadata.models import Catalog, Connection, Mapping
+from dms_orchestration.metadata.models import Catalog, Connection, Mapping, Report
 from dms_orchestration.settings import dms_now
 
 
@@ -177,6 +178,7 @@ def _id_needs(file: MappingFile) -> dict[str, int]:
         "DMS_JOB": len(jobs),
         "DMS_JOBSCH": sum(len(m.job.schedules) for m in jobs),
         "DMS_JOBDTL": sum(len(m.columns) for m in jobs),
+        "DMS_RPRT": len(file.reports),
     }
 
 
@@ -225,6 +227,16 @@ _STORED_IN: dict[type, tuple[str, dict[str, str]]] = {
     LookupSpec: ("DMS_MAPRDTL", {"key": "KEYCLNM", "value": "VALCLNM"}),
     JobSpec: ("DMS_JOB", {"description": "JOBDESC"}),
     ScheduleSpec: ("DMS_JOBSCH", {"day": "FRQDD"}),
+    ReportSpec: (
+        "DMS_RPRT",
+        {
+            "ref": "RPRTREF",
+            "description": "RPRTDESC",
+            "sql": "MAPRSQLCD",
+            "path": "OUTPATH",
+            "day": "FRQDD",
+        },
+    ),
 }
 INT_LIMIT = 2**31 - 1  # an INT column (PostgreSQL INTEGER, the narrowest of the three)
 
@@ -311,10 +323,14 @@ def _check_references(file: MappingFile, catalog: Catalog) -> None:
             if sch.depends_on and sch.depends_on not in maprefs:
                 problems.append(f"mapping {m.ref}: depends_on unknown mapping {sch.depends_on!r}")
         problems += _duplicate_columns(m)
+    for r in file.reports:
+        if r.sql not in sql_codes:
+            problems.append(f"report {r.ref}: unknown sql code {r.sql!r}")
     for kind, names in (
         ("connection", [c.name for c in file.connections]),
         ("sql", [q.code for q in file.sql]),
         ("mapping", [m.ref for m in file.mappings]),
+        ("report", [r.ref for r in file.reports]),
     ):
         for name, count in Counter(names).items():
             if count > 1:
@@ -356,7 +372,26 @@ def import_mapping_file(engine: sa.Engine, file: MappingFile) -> ImportReport:
         for spec in file.mappings:
             if spec.job:
                 _import_job(w, spec)
+        for spec in file.reports:
+            _import_report(w, spec)
     return report
+
+
+def _import_report(w: _Writer, spec: ReportSpec) -> None:
+    rows = w.current(s.dms_rprt, rprtref=spec.ref)
+    values = dict(
+        rprtref=spec.ref,
+        rprtdesc=spec.description,
+        maprsqlcd=spec.sql,
+        outfmt=spec.format,
+        outpath=spec.path,
+        frqcd=spec.frequency,
+        frqdd=spec.day,
+        frqhh=spec.hour,
+        frqmi=spec.minute,
+        enableflg="Y" if spec.enabled else "N",
+    )
+    w.upsert(s.dms_rprt, rows[0] if rows else None, values)
 
 
 def _connection_id(w: _Writer, con_ids: dict[str, int], name: str | None) -> int | None:
@@ -528,6 +563,22 @@ def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> 
             for q in sql
         ],
         mappings=[_mapping_spec(catalog, m) for m in chosen],
+        reports=[] if maprefs else [_report_spec(r) for r in catalog.reports.values()],
+    )
+
+
+def _report_spec(r: Report) -> ReportSpec:
+    return ReportSpec(
+        ref=r.ref,
+        description=r.description,
+        sql=r.source_sql_code or "",
+        format=(r.output_format or "CSV").upper(),
+        path=r.output_path or "",
+        frequency=r.frequency,
+        day=r.day,
+        hour=r.hour,
+        minute=r.minute,
+        enabled=(r.enabled_flag or "Y").upper() == "Y",
     )
 
 

@@ -22,11 +22,12 @@ from dms_orchestration.metadata.models import (
     Job,
     Mapping,
     MappingColumn,
+    Report,
     Schedule,
     SourceSql,
 )
 
-CATALOG_QUERIES = 8
+CATALOG_QUERIES = 9
 _Row = TypeVar("_Row", bound=BaseModel)
 
 
@@ -77,6 +78,74 @@ def _maperr(row: dict) -> Finding | None:
     return _model(Finding, row, "DMS_MAPERR", [])
 
 
+def _connections(
+    conn: sa.Connection, by_connection: dict[str, list[str]]
+) -> tuple[dict[int, Connection], dict[int, str]]:
+    """The current connections by every CONID of theirs, and the CONNM of each CONID:
+    references point at a CONID that a later edit may have versioned, resolved through
+    the natural key (CONNM) to the current row. What reading a row found goes to
+    `by_connection` under its CONNM."""
+    all_connections = _rows(conn, s.dms_dbcondtls, s.dms_dbcondtls.c.conid, current_only=False)
+    current_by_name = {}
+    for r in all_connections:
+        if r["CURFLG"] == "Y":
+            what = f"connection {r['CONNM']!r} (DMS_DBCONDTLS {r['CONID']})"
+            con = _model(Connection, r, what, by_connection[r["CONNM"]])
+            if con is not None:
+                current_by_name[r["CONNM"]] = con
+    connections = {
+        r["CONID"]: current_by_name[r["CONNM"]]
+        for r in all_connections
+        if r["CONNM"] in current_by_name
+    }
+    return connections, {r["CONID"]: r["CONNM"] for r in all_connections}
+
+
+def _source_sql(
+    conn: sa.Connection, where: sa.ColumnElement[bool] | None, by_sql: dict[object, list[str]]
+) -> dict[str, SourceSql]:
+    source_sql = {}
+    for r in _rows(conn, s.dms_maprsql, s.dms_maprsql.c.maprsqlid, where=where):
+        what = f"source SQL {r['MAPRSQLCD']!r} (DMS_MAPRSQL {r['MAPRSQLID']})"
+        sql = _model(SourceSql, r, what, by_sql[r["MAPRSQLCD"]])
+        if sql is not None:
+            source_sql[r["MAPRSQLCD"]] = sql
+    return source_sql
+
+
+def load_reports(engine: sa.Engine) -> dict[str, Report]:
+    """The current reports alone, with their queries and connections (three queries)."""
+    rprt = s.dms_rprt
+    codes = sa.select(rprt.c.maprsqlcd).where(rprt.c.curflg == "Y")
+    with engine.connect() as conn:
+        connections, _ = _connections(conn, defaultdict(list))
+        source_sql = _source_sql(conn, s.dms_maprsql.c.maprsqlcd.in_(codes), defaultdict(list))
+        return _reports(conn, source_sql, connections)
+
+
+def _reports(
+    conn: sa.Connection,
+    source_sql: dict[str, SourceSql],
+    connections: dict[int, Connection],
+) -> dict[str, Report]:
+    """The current reports by RPRTREF, with their query and its connection, and what
+    reading each row found (`problems`)."""
+    reports = {}
+    for r in _rows(conn, s.dms_rprt, s.dms_rprt.c.rprtid):
+        source = source_sql.get(r["MAPRSQLCD"]) if r["MAPRSQLCD"] else None
+        row = {
+            **r,
+            "source": source,
+            "source_connection": connections.get(source.connection_id) if source else None,
+        }
+        found: list[str] = []
+        fallback = {"RPRTID": 0, "RPRTREF": str(r["RPRTREF"])}
+        report = _model(Report, row, f"DMS_RPRT {r['RPRTID']}", found, fallback)
+        if report is not None:
+            reports[report.ref] = report.model_copy(update={"problems": tuple(found)})
+    return reports
+
+
 def _of_mapping(table: sa.Table, mapref: str | None) -> sa.ColumnElement[bool] | None:
     return None if mapref is None else table.c.mapref == mapref
 
@@ -112,33 +181,13 @@ def load_catalog(
     by_connection: dict[str, list[str]] = defaultdict(list)
     by_sql: dict[object, list[str]] = defaultdict(list)
     with engine.connect() as conn:
-        # references point at a CONID / JOBSCHID that a later edit may have versioned:
-        # resolve them through the natural key (CONNM, MAPREF) to the current row
-        all_connections = _rows(conn, s.dms_dbcondtls, s.dms_dbcondtls.c.conid, current_only=False)
-        current_by_name = {}
-        for r in all_connections:
-            if r["CURFLG"] == "Y":
-                what = f"connection {r['CONNM']!r} (DMS_DBCONDTLS {r['CONID']})"
-                con = _model(Connection, r, what, by_connection[r["CONNM"]])
-                if con is not None:
-                    current_by_name[r["CONNM"]] = con
-        connections = {
-            r["CONID"]: current_by_name[r["CONNM"]]
-            for r in all_connections
-            if r["CONNM"] in current_by_name
-        }
-        name_of = {r["CONID"]: r["CONNM"] for r in all_connections}
-        source_sql = {}
+        connections, name_of = _connections(conn, by_connection)
         used_sql = None
         if mapref is not None:  # the SQL of that mapping's current row
             mapr = s.dms_mapr
             code = sa.select(mapr.c.maprsqlcd).where(mapr.c.mapref == mapref, mapr.c.curflg == "Y")
             used_sql = s.dms_maprsql.c.maprsqlcd.in_(code)
-        for r in _rows(conn, s.dms_maprsql, s.dms_maprsql.c.maprsqlid, where=used_sql):
-            what = f"source SQL {r['MAPRSQLCD']!r} (DMS_MAPRSQL {r['MAPRSQLID']})"
-            sql = _model(SourceSql, r, what, by_sql[r["MAPRSQLCD"]])
-            if sql is not None:
-                source_sql[r["MAPRSQLCD"]] = sql
+        source_sql = _source_sql(conn, used_sql, by_sql)
         columns: dict[str, list[MappingColumn]] = defaultdict(list)
         read = _columns_read(mapref, lookups_only)
         for r in _rows(conn, s.dms_maprdtl, s.dms_maprdtl.c.mapdtlid, where=read):
@@ -175,6 +224,7 @@ def load_catalog(
             conn, s.dms_params, s.dms_params.c.prtyp, s.dms_params.c.prcd, current_only=False
         ):
             params[r["PRTYP"]][r["PRCD"]] = r["PRVAL"]
+        reports = {} if mapref is not None else _reports(conn, source_sql, connections)
         mappings: dict[str, Mapping] = {}
         for r in _rows(conn, s.dms_mapr, s.dms_mapr.c.mapid, where=_of_mapping(s.dms_mapr, mapref)):
             ref = r["MAPREF"]
@@ -206,6 +256,7 @@ def load_catalog(
             )
     return Catalog(
         mappings=mappings,
+        reports=reports,
         connections=connections,
         source_sql=source_sql,
         params=dict(params),

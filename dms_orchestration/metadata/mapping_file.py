@@ -160,11 +160,30 @@ class MappingSpec(_Spec):
     job: JobSpec | None = None
 
 
+class ReportSpec(_Spec):
+    """A DMS_RPRT row: a query written to a file, on demand (`dms report run`, a REPORT
+    request) and, with a frequency, on its own clock."""
+
+    ref: str = Field(description="RPRTREF")
+    description: str | None = Field(None, description="RPRTDESC")
+    sql: str = Field(description="MAPRSQLCD of its query (PARAM1..PARAM10 bound as :p1..:p10)")
+    format: Literal["CSV", "XLSX", "PARQUET"] = Field(description="OUTFMT")
+    path: str = Field(
+        description="OUTPATH: may hold {RPRTREF} {RUNDATE} {PRCID}; relative = under DMS_HOME"
+    )
+    frequency: Frequency | None = Field(None, description="FRQCD")
+    day: str | None = Field(None, description="FRQDD, as in a schedule")
+    hour: int | None = Field(None, ge=0, le=23, description="FRQHH")
+    minute: int | None = Field(None, ge=0, le=59, description="FRQMI")
+    enabled: bool = Field(True, description="ENABLEFLG")
+
+
 class MappingFile(_Spec):
     params: list[ParamSpec] = []
     connections: list[ConnectionSpec] = []
     sql: list[SourceSqlSpec] = []
     mappings: list[MappingSpec] = []
+    reports: list[ReportSpec] = []
 
 
 def json_schema() -> dict:

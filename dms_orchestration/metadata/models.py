@@ -20,6 +20,7 @@ __all__ = [
     "Job",
     "Mapping",
     "MappingColumn",
+    "Report",
     "Schedule",
     "SourceSql",
 ]
@@ -136,10 +137,47 @@ class Mapping(DmsRow):
         )
 
 
+class Report(DmsRow):
+    """A DMS_RPRT row: a query (DMS_MAPRSQL) written to a file, on demand or on its own
+    clock (FRQCD ... ENABLEFLG, the codes of DMS_JOBSCH)."""
+
+    id: int = Field(alias="RPRTID")
+    ref: str = Field(alias="RPRTREF")
+    description: str | None = Field(None, alias="RPRTDESC")
+    source_sql_code: str | None = Field(None, alias="MAPRSQLCD")
+    output_format: str | None = Field(None, alias="OUTFMT")
+    output_path: str | None = Field(None, alias="OUTPATH")
+    frequency: str | None = Field(None, alias="FRQCD")
+    day: str | None = Field(None, alias="FRQDD")
+    hour: int | None = Field(None, alias="FRQHH")
+    minute: int | None = Field(None, alias="FRQMI")
+    enabled_flag: str | None = Field(None, alias="ENABLEFLG")
+    # resolved by the catalog: the query and the connection it runs on
+    source: SourceSql | None = None
+    source_connection: Connection | None = None
+    problems: tuple[str, ...] = ()  # what reading the row found (a value left out)
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """Its clock as a schedule row (None: no FRQCD, on demand only)."""
+        if not (self.frequency or "").strip():
+            return None
+        return Schedule(
+            JOBSCHID=self.id,
+            MAPREF=self.ref,
+            FRQCD=self.frequency,
+            FRQDD=self.day,
+            FRQHH=self.hour,
+            FRQMI=self.minute,
+            ENABLEFLG=self.enabled_flag,
+        )
+
+
 class Catalog(DmsRow):
     """Everything the runtime reads from the DMS schema, from one fixed set of queries."""
 
     mappings: dict[str, Mapping] = {}
+    reports: dict[str, Report] = {}
     connections: dict[int, Connection] = {}
     source_sql: dict[str, SourceSql] = {}
     params: dict[str, dict[str, str | None]] = {}
