@@ -632,8 +632,7 @@ class OracleDialect(Dialect):
 
     def temp_table(self, name: str, columns: Sequence[str]) -> str:
         return (
-            f"CREATE GLOBAL TEMPORARY TABLE {name} ({', '.join(columns)}) "
-            "ON COMMIT PRESERVE ROWS"
+            f"CREATE GLOBAL TEMPORARY TABLE {name} ({', '.join(columns)}) ON COMMIT PRESERVE ROWS"
         )
 
     def temp_table_as(self, name: str, select: str) -> str:
