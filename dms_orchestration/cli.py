@@ -46,6 +46,10 @@ report_app = typer.Typer(
     help="Reports (DMS_RPRT): a query written to a file.", no_args_is_help=True
 )
 app.add_typer(report_app, name="report")
+files_app = typer.Typer(
+    help="File loads (DMS_FLUPLD): landed files into tables.", no_args_is_help=True
+)
+app.add_typer(files_app, name="files")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, whatever the terminal
@@ -473,6 +477,89 @@ def report_run(
         err.print(f"[red]error:[/red] report {rprtref} failed: {text}", highlight=False)
         raise typer.Exit(1) from None
     out.print(f"{rprtref} PC ROWS={done.rows} FILE={done.path}", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------ files
+
+
+def _file_loads(settings: Settings, flupldref: str | None):
+    from dms_orchestration.metadata.catalog import load_file_loads
+
+    loads = load_file_loads(_engine(settings))
+    if flupldref is None:
+        return list(loads.values())
+    if flupldref not in loads:
+        raise ValueError(f"no current file load named {flupldref}")
+    return [loads[flupldref]]
+
+
+@files_app.command("scan")
+@_fails_cleanly
+def files_scan(
+    flupldref: Annotated[str | None, typer.Argument(help="One file load (default: all)")] = None,
+    url: UrlOption = None,
+):
+    """List the landed files no load has committed yet: `FLUPLDREF FILE`, one per line."""
+    from dms_orchestration.engine.file_load import pending_files
+
+    settings = _settings(url)
+    meta = _engine(settings)
+    count = 0
+    for fl in _file_loads(settings, flupldref):
+        for path, _ in pending_files(fl, meta, settings.dms_home):
+            out.print(f"{fl.ref} {path}", highlight=False, soft_wrap=True)
+            count += 1
+    if not count:
+        err.print("no pending file")
+
+
+@files_app.command("load")
+@_fails_cleanly
+def files_load(
+    flupldref: Annotated[str, typer.Argument(help="The file load")],
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="These files (default: the pending ones)")
+    ] = None,
+    url: UrlOption = None,
+):
+    """Load the pending (or the named) files, one transaction each; print
+    `FLUPLDREF FILE PC|FL ROWS=.. BAD=.. SECONDS=..` per file; exit 1 if any failed."""
+    from dms_orchestration.engine.file_load import (
+        content_hash,
+        load_file,
+        loaded_digests,
+        max_bad_rows,
+        pending_files,
+    )
+
+    settings = _settings(url)
+    meta = _engine(settings)
+    [fl] = _file_loads(settings, flupldref)
+    if files:
+        loaded = loaded_digests(meta, fl.ref)
+        chosen = []
+        for path in files:
+            if not path.is_file():
+                raise ValueError(f"no file {path}")
+            digest = content_hash(path)
+            if digest in loaded:
+                err.print(f"{path}: already loaded by PRCID {loaded[digest]} (same content)")
+            else:
+                chosen.append((path, digest))
+    else:
+        chosen = pending_files(fl, meta, settings.dms_home)
+    failed = 0
+    limit = max_bad_rows(meta)
+    for path, digest in chosen:
+        result = load_file(fl, path, settings=settings, max_bad_rows=limit, digest=digest)
+        out.print(result.line(), highlight=False, soft_wrap=True)
+        if result.status != "PC":
+            failed += 1
+            err.print(f"{fl.ref} {path}: {result.message}", highlight=False)
+    if not chosen:
+        err.print("no pending file")
+    if failed:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------ schedule

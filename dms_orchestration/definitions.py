@@ -44,6 +44,11 @@ from dms_orchestration.defs.assets import (
     upstream_mappings,
 )
 from dms_orchestration.defs.catalog_file import read_catalog, write_catalog
+from dms_orchestration.defs.file_loads import (
+    FileLoadEntry,
+    file_load_definitions,
+    file_load_entries,
+)
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.lineage import CatalogReads, MappingReader, catalog_reads
 from dms_orchestration.defs.reports import ReportEntry, report_definitions, report_entries
@@ -261,10 +266,19 @@ class LocationIndex(BaseModel):
     mappings: dict[str, IndexEntry] = Field(default_factory=dict)
     jobs: dict[str, str] = Field(default_factory=dict)
     reports: dict[str, ReportEntry] = Field(default_factory=dict)  # by RPRTREF
+    file_loads: dict[str, FileLoadEntry] = Field(default_factory=dict)  # by FLUPLDREF
 
     def report_of(self, job_name: str) -> str | None:
         """The RPRTREF whose job this is, if any."""
         return next((ref for ref, e in self.reports.items() if e.job == job_name), None)
+
+    def file_load_of(self, job_name: str) -> str | None:
+        """The FLUPLDREF whose job this is, if any."""
+        return next((ref for ref, e in self.file_loads.items() if e.job == job_name), None)
+
+    def other_jobs(self) -> list[str]:
+        """The jobs of the reports and the file loads."""
+        return [*(e.job for e in self.reports.values()), *(e.job for e in self.file_loads.values())]
 
 
 @dataclass
@@ -280,6 +294,7 @@ class CatalogFacts:
     reads: CatalogReads | None
     found: dict[str, list[Finding]]  # MAPREF -> findings, the rule checks aside
     reports: dict[str, ReportEntry] = field(default_factory=dict)  # by RPRTREF
+    file_loads: dict[str, FileLoadEntry] = field(default_factory=dict)  # by FLUPLDREF
 
     def sources(self, ref: str) -> list[list[str]] | None:
         if self.reads is None:
@@ -308,6 +323,7 @@ class CatalogFacts:
             mappings=entries,
             jobs={job.name: ref for ref, job in self.jobs.items()},
             reports=self.reports,
+            file_loads=self.file_loads,
         )
 
 
@@ -344,8 +360,13 @@ def catalog_facts(
     ):
         found[f.mapref].append(f)
     keys_of = {ref: n.key for ref, n in names.mappings.items()}
-    reports = report_entries(catalog, keys_of, set(names.job_names().values()))
-    return CatalogFacts(names, jobs, schedules, dependencies, upstream, read, dict(found), reports)
+    taken = set(names.job_names().values())
+    reports = report_entries(catalog, keys_of, taken)
+    keys_taken = {tuple(k.path) for k in keys_of.values()}
+    file_loads = file_load_entries(catalog, keys_taken, taken | set(names.sensors.values()))
+    return CatalogFacts(
+        names, jobs, schedules, dependencies, upstream, read, dict(found), reports, file_loads
+    )
 
 
 class MappingParts:
@@ -415,6 +436,15 @@ class MappingParts:
         report, entry = self.catalog.reports[rprtref], self.index.reports[rprtref]
         return report_definitions(report, entry, self.backend, self.timezone)
 
+    def file_load(self, ref: str) -> tuple:
+        """The file load's asset, job and sensor."""
+        fl, entry = self.catalog.file_loads[ref], self.index.file_loads[ref]
+        return file_load_definitions(fl, entry, self.backend)
+
+    def file_job_definitions(self, ref: str) -> dg.Definitions:
+        asset, job, _ = self.file_load(ref)
+        return dg.Definitions(assets=[asset], jobs=[job], resources=self.resources)
+
     def report_job_definitions(self, rprtref: str) -> dg.Definitions:
         """A report's job in definitions of its own: its asset and the mappings' it reads."""
         asset, job, _ = self.report(rprtref)
@@ -445,16 +475,18 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
     ]
     reports = {ref: parts.report(ref) for ref in catalog.reports}
     report_jobs = {ref: job for ref, (_, job, _) in reports.items()}
+    files = [parts.file_load(ref) for ref in catalog.file_loads]
     queue = queue_sensor(list(jobs.values()), catalog, report_jobs)
-    sensors += [queue, close_failed_runs, close_stopped_runs]
+    sensors += [queue, close_failed_runs, close_stopped_runs, *(s for _, _, s in files)]
     return dg.Definitions(
         assets=[
             *(parts.asset(ref) for ref in catalog.mappings),
             *facts.reads.sources,
             *(asset for asset, _, _ in reports.values()),
+            *(asset for asset, _, _ in files),
         ],
         asset_checks=[parts.checks(ref) for ref in catalog.mappings],
-        jobs=[*jobs.values(), *report_jobs.values()],
+        jobs=[*jobs.values(), *report_jobs.values(), *(job for _, job, _ in files)],
         schedules=[*facts.schedules, *(s for _, _, s in reports.values() if s is not None)],
         sensors=sensors,
         resources=parts.resources,
@@ -621,33 +653,33 @@ class MappingRuns(dg.RepositoryData):
             self.jobs[name] = self.parts.job_definitions(ref).get_repository_def().get_job(name)
         return self.jobs[name]
 
-    def _report_job(self, rprtref: str, name: str) -> dg.JobDefinition:
+    def _own_job(self, name: str, definitions: Callable[[], dg.Definitions]) -> dg.JobDefinition:
         if name not in self.jobs:
-            definitions = self.parts.report_job_definitions(rprtref)
-            self.jobs[name] = definitions.get_repository_def().get_job(name)
+            self.jobs[name] = definitions().get_repository_def().get_job(name)
         return self.jobs[name]
 
     def get_job(self, job_name: str) -> dg.JobDefinition:
-        if (ref := self.parts.index.jobs.get(job_name)) is not None:
+        index, parts = self.parts.index, self.parts
+        if (ref := index.jobs.get(job_name)) is not None:
             return self._mapping_job(ref, job_name)
-        if (rprtref := self.parts.index.report_of(job_name)) is not None:
-            return self._report_job(rprtref, job_name)
+        if (rprtref := index.report_of(job_name)) is not None:
+            return self._own_job(job_name, lambda: parts.report_job_definitions(rprtref))
+        if (flupldref := index.file_load_of(job_name)) is not None:
+            return self._own_job(job_name, lambda: parts.file_job_definitions(flupldref))
         return self._all.get_job(job_name)
 
     def has_job(self, job_name: str) -> bool:
         index = self.parts.index
         return (
-            job_name in index.jobs
-            or index.report_of(job_name) is not None
-            or (self._all.has_job(job_name))
+            job_name in index.jobs or job_name in index.other_jobs() or self._all.has_job(job_name)
         )
 
     def get_job_names(self) -> Sequence[str]:
-        # the mappings' and reports' jobs and the one Dagster adds for the assets (the
-        # UI's materialize)
+        # the mappings', reports' and file loads' jobs and the one Dagster adds for the
+        # assets (the UI's materialize)
         index = self.parts.index
-        jobs = [*index.jobs, *(e.job for e in index.reports.values())]
-        return [*jobs, IMPLICIT_ASSET_JOB_NAME] if index.mappings or index.reports else jobs
+        jobs = [*index.jobs, *index.other_jobs()]
+        return [*jobs, IMPLICIT_ASSET_JOB_NAME] if jobs or index.mappings else jobs
 
     def get_all_jobs(self) -> Sequence[dg.JobDefinition]:
         return self._all.get_all_jobs()

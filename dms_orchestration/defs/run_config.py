@@ -60,6 +60,7 @@ RUN_TAGS: dict[str, Callable[[str], str | None]] = {
     "histday": _day,  # the day a HISTORY request loads
     "mapref": _any,  # the mapping the job loads (a job tag)
     "rprtref": _any,  # the report the job writes (a job tag)
+    "flupldref": _any,  # the file load the job runs (a job tag)
 }
 
 

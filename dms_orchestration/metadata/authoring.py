@@ -24,6 +24,8 @@ from dms_orchestration.metadata.mapping_file import (
     CheckpointSpec,
     ColumnSpec,
     ConnectionSpec,
+    FileColumnSpec,
+    FileLoadSpec,
     JobSpec,
     LookupSpec,
     MappingFile,
@@ -35,7 +37,7 @@ from dms_orchestration.metadata.mapping_file import (
     SourceSqlSpec,
     TargetSpec,
 )
-from dms_orchestration.metadata.models import Catalog, Connection, Mapping, Report
+from dms_orchestration.metadata.models import Catalog, Connection, FileLoad, Mapping, Report
 from dms_orchestration.settings import dms_now
 
 
@@ -179,6 +181,8 @@ def _id_needs(file: MappingFile) -> dict[str, int]:
         "DMS_JOBSCH": sum(len(m.job.schedules) for m in jobs),
         "DMS_JOBDTL": sum(len(m.columns) for m in jobs),
         "DMS_RPRT": len(file.reports),
+        "DMS_FLUPLD": len(file.file_loads),
+        "DMS_FLUPLDDTL": sum(len(f.columns) for f in file.file_loads),
     }
 
 
@@ -227,6 +231,20 @@ _STORED_IN: dict[type, tuple[str, dict[str, str]]] = {
     LookupSpec: ("DMS_MAPRDTL", {"key": "KEYCLNM", "value": "VALCLNM"}),
     JobSpec: ("DMS_JOB", {"description": "JOBDESC"}),
     ScheduleSpec: ("DMS_JOBSCH", {"day": "FRQDD"}),
+    FileLoadSpec: (
+        "DMS_FLUPLD",
+        {
+            "ref": "FLUPLDREF",
+            "description": "FLUPLDDESC",
+            "path": "FLPATH",
+            "archive": "ARCHPATH",
+            "delimiter": "DELIM",
+        },
+    ),
+    FileColumnSpec: (
+        "DMS_FLUPLDDTL",
+        {"name": "TRGCLNM", "type": "TRGCLDTYP", "source": "SRCCLNM", "default": "DFLTVAL"},
+    ),
     ReportSpec: (
         "DMS_RPRT",
         {
@@ -326,11 +344,19 @@ def _check_references(file: MappingFile, catalog: Catalog) -> None:
     for r in file.reports:
         if r.sql not in sql_codes:
             problems.append(f"report {r.ref}: unknown sql code {r.sql!r}")
+    for f in file.file_loads:
+        if f.target.connection and f.target.connection not in connections:
+            problems.append(f"file load {f.ref}: unknown target connection {f.target.connection!r}")
+        names = Counter(c.name.upper() for c in f.columns)
+        problems += [
+            f"file load {f.ref}: column {n} appears twice" for n, k in names.items() if k > 1
+        ]
     for kind, names in (
         ("connection", [c.name for c in file.connections]),
         ("sql", [q.code for q in file.sql]),
         ("mapping", [m.ref for m in file.mappings]),
         ("report", [r.ref for r in file.reports]),
+        ("file load", [f.ref for f in file.file_loads]),
     ):
         for name, count in Counter(names).items():
             if count > 1:
@@ -374,7 +400,47 @@ def import_mapping_file(engine: sa.Engine, file: MappingFile) -> ImportReport:
                 _import_job(w, spec)
         for spec in file.reports:
             _import_report(w, spec)
+        for spec in file.file_loads:
+            _import_file_load(w, con_ids, spec)
     return report
+
+
+def _import_file_load(w: _Writer, con_ids: dict[str, int], spec: FileLoadSpec) -> None:
+    rows = w.current(s.dms_flupld, flupldref=spec.ref)
+    values = dict(
+        flupldref=spec.ref,
+        fluplddesc=spec.description,
+        fltyp=spec.type,
+        flpath=spec.path,
+        archpath=spec.archive,
+        delim=spec.delimiter,
+        hdrflg="Y" if spec.header else "N",
+        trgconid=_connection_id(w, con_ids, spec.target.connection),
+        trgschm=spec.target.schema_,
+        trgtbnm=spec.target.table,
+        ldtyp=spec.load_type,
+    )
+    w.upsert(s.dms_flupld, rows[0] if rows else None, values)
+    existing = {
+        r["trgclnm"].upper(): r
+        for r in w.current(s.dms_fluplddtl, flupldref=spec.ref)
+        if r["trgclnm"]
+    }
+    for i, col in enumerate(spec.columns, start=1):
+        column = dict(
+            flupldref=spec.ref,
+            srcclnm=col.source,
+            trgclnm=col.name,
+            trgcldtyp=col.type,
+            trgkeyflg="Y" if col.key else "N",
+            rqrdflg="Y" if col.required else "N",
+            dfltval=col.default,
+            trnsfrm=col.transform,
+            excseq=col.order if col.order is not None else i,
+        )
+        w.upsert(s.dms_fluplddtl, existing.pop(col.name.upper(), None), column)
+    for row in existing.values():
+        w.retire(s.dms_fluplddtl, row)
 
 
 def _import_report(w: _Writer, spec: ReportSpec) -> None:
@@ -564,6 +630,45 @@ def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> 
         ],
         mappings=[_mapping_spec(catalog, m) for m in chosen],
         reports=[] if maprefs else [_report_spec(r) for r in catalog.reports.values()],
+        file_loads=[]
+        if maprefs
+        else [_file_load_spec(catalog, f) for f in catalog.file_loads.values()],
+    )
+
+
+def _file_load_specs(catalog: Catalog, maprefs: list[str] | None) -> list[FileLoadSpec]:
+    """Every file load when the whole catalog is exported (none for chosen mappings)."""
+    return [] if maprefs else [_file_load_spec(catalog, f) for f in catalog.file_loads.values()]
+
+
+def _file_load_spec(catalog: Catalog, f: FileLoad) -> FileLoadSpec:
+    return FileLoadSpec(
+        ref=f.ref,
+        description=f.description,
+        type=(f.file_type or "CSV").upper(),
+        path=f.path or "",
+        archive=f.archive_path,
+        delimiter=f.delimiter,
+        header=(f.header_flag or "Y").upper() != "N",
+        target=TargetSpec(
+            table=f.target_table or "",
+            schema=f.target_schema,
+            connection=_con_name(catalog, f.target_connection_id),
+        ),
+        load_type=(f.load_type or "APPEND").upper(),
+        columns=[
+            FileColumnSpec(
+                name=c.name or "",
+                type=c.data_type or "",
+                source=c.source,
+                transform=c.transform,
+                key=(c.key_flag or "").upper() == "Y",
+                required=(c.required_flag or "").upper() == "Y",
+                default=c.default,
+                order=c.order,
+            )
+            for c in f.columns
+        ],
     )
 
 

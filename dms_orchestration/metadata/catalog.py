@@ -18,6 +18,8 @@ from dms_orchestration.db import schema as s
 from dms_orchestration.metadata.models import (
     Catalog,
     Connection,
+    FileColumn,
+    FileLoad,
     Finding,
     Job,
     Mapping,
@@ -27,7 +29,7 @@ from dms_orchestration.metadata.models import (
     SourceSql,
 )
 
-CATALOG_QUERIES = 9
+CATALOG_QUERIES = 11
 _Row = TypeVar("_Row", bound=BaseModel)
 
 
@@ -121,6 +123,38 @@ def load_reports(engine: sa.Engine) -> dict[str, Report]:
         connections, _ = _connections(conn, defaultdict(list))
         source_sql = _source_sql(conn, s.dms_maprsql.c.maprsqlcd.in_(codes), defaultdict(list))
         return _reports(conn, source_sql, connections)
+
+
+def load_file_loads(engine: sa.Engine) -> dict[str, FileLoad]:
+    """The current file load definitions alone, with their columns (three queries)."""
+    with engine.connect() as conn:
+        connections, _ = _connections(conn, defaultdict(list))
+        return _file_loads(conn, connections)
+
+
+def _file_loads(conn: sa.Connection, connections: dict[int, Connection]) -> dict[str, FileLoad]:
+    """The current file loads by FLUPLDREF, with their columns and target connection, and
+    what reading their rows found (`problems`)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    columns: dict[str, list[FileColumn]] = defaultdict(list)
+    detail = s.dms_fluplddtl
+    for r in _rows(conn, detail, detail.c.flupldref, detail.c.excseq, detail.c.fluplddtlid):
+        what = f"DMS_FLUPLDDTL {r['FLUPLDDTLID']}"
+        if (column := _model(FileColumn, r, what, found[r["FLUPLDREF"]])) is not None:
+            columns[column.ref].append(column)
+    loads = {}
+    for r in _rows(conn, s.dms_flupld, s.dms_flupld.c.flupldid):
+        ref = r["FLUPLDREF"]
+        row = {
+            **r,
+            "columns": tuple(columns.get(ref, ())),
+            "target_connection": connections.get(r["TRGCONID"]),
+        }
+        fallback = {"FLUPLDID": 0, "FLUPLDREF": str(ref)}
+        fl = _model(FileLoad, row, f"DMS_FLUPLD {r['FLUPLDID']}", found[ref], fallback)
+        if fl is not None:
+            loads[fl.ref] = fl.model_copy(update={"problems": tuple(found[ref])})
+    return loads
 
 
 def _reports(
@@ -225,6 +259,7 @@ def load_catalog(
         ):
             params[r["PRTYP"]][r["PRCD"]] = r["PRVAL"]
         reports = {} if mapref is not None else _reports(conn, source_sql, connections)
+        file_loads = {} if mapref is not None else _file_loads(conn, connections)
         mappings: dict[str, Mapping] = {}
         for r in _rows(conn, s.dms_mapr, s.dms_mapr.c.mapid, where=_of_mapping(s.dms_mapr, mapref)):
             ref = r["MAPREF"]
@@ -257,6 +292,7 @@ def load_catalog(
     return Catalog(
         mappings=mappings,
         reports=reports,
+        file_loads=file_loads,
         connections=connections,
         source_sql=source_sql,
         params=dict(params),

@@ -178,12 +178,45 @@ class ReportSpec(_Spec):
     enabled: bool = Field(True, description="ENABLEFLG")
 
 
+class FileColumnSpec(_Spec):
+    """A DMS_FLUPLDDTL row: a target column and where its value comes from in the file."""
+
+    name: str = Field(description="TRGCLNM")
+    type: str = Field(description="TRGCLDTYP, e.g. VARCHAR(100), INTEGER, DATE, NUMBER(12,2)")
+    source: str | None = Field(None, description="SRCCLNM: the file's column (header name)")
+    transform: str | None = Field(
+        None, description="TRNSFRM: a SQL expression over the file's columns (alias SRC)"
+    )
+    key: bool = Field(False, description="TRGKEYFLG: part of the key UPSERT matches on")
+    required: bool = Field(False, description="RQRDFLG: an empty value is a bad row")
+    default: str | None = Field(None, description="DFLTVAL: the value of an empty field")
+    order: int | None = Field(None, description="EXCSEQ")
+
+
+class FileLoadSpec(_Spec):
+    """A DMS_FLUPLD row and its columns: landed files loaded into a table."""
+
+    ref: str = Field(description="FLUPLDREF")
+    description: str | None = Field(None, description="FLUPLDDESC")
+    type: Literal["CSV", "XLSX", "JSON"] = Field(description="FLTYP")
+    path: str = Field(description="FLPATH: a glob of the files to load; relative = under DMS_HOME")
+    archive: str | None = Field(None, description="ARCHPATH: where loaded files move")
+    delimiter: str | None = Field(
+        None, description="DELIM: a CSV's delimiter (default ,); an XLSX's sheet (default: first)"
+    )
+    header: bool = Field(True, description="HDRFLG: the first row names the columns")
+    target: TargetSpec
+    load_type: Literal["APPEND", "TRUNCATE", "UPSERT"] = Field(description="LDTYP")
+    columns: list[FileColumnSpec]
+
+
 class MappingFile(_Spec):
     params: list[ParamSpec] = []
     connections: list[ConnectionSpec] = []
     sql: list[SourceSqlSpec] = []
     mappings: list[MappingSpec] = []
     reports: list[ReportSpec] = []
+    file_loads: list[FileLoadSpec] = []
 
 
 def json_schema() -> dict:

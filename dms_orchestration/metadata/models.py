@@ -16,6 +16,8 @@ __all__ = [
     "Catalog",
     "Connection",
     "DmsRow",
+    "FileColumn",
+    "FileLoad",
     "Finding",
     "Job",
     "Mapping",
@@ -173,11 +175,49 @@ class Report(DmsRow):
         )
 
 
+class FileColumn(DmsRow):
+    """A DMS_FLUPLDDTL row: where a target column's value comes from in the file."""
+
+    id: int = Field(alias="FLUPLDDTLID")
+    ref: str = Field(alias="FLUPLDREF")
+    source: str | None = Field(None, alias="SRCCLNM")
+    name: str | None = Field(None, alias="TRGCLNM")
+    data_type: str | None = Field(None, alias="TRGCLDTYP")
+    key_flag: str | None = Field(None, alias="TRGKEYFLG")
+    required_flag: str | None = Field(None, alias="RQRDFLG")
+    default: str | None = Field(None, alias="DFLTVAL")
+    transform: str | None = Field(None, alias="TRNSFRM")
+    order: int | None = Field(None, alias="EXCSEQ")
+
+
+class FileLoad(DmsRow):
+    """A DMS_FLUPLD row with its columns: landed files (FLPATH, a glob) loaded into a
+    table."""
+
+    id: int = Field(alias="FLUPLDID")
+    ref: str = Field(alias="FLUPLDREF")
+    description: str | None = Field(None, alias="FLUPLDDESC")
+    file_type: str | None = Field(None, alias="FLTYP")
+    path: str | None = Field(None, alias="FLPATH")
+    archive_path: str | None = Field(None, alias="ARCHPATH")
+    # CSV: the delimiter (default ","); XLSX: the sheet to read (default: the first)
+    delimiter: str | None = Field(None, alias="DELIM")
+    header_flag: str | None = Field(None, alias="HDRFLG")
+    target_connection_id: int | None = Field(None, alias="TRGCONID")
+    target_schema: str | None = Field(None, alias="TRGSCHM")
+    target_table: str | None = Field(None, alias="TRGTBNM")
+    load_type: str | None = Field(None, alias="LDTYP")
+    columns: tuple[FileColumn, ...] = ()
+    target_connection: Connection | None = None
+    problems: tuple[str, ...] = ()  # what reading its rows found (a value left out)
+
+
 class Catalog(DmsRow):
     """Everything the runtime reads from the DMS schema, from one fixed set of queries."""
 
     mappings: dict[str, Mapping] = {}
     reports: dict[str, Report] = {}
+    file_loads: dict[str, FileLoad] = {}
     connections: dict[int, Connection] = {}
     source_sql: dict[str, SourceSql] = {}
     params: dict[str, dict[str, str | None]] = {}

@@ -1,0 +1,542 @@
+"""load_file(): one landed file into the target table of its DMS_FLUPLD definition, in
+one transaction of the target database.
+
+The file is read as records, streamed (files/readers.py); each record's mapped values
+get their default (DFLTVAL), are checked (RQRDFLG, the TRGCLDTYP of a column loaded as
+it is) and staged as text in a temporary table, a batch at a time (COPY on PostgreSQL);
+TRNSFRM expressions and the casts to the target's types then run in the target database
+(alias SRC: the file's columns), never in Python. LDTYP APPEND inserts, TRUNCATE empties
+the table first, UPSERT updates the rows whose TRGKEYFLG columns match and inserts the
+others (a key the file repeats is a bad row). Bad rows go to DMS_JOBERR (ERRTYP DATA,
+the line and the key) and to a reject file beside the archive; the good rows load,
+unless there are more bad rows than DMS_PARAMS FILE_MAX_BAD_ROWS (default 0: any bad
+row rejects the whole file). The file moves to ARCHPATH only after the commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import sqlalchemy as sa
+import sqlglot
+from sqlglot import exp
+
+from dms_orchestration.db import schema as s
+from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.db.connections import connection_engine
+from dms_orchestration.db.dialects import Dialect, dialect_of
+from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
+from dms_orchestration.files.readers import FORMATS, FileFormatError, read_records
+from dms_orchestration.metadata.datatypes import DataType, UnknownDataType, parse_data_type
+from dms_orchestration.metadata.models import FileColumn, FileLoad
+from dms_orchestration.metadata.sqlcheck import expression_problem
+from dms_orchestration.settings import Settings, dms_now, load_settings
+
+LOAD_TYPES = ("APPEND", "TRUNCATE", "UPSERT")
+BATCH_ROWS = 10_000
+JOBERR_ROWS = 1_000  # DMS_JOBERR rows per file at most; the reject file has every bad row
+LINE = "dms_line"
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_$#]*$"
+_INT_RANGE = {5: 2**15 - 1, 10: 2**31 - 1, 19: 2**63 - 1}
+_TRUE_FALSE = {"true", "false", "t", "f", "y", "n", "yes", "no", "1", "0"}
+
+
+class FileLoadInvalid(ValueError):
+    """The definition breaks the rules; the message names the file load and each fault."""
+
+    def __init__(self, ref: str, findings: list[str]) -> None:
+        super().__init__(f"file load {ref} is not valid: {'; '.join(findings)}")
+
+
+class TooManyBadRows(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target column: where its value comes from and how it is checked."""
+
+    name: str
+    dtype: DataType
+    source: str | None  # the file's column (SRCCLNM), when loaded as it is
+    transform: str | None  # TRNSFRM, an expression over SRC
+    required: bool
+    default: str | None
+    key: bool
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    ref: str
+    targets: tuple[Target, ...]
+    staged: tuple[str, ...]  # the file's columns staged (upper case): those the load reads
+    load_type: str
+
+    @property
+    def keys(self) -> tuple[Target, ...]:
+        return tuple(t for t in self.targets if t.key)
+
+
+@dataclass
+class FileResult:
+    flupldref: str
+    file: Path
+    status: str  # PC | FL
+    rows: int = 0
+    bad: int = 0
+    seconds: float = 0.0
+    prcid: int | None = None
+    message: str = ""
+    archived: Path | None = None
+    rejects: Path | None = None
+    digest: str = ""
+
+    def line(self) -> str:
+        return (
+            f"{self.flupldref} {self.file} {self.status} ROWS={self.rows} BAD={self.bad} "
+            f"SECONDS={self.seconds:.2f}"
+        )
+
+
+@dataclass
+class _Bad:
+    """The bad rows of one file: counted, written to the reject file as found, the
+    first JOBERR_ROWS kept for DMS_JOBERR."""
+
+    path: Path
+    columns: list[str]
+    count: int = 0
+    kept: list[tuple[int, str, str | None]] = field(default_factory=list)
+    _file: object = None
+    _writer: object = None
+
+    def add(self, line: int, reason: str, key: str | None, values: dict) -> None:
+        self.count += 1
+        if len(self.kept) < JOBERR_ROWS:
+            self.kept.append((line, reason, key))
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["LINE", "REASON", *self.columns])
+        self._writer.writerow([line, reason, *(values.get(c) for c in self.columns)])
+
+    def close(self) -> Path | None:
+        if self._file is not None:
+            self._file.close()
+            return self.path
+        return None
+
+
+# ------------------------------------------------------------------ the definition
+
+
+def _target(c: FileColumn, dialect: str, problems: list[str]) -> Target | None:
+    name = (c.name or "").strip()
+    if not sa_identifier(name):
+        problems.append(f"TRGCLNM {c.name!r} is not a column name")
+        return None
+    try:
+        dtype = parse_data_type(c.data_type)
+    except UnknownDataType as exc:
+        problems.append(f"{name}: {exc}")
+        return None
+    transform = (c.transform or "").strip() or None
+    source = (c.source or "").strip() or None
+    if transform:
+        if problem := expression_problem(transform, dialect):
+            problems.append(f"{name}: TRNSFRM {problem.removeprefix('MAPLOGIC ')}")
+    elif source is None:
+        problems.append(f"{name}: neither SRCCLNM nor TRNSFRM says where its value comes from")
+    return Target(
+        name=name.upper(),
+        dtype=dtype,
+        source=source,
+        transform=transform,
+        required=(c.required_flag or "").upper() == "Y",
+        default=c.default,
+        key=(c.key_flag or "").upper() == "Y",
+    )
+
+
+def sa_identifier(name: str) -> bool:
+    return bool(re.match(IDENTIFIER, name or ""))
+
+
+def file_load_findings(fl: FileLoad, dialect: str = "") -> list[str]:
+    """What keeps a definition from loading: its type, load type, target and columns."""
+    problems = list(fl.problems)
+    if (fl.file_type or "").strip().upper() not in FORMATS:
+        problems.append(f"FLTYP {fl.file_type!r} is not one of {', '.join(FORMATS)}")
+    load_type = (fl.load_type or "").strip().upper()
+    if load_type not in LOAD_TYPES:
+        problems.append(f"LDTYP {fl.load_type!r} is not one of {', '.join(LOAD_TYPES)}")
+    if not sa_identifier((fl.target_table or "").strip()):
+        problems.append(f"TRGTBNM {fl.target_table!r} is not a table name")
+    if fl.target_schema and not sa_identifier(fl.target_schema.strip()):
+        problems.append(f"TRGSCHM {fl.target_schema!r} is not a schema name")
+    if not (fl.path or "").strip():
+        problems.append("FLPATH is empty")
+    if not fl.columns:
+        problems.append("it has no current DMS_FLUPLDDTL row")
+    targets = [t for c in fl.columns if (t := _target(c, dialect, problems)) is not None]
+    names = [t.name for t in targets]
+    problems += [f"TRGCLNM {n} is mapped twice" for n in sorted(set(names)) if names.count(n) > 1]
+    if load_type == "UPSERT" and not any(t.key for t in targets):
+        problems.append("UPSERT needs the key: no column has TRGKEYFLG = 'Y'")
+    return problems
+
+
+def file_plan(fl: FileLoad, dialect: str) -> FilePlan:
+    problems = file_load_findings(fl, dialect)
+    if problems:
+        raise FileLoadInvalid(fl.ref, problems)
+    ordered = sorted(fl.columns, key=lambda c: (c.order if c.order is not None else 0, c.id))
+    targets = tuple(t for c in ordered if (t := _target(c, dialect, [])) is not None)
+    staged = {t.source.upper() for t in targets if t.source}
+    for t in targets:
+        if t.transform:
+            staged |= _columns_read(t.transform, dialect)
+    return FilePlan(fl.ref, targets, tuple(sorted(staged)), fl.load_type.strip().upper())
+
+
+def _columns_read(expression: str, dialect: str) -> set[str]:
+    tree = sqlglot.parse_one(f"SELECT {expression}", read=dialect or None)
+    return {c.name.upper() for c in tree.find_all(exp.Column) if c.name}
+
+
+# ------------------------------------------------------------------ values
+
+
+def value_problem(text: str, dtype: DataType) -> str | None:
+    """Why a file's value does not fit its column's type (None: it fits)."""
+    f = dtype.family
+    if f in ("STRING", "CHAR") and dtype.length is not None and len(text) > dtype.length:
+        return f"{len(text)} characters, more than {dtype}"
+    if f == "INTEGER":
+        value = text.strip()
+        if not value.lstrip("+-").isdigit():
+            return f"{text!r} is not a whole number"
+        if abs(int(value)) > _INT_RANGE.get(dtype.precision or 19, 2**63 - 1):
+            return f"{text} is out of the range of {dtype}"
+    elif f in ("DECIMAL", "FLOAT"):
+        try:
+            number = Decimal(text.strip())
+        except InvalidOperation:
+            return f"{text!r} is not a number"
+        if not number.is_finite():
+            return f"{text!r} is not a number"
+        if f == "DECIMAL" and dtype.precision is not None:
+            scale = dtype.scale or 0
+            sign, digits, exponent = number.as_tuple()
+            decimals = max(0, -exponent)
+            if decimals > scale and number != round(number, scale):
+                return f"{text} has more than {scale} decimals ({dtype})"
+            whole = len(digits) + exponent if exponent < 0 else len(digits) + exponent
+            if number and whole > dtype.precision - scale:
+                return f"{text} does not fit {dtype}"
+    elif f == "DATE":
+        try:
+            date.fromisoformat(text.strip())
+        except ValueError:
+            return f"{text!r} is not a date (YYYY-MM-DD)"
+    elif f == "TIMESTAMP":
+        try:
+            datetime.fromisoformat(text.strip())
+        except ValueError:
+            return f"{text!r} is not a date-time (YYYY-MM-DD HH:MM:SS)"
+    elif f == "BOOLEAN" and text.strip().lower() not in _TRUE_FALSE:
+        return f"{text!r} is not true or false"
+    return None
+
+
+def _checked(plan: FilePlan, values: dict[str, str | None]) -> tuple[list, str | None]:
+    """A record's staged values, or why it is a bad row."""
+    values = {k.upper(): v for k, v in values.items()}
+    for t in plan.targets:
+        if t.transform:
+            continue
+        value = values.get(t.source.upper())
+        if value is None and t.default is not None:
+            values[t.source.upper()] = value = t.default
+        if value is None:
+            if t.required:
+                return [], f"{t.name} is required ({t.source} is empty)"
+            continue
+        if problem := value_problem(value, t.dtype):
+            return [], f"{t.name}: {problem}"
+    return [values.get(c) for c in plan.staged], None
+
+
+def _key_of(plan: FilePlan, values: dict[str, str | None]) -> str | None:
+    upper = {k.upper(): v for k, v in values.items()}
+    keys = [upper.get(t.source.upper()) for t in plan.keys if t.source]
+    return "|".join("" if v is None else str(v) for v in keys) or None
+
+
+# ------------------------------------------------------------------ the load
+
+
+def under_home(text: str | None, home: Path) -> Path | None:
+    """A path from a definition (FLPATH, ARCHPATH): relative ones are under DMS_HOME."""
+    if not (text or "").strip():
+        return None
+    path = Path(text.strip()).expanduser()
+    return path if path.is_absolute() else home / path
+
+
+def landed_files(fl: FileLoad, home: Path) -> list[Path]:
+    """The files FLPATH (a glob) matches now, by name (hidden and partial ones aside)."""
+    pattern = under_home(fl.path, home)
+    if pattern is None:
+        return []
+    root = Path(pattern.anchor)
+    matches = root.glob(str(pattern.relative_to(root)))
+    return sorted(p for p in matches if p.is_file() and not p.name.startswith("."))
+
+
+def loaded_digests(meta: sa.Engine, ref: str) -> dict[str, int]:
+    """The SHA-256 of every file a load of `ref` committed, with its PRCID."""
+    log = s.dms_prclog
+    query = sa.select(log.c.param2, log.c.prcid).where(log.c.mapref == ref, log.c.prcsts == "PC")
+    with meta.connect() as conn:
+        return {digest: prcid for digest, prcid in conn.execute(query) if digest}
+
+
+def pending_files(fl: FileLoad, meta: sa.Engine, home: Path) -> list[tuple[Path, str]]:
+    """The landed files whose content no load has committed yet, with their SHA-256."""
+    loaded = loaded_digests(meta, fl.ref)
+    hashed = [(path, content_hash(path)) for path in landed_files(fl, home)]
+    return [(path, digest) for path, digest in hashed if digest not in loaded]
+
+
+def max_bad_rows(meta: sa.Engine) -> int:
+    """DMS_PARAMS DMSCONFIG FILE_MAX_BAD_ROWS (default 0: any bad row rejects the file)."""
+    p = s.dms_params
+    query = sa.select(p.c.prval).where(p.c.prtyp == "DMSCONFIG", p.c.prcd == "FILE_MAX_BAD_ROWS")
+    with meta.connect() as conn:
+        value = conn.execute(query).scalar()
+    try:
+        return max(0, int(str(value).strip())) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_file(
+    fl: FileLoad,
+    path: Path,
+    *,
+    settings: Settings | None = None,
+    max_bad_rows: int = 0,
+    runid: str | None = None,
+    prcreqid: int | None = None,
+    digest: str | None = None,
+) -> FileResult:
+    """Load one file; its DMS_PRCLOG row (PARAM1 the file, PARAM2 its SHA-256) says PC,
+    or FL with the reason, and so does the result (a stop raises)."""
+    settings = settings or load_settings()
+    meta = metadata_engine(settings)
+    log = log_writer(meta)
+    path = Path(path)
+    digest = digest or content_hash(path)
+    result = FileResult(fl.ref, path, "FL", digest=digest)
+    result.prcid = log.open_process(
+        mapref=fl.ref, runid=runid, prcreqid=prcreqid, params=[str(path), digest]
+    )
+    started, t0 = dms_now(), time.perf_counter()
+    archive = under_home(fl.archive_path, settings.dms_home)
+    rejects = (archive or path.parent) / f"{path.name}.{digest[:12]}.rejects.csv"
+    try:
+        tgt = connection_engine(fl.target_connection, settings)
+        plan = file_plan(fl, dialect_of(tgt).sqlglot_name)
+        rows, bad = _load(plan, fl, path, tgt, max_bad_rows, rejects)
+        result.rows, result.bad, result.status = rows, bad.count, "PC"
+    except Exception as exc:  # the file, its rows or the database: FL, with the reason
+        result.message = _reason(exc)
+        bad = getattr(exc, "bad", None)
+        result.bad = bad.count if bad else 0
+    except BaseException:
+        log.close_process(result.prcid, "ST", "file load stopped")
+        raise
+    result.rejects = rejects if rejects.exists() else None
+    for line, reason, key in bad.kept if bad else ():
+        log.write_joberr(
+            prcid=result.prcid,
+            mapref=fl.ref,
+            errtyp="DATA",
+            errcd=f"LINE {line}",
+            message=f"{path.name} line {line}: {reason}",
+            keyval=key,
+        )
+    if result.status == "PC":
+        result.archived = _archive(archive, path, digest)
+        note = f"; {result.bad} bad row(s) in {rejects}" if result.bad else ""
+        result.message = f"{path.name}: {result.rows} rows{note}"
+    result.seconds = time.perf_counter() - t0
+    counts = LoadCounts(srcrows=result.rows + result.bad, insrows=result.rows, errrows=result.bad)
+    log.write_joblog(
+        prcid=result.prcid, mapref=fl.ref, counts=counts, status=result.status, start=started
+    )
+    log.close_process(result.prcid, result.status, fit_message(result.message))
+    return result
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
+def _archive(folder: Path | None, path: Path, digest: str) -> Path | None:
+    """Move the loaded file to ARCHPATH (its name, or with its hash when taken)."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():
+        target = folder / f"{path.stem}.{digest[:12]}{path.suffix}"
+    return Path(shutil.move(str(path), target))
+
+
+def _load(
+    plan: FilePlan, fl: FileLoad, path: Path, tgt: sa.Engine, max_bad: int, rejects: Path
+) -> tuple[int, _Bad]:
+    d = dialect_of(tgt)
+    columns, records = read_records(
+        path, fl.file_type, fl.delimiter, (fl.header_flag or "Y").upper() != "N"
+    )
+    known = {c.upper() for c in columns}
+    if missing := [c for c in plan.staged if c not in known]:
+        raise FileFormatError(
+            f"{path.name} has no column {', '.join(missing)} (it has {', '.join(columns)})"
+        )
+    bad = _Bad(rejects, columns)
+    staging = f"dms_f_{abs(hash((str(path), time.time_ns()))) % 10**9}"
+    try:
+        with tgt.connect() as conn, conn.begin():
+            _ensure_target(conn, d, fl, plan)
+            conn.exec_driver_sql(d.temp_table(staging, _staging_columns(d, plan)))
+            for batch in _batches(plan, records, bad):
+                d.bulk_insert(conn, staging, [LINE, *map(d.quote, plan.staged)], batch)
+            if plan.load_type == "UPSERT":
+                _repeated_keys(conn, d, plan, staging, bad)
+            if bad.count > max_bad:
+                error = TooManyBadRows(
+                    f"{bad.count} bad row(s), more than FILE_MAX_BAD_ROWS = {max_bad}: "
+                    f"nothing loaded (the first: line {bad.kept[0][0]}: {bad.kept[0][1]})"
+                )
+                error.bad = bad
+                raise error
+            rows = _apply(conn, d, fl, plan, staging)
+            conn.exec_driver_sql(f"DROP TABLE {staging}")
+    except Exception as exc:
+        exc.bad = bad
+        raise
+    finally:
+        bad.close()
+    return rows, bad
+
+
+def _batches(plan: FilePlan, records, bad: _Bad) -> Iterator[list]:
+    batch = []
+    for record in records:
+        if record.problem:
+            bad.add(record.line, record.problem, None, record.values)
+            continue
+        staged, problem = _checked(plan, record.values)
+        if problem:
+            bad.add(record.line, problem, _key_of(plan, record.values), record.values)
+            continue
+        batch.append([record.line, *staged])
+        if len(batch) == BATCH_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _staging_columns(d: Dialect, plan: FilePlan) -> list[str]:
+    line = d.type_sql(sa.BigInteger())
+    return [f"{LINE} {line}", *(f"{d.quote(c)} {d.type_sql(sa.Text())}" for c in plan.staged)]
+
+
+def _value_sql(d: Dialect, t: Target) -> str:
+    expr = t.transform if t.transform else f"SRC.{d.quote(t.source)}"
+    return d.typed(expr, t.dtype.family, d.type_sql(t.dtype.sqlalchemy_type()))
+
+
+def _ensure_target(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan) -> None:
+    """Create the target table when it does not exist; refuse one that lacks a column."""
+    schema = fl.target_schema.strip().lower() if fl.target_schema and d.name != "sqlite" else None
+    table = fl.target_table.strip().lower()
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table, schema=schema):
+        columns = [sa.Column(t.name.lower(), t.dtype.sqlalchemy_type()) for t in plan.targets]
+        sa.Table(table, sa.MetaData(schema=schema), *columns).create(conn)
+        return
+    have = {c["name"].upper() for c in inspector.get_columns(table, schema=schema)}
+    if missing := [t.name for t in plan.targets if t.name not in have]:
+        raise FileLoadInvalid(fl.ref, [f"target table {table} has no column {', '.join(missing)}"])
+
+
+def _target_table(d: Dialect, fl: FileLoad) -> str:
+    schema = fl.target_schema.strip() if fl.target_schema and d.name != "sqlite" else None
+    return d.qualified(schema, fl.target_table.strip())
+
+
+def _repeated_keys(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str, bad) -> None:
+    """UPSERT: a key the file gives twice is a bad row (each repeat after the first)."""
+    keys = ", ".join(_value_sql(d, t) for t in plan.keys)
+    sources = [f"SRC.{d.quote(t.source)}" for t in plan.keys if t.source] or ["NULL"]
+    ranked = (
+        f"SELECT {LINE}, {', '.join(sources)}, "
+        f"ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {LINE}) AS dms_n FROM {staging} SRC"
+    )
+    repeats = f"SELECT * FROM ({ranked}) R WHERE dms_n > 1"
+    for row in conn.exec_driver_sql(repeats).all():
+        key = "|".join("" if v is None else str(v) for v in row[1:-1])
+        bad.add(row[0], "its key repeats an earlier line of the file", key, {})
+    conn.exec_driver_sql(
+        f"DELETE FROM {staging} WHERE {LINE} IN (SELECT {LINE} FROM ({repeats}) X)"
+    )
+
+
+def _apply(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan, staging: str) -> int:
+    table = _target_table(d, fl)
+    names = [d.quote(t.name.lower()) for t in plan.targets]
+    select = f"SELECT {', '.join(_value_sql(d, t) for t in plan.targets)} FROM {staging} SRC"
+    if plan.load_type == "TRUNCATE":
+        conn.exec_driver_sql(f"DELETE FROM {table}")
+    if plan.load_type != "UPSERT":
+        return conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(names)}) {select}").rowcount
+    typed = f"{staging}_t"
+    values = [f"{_value_sql(d, t)} AS {n}" for t, n in zip(plan.targets, names, strict=True)]
+    conn.exec_driver_sql(d.temp_table_as(typed, f"SELECT {', '.join(values)} FROM {staging} SRC"))
+    keys = [d.quote(t.name.lower()) for t in plan.keys]
+    match = " AND ".join(f"T.{k} = A.{k}" for k in keys)
+    others = [(n, f"A.{n}") for t, n in zip(plan.targets, names, strict=True) if not t.key]
+    updated = 0
+    if others:
+        updated = conn.exec_driver_sql(d.update_from(table, typed, match, others)).rowcount
+    exists = f"SELECT 1 FROM {table} T WHERE {match}"
+    inserted = conn.exec_driver_sql(
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(f'A.{n}' for n in names)} "
+        f"FROM {typed} A WHERE NOT EXISTS ({exists})"
+    ).rowcount
+    conn.exec_driver_sql(f"DROP TABLE {typed}")
+    return updated + inserted
