@@ -20,14 +20,29 @@ SOURCE_DB = "retail.db"  # the RETAIL_SRC connection's DBNM, relative to DMS_HOM
 WAREHOUSE_DB = "warehouse.db"  # RETAIL_DW: the target database, empty until the first load
 
 
+# a landed file of the SALES_TARGETS file load (quoted fields, a BOM, as spreadsheets
+# export them)
+SALES_TARGETS_CSV = (
+    "City;Target;Owner\n"
+    'Paris;2500.00;"  Marie Curie "\n'
+    'New York;30000;"Hopper; Grace"\n'
+    "Rotterdam;1800.50;edsger\n"
+    "Manchester;1200;alan\n"
+)
+
+
 def create_demo_databases(dms_home: Path) -> Path:
-    """(Re)create the retail source database from retail_source.sql, and make sure the
-    (empty) warehouse database exists. Returns the source's path."""
+    """(Re)create the retail source database from retail_source.sql, make sure the
+    (empty) warehouse database exists, and land the sales targets file. Returns the
+    source's path."""
     path = dms_home / SOURCE_DB
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as conn:
         conn.executescript((DEMO_DIR / "retail_source.sql").read_text())
     sqlite3.connect(dms_home / WAREHOUSE_DB).close()
+    landing = dms_home / "landing"
+    landing.mkdir(exist_ok=True)
+    (landing / "sales_targets_2026.csv").write_text(SALES_TARGETS_CSV, encoding="utf-8-sig")
     return path
 
 

@@ -46,12 +46,26 @@ from dms_orchestration_tests.test_e2e import _free_port, _stop, _wait_for_graphq
 BIN = Path(sys.executable).parent
 DG, DAGSTER, DMS = str(BIN / "dg"), str(BIN / "dagster"), str(BIN / "dms")
 LOCATION = "dms_orchestration.definitions"
-ASSETS = ("main/dim_customer", "main/dim_product", "main/stg_sales", "main/fact_sales_daily")
+ASSETS = (
+    "main/dim_customer",
+    "main/dim_product",
+    "main/stg_sales",
+    "main/fact_sales_daily",
+    "reports/sales_by_city",  # the demo's report
+    "files/sales_targets",  # and its file load (a partition per landed file)
+)
 # the demo's source tables, external assets the mappings read (not materializable)
 SOURCE_ASSETS = tuple(
     f"source/retail_src/default/{table}" for table in ("customers", "products", "sales")
 )
-JOBS = ("dim_customer_job", "dim_product_job", "stg_sales_job", "fact_sales_daily_job")
+JOBS = (
+    "dim_customer_job",
+    "dim_product_job",
+    "stg_sales_job",
+    "fact_sales_daily_job",
+    "sales_by_city_report",
+    "sales_targets_files",
+)
 # Dagster's own notice on its superseded commands (`dagster asset materialize`): two lines
 DAGSTER_NOTICE = re.compile(r"SupersessionWarning|^\s+return callback\(")
 

@@ -52,6 +52,9 @@ DEMO_ASSETS = {
     "main/fact_sales_daily",
 }
 DEMO_JOBS = {"dim_customer_job", "dim_product_job", "stg_sales_job", "fact_sales_daily_job"}
+# the demo's report and file load, with their jobs
+DEMO_OTHERS = {"reports/sales_by_city", "files/sales_targets"}
+DEMO_OTHER_JOBS = {"sales_by_city_report", "sales_targets_files"}
 
 
 # ------------------------------------------------------------------ helpers
@@ -376,7 +379,8 @@ def test_demo_metadata_becomes_assets_jobs_schedules_and_sensors(demo):
     defs = demo.defs()
     dg.Definitions.validate_loadable(defs)
     specs = spec_by_key(defs)
-    assert set(specs) == DEMO_ASSETS
+    assert set(specs) == DEMO_ASSETS | DEMO_OTHERS
+    specs = {key: spec for key, spec in specs.items() if key in DEMO_ASSETS}
     for key, spec in specs.items():
         assert spec.key.path == key.split("/")
         assert spec.group_name == "retail"
@@ -398,7 +402,7 @@ def test_demo_metadata_becomes_assets_jobs_schedules_and_sensors(demo):
     }
 
     jobs = {j.name for j in defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
-    assert jobs == DEMO_JOBS
+    assert jobs == DEMO_JOBS | DEMO_OTHER_JOBS
     schedules = {s.job_name + " " + s.cron_schedule: s for s in defs.schedules}
     assert set(schedules) == {
         "dim_customer_job 0 2 * * *",
@@ -456,7 +460,11 @@ def test_invalid_mappings_and_a_down_source_do_not_stop_the_code_location(demo):
     assert time.perf_counter() - started < 10
     dg.Definitions.validate_loadable(defs)
     specs = spec_by_key(defs)
-    assert set(specs) == DEMO_ASSETS | {"main/bad_type", "main/bad_sql", "main/down_src"}
+    assert set(specs) == DEMO_ASSETS | DEMO_OTHERS | {
+        "main/bad_type",
+        "main/bad_sql",
+        "main/down_src",
+    }
     findings = {k: s.metadata["dms/findings"].value for k, s in specs.items()}
     assert "WIDGET" in findings["main/bad_type"] and "ERROR" in findings["main/bad_type"]
     assert "does not parse" in findings["main/bad_sql"]
@@ -524,12 +532,12 @@ def test_a_bad_schedule_row_and_an_inactive_job_do_not_stop_the_code_location(de
     defs = demo.defs()
     dg.Definitions.validate_loadable(defs)
     specs = spec_by_key(defs)
-    assert set(specs) == DEMO_ASSETS  # the asset of an inactive job stays
+    assert set(specs) == DEMO_ASSETS | DEMO_OTHERS  # the asset of an inactive job stays
     findings = specs["main/stg_sales"].metadata["dms/findings"].value
     assert "schedule 9100" in findings and "FRQCD" in findings
-    assert {j.name for j in defs.resolve_all_job_defs()} == DEMO_JOBS - {"dim_product_job"} | {
-        "__ASSET_JOB"
-    }
+    assert {j.name for j in defs.resolve_all_job_defs()} == DEMO_JOBS - {
+        "dim_product_job"
+    } | DEMO_OTHER_JOBS | {"__ASSET_JOB"}
     assert {s.job_name for s in defs.schedules} == {"dim_customer_job", "stg_sales_job"}
 
 

@@ -33,7 +33,10 @@ def materialize_all(settings: Settings, instance: dg.DagsterInstance) -> str:
     from dms_orchestration.definitions import definitions
 
     defs = definitions(settings)
-    job = defs.resolve_implicit_global_asset_job_def()
+    # every asset but the landed files' (partitioned: a run per file, run by their sensor)
+    graph = defs.resolve_asset_graph()
+    keys = {key for key in graph.materializable_asset_keys if not graph.get(key).is_partitioned}
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     result = job.execute_in_process(
         run_config=quiet, instance=instance, tags={"dms/full": "true"}, raise_on_error=False
@@ -47,11 +50,25 @@ def materialize_all(settings: Settings, instance: dg.DagsterInstance) -> str:
     return result.run_id
 
 
+def load_landed_files(settings: Settings, console: Console) -> None:
+    """The landed files of every file load, as `dms files load` loads them."""
+    from dms_orchestration.engine.file_load import load_file, max_bad_rows, pending_files
+    from dms_orchestration.metadata.catalog import load_file_loads
+
+    meta = metadata_engine(settings)
+    for fl in load_file_loads(meta).values():
+        for path, digest in pending_files(fl, meta, settings.dms_home):
+            limit = max_bad_rows(meta)
+            done = load_file(fl, path, settings=settings, max_bad_rows=limit, digest=digest)
+            console.print(f"landed file: {done.line()}", highlight=False, soft_wrap=True)
+
+
 def run_demo(settings: Settings, console: Console) -> None:
     """Two loads of every demo asset through Dagster (metadata already imported)."""
     home = dagster_home(settings)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         console.print(f"DAGSTER_HOME: {home}", highlight=False)
+        load_landed_files(settings, console)
         first = materialize_all(settings, instance)
         change_source(settings.dms_home)
         second = materialize_all(settings, instance)

@@ -1,0 +1,158 @@
+"""Benchmark: a landed CSV file into PostgreSQL through a file load (engine/file_load.py,
+APPEND) against psql's `\\copy` of the same file into a table of the same types, side by
+side in one run (the figures of issue 12; target <= 1.5x), and the loader's peak memory
+at two file sizes (flat: the same for 100 MB and 1 GB).
+
+    python benchmarks/file_load.py [--rows 10000000] [--small-rows 1000000]
+
+Each load runs in a process of its own (its peak RSS is that process's ru_maxrss); the
+files are written to a temporary folder first (~105 bytes a row: 10M rows ~ 1 GB). A
+throw-away PostgreSQL server with the tests' settings holds the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dms_orchestration.db.ddl import init_schema  # noqa: E402
+from dms_orchestration.metadata.authoring import import_mapping_file  # noqa: E402
+from dms_orchestration.metadata.mapping_file import parse_mapping_file  # noqa: E402
+from dms_orchestration_tests.pg_server import PostgresServer  # noqa: E402
+
+TARGET_RATIO = 1.5
+HEADER = "      rows      MB  \\copy s   load s  ratio <=1.5x     rows/s peak RSS MB"
+COLUMNS = (
+    "ID BIGINT, NAME VARCHAR(40), CITY VARCHAR(30), JOINED DATE, AMOUNT NUMERIC(12,2), NOTE TEXT"
+)
+DEFINITION = """
+file_loads:
+  - ref: BENCH_FILE
+    type: CSV
+    path: landing/*.csv
+    target: {table: BENCH_LOADED}
+    load_type: APPEND
+    columns:
+      - {name: ID, type: BIGINT, source: ID, required: true}
+      - {name: NAME, type: VARCHAR(40), source: NAME}
+      - {name: CITY, type: VARCHAR(30), source: CITY}
+      - {name: JOINED, type: DATE, source: JOINED}
+      - {name: AMOUNT, type: "NUMBER(12,2)", source: AMOUNT}
+      - {name: NOTE, type: TEXT, source: NOTE}
+"""
+# one load in a process of its own: seconds and peak RSS (KiB) on stdout
+LOAD = """
+import resource, sys, time
+from pathlib import Path
+from dms_orchestration.engine.file_load import load_file
+from dms_orchestration.metadata.catalog import load_file_loads
+from dms_orchestration.settings import load_settings
+settings = load_settings()
+from dms_orchestration.db.connect import metadata_engine
+fl = load_file_loads(metadata_engine(settings))["BENCH_FILE"]
+t0 = time.perf_counter()
+done = load_file(fl, Path(sys.argv[1]), settings=settings)
+seconds = time.perf_counter() - t0
+assert done.status == "PC", done.message
+print(seconds, done.rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def write_csv(path: Path, rows: int) -> int:
+    cities = ["Paris", "New York", "Rotterdam", "Manchester", "Oslo", "Bern", "Lyon", "Kyiv"]
+    rng = random.Random(7)
+    with path.open("w", encoding="utf-8") as f:
+        f.write("ID,NAME,CITY,JOINED,AMOUNT,NOTE\n")
+        for start in range(1, rows + 1, 100_000):
+            lines = []
+            for i in range(start, min(start + 100_000, rows + 1)):
+                day = f"20{10 + i % 15}-{1 + i % 12:02d}-{1 + i % 28:02d}"
+                note = '"quoted, with a comma"' if i % 10 == 0 else f"note {i}"
+                lines.append(
+                    f"{i},customer number {i},{cities[i % 8]},{day},"
+                    f"{rng.randint(0, 99999999) / 100:.2f},{note} {'x' * 20}\n"
+                )
+            f.write("".join(lines))
+    return path.stat().st_size
+
+
+def psql_copy(server: PostgresServer, url: str, path: Path) -> float:
+    u = sa.make_url(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS BENCH_COPY")
+        conn.exec_driver_sql(f"CREATE TABLE BENCH_COPY ({COLUMNS})")
+    engine.dispose()
+    env = {**os.environ, "PGPASSWORD": u.password or ""}
+    command = [
+        str(server.bindir / "psql"),
+        "-h", u.host, "-p", str(u.port), "-U", u.username, "-d", u.database, "-q",
+        "-c", f"\\copy BENCH_COPY FROM '{path}' WITH (FORMAT csv, HEADER)",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(command, env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def our_load(url: str, home: Path, path: Path) -> tuple[float, int, int]:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS BENCH_LOADED")
+    engine.dispose()
+    env = {**os.environ, "DMS_DATABASE_URL": url, "DMS_HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, str(path)], env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(done.stderr[-3000:])
+    seconds, rows, rss = done.stdout.split()
+    return float(seconds), int(rows), int(rss)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--small-rows", type=int, default=1_000_000)
+    args = ap.parse_args()
+    server = PostgresServer().start()
+    root = Path(tempfile.mkdtemp(prefix="dms-bench-files-"))
+    try:
+        url = server.create_database("bench_files")
+        engine = sa.create_engine(url)
+        init_schema(engine)
+        import_mapping_file(engine, parse_mapping_file(DEFINITION))
+        engine.dispose()
+        print(HEADER)
+        for rows in (args.small_rows, args.rows):
+            path = root / f"bench_{rows}.csv"
+            size = write_csv(path, rows)
+            copy_s = psql_copy(server, url, path)
+            seconds, loaded, rss = our_load(url, root / "home", path)
+            assert loaded == rows, (loaded, rows)
+            ratio = seconds / copy_s
+            print(
+                f"{rows:>10,} {size / 1e6:>7.0f} {copy_s:>8.2f} {seconds:>8.2f} {ratio:>5.2f}x "
+                f"{'PASS' if ratio <= TARGET_RATIO else 'MISS':>6} {rows / seconds:>10,.0f} "
+                f"{rss / 1024:>11.0f}",
+                flush=True,
+            )
+            path.unlink()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
