@@ -58,12 +58,14 @@ print(time.perf_counter() - t0, done.rows, done.bytes, rss)
 def fill(url: str, rows: int) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE BENCH_REPORT_ROWS AS SELECT g AS ID, 'customer number ' || g AS NAME,"
-            " (ARRAY['Paris','Oslo','Bern','Lyon'])[1 + g % 4] AS CITY,"
-            " DATE '2020-01-01' + (g % 2000) AS JOINED,"
-            " round((g % 100000) / 7.0, 2)::NUMERIC(12,2) AS AMOUNT"
-            f" FROM generate_series(1, {rows}) g"
+        conn.execute(
+            sa.text(
+                "CREATE TABLE BENCH_REPORT_ROWS AS SELECT g AS ID, 'customer number ' || g AS NAME,"
+                " (ARRAY['Paris','Oslo','Bern','Lyon'])[1 + g % 4] AS CITY,"
+                " DATE '2020-01-01' + (g % 2000) AS JOINED,"
+                " round((g % 100000) / 7.0, 2)::NUMERIC(12,2) AS AMOUNT"
+                f" FROM generate_series(1, {rows}) g"
+            )
         )
         conn.exec_driver_sql("ANALYZE BENCH_REPORT_ROWS")
     engine.dispose()

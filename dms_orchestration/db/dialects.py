@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from typing import IO
 
 import sqlalchemy as sa
 import sqlglot
@@ -241,6 +242,11 @@ class Dialect:
     def select_values(self, items: str) -> str:
         """A one-row SELECT of values (bound ones), no table."""
         return f"SELECT {items}"
+
+    def copy_csv_out(self, conn: sa.Connection, query: sa.TextClause, out: IO[bytes]) -> int | None:
+        """Write a query's rows to `out` as CSV with a header, by the database itself;
+        the rows written, or None where the database cannot (the caller writes them)."""
+        return None
 
     def temp_table(self, name: str, columns: Sequence[str]) -> str:
         """A table of this session only (a file's staged rows)."""
@@ -516,6 +522,18 @@ class PostgresDialect(Dialect):
             ).first()
             is not None
         )
+
+    def copy_csv_out(self, conn: sa.Connection, query: sa.TextClause, out: IO[bytes]) -> int | None:
+        """COPY (query) TO STDOUT: PostgreSQL's own CSV, streamed; the query's binds are
+        quoted by the driver (mogrify), never formatted by us."""
+        compiled = query.compile(dialect=conn.dialect)
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            sql = cursor.mogrify(str(compiled), compiled.params).decode()
+            cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
+            return cursor.rowcount
+        finally:
+            cursor.close()
 
     def bulk_insert(
         self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
