@@ -79,10 +79,10 @@ def write_csv(path: Path, rows: int) -> int:
             lines = []
             for i in range(start, min(start + 100_000, rows + 1)):
                 day = f"20{10 + i % 15}-{1 + i % 12:02d}-{1 + i % 28:02d}"
-                note = '"quoted, with a comma"' if i % 10 == 0 else f"note {i}"
+                note = f'"quoted, with a comma {i}"' if i % 10 == 0 else f"note {i} {'x' * 20}"
                 lines.append(
                     f"{i},customer number {i},{cities[i % 8]},{day},"
-                    f"{rng.randint(0, 99999999) / 100:.2f},{note} {'x' * 20}\n"
+                    f"{rng.randint(0, 99999999) / 100:.2f},{note}\n"
                 )
             f.write("".join(lines))
     return path.stat().st_size

@@ -279,3 +279,78 @@ def test_each_landed_file_is_a_partition_its_sensor_adds_and_runs(files, tmp_pat
         os.utime(changed, (settled, settled))
         [request2] = tick(result.cursor).run_requests
         assert request2.partition_key != request.partition_key
+
+
+VALUES = {
+    "INTEGER": ["1", " -42 ", "+7", "2147483647", "2147483648", "1.0", "1e3", "x", ""],
+    "BIGINT": ["9223372036854775807", "9223372036854775808", "-3"],
+    "NUMBER(6,2)": ["1.5", "1234.56", "12345.6", "1.234", "1.230", "-0.01", ".5", "5.", "1E2"],
+    "NUMBER": ["3.14159", "1e5", "abc"],
+    "FLOAT": ["1.5e3", "-2", "inf", "nan", "x"],
+    "DATE": ["2024-02-29", "2023-02-29", "2024-1-2", "02/01/2024", " 2024-03-04 "],
+    "TIMESTAMP": ["2024-01-02 03:04:05", "2024-01-02T03:04:05.123456", "2024-01-02", "noon"],
+    "VARCHAR(3)": ["abc", "abcd", "é€x"],
+    "BOOLEAN": ["true", "N", " yes ", "maybe", "1"],
+}
+
+
+def test_the_servers_checks_are_never_laxer_than_the_python_rules(pg_url):
+    """The PostgreSQL fast path vouches for a file only when every value passes its SQL
+    check and the cast that stores it; a value the Python rules refuse must fail one of
+    them too (they may refuse more)."""
+    from dms_orchestration.engine.file_copy import fits_sql
+    from dms_orchestration.engine.file_load import value_problem
+    from dms_orchestration.metadata.datatypes import parse_data_type
+
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            for type_text, values in VALUES.items():
+                dtype = parse_data_type(type_text)
+                for value in values:
+                    try:
+                        v = "CAST(:v AS TEXT)"
+                        stored = f"CAST(trim({v}) AS {dtype.sqlalchemy_type().compile()})"
+                        fits = (
+                            conn.execute(
+                                sa.text(f"SELECT CASE WHEN {fits_sql(v, dtype)} THEN {stored} END"),
+                                {"v": value},
+                            ).first()[0]
+                            is not None
+                        )
+                    except sa.exc.DBAPIError:
+                        conn.rollback()
+                        fits = False  # an error: the Python path takes the file
+                    python_ok = value_problem(value, dtype) is None
+                    assert not fits or python_ok, (type_text, value)
+    finally:
+        engine.dispose()
+
+
+def test_a_clean_csv_into_postgresql_is_read_by_the_server(pg_url, tmp_path, monkeypatch):
+    """COPY reads a clean file (the Python reader reads none of its records); one bad
+    row sends the file to the Python path, which names it."""
+    from dms_orchestration.engine import file_load
+
+    d = Dms(pg_url, tmp_path / "home", monkeypatch)
+    d.import_yaml(yaml.safe_dump({"file_loads": [CUSTOMERS]}))
+    (d.home / "landing").mkdir()
+    read = []
+    real = file_load.read_records
+
+    def counting(*args, **kwargs):
+        names, records = real(*args, **kwargs)
+        return names, (read.append(r.line) or r for r in records)
+
+    monkeypatch.setattr(file_load, "read_records", counting)
+    try:
+        land(d, "customers_1.csv", GOOD, bom=True)
+        assert dms("files", "load", "CUSTOMERS_FILE").exit_code == 0
+        assert read == [] and len(loaded(d)) == 3
+        d.params(FILE_MAX_BAD_ROWS=5)
+        land(d, "customers_2.csv", BAD)
+        done = dms("files", "load", "CUSTOMERS_FILE")
+        assert done.exit_code == 0 and read == [2, 3, 4, 5]
+        assert LINE.match(done.stdout.strip()).groups()[3:] == ("1", "3")
+    finally:
+        dispose_all()

@@ -35,7 +35,8 @@ from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
 from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
-from dms_orchestration.files.readers import FORMATS, FileFormatError, read_records
+from dms_orchestration.engine.file_copy import copy_file, fits_sql
+from dms_orchestration.files.readers import FORMATS, FileFormatError, csv_delimiter, read_records
 from dms_orchestration.metadata.datatypes import DataType, UnknownDataType, parse_data_type
 from dms_orchestration.metadata.models import FileColumn, FileLoad
 from dms_orchestration.metadata.sqlcheck import expression_problem
@@ -430,6 +431,8 @@ def _load(
     try:
         with tgt.connect() as conn, conn.begin():
             _ensure_target(conn, d, fl, plan)
+            if (rows := _fast(conn, d, fl, plan, path, columns, staging)) is not None:
+                return rows, bad
             conn.exec_driver_sql(d.temp_table(staging, _staging_columns(d, plan)))
             for batch in _batches(plan, records, bad):
                 d.bulk_insert(conn, staging, [LINE, *map(d.quote, plan.staged)], batch)
@@ -450,6 +453,79 @@ def _load(
     finally:
         bad.close()
     return rows, bad
+
+
+def _fast(
+    conn: sa.Connection,
+    d: Dialect,
+    fl: FileLoad,
+    plan: FilePlan,
+    path: Path,
+    columns: list[str],
+    staging: str,
+) -> int | None:
+    """A clean CSV file into PostgreSQL by the server's COPY (engine/file_copy.py): the
+    rows applied, or None (nothing done) where the Python path must read the file."""
+    if d.name != "postgresql" or (fl.file_type or "").strip().upper() != "CSV":
+        return None
+    if len({c.lower() for c in columns}) != len(columns) or not all(columns):
+        return None  # names the server would take for one another
+    savepoint = conn.begin_nested()
+    try:
+        header = (fl.header_flag or "Y").upper() != "N"
+        copied = f"{staging}_c"
+        copy_file(conn, d, path, copied, columns, csv_delimiter(fl.delimiter), header)
+        _defaults(conn, d, plan, copied)
+        if plan.load_type == "UPSERT":
+            rows = _apply(conn, d, fl, plan, copied) if _clean(conn, d, plan, copied) else None
+        else:  # checked as they are applied, in one pass: all of them, or the Python path
+            staged = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {copied}").scalar()
+            rows = _apply(conn, d, fl, plan, copied, where=_rules(d, plan))
+            rows = rows if rows == staged else None
+        if rows is not None:
+            conn.exec_driver_sql(f"DROP TABLE {copied}")
+            savepoint.commit()
+            return rows
+    except sa.exc.DBAPIError:  # a record the server refused, a value it could not read
+        pass
+    savepoint.rollback()
+    return None
+
+
+def _defaults(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> None:
+    """DFLTVAL for the empty values of the copied rows."""
+    for t in plan.targets:
+        if t.source and t.default is not None:
+            column = d.quote(t.source)
+            conn.execute(
+                sa.text(f"UPDATE {staging} SET {column} = :v WHERE {column} IS NULL"),
+                {"v": t.default},
+            )
+
+
+def _rules(d: Dialect, plan: FilePlan) -> str:
+    """A copied row (alias SRC) passes the rules of its columns (engine/file_copy.py)."""
+    rules = []
+    for t in plan.targets:
+        if t.source and not t.transform:
+            v = f"SRC.{d.quote(t.source)}"
+            if t.required:
+                rules.append(f"{v} IS NOT NULL")
+            rules.append(f"({v} IS NULL OR {fits_sql(v, t.dtype)})")
+    return " AND ".join(rules) or "TRUE"
+
+
+def _clean(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> bool:
+    """Whether every copied row passes the rules and no key repeats (UPSERT): else the
+    Python path names the bad rows."""
+    broken = f"SELECT 1 FROM {staging} SRC WHERE NOT ({_rules(d, plan)})"
+    if conn.exec_driver_sql(d.limit(broken, 1)).first() is not None:
+        return False
+    if plan.load_type != "UPSERT":
+        return True
+    keys = ", ".join(_value_sql(d, t) for t in plan.keys)
+    repeats = f"SELECT 1 FROM {staging} SRC GROUP BY {keys} HAVING COUNT(*) > 1"
+    return conn.exec_driver_sql(d.limit(repeats, 1)).first() is None
 
 
 def _batches(plan: FilePlan, records, bad: _Bad) -> Iterator[list]:
@@ -516,10 +592,19 @@ def _repeated_keys(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str
     )
 
 
-def _apply(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan, staging: str) -> int:
+def _apply(
+    conn: sa.Connection,
+    d: Dialect,
+    fl: FileLoad,
+    plan: FilePlan,
+    staging: str,
+    where: str | None = None,
+) -> int:
+    """Apply the staged rows (those `where` keeps) to the target; the rows written."""
     table = _target_table(d, fl)
     names = [d.quote(t.name.lower()) for t in plan.targets]
     select = f"SELECT {', '.join(_value_sql(d, t) for t in plan.targets)} FROM {staging} SRC"
+    select += f" WHERE {where}" if where else ""
     if plan.load_type == "TRUNCATE":
         conn.exec_driver_sql(f"DELETE FROM {table}")
     if plan.load_type != "UPSERT":

@@ -68,10 +68,17 @@ def as_text(value: Any) -> str | None:
 # ------------------------------------------------------------------ CSV
 
 
-def _csv(path: Path, delimiter: str, header: bool) -> tuple[list[str], Iterator[Record]]:
+def csv_delimiter(text: str | None) -> str:
+    """DELIM as a CSV delimiter: one character (`\\t` or TAB: a tab); default `,`."""
+    delimiter = text or ","
     delimiter = "\t" if delimiter.upper() in ("\\T", "TAB") else delimiter
     if len(delimiter) != 1:
-        raise FileFormatError(f"DELIM {delimiter!r} is not one character")
+        raise FileFormatError(f"DELIM {text!r} is not one character")
+    return delimiter
+
+
+def _csv(path: Path, delimiter: str, header: bool) -> tuple[list[str], Iterator[Record]]:
+    delimiter = csv_delimiter(delimiter)
     f = path.open(newline="", encoding="utf-8-sig")  # (the BOM, if any, is not data)
     reader = csv.reader(f, delimiter=delimiter, strict=True)
     try:
