@@ -190,6 +190,8 @@ def _validate(settings: Settings, maprefs: list[str] | None):
     from dms_orchestration.metadata.validation import validate_mappings
 
     report = validate_mappings(_engine(settings), settings, maprefs)
+    if maprefs is None:  # all: the file loads and reports too
+        report.findings.extend(_other_findings(settings))
     table = Table("mapping", "column", "severity", "finding", title="validation findings")
     for f in report.findings:
         colour = "red" if f.severity == "ERROR" else "yellow"
@@ -231,6 +233,25 @@ def mappings_preview(
     if shown.rows:
         wide.print(preview_table(shown))
     wide.print(shown.summary(), highlight=False)
+
+
+def _other_findings(settings: Settings) -> list:
+    """The findings of every file load and report, recorded in DMS_MAPERR by their
+    FLUPLDREF / RPRTREF."""
+    from dms_orchestration.engine.file_load import file_load_findings, target_dialect
+    from dms_orchestration.engine.report import report_findings
+    from dms_orchestration.metadata.catalog import load_file_loads, load_reports
+    from dms_orchestration.metadata.validation import record_findings
+
+    engine = _engine(settings)
+    backend = engine.dialect.name
+    found = []
+    for fl in load_file_loads(engine).values():
+        problems = file_load_findings(fl, target_dialect(fl, backend))
+        found += record_findings(engine, settings, fl.ref, problems)
+    for report in load_reports(engine).values():
+        found += record_findings(engine, settings, report.ref, report_findings(report, backend))
+    return found
 
 
 @mappings_app.command("schema")

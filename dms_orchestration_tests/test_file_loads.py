@@ -354,3 +354,20 @@ def test_a_clean_csv_into_postgresql_is_read_by_the_server(pg_url, tmp_path, mon
         assert LINE.match(done.stdout.strip()).groups()[3:] == ("1", "3")
     finally:
         dispose_all()
+
+
+def test_validation_covers_file_loads_and_reports(files):
+    files.sql("UPDATE DMS_FLUPLD SET LDTYP = 'MERGE' WHERE FLUPLDREF = 'CUSTOMERS_FILE'")
+    files.sql("UPDATE DMS_FLUPLDDTL SET TRGCLDTYP = 'WIDGET' WHERE TRGCLNM = 'JOINED'")
+    files.sql(
+        "INSERT INTO DMS_RPRT (RPRTID, RPRTREF, MAPRSQLCD, OUTFMT, OUTPATH, CURFLG) "
+        "VALUES (1, 'NO_SQL', 'NOPE', 'CSV', 'out/x.csv', 'Y')"
+    )
+    done = dms("mappings", "validate")
+    assert done.exit_code == 1
+    text = " ".join(done.stdout.split())
+    assert "CUSTOMERS_FILE" in text and "LDTYP 'MERGE'" in text and "WIDGET" in text
+    assert "NO_SQL" in text and "MAPRSQLCD 'NOPE'" in text
+    recorded = files.query("SELECT MAPREF, ERRTYP FROM DMS_MAPERR ORDER BY MAPREF")
+    assert {r for r, _ in recorded} == {"CUSTOMERS_FILE", "NO_SQL"}
+    assert {t for _, t in recorded} == {"ERROR"}

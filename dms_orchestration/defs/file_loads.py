@@ -18,7 +18,6 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from pydantic import BaseModel
 
 from dms_orchestration.db.connect import metadata_engine
-from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
 from dms_orchestration.defs.assets import findings_text
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.resources import RESOURCE_KEYS, dms_services
@@ -31,6 +30,7 @@ from dms_orchestration.engine.file_load import (
     load_file,
     loaded_digests,
     max_bad_rows,
+    target_dialect,
 )
 from dms_orchestration.metadata.models import Catalog, FileLoad, Finding
 
@@ -104,13 +104,6 @@ def file_load_definitions(
     return asset, job, file_sensor(fl, entry, partitions, job)
 
 
-def _target_dialect(fl: FileLoad, metadata_backend: str) -> str:
-    """The sqlglot dialect TRNSFRM is written in: the target database's."""
-    con = fl.target_connection
-    name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_backend
-    return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
-
-
 def file_asset(
     fl: FileLoad,
     entry: FileLoadEntry,
@@ -119,7 +112,7 @@ def file_asset(
 ) -> dg.AssetsDefinition:
     findings = [
         Finding(mapref=fl.ref, severity="ERROR", message=m)
-        for m in file_load_findings(fl, _target_dialect(fl, metadata_backend))
+        for m in file_load_findings(fl, target_dialect(fl, metadata_backend))
     ]
     kind = (fl.file_type or "").strip().lower()
 

@@ -33,7 +33,7 @@ from sqlglot import exp
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
-from dms_orchestration.db.dialects import Dialect, dialect_of
+from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS, Dialect, dialect_of
 from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
 from dms_orchestration.engine.file_copy import copy_file, fits_sql
 from dms_orchestration.files.readers import FORMATS, FileFormatError, csv_delimiter, read_records
@@ -171,6 +171,14 @@ def _target(c: FileColumn, dialect: str, problems: list[str]) -> Target | None:
 
 def sa_identifier(name: str) -> bool:
     return bool(re.match(IDENTIFIER, name or ""))
+
+
+def target_dialect(fl: FileLoad, metadata_backend: str) -> str:
+    """The sqlglot dialect TRNSFRM is written in: the target database's (TRGCONID's,
+    else the metadata database's, `metadata_backend` as SQLAlchemy names it)."""
+    con = fl.target_connection
+    name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_backend
+    return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
 
 
 def file_load_findings(fl: FileLoad, dialect: str = "") -> list[str]:

@@ -559,6 +559,41 @@ def _now(settings: Settings) -> datetime:
     return datetime.now(settings.timezone).replace(tzinfo=None, microsecond=0)
 
 
+def _replace_findings(
+    conn: sa.Connection, ref: str, findings: list[Finding], ids: list[int], now: datetime
+) -> None:
+    """The DMS_MAPERR rows of `ref`, replaced by `findings`."""
+    err = s.dms_maperr
+    conn.execute(sa.delete(err).where(err.c.mapref == ref))
+    if findings:
+        conn.execute(
+            sa.insert(err),
+            [
+                {
+                    "maperrid": id_,
+                    "mapref": f.mapref,
+                    "trgclnm": f.column[:TRGCLNM_SIZE] if f.column else None,
+                    "errtyp": f.severity,
+                    "errmsg": _clip(f.message, ERRMSG_SIZE),
+                    "reccrdt": now,
+                }
+                for id_, f in zip(ids, findings, strict=True)
+            ],
+        )
+
+
+def record_findings(
+    engine: sa.Engine, settings: Settings, ref: str, messages: list[str]
+) -> list[Finding]:
+    """ERROR findings of a definition that is not a mapping (a file load, a report, by
+    its FLUPLDREF / RPRTREF) in DMS_MAPERR, replacing its earlier ones."""
+    findings = [Finding(mapref=ref, column=None, severity=ERROR, message=m) for m in messages]
+    ids = next_ids(engine, "DMS_MAPERR", len(findings)) if findings else []
+    with write_transaction(engine) as conn:
+        _replace_findings(conn, ref, findings, ids, _now(settings))
+    return findings
+
+
 def _save(
     engine: sa.Engine,
     settings: Settings,
@@ -570,24 +605,9 @@ def _save(
     # would wait for ours
     ids = next_ids(engine, "DMS_MAPERR", len(findings)) if findings else []
     now = _now(settings)
-    err, dtl = s.dms_maperr, s.dms_maprdtl
+    dtl = s.dms_maprdtl
     with write_transaction(engine) as conn:
-        conn.execute(sa.delete(err).where(err.c.mapref == m.ref))
-        if findings:
-            conn.execute(
-                sa.insert(err),
-                [
-                    {
-                        "maperrid": id_,
-                        "mapref": f.mapref,
-                        "trgclnm": f.column[:TRGCLNM_SIZE] if f.column else None,
-                        "errtyp": f.severity,
-                        "errmsg": _clip(f.message, ERRMSG_SIZE),
-                        "reccrdt": now,
-                    }
-                    for id_, f in zip(ids, findings, strict=True)
-                ],
-            )
+        _replace_findings(conn, m.ref, findings, ids, now)
         for col in m.columns:
             flag = verified.get(col.id)
             # only rows whose flag changes: RECUPDT then says when validation changed it
