@@ -233,7 +233,7 @@ def value_problem(text: str, dtype: DataType) -> str | None:
         return f"{len(text)} characters, more than {dtype}"
     if f == "INTEGER":
         value = text.strip()
-        if not value.lstrip("+-").isdigit():
+        if not re.fullmatch(r"[+-]?[0-9]+", value):
             return f"{text!r} is not a whole number"
         if abs(int(value)) > _INT_RANGE.get(dtype.precision or 19, 2**63 - 1):
             return f"{text} is out of the range of {dtype}"
@@ -246,11 +246,10 @@ def value_problem(text: str, dtype: DataType) -> str | None:
             return f"{text!r} is not a number"
         if f == "DECIMAL" and dtype.precision is not None:
             scale = dtype.scale or 0
-            sign, digits, exponent = number.as_tuple()
-            decimals = max(0, -exponent)
-            if decimals > scale and number != round(number, scale):
+            _, digits, exponent = number.as_tuple()
+            if -exponent > scale and number != round(number, scale):
                 return f"{text} has more than {scale} decimals ({dtype})"
-            whole = len(digits) + exponent if exponent < 0 else len(digits) + exponent
+            whole = len(digits) + exponent  # the digits before the point
             if number and whole > dtype.precision - scale:
                 return f"{text} does not fit {dtype}"
     elif f == "DATE":
