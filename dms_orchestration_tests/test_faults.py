@@ -113,7 +113,7 @@ def _dms_run(d: Dms, *args: str) -> subprocess.Popen:
 # plan's key queries, which do not read NAME, never call it)
 SLOW_NAME = (
     "CREATE FUNCTION slow_name(t text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS "
-    "$$ BEGIN PERFORM pg_sleep(0.0003); RETURN t; END $$"
+    "$$ BEGIN PERFORM pg_sleep(0.001); RETURN t; END $$"
 )
 SLOW_SQL = "SELECT ID, slow_name(NAME) AS NAME, CITY FROM SRC_CUST"
 ROWS = 8_000
