@@ -97,7 +97,9 @@ def _wait_for(condition, timeout: float = 30, what: str = "a condition") -> None
         time.sleep(0.05)
 
 
-def _dms_run(d: Dms, *args: str) -> subprocess.Popen:
+def _dms_run(d: Dms, *args: str, sigint=signal.SIG_DFL) -> subprocess.Popen:
+    """`dms run` as a foreground process starts it (SIGINT as it comes, whatever this
+    test process inherited: a shell's background job ignores it), or with `sigint`."""
     env = {**os.environ, "DMS_HOME": str(d.home)}
     env.pop("DAGSTER_HOME", None)
     return subprocess.Popen(
@@ -106,6 +108,7 @@ def _dms_run(d: Dms, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
 
 
@@ -160,9 +163,11 @@ def _target_matches_source(meta: Dms, target: sa.Engine) -> None:
     assert got == want
 
 
-def _start_mid_load(meta: Dms, target: sa.Engine) -> tuple[subprocess.Popen, list[int]]:
+def _start_mid_load(
+    meta: Dms, target: sa.Engine, sigint=signal.SIG_DFL
+) -> tuple[subprocess.Popen, list[int]]:
     """A `dms run` of 4 chunk processes, caught while every chunk is writing."""
-    proc = _dms_run(meta, "--chunks", "4")
+    proc = _dms_run(meta, "--chunks", "4", sigint=sigint)
     _wait_for(lambda: len(_children(proc.pid)) >= 4, what="4 chunk processes")
     children = _children(proc.pid)
     _wait_for(lambda: _backends(target) >= 4, what="the chunks writing to the target")
@@ -208,6 +213,25 @@ def test_a_killed_or_stopped_dms_run_leaves_no_chunk_process_and_frees_its_lock(
             message = meta.scalar("SELECT PRCMSG FROM DMS_PRCLOG WHERE PRCID = :p", p=prcid)
             assert message.startswith("holder vanished")
         _target_matches_source(meta, target)
+    finally:
+        target.dispose()
+
+
+def test_a_sigterm_stops_the_chunks_of_a_dms_run_started_with_sigint_ignored(pg_server, make):
+    """`dms run ... &` from a script ignores SIGINT, and so would its chunk processes:
+    the stop its SIGTERM becomes, passed on to them as SIGINT, must still reach them."""
+    meta, target = _setup_streamed(pg_server, make)
+    try:
+        proc, children = _start_mid_load(meta, target, sigint=signal.SIG_IGN)
+        prcid = meta.last_prcid()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _wait_for(lambda: not any(_alive(c) for c in children), 10, "the chunks to die")
+        assert proc.returncode == 130, proc.stderr
+        chunks = meta.query(
+            "SELECT JOBSTS FROM DMS_JOBLOG WHERE PRCID = :p AND CHUNKNO IS NOT NULL", p=prcid
+        )
+        assert "ST" in {status for (status,) in chunks}  # rolled back, not run to the end
     finally:
         target.dispose()
 

@@ -54,7 +54,10 @@ def _watch_parent(parent: int) -> None:
 
 
 def die_with_parent(parent: int, forked: bool = True) -> None:
-    """In a chunk process: end when `parent` ends (also when it died before this ran)."""
+    """In a chunk process: end when `parent` ends (also when it died before this ran),
+    and take the stop the parent passes on as SIGINT even where this process started
+    with SIGINT ignored (a shell's background job: `dms run ... &`, stopped by SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if forked:
         after_fork()
     if not _kill_me_with_parent():
