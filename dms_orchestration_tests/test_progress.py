@@ -142,9 +142,12 @@ def test_progress_rows_grow_in_dms_joblog_while_a_load_of_two_chunks_runs(pg_ser
         prcid = meta.last_prcid()
         seen: list[list[tuple]] = []  # DMS_JOBLOG as another session sees it, over time
         running_status = None
-        while meta.prcsts(prcid) == "IP":
-            seen.append(joblog(meta, prcid))
-            if running_status is None and any(r[1] == "IP" and r[2] for r in seen[-1][1:]):
+        while True:
+            rows = joblog(meta, prcid)
+            if meta.prcsts(prcid) != "IP":  # (what was read may be the committed load)
+                break
+            seen.append(rows)
+            if running_status is None and any(r[1] == "IP" and r[2] for r in rows[1:]):
                 running_status = status_json(meta)
             time.sleep(0.1)
         committed_at = time.monotonic()
