@@ -89,20 +89,14 @@ def write_csv(path: Path, rows: int) -> int:
 
 
 def psql_copy(server: PostgresServer, url: str, path: Path) -> float:
-    u = sa.make_url(url)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS BENCH_COPY")
         conn.exec_driver_sql(f"CREATE TABLE BENCH_COPY ({COLUMNS})")
     engine.dispose()
-    env = {**os.environ, "PGPASSWORD": u.password or ""}
-    command = [
-        str(server.bindir / "psql"),
-        "-h", u.host, "-p", str(u.port), "-U", u.username, "-d", u.database, "-q",
-        "-c", f"\\copy BENCH_COPY FROM '{path}' WITH (FORMAT csv, HEADER)",
-    ]  # fmt: skip
     t0 = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
+    copy = f"\\copy BENCH_COPY FROM '{path}' WITH (FORMAT csv, HEADER)"
+    server.psql(sa.make_url(url).database, copy)
     return time.perf_counter() - t0
 
 

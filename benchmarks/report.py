@@ -72,15 +72,10 @@ def fill(url: str, rows: int) -> None:
 
 
 def psql_copy(server: PostgresServer, url: str, rows: int, path: Path) -> float:
-    u = sa.make_url(url)
     query = QUERY.replace(":p1", str(rows))
-    command = [
-        str(server.bindir / "psql"),
-        "-h", u.host, "-p", str(u.port), "-U", u.username, "-d", u.database, "-q",
-        "-c", f"\\copy ({query}) TO '{path}' WITH (FORMAT csv, HEADER)",
-    ]  # fmt: skip
     t0 = time.perf_counter()
-    subprocess.run(command, env={**os.environ, "PGPASSWORD": u.password or ""}, check=True)
+    copy = f"\\copy ({query}) TO '{path}' WITH (FORMAT csv, HEADER)"
+    server.psql(sa.make_url(url).database, copy)
     return time.perf_counter() - t0
 
 

@@ -484,6 +484,7 @@ def report_run(
     url: UrlOption = None,
 ):
     """Write one report now; print `RPRTREF PC ROWS=.. FILE=..` (exit 1 on failure)."""
+    from dms_orchestration.engine.errors import error_text
     from dms_orchestration.engine.report import run_report
     from dms_orchestration.metadata.catalog import load_reports
 
@@ -494,7 +495,7 @@ def report_run(
             raise ValueError(f"no current report named {rprtref}")
         done = run_report(reports[rprtref], _parse_params(param), settings=settings)
     except Exception as exc:  # one clear line; DMS_PRCLOG has the reason too
-        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        text = (error_text(exc) or type(exc).__name__).splitlines()[0]
         err.print(f"[red]error:[/red] report {rprtref} failed: {text}", highlight=False)
         raise typer.Exit(1) from None
     out.print(f"{rprtref} PC ROWS={done.rows} FILE={done.path}", highlight=False, soft_wrap=True)

@@ -120,6 +120,11 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{database}"
 
+    def psql(self, database: str, command: str) -> None:
+        """Run one psql command (a `\\copy`, say) on a database of this server."""
+        args = ["-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", database]
+        subprocess.run([str(self.bindir / "psql"), *args, "-q", "-c", command], check=True)
+
     def create_database(self, name: str) -> str:
         import psycopg2
 

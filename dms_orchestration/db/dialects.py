@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import IO
+from pathlib import Path
 
 import sqlalchemy as sa
 import sqlglot
@@ -243,8 +243,8 @@ class Dialect:
         """A one-row SELECT of values (bound ones), no table."""
         return f"SELECT {items}"
 
-    def copy_csv_out(self, conn: sa.Connection, query: sa.TextClause, out: IO[bytes]) -> int | None:
-        """Write a query's rows to `out` as CSV with a header, by the database itself;
+    def copy_csv_out(self, conn: sa.Connection, query: sa.TextClause, path: Path) -> int | None:
+        """Write a query's rows to `path` as CSV with a header, by the database itself;
         the rows written, or None where the database cannot (the caller writes them)."""
         return None
 
@@ -523,14 +523,15 @@ class PostgresDialect(Dialect):
             is not None
         )
 
-    def copy_csv_out(self, conn: sa.Connection, query: sa.TextClause, out: IO[bytes]) -> int | None:
+    def copy_csv_out(self, conn: sa.Connection, query: sa.TextClause, path: Path) -> int | None:
         """COPY (query) TO STDOUT: PostgreSQL's own CSV, streamed; the query's binds are
         quoted by the driver (mogrify), never formatted by us."""
         compiled = query.compile(dialect=conn.dialect)
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             sql = cursor.mogrify(str(compiled), compiled.params).decode()
-            cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
+            with path.open("wb") as out:
+                cursor.copy_expert(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", out)
             return cursor.rowcount
         finally:
             cursor.close()
@@ -750,6 +751,14 @@ DIALECTS: dict[str, Dialect] = {
 
 # DMS_DBCONDTLS.DBTYP and the legacy DB_TYPE use these words
 DBTYP_TO_DIALECT = {"POSTGRESQL": "postgresql", "ORACLE": "oracle", "SQLITE": "sqlite"}
+
+
+def sqlglot_dialect(con, metadata_backend: str) -> str:
+    """The sqlglot dialect of SQL that runs on a connection (a DMS_DBCONDTLS row: its
+    DBTYP), else on the metadata database (`metadata_backend`, as SQLAlchemy names it);
+    '' when neither is known (sqlglot's standard SQL)."""
+    name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_backend
+    return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
 
 
 def dialect_of(bind: sa.Engine | sa.Connection | str) -> Dialect:

@@ -15,7 +15,7 @@ import dagster as dg
 import sqlglot
 from sqlglot import exp
 
-from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS
+from dms_orchestration.db.dialects import sqlglot_dialect
 from dms_orchestration.defs.chunks import ChunkRetry, run_visible_chunks
 from dms_orchestration.defs.materialization import (
     Loaded,
@@ -42,9 +42,7 @@ RETRY_DEFAULTS = {"RETRY_MAX": 3, "RETRY_DELAY_SECONDS": 5}
 def source_dialect(mapping: Mapping, metadata_dialect: str) -> str:
     """The sqlglot dialect of a mapping's source SQL: its connection's DBTYP, else the
     metadata database's ('' when neither is known: sqlglot's standard SQL)."""
-    con = mapping.source_connection
-    name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_dialect
-    return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
+    return sqlglot_dialect(mapping.source_connection, metadata_dialect)
 
 
 def tables_read(sql: str, dialect: str) -> set[tuple[str | None, str]]:

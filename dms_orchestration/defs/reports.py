@@ -16,10 +16,10 @@ from dms_orchestration.defs.assets import TAG, findings_text, run_options, table
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.resources import RESOURCE_KEYS, dms_services
 from dms_orchestration.defs.run_config import check_run_tags
+from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.translator import dagster_name
 from dms_orchestration.engine.report import report_findings, run_report
 from dms_orchestration.files.writers import WRITERS
-from dms_orchestration.metadata.frequency import clock_for, describe, skip_reason
 from dms_orchestration.metadata.models import Catalog, Finding, Report
 
 GROUP = "reports"
@@ -155,21 +155,6 @@ def report_schedule(
     row = report.schedule
     if row is None:
         return None
-    clock = clock_for(row)
-
-    @dg.schedule(
-        name=entry.schedule,
-        cron_schedule=clock.cron,
-        job=job,
-        execution_timezone=timezone,
-        default_status=(
-            dg.DefaultScheduleStatus.RUNNING if row.enabled else dg.DefaultScheduleStatus.STOPPED
-        ),
-        description=f"DMS_RPRT {report.id}: {describe(row)}",
+    return schedule_definition(
+        job, row, timezone, entry.schedule, source=f"DMS_RPRT {report.id}", run_tags={}
     )
-    def report_clock(context):
-        tick = context.scheduled_execution_time
-        reason = skip_reason(row, clock, tick.replace(tzinfo=None) if tick else tick)
-        return dg.SkipReason(reason) if reason else dg.RunRequest()
-
-    return report_clock

@@ -10,11 +10,19 @@ from dms_orchestration.metadata.models import Schedule
 
 
 def schedule_definition(
-    job: UnresolvedAssetJobDefinition, row: Schedule, timezone: str, name: str | None = None
+    job: UnresolvedAssetJobDefinition,
+    row: Schedule,
+    timezone: str,
+    name: str | None = None,
+    source: str | None = None,
+    run_tags: dict[str, str] | None = None,
 ) -> dg.ScheduleDefinition:
     """Raises FrequencyError for a row whose codes make no clock. `name`: the translator's
-    (defs/translator.py), else `<job>_<frq>_<jobschid>`."""
+    (defs/translator.py), else `<job>_<frq>_<jobschid>`; `source`: the row the clock
+    comes from, in the description (default `DMS_JOBSCH <id>`); `run_tags`: its runs'
+    (default the JOBSCHID)."""
     clock = clock_for(row)
+    run_tags = {f"{TAG}jobschid": str(row.id)} if run_tags is None else run_tags
 
     @dg.schedule(
         name=name or f"{job.name}_{(row.frequency or '').lower()}_{row.id}",
@@ -24,14 +32,14 @@ def schedule_definition(
         default_status=(
             dg.DefaultScheduleStatus.RUNNING if row.enabled else dg.DefaultScheduleStatus.STOPPED
         ),
-        description=f"DMS_JOBSCH {row.id}: {describe(row)}",
-        tags={f"{TAG}jobschid": str(row.id)},
+        description=f"{source or f'DMS_JOBSCH {row.id}'}: {describe(row)}",
+        tags=run_tags,
     )
     def dms_schedule(context: dg.ScheduleEvaluationContext):
         tick = context.scheduled_execution_time
         reason = skip_reason(row, clock, tick.replace(tzinfo=None) if tick else tick)
         if reason:
             return dg.SkipReason(reason)
-        return dg.RunRequest(tags={f"{TAG}jobschid": str(row.id)})
+        return dg.RunRequest(tags=run_tags)
 
     return dms_schedule

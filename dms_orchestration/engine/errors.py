@@ -70,8 +70,13 @@ def is_interruption(exc: BaseException) -> bool:
     return not isinstance(exc, Exception)
 
 
+def error_text(exc: BaseException) -> str:
+    """What an error says: the driver's own words for a database error."""
+    return str(getattr(exc, "orig", None) or exc).strip()
+
+
 def describe(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
+    text = error_text(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
 
 

@@ -33,9 +33,11 @@ from sqlglot import exp
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
-from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS, Dialect, dialect_of
+from dms_orchestration.db.dialects import Dialect, dialect_of, sqlglot_dialect
 from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
+from dms_orchestration.engine.errors import error_text
 from dms_orchestration.engine.file_copy import copy_file, fits_sql
+from dms_orchestration.engine.target import table_columns
 from dms_orchestration.files.readers import FORMATS, FileFormatError, csv_delimiter, read_records
 from dms_orchestration.metadata.datatypes import DataType, UnknownDataType, parse_data_type
 from dms_orchestration.metadata.models import FileColumn, FileLoad
@@ -77,7 +79,6 @@ class Target:
 
 @dataclass(frozen=True)
 class FilePlan:
-    ref: str
     targets: tuple[Target, ...]
     staged: tuple[str, ...]  # the file's columns staged (upper case): those the load reads
     load_type: str
@@ -131,11 +132,9 @@ class _Bad:
             self._writer.writerow(["LINE", "REASON", *self.columns])
         self._writer.writerow([line, reason, *(values.get(c) for c in self.columns)])
 
-    def close(self) -> Path | None:
+    def close(self) -> None:
         if self._file is not None:
             self._file.close()
-            return self.path
-        return None
 
 
 # ------------------------------------------------------------------ the definition
@@ -176,9 +175,7 @@ def sa_identifier(name: str) -> bool:
 def target_dialect(fl: FileLoad, metadata_backend: str) -> str:
     """The sqlglot dialect TRNSFRM is written in: the target database's (TRGCONID's,
     else the metadata database's, `metadata_backend` as SQLAlchemy names it)."""
-    con = fl.target_connection
-    name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_backend
-    return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
+    return sqlglot_dialect(fl.target_connection, metadata_backend)
 
 
 def file_load_findings(fl: FileLoad, dialect: str = "") -> list[str]:
@@ -215,7 +212,7 @@ def file_plan(fl: FileLoad, dialect: str) -> FilePlan:
     for t in targets:
         if t.transform:
             staged |= _columns_read(t.transform, dialect)
-    return FilePlan(fl.ref, targets, tuple(sorted(staged)), fl.load_type.strip().upper())
+    return FilePlan(targets, tuple(sorted(staged)), fl.load_type.strip().upper())
 
 
 def _columns_read(expression: str, dialect: str) -> set[str]:
@@ -377,7 +374,7 @@ def load_file(
         rows, bad = _load(plan, fl, path, tgt, max_bad_rows, rejects)
         result.rows, result.bad, result.status = rows, bad.count, "PC"
     except Exception as exc:  # the file, its rows or the database: FL, with the reason
-        result.message = _reason(exc)
+        result.message = (error_text(exc) or type(exc).__name__).splitlines()[0]
         bad = getattr(exc, "bad", None)
         result.bad = bad.count if bad else 0
     except BaseException:
@@ -404,10 +401,6 @@ def load_file(
     )
     log.close_process(result.prcid, result.status, fit_message(result.message))
     return result
-
-
-def _reason(exc: Exception) -> str:
-    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 def _archive(folder: Path | None, path: Path, digest: str) -> Path | None:
@@ -446,16 +439,14 @@ def _load(
             if plan.load_type == "UPSERT":
                 _repeated_keys(conn, d, plan, staging, bad)
             if bad.count > max_bad:
-                error = TooManyBadRows(
+                raise TooManyBadRows(
                     f"{bad.count} bad row(s), more than FILE_MAX_BAD_ROWS = {max_bad}: "
                     f"nothing loaded (the first: line {bad.kept[0][0]}: {bad.kept[0][1]})"
                 )
-                error.bad = bad
-                raise error
             rows = _apply(conn, d, fl, plan, staging)
             conn.exec_driver_sql(f"DROP TABLE {staging}")
     except Exception as exc:
-        exc.bad = bad
+        exc.bad = bad  # (what was found before it failed: logged by load_file)
         raise
     finally:
         bad.close()
@@ -567,13 +558,12 @@ def _ensure_target(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan
     """Create the target table when it does not exist; refuse one that lacks a column."""
     schema = fl.target_schema.strip().lower() if fl.target_schema and d.name != "sqlite" else None
     table = fl.target_table.strip().lower()
-    inspector = sa.inspect(conn)
-    if not inspector.has_table(table, schema=schema):
+    have = table_columns(conn, schema, table)
+    if have is None:
         columns = [sa.Column(t.name.lower(), t.dtype.sqlalchemy_type()) for t in plan.targets]
         sa.Table(table, sa.MetaData(schema=schema), *columns).create(conn)
         return
-    have = {c["name"].upper() for c in inspector.get_columns(table, schema=schema)}
-    if missing := [t.name for t in plan.targets if t.name not in have]:
+    if missing := [t.name for t in plan.targets if t.name.lower() not in have]:
         raise FileLoadInvalid(fl.ref, [f"target table {table} has no column {', '.join(missing)}"])
 
 

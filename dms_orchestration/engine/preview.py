@@ -22,6 +22,7 @@ from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import Window
 from dms_orchestration.engine.plan import normalize_params, read_window, resolve, window_binds
 from dms_orchestration.engine.spec import LoadSpec
+from dms_orchestration.engine.target import table_columns
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import Settings, load_settings
 
@@ -112,11 +113,8 @@ def _read(window: Window) -> str:
 
 def _target_columns(tgt: sa.Engine, spec: LoadSpec) -> set[str] | None:
     """The target table's columns (upper case); None when it does not exist yet."""
-    schema = spec.schema.lower() if spec.schema else None
-    inspector = sa.inspect(tgt)
-    if not inspector.has_table(spec.table.lower(), schema=schema):
-        return None
-    return {c["name"].upper() for c in inspector.get_columns(spec.table.lower(), schema)}
+    columns = table_columns(tgt, spec.schema, spec.table)
+    return None if columns is None else {name.upper() for name in columns}
 
 
 def _compared(

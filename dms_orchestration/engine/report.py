@@ -19,9 +19,10 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
-from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, DIALECTS, dialect_of
+from dms_orchestration.db.dialects import dialect_of, sqlglot_dialect
 from dms_orchestration.db.sqltext import text_with_params
 from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
+from dms_orchestration.engine.errors import error_text
 from dms_orchestration.engine.plan import normalize_params
 from dms_orchestration.files.writers import EXTENSIONS, WRITERS
 from dms_orchestration.metadata.models import Report
@@ -70,16 +71,12 @@ def report_findings(report: Report, metadata_dialect: str = "") -> list[str]:
     if report.source is None or not (report.source.sql or "").strip():
         findings.append(f"MAPRSQLCD {report.source_sql_code!r} names no current DMS_MAPRSQL row")
     else:
-        _, problem = parse_query(report.source.sql, _dialect(report, metadata_dialect))
+        _, problem = parse_query(
+            report.source.sql, sqlglot_dialect(report.source_connection, metadata_dialect)
+        )
         if problem:
             findings.append(f"its query ({report.source_sql_code}) {problem}")
     return findings
-
-
-def _dialect(report: Report, metadata_dialect: str) -> str:
-    con = report.source_connection
-    name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_dialect
-    return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
 
 
 def output_path(report: Report, prcid: int, run_date: datetime, home: Path) -> Path:
@@ -119,11 +116,12 @@ def run_report(
         path = output_path(report, prcid, started, settings.dms_home)
         rows = _write(report, connection_engine(report.source_connection, settings), params, path)
     except BaseException as exc:
-        message = f"report {report.ref} failed: {exc}" if str(exc) else "report stopped"
+        status = "FL" if isinstance(exc, Exception) else "ST"  # (ST: stopped)
+        message = f"report {report.ref} failed: {error_text(exc)}" if status == "FL" else None
         log.write_joblog(
-            prcid=prcid, mapref=report.ref, counts=LoadCounts(), status="FL", start=started
+            prcid=prcid, mapref=report.ref, counts=LoadCounts(), status=status, start=started
         )
-        log.close_process(prcid, "FL" if isinstance(exc, Exception) else "ST", fit_message(message))
+        log.close_process(prcid, status, fit_message(message or "report stopped"))
         raise
     counts = LoadCounts(srcrows=rows, insrows=rows)
     log.write_joblog(prcid=prcid, mapref=report.ref, counts=counts, status="PC", start=started)
@@ -141,7 +139,8 @@ def _write(report: Report, source: sa.Engine, params: dict, path: Path) -> int:
     query = text_with_params(strip_sql(report.source.sql), params)
     try:
         with source.connect() as conn:
-            rows = _copied(conn, query, partial) if fmt == "CSV" else None
+            # a CSV by the source database itself where it can (PostgreSQL's COPY)
+            rows = dialect_of(conn).copy_csv_out(conn, query, partial) if fmt == "CSV" else None
             if rows is None:
                 streamed = conn.execution_options(stream_results=True, max_row_buffer=BATCH_ROWS)
                 result = streamed.execute(query)
@@ -150,10 +149,3 @@ def _write(report: Report, source: sa.Engine, params: dict, path: Path) -> int:
     finally:
         partial.unlink(missing_ok=True)
     return rows
-
-
-def _copied(conn: sa.Connection, query: sa.TextClause, path: Path) -> int | None:
-    """A CSV written by the source database itself where it can (PostgreSQL's COPY, as
-    fast as `\\copy`); None where it cannot."""
-    with path.open("wb") as out, conn.begin():
-        return dialect_of(conn).copy_csv_out(conn, query, out)

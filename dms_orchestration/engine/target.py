@@ -217,22 +217,29 @@ def _widen(
     return [f"widened column {col.name} to {col.dtype}"] if statements else []
 
 
+def table_columns(
+    bind: sa.Engine | sa.Connection, schema: str | None, table: str
+) -> dict[str, sa.types.TypeEngine] | None:
+    """A table's columns (lower case name -> type); None when it does not exist."""
+    schema = schema.lower() if schema else None
+    inspector = sa.inspect(bind)
+    if not inspector.has_table(table.lower(), schema=schema):
+        return None
+    return {c["name"].lower(): c["type"] for c in inspector.get_columns(table.lower(), schema)}
+
+
 def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
     """Create the target table, or add the columns metadata gained and widen the ones it
     widened; what was done."""
     d = dialect_of(engine)
-    schema = spec.schema.lower() if spec.schema else None
     table = d.qualified(spec.schema, spec.table)
     with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        if not inspector.has_table(spec.table.lower(), schema=schema):
+        existing = table_columns(conn, spec.schema, spec.table)
+        if existing is None:
             # indexes (and the key, where a table can get one later) come with the
             # first load (plan, chunk or commit) or right after (ensure_indexes)
             table_model(spec, primary_key=not d.adds_primary_key).create(conn)
             return [f"created table {table}"]
-        existing = {
-            c["name"].lower(): c["type"] for c in inspector.get_columns(spec.table.lower(), schema)
-        }
         missing_audit = [c.name for c in _audit_columns(spec) if c.name not in existing]
         if missing_audit:
             raise SchemaDrift(
