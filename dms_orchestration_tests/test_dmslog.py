@@ -9,6 +9,8 @@ from dms_orchestration.dmslog.writer import (
     LoadCounts,
     LogError,
     close_process,
+    commit_load,
+    open_load_row,
     open_process,
     write_joberr,
     write_joblog,
@@ -107,6 +109,51 @@ def test_joberr_keeps_the_whole_traceback_and_marks_a_cut_message(dms_engine):
     assert len(msg) == 4000 and msg.endswith("[truncated; full text in ERRDTL]")
     with pytest.raises(LogError, match="BOGUS"):
         write_joberr(dms_engine, prcid=prcid, mapref="DIM_X", errtyp="BOGUS", message="m")
+
+
+def _load_rows(engine, prcid):
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.exec_driver_sql(
+                "SELECT CHUNKNO, JOBSTS, SRCROWS, CHKPNTVAL FROM DMS_JOBLOG "
+                f"WHERE PRCID={prcid} ORDER BY JOBLOGID"
+            )
+        ]
+
+
+def test_a_committed_load_ends_its_process_and_its_rows_in_one_transaction(dms_engine):
+    start, counts = dms_now(), LoadCounts(srcrows=7, insrows=7)
+    end = dict(mapref="DIM_X", counts=counts, start=start, end=dms_now(), chunkcnt=2)
+    prcid = open_process(dms_engine, mapref="DIM_X")
+    open_load_row(
+        dms_engine, prcid=prcid, mapref="DIM_X", jobid=None, chunkcnt=2, start=start, message="m"
+    )
+    write_joblog(  # a chunk attempt that died: still IP
+        dms_engine, prcid=prcid, mapref="DIM_X", counts=LoadCounts(), status="IP", start=start,
+        chunkno=1, chunkcnt=2,
+    )  # fmt: skip
+    assert commit_load(dms_engine, prcid=prcid, message="7 source rows", chkpntval="9", **end)
+    assert _one(dms_engine, f"SELECT PRCSTS, PRCMSG FROM DMS_PRCLOG WHERE PRCID={prcid}") == (
+        "PC",
+        "7 source rows",
+    )
+    assert _load_rows(dms_engine, prcid) == [(None, "PC", 7, "9"), (1, "FL", 0, None)]
+    # a load planned before its row existed gets one
+    other = open_process(dms_engine, mapref="DIM_X")
+    assert commit_load(dms_engine, prcid=other, message="7 source rows", **end)
+    assert _load_rows(dms_engine, other) == [(None, "PC", 7, None)]
+    # when the process cannot be closed, the load's row is not finished either: no reader
+    # ever sees the load's row PC while its process is still IP (or gone)
+    gone = open_process(dms_engine, mapref="DIM_X")
+    open_load_row(
+        dms_engine, prcid=gone, mapref="DIM_X", jobid=None, chunkcnt=2, start=start, message="m"
+    )
+    with dms_engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM DMS_PRCLOG WHERE PRCID={gone}")
+    with pytest.raises(LogError, match="no process"):
+        commit_load(dms_engine, prcid=gone, message="7 source rows", **end)
+    assert _load_rows(dms_engine, gone) == [(None, "IP", 0, None)]
 
 
 def test_log_survives_the_rollback_of_the_load_it_describes(dms_engine):

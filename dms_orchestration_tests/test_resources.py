@@ -69,9 +69,9 @@ class RecordingWriter(LogWriter):
         self._record("finish_chunk_row", prcid=prcid, status=status, counts=counts)
         super().finish_chunk_row(joblogid, prcid, counts=counts, status=status)
 
-    def finish_load_row(self, **row) -> None:
-        self._record("finish_load_row", **row)
-        super().finish_load_row(**row)
+    def commit_load(self, **row) -> bool:
+        self._record("commit_load", **row)
+        return super().commit_load(**row)
 
     def close_process(self, prcid, status, message=None, **kw) -> bool:
         self._record("close_process", prcid=prcid, status=status, message=message)
@@ -96,14 +96,14 @@ def test_a_log_writer_swapped_in_definitions_sees_every_write_of_a_load(cust):
     assert result.success
     prcid = materialization(result)["dms/prcid"]
     names = [name for name, _ in RecordingWriter.calls]
-    assert names[0] == "open_load_row" and names[-2:] == ["finish_load_row", "close_process"]
+    assert names[0] == "open_load_row" and names[-1] == "commit_load"
     chunk_rows = [w for n, w in RecordingWriter.calls if n == "write_joblog"]
     assert sorted(w["chunkno"] for w in chunk_rows) == [0, 1]
     finished = [w for n, w in RecordingWriter.calls if n == "finish_chunk_row"]
     assert [w["status"] for w in finished] == ["PC", "PC"]
     assert sum(w["counts"].insrows for w in finished) == 30
     closed = RecordingWriter.calls[-1][1]
-    assert (closed["prcid"], closed["status"]) == (int(prcid), "PC")
+    assert closed["prcid"] == int(prcid) and closed["counts"].insrows == 30
     assert closed["message"].startswith("30 source rows: 30 inserted")
     # and the plain writes still happened: the legacy log tables are as always
     assert cust.prclog(result.run_id)[0][0] == int(prcid)
@@ -245,5 +245,5 @@ def test_a_location_of_ones_own_swaps_the_writer_in_its_run_workers_too(demo):
         run_config=QUIET, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
     assert result.success
-    closed = [w for name, w in RecordingWriter.calls if name == "close_process"]
-    assert [w["status"] for w in closed] == ["PC"]
+    committed = [w for name, w in RecordingWriter.calls if name == "commit_load"]
+    assert [w["mapref"] for w in committed] == ["DIM_PRODUCT"]

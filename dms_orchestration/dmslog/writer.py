@@ -148,24 +148,35 @@ def _close(
     chunks_over: bool,
 ) -> bool:
     with engine.begin() as conn:
-        result = conn.execute(
-            sa.update(dms_prclog)
-            .where(
-                dms_prclog.c.prcid == prcid,
-                dms_prclog.c.prcsts.in_(("IP", "FL") if reopen_failed else ("IP",)),
-            )
-            .values(prcsts=status, enddt=dms_now(), prcmsg=fit_message(message))
+        return _close_in(conn, prcid, status, message, reopen_failed, chunks_over)
+
+
+def _close_in(
+    conn: sa.Connection,
+    prcid: int,
+    status: str,
+    message: str | None,
+    reopen_failed: bool,
+    chunks_over: bool,
+) -> bool:
+    result = conn.execute(
+        sa.update(dms_prclog)
+        .where(
+            dms_prclog.c.prcid == prcid,
+            dms_prclog.c.prcsts.in_(("IP", "FL") if reopen_failed else ("IP",)),
         )
-        if result.rowcount == 0:
-            exists = conn.execute(
-                sa.select(dms_prclog.c.prcid).where(dms_prclog.c.prcid == prcid)
-            ).first()
-            if exists is None:
-                raise LogError(f"DMS_PRCLOG has no process {prcid}")
-        if chunks_over:
-            end_unfinished_rows(conn, prcid, status)
-        else:
-            _sum_into_load_row(conn, prcid, of=("PC",), status=status)
+        .values(prcsts=status, enddt=dms_now(), prcmsg=fit_message(message))
+    )
+    if result.rowcount == 0:
+        exists = conn.execute(
+            sa.select(dms_prclog.c.prcid).where(dms_prclog.c.prcid == prcid)
+        ).first()
+        if exists is None:
+            raise LogError(f"DMS_PRCLOG has no process {prcid}")
+    if chunks_over:
+        end_unfinished_rows(conn, prcid, status)
+    else:
+        _sum_into_load_row(conn, prcid, of=("PC",), status=status)
     return result.rowcount == 1
 
 
@@ -321,7 +332,7 @@ def finish_chunk_row(
         _sum_into_load_row(conn, prcid)
 
 
-def finish_load_row(
+def commit_load(
     engine: sa.Engine,
     *,
     prcid: int,
@@ -329,32 +340,43 @@ def finish_load_row(
     counts: LoadCounts,
     start: datetime,
     end: datetime,
+    message: str,
     jobid: int | None = None,
     chunkcnt: int | None = None,
     chkpntval: str | None = None,
-) -> None:
-    """The whole-load row of a committed load: PC with its counts and checkpoint (written
-    anew when the load had none, e.g. planned before the row existed)."""
+) -> bool:
+    """The end of a committed load, in one transaction, so no reader sees one half of it:
+    its DMS_PRCLOG row PC with `message` (FL too: a failed chunk re-run on its own
+    completes the load), chunk rows still IP closed (attempts that died), and the
+    whole-load row PC with its counts and checkpoint (written anew when the load had none,
+    e.g. planned before the row existed). Returns False when the process was closed
+    already (stopped): the first final status stays."""
     j = dms_joblog
-    with engine.begin() as conn:
-        done = conn.execute(
-            sa.update(j)
-            .where(j.c.prcid == prcid, j.c.chunkno.is_(None))
-            .values(jobsts="PC", enddt=end, chkpntval=chkpntval, **asdict(counts))
-        ).rowcount
-    if not done:
-        write_joblog(
-            engine,
-            prcid=prcid,
-            mapref=mapref,
-            jobid=jobid,
-            chunkcnt=chunkcnt,
-            counts=counts,
-            status="PC",
-            start=start,
-            end=end,
-            chkpntval=chkpntval,
-        )
+    load_row = sa.and_(j.c.prcid == prcid, j.c.chunkno.is_(None))
+    with engine.connect() as conn:
+        has_row = conn.execute(sa.select(j.c.joblogid).where(load_row)).first() is not None
+    joblogid = None if has_row else next_id(engine, "DMS_JOBLOG")
+    try:
+        with write_transaction(engine) as conn:
+            closed = _close_in(conn, prcid, "PC", message, reopen_failed=True, chunks_over=True)
+            final = dict(jobsts="PC", enddt=end, chkpntval=chkpntval, **asdict(counts))
+            if joblogid is None:  # (chunk rows first, then the load's row: the lock order)
+                conn.execute(sa.update(j).where(load_row).values(**final))
+            else:
+                conn.execute(
+                    sa.insert(j).values(
+                        joblogid=joblogid,
+                        prcid=prcid,
+                        jobid=jobid,
+                        mapref=mapref,
+                        chunkcnt=chunkcnt,
+                        strtdt=start,
+                        **final,
+                    )
+                )
+    finally:
+        session_lock.release(prcid)  # this process's lock of the load, if it holds it
+    return closed
 
 
 def end_unfinished_rows(conn: sa.Connection, prcid: int, status: str) -> None:
@@ -479,8 +501,8 @@ class LogWriter:
     ) -> None:
         finish_chunk_row(self.engine, joblogid, prcid, counts=counts, status=status)
 
-    def finish_load_row(self, **row) -> None:
-        finish_load_row(self.engine, **row)
+    def commit_load(self, **row) -> bool:
+        return commit_load(self.engine, **row)
 
     def undo_chunk_rows(self, prcid: int) -> int:
         return undo_chunk_rows(self.engine, prcid)

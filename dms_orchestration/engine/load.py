@@ -91,7 +91,7 @@ def commit(
         _index_first_load(plan, meta, settings)
     checkpoint = plan.window.record if plan.windowed else None
     end, writer = dms_now(), log_writer(meta)
-    writer.finish_load_row(
+    writer.commit_load(
         prcid=plan.prcid,
         mapref=plan.mapref,
         jobid=plan.jobid,
@@ -100,15 +100,9 @@ def commit(
         start=plan.load_time,
         end=end,
         chkpntval=checkpoint,
-    )
-    writer.close_process(
-        plan.prcid,
-        "PC",
-        f"{total.srcrows} source rows: {total.insrows} inserted, {total.updrows} "
+        message=f"{total.srcrows} source rows: {total.insrows} inserted, {total.updrows} "
         f"updated, {total.exprows} expired, {total.delrows} deleted, "
         f"{total.unchrows} unchanged" + (f"; {plan.partial_note}" if plan.partial_note else ""),
-        reopen_failed=True,  # a failed chunk re-run on its own completes the load
-        chunks_over=True,  # (a chunk row still IP is an attempt that died)
     )
     return LoadResult(
         plan.mapref,
