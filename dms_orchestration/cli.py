@@ -340,6 +340,37 @@ def ids_health(url: UrlOption = None):
         raise typer.Exit(1)
 
 
+@app.command("health")
+def health(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for probes")] = False,
+    heartbeat_age: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat-age", min=1, help="Seconds after which a daemon's heartbeat is too old"
+        ),
+    ] = 120,
+    url: UrlOption = None,
+):
+    """Health of everything a load needs: the metadata database, every DMS_DBCONDTLS
+    connection, the Dagster instance and its daemons, loads stuck in IP, requests stuck in
+    CLAIMED. One line per check; exit 1 when any check fails."""
+    from dms_orchestration.health import Check, health_checks, healthy, report
+
+    try:
+        settings = _settings(url)
+    except ValueError as exc:
+        checks = [Check("metadata_database", "fail", str(exc))]
+    else:
+        checks = health_checks(settings, heartbeat_age)
+    if as_json:
+        sys.stdout.write(json.dumps(report(checks), indent=2) + "\n")
+    else:
+        for check in checks:
+            out.print(check.line, highlight=False, soft_wrap=True, markup=False)
+    if not healthy(checks):
+        raise typer.Exit(1)
+
+
 # ----------------------------------------------------------------- run
 
 

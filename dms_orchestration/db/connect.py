@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -117,6 +118,19 @@ def engine_for(
         if key not in _engines:
             _engines[key] = create_engine(url, schema, pools)
         return _engines[key]
+
+
+def probe(url: str | sa.URL, schema: str | None = None) -> float:
+    """Connect afresh (no pooled connection), log in and run SELECT 1, within the connect
+    timeout; the seconds it took. Raises what the driver raised."""
+    engine = create_engine(url, schema)
+    began = time.perf_counter()
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.select(sa.literal(1))).scalar()
+        return time.perf_counter() - began
+    finally:
+        engine.dispose()
 
 
 def database_key(engine: sa.Engine) -> tuple[str, str | None]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dms_orchestration.db.connect import connection_pools, engine_for
+from dms_orchestration.db.connect import connection_pools, engine_for, probe
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
 from dms_orchestration.settings import ConfigError, Settings, normalize_url
 
@@ -159,3 +159,12 @@ def _require_sqlite_file(connection: Connection, url: sa.URL) -> None:
             f"connection {connection.name!r}: SQLite database file {url.database} does not "
             f"exist (a relative DBNM is read under DMS_HOME): create it, or fix the path"
         )
+
+
+def probe_connection(connection: Connection, settings: Settings) -> float:
+    """Reach a connection's database and log in (a fresh session, SELECT 1): the seconds
+    it took. Raises ConfigError for a connection that cannot be used as written, the
+    driver's error when the database cannot be reached or refuses the login."""
+    url = connection.sqlalchemy_url(dms_home=settings.dms_home)
+    _require_sqlite_file(connection, url)
+    return probe(url)

@@ -123,7 +123,24 @@ def _holder_alive(
     return session_lock.is_held(conn, row.prcid, place.lock_dir, place.files_are_local)
 
 
-def _holder(row) -> str:
+def running_loads(
+    engine: sa.Engine, place: LockPlace, run_alive: RunAlive | None = None
+) -> list[tuple[sa.Row, bool | None]]:
+    """Every load in progress (DMS_PRCLOG IP of a mapping: reports and file loads hold
+    no load lock) with whether its holder is alive: False is a load stuck in IP (killed,
+    or its server restarted; the next load of its mapping closes it FL), None a holder
+    that cannot be checked from here."""
+    p = dms_prclog.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(p.prcid, p.mapref, p.runid, p.strtdt)
+            .where(p.prcsts == "IP", p.mapref.in_(sa.select(dms_mapr.c.mapref)))
+            .order_by(p.prcid)
+        ).all()
+        return [(row, _holder_alive(conn, row, place, run_alive)) for row in rows]
+
+
+def holder_of(row) -> str:
     return f"run {row.runid}" if row.runid else "a dms run process"
 
 
@@ -135,7 +152,7 @@ def _close_vanished(conn: sa.Connection, row, by: int) -> None:
             prcsts="FL",
             enddt=dms_now(),
             prcmsg=fit_message(
-                f"holder vanished: {_holder(row)} no longer holds the lock of this load "
+                f"holder vanished: {holder_of(row)} no longer holds the lock of this load "
                 f"(killed, or its server restarted); closed when process {by} started"
             ),
         )
@@ -156,7 +173,7 @@ def _refusal(conn: sa.Connection, mapref: str, row, alive: bool | None, place) -
     of = "" if row.mapref == mapref else f" of mapping {row.mapref}, which writes the same table"
     return LoadLocked(
         f"mapping {mapref} is already being loaded by process {row.prcid}{of} "
-        f"({_holder(row)}, in progress since {row.strtdt}; {how}); try again when it ends"
+        f"({holder_of(row)}, in progress since {row.strtdt}; {how}); try again when it ends"
     )
 
 

@@ -103,6 +103,16 @@ def _connections(
     return connections, {r["CONID"]: r["CONNM"] for r in all_connections}
 
 
+def current_connections(engine: sa.Engine) -> tuple[list[Connection], dict[str, list[str]]]:
+    """The current connections of DMS_DBCONDTLS, and what reading their rows found, by
+    CONNM (a row none of whose values can be used is only there)."""
+    problems: dict[str, list[str]] = defaultdict(list)
+    with engine.connect() as conn:
+        by_id, _ = _connections(conn, problems)
+    unique = {con.name: con for con in by_id.values()}
+    return sorted(unique.values(), key=lambda c: c.name), dict(problems)
+
+
 def _source_sql(
     conn: sa.Connection, where: sa.ColumnElement[bool] | None, by_sql: dict[object, list[str]]
 ) -> dict[str, SourceSql]:

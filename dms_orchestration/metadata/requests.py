@@ -161,6 +161,19 @@ def requests_in(engine: sa.Engine, status: str, limit: int = 100) -> list[Reques
         return _rows(conn, q.order_by(dms_prcreq.c.prcreqid).limit(limit))
 
 
+def count_in(engine: sa.Engine, status: str) -> int:
+    """How many requests are in `status`, however it is written."""
+    q = sa.select(sa.func.count()).where(_code(dms_prcreq.c.reqsts) == status)
+    with engine.connect() as conn:
+        return conn.execute(q).scalar_one()
+
+
+def stale_claims(engine: sa.Engine, timeout: timedelta) -> list[Request]:
+    """CLAIMED requests whose claim (RECUPDT) is older than `timeout`: a live queue sensor
+    has served them again by then, unless their run is still going."""
+    return [r for r in requests_in(engine, "CLAIMED", limit=1000) if r.claim_is_stale(timeout)]
+
+
 def claim(engine: sa.Engine, prcreqid: int) -> bool:
     """NEW -> CLAIMED in one statement: of two daemons, exactly one gets True."""
     with engine.begin() as conn:
