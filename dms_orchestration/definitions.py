@@ -55,6 +55,7 @@ from dms_orchestration.defs.reports import ReportEntry, report_definitions, repo
 from dms_orchestration.defs.resources import default_resources
 from dms_orchestration.defs.schedules import schedule_definition
 from dms_orchestration.defs.sensors import (
+    alert_failed_runs,
     close_failed_runs,
     close_stopped_runs,
     dependency_cycles,
@@ -477,7 +478,13 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
     report_jobs = {ref: job for ref, (_, job, _) in reports.items()}
     files = [parts.file_load(ref) for ref in catalog.file_loads]
     queue = queue_sensor(list(jobs.values()), catalog, report_jobs)
-    sensors += [queue, close_failed_runs, close_stopped_runs, *(s for _, _, s in files)]
+    sensors += [
+        queue,
+        close_failed_runs,
+        close_stopped_runs,
+        alert_failed_runs,
+        *(s for _, _, s in files),
+    ]
     return dg.Definitions(
         assets=[
             *(parts.asset(ref) for ref in catalog.mappings),

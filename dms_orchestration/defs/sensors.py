@@ -5,9 +5,19 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 
 import dagster as dg
+import sqlalchemy as sa
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.defs.alerts import (
+    AlertNotSent,
+    alert_payload,
+    failure_error,
+    post_alert,
+    run_maprefs,
+    webhook_host,
+    webhook_url,
+)
 from dms_orchestration.defs.assets import TAG
 from dms_orchestration.defs.resources import (
     RESOURCE_KEYS,
@@ -352,6 +362,29 @@ def close_failed_runs(
     dms_log.writer(dms_metadata.engine()).close_run(
         context.dagster_run.run_id, "FL", context.failure_event.message or "run failed"
     )
+
+
+@dg.run_failure_sensor(
+    name="dms_alert_failed_runs",
+    default_status=RUNNING,
+    description="POST a failed run (mapping, run id, error, link) to DMS_ALERT_WEBHOOK, if set",
+)
+def alert_failed_runs(context: dg.RunFailureSensorContext, dms_metadata: MetadataDatabase):
+    url = webhook_url()
+    if url is None:
+        return  # alerts are off
+    run = context.dagster_run
+    try:
+        maprefs = run_maprefs(dms_metadata.engine(), run)
+    except sa.exc.SQLAlchemyError as exc:  # the alert matters more than its mapping name
+        context.log.warning(f"the mappings of run {run.run_id} not read: {exc}")
+        maprefs = []
+    try:
+        post_alert(url, alert_payload(run, maprefs, failure_error(context)))
+    except AlertNotSent as exc:
+        context.log.error(f"run {run.run_id}: {exc}")
+    else:
+        context.log.info(f"run {run.run_id}: alert sent to {webhook_host(url)}")
 
 
 @dg.run_status_sensor(

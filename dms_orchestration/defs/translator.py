@@ -43,7 +43,12 @@ MAX_NAME = 60  # the cleaned part of a hashed name
 _Owner = TypeVar("_Owner", bound=Hashable)
 KINDS = {"postgresql": "postgres", "sqlite": "sqlite", "oracle": "oracle"}
 # sensors defined once for the code location (defs/sensors.py)
-FIXED_SENSORS = ("dms_request_queue", "dms_close_failed_runs", "dms_close_stopped_runs")
+FIXED_SENSORS = (
+    "dms_request_queue",
+    "dms_close_failed_runs",
+    "dms_close_stopped_runs",
+    "dms_alert_failed_runs",
+)
 # the name the metadata database goes by where a connection's is wanted (NULL TRGCONID,
 # NULL SQLCONID)
 METADATA_CONNECTION = "DMS_METADATA"
