@@ -503,6 +503,34 @@ def status(
         out.print(f"no load running or started since {start:%Y-%m-%d %H:%M:%S}")
 
 
+@app.command("stats")
+@_fails_cleanly
+def stats(
+    since: Annotated[
+        str,
+        typer.Option("--since", help="Loads started since: 30m, 24h, 7d, or a date / date-time"),
+    ] = "7d",
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout, for scripts")] = False,
+    url: UrlOption = None,
+):
+    """Run metrics of the loads (DMS_PRCLOG / DMS_JOBLOG), as the operations dashboard
+    asset plots them: loads per day, success rate, p50 / p95 duration, rows per day, the
+    slowest mappings."""
+    import csv
+
+    from dms_orchestration.display import parse_since, stats_summary, stats_tables
+    from dms_orchestration.dmslog.stats import csv_rows, load_stats
+
+    result = load_stats(_engine(_settings(url)), parse_since(since))
+    if as_csv:
+        csv.writer(sys.stdout, lineterminator="\n").writerows(csv_rows(result))
+        return
+    out.print(stats_summary(result), highlight=False, soft_wrap=True)
+    if result.total.loads:
+        for table in stats_tables(result):
+            out.print(table)
+
+
 # ------------------------------------------------------------ report
 
 

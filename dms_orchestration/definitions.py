@@ -51,6 +51,8 @@ from dms_orchestration.defs.file_loads import (
 )
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.lineage import CatalogReads, MappingReader, catalog_reads
+from dms_orchestration.defs.operations import JOB as OPERATIONS_JOB
+from dms_orchestration.defs.operations import operations_definitions
 from dms_orchestration.defs.reports import ReportEntry, report_definitions, report_entries
 from dms_orchestration.defs.resources import default_resources
 from dms_orchestration.defs.schedules import schedule_definition
@@ -478,6 +480,7 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
     report_jobs = {ref: job for ref, (_, job, _) in reports.items()}
     files = [parts.file_load(ref) for ref in catalog.file_loads]
     queue = queue_sensor(list(jobs.values()), catalog, report_jobs)
+    operations = operations_definitions(parts.resources, parts.timezone)
     sensors += [
         queue,
         close_failed_runs,
@@ -491,10 +494,20 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
             *facts.reads.sources,
             *(asset for asset, _, _ in reports.values()),
             *(asset for asset, _, _ in files),
+            *operations.assets,
         ],
         asset_checks=[parts.checks(ref) for ref in catalog.mappings],
-        jobs=[*jobs.values(), *report_jobs.values(), *(job for _, job, _ in files)],
-        schedules=[*facts.schedules, *(s for _, _, s in reports.values() if s is not None)],
+        jobs=[
+            *jobs.values(),
+            *report_jobs.values(),
+            *(job for _, job, _ in files),
+            *operations.jobs,
+        ],
+        schedules=[
+            *facts.schedules,
+            *(s for _, _, s in reports.values() if s is not None),
+            *operations.schedules,
+        ],
         sensors=sensors,
         resources=parts.resources,
         # a run of assets picked in the UI (Dagster's own asset job) as a mapping's job:
@@ -673,20 +686,26 @@ class MappingRuns(dg.RepositoryData):
             return self._own_job(job_name, lambda: parts.report_job_definitions(rprtref))
         if (flupldref := index.file_load_of(job_name)) is not None:
             return self._own_job(job_name, lambda: parts.file_job_definitions(flupldref))
+        if job_name == OPERATIONS_JOB:
+            return self._own_job(
+                job_name, lambda: operations_definitions(parts.resources, parts.timezone)
+            )
         return self._all.get_job(job_name)
 
     def has_job(self, job_name: str) -> bool:
         index = self.parts.index
         return (
-            job_name in index.jobs or job_name in index.other_jobs() or self._all.has_job(job_name)
+            job_name in index.jobs
+            or job_name in index.other_jobs()
+            or job_name == OPERATIONS_JOB
+            or self._all.has_job(job_name)
         )
 
     def get_job_names(self) -> Sequence[str]:
         # the mappings', reports' and file loads' jobs and the one Dagster adds for the
         # assets (the UI's materialize)
         index = self.parts.index
-        jobs = [*index.jobs, *index.other_jobs()]
-        return [*jobs, IMPLICIT_ASSET_JOB_NAME] if jobs or index.mappings else jobs
+        return [*index.jobs, *index.other_jobs(), OPERATIONS_JOB, IMPLICIT_ASSET_JOB_NAME]
 
     def get_all_jobs(self) -> Sequence[dg.JobDefinition]:
         return self._all.get_all_jobs()

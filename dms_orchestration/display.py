@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from dms_orchestration.dmslog.reader import LoadState
+from dms_orchestration.dmslog.stats import LoadStats
 from dms_orchestration.settings import dms_now
 
 if TYPE_CHECKING:
@@ -180,6 +181,55 @@ def status_table(states: list[LoadState], since: datetime) -> Table:
             s.run_id or "",
         )
     return table
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def stats_summary(stats: LoadStats) -> str:
+    """`dms stats`: the window in one line."""
+    s = stats.summary()
+    parts = [
+        f"{s['loads']:,} loads ({s['succeeded']:,} succeeded, {s['failed']:,} failed, "
+        f"{s['stopped']:,} stopped, {s['running']:,} running)",
+        f"success rate {_rate(s['success_rate']) or 'n/a'}",
+        f"p50 {duration(s['p50_seconds']) or 'n/a'}, p95 {duration(s['p95_seconds']) or 'n/a'}",
+        f"{s['loads_per_day']:,.1f} loads/day, {s['rows_per_day']:,.0f} rows/day",
+    ]
+    return f"since {stats.since:%Y-%m-%d %H:%M:%S}: " + "; ".join(parts)
+
+
+def stats_tables(stats: LoadStats) -> list[Table]:
+    """`dms stats`: a row per day, then the slowest mappings."""
+    days = Table(
+        Column("day", no_wrap=True, min_width=10),
+        "loads", "ok", "failed", "stopped", "success", "p50", "p95", "rows",
+        title="loads per day",
+    )  # fmt: skip
+    for day, tally in stats.days.items():
+        f = tally.figures()
+        days.add_row(
+            f"{day:%Y-%m-%d}",
+            f"{f['loads']:,}",
+            f"{f['succeeded']:,}",
+            f"[red]{f['failed']:,}[/red]" if f["failed"] else "0",
+            f"{f['stopped']:,}",
+            _rate(f["success_rate"]),
+            duration(f["p50_seconds"]),
+            duration(f["p95_seconds"]),
+            f"{f['rows']:,}",
+        )
+    slowest = Table("mapping", "loads", "p50", "p95", "longest", title="slowest mappings")
+    for ref, f in stats.slowest():
+        slowest.add_row(
+            ref,
+            f"{f['loads']:,}",
+            duration(f["p50_seconds"]),
+            duration(f["p95_seconds"]),
+            duration(f["max_seconds"]),
+        )
+    return [days, slowest]
 
 
 ACTION_STYLE = {"INSERT": "green", "UPDATE": "yellow", "EXPIRE": "magenta", "UNCHANGED": "dim"}

@@ -53,6 +53,7 @@ ASSETS = (
     "main/fact_sales_daily",
     "reports/sales_by_city",  # the demo's report
     "files/sales_targets",  # and its file load (a partition per landed file)
+    "operations/load_stats",  # the operations dashboard
 )
 # the demo's source tables, external assets the mappings read (not materializable)
 SOURCE_ASSETS = tuple(
@@ -65,6 +66,7 @@ JOBS = (
     "fact_sales_daily_job",
     "sales_by_city_report",
     "sales_targets_files",
+    "dms_operations_job",
 )
 # Dagster's own notice on its superseded commands (`dagster asset materialize`): two lines
 DAGSTER_NOTICE = re.compile(r"SupersessionWarning|^\s+return callback\(")

@@ -53,8 +53,8 @@ DEMO_ASSETS = {
 }
 DEMO_JOBS = {"dim_customer_job", "dim_product_job", "stg_sales_job", "fact_sales_daily_job"}
 # the demo's report and file load, with their jobs
-DEMO_OTHERS = {"reports/sales_by_city", "files/sales_targets"}
-DEMO_OTHER_JOBS = {"sales_by_city_report", "sales_targets_files"}
+DEMO_OTHERS = {"reports/sales_by_city", "files/sales_targets", "operations/load_stats"}
+DEMO_OTHER_JOBS = {"sales_by_city_report", "sales_targets_files", "dms_operations_job"}
 
 
 # ------------------------------------------------------------------ helpers
@@ -184,14 +184,20 @@ def error_text(error) -> str:
     return "\n".join(parts)
 
 
-def mapping_specs(defs: dg.Definitions) -> list[dg.AssetSpec]:
-    """The specs of the mappings' assets (not those of the source tables they read)."""
+def executable_specs(defs: dg.Definitions) -> list[dg.AssetSpec]:
+    """The specs of the assets a run materializes (not those of the source tables the
+    mappings read): the mappings', the reports', the file loads' and the dashboard's."""
     graph = defs.resolve_asset_graph()
     return [s for s in defs.resolve_all_asset_specs() if graph.get(s.key).is_executable]
 
 
+def mapping_specs(defs: dg.Definitions) -> list[dg.AssetSpec]:
+    """The specs of the mappings' assets alone."""
+    return [s for s in executable_specs(defs) if "dms/mapref" in s.metadata]
+
+
 def spec_by_key(defs: dg.Definitions) -> dict[str, dg.AssetSpec]:
-    return {s.key.to_user_string(): s for s in mapping_specs(defs)}
+    return {s.key.to_user_string(): s for s in executable_specs(defs)}
 
 
 def demo_home(tmp_path, monkeypatch, url=None, **env) -> Dms:
@@ -405,6 +411,7 @@ def test_demo_metadata_becomes_assets_jobs_schedules_and_sensors(demo):
     assert jobs == DEMO_JOBS | DEMO_OTHER_JOBS
     schedules = {s.job_name + " " + s.cron_schedule: s for s in defs.schedules}
     assert set(schedules) == {
+        "dms_operations_job 0 * * * *",  # the operations dashboard
         "dim_customer_job 0 2 * * *",
         "dim_product_job 30 3 * * 1",
         "dim_product_job 0 23 28-31 * *",
@@ -465,7 +472,11 @@ def test_invalid_mappings_and_a_down_source_do_not_stop_the_code_location(demo):
         "main/bad_sql",
         "main/down_src",
     }
-    findings = {k: s.metadata["dms/findings"].value for k, s in specs.items()}
+    findings = {
+        k: s.metadata["dms/findings"].value
+        for k, s in specs.items()
+        if "dms/findings" in s.metadata
+    }
     assert "WIDGET" in findings["main/bad_type"] and "ERROR" in findings["main/bad_type"]
     assert "does not parse" in findings["main/bad_sql"]
     assert "unreachable" in findings["main/down_src"]
@@ -538,7 +549,11 @@ def test_a_bad_schedule_row_and_an_inactive_job_do_not_stop_the_code_location(de
     assert {j.name for j in defs.resolve_all_job_defs()} == DEMO_JOBS - {
         "dim_product_job"
     } | DEMO_OTHER_JOBS | {"__ASSET_JOB"}
-    assert {s.job_name for s in defs.schedules} == {"dim_customer_job", "stg_sales_job"}
+    assert {s.job_name for s in defs.schedules} == {
+        "dim_customer_job",
+        "stg_sales_job",
+        "dms_operations_job",
+    }
 
 
 # ------------------------------------------------------------------ reconstruction

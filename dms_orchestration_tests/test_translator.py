@@ -218,11 +218,12 @@ def test_a_subclass_named_in_dms_translator_names_everything(tmp_path, monkeypat
         dispose_all()
     specs = spec_by_key(defs)
     assert set(specs) == {
+        "operations/load_stats",
         "warehouse/default/sales",
         "warehouse/default/broken",
         "warehouse/default/odd",
     }
-    assert all(spec.owners == ["team:dwh"] for spec in specs.values())
+    assert all(spec.owners == ["team:dwh"] for spec in mapping_specs(defs))
     jobs = {j.name for j in defs.resolve_all_job_defs()}
     assert {"load_sales", "load_odd", "broken_job"} <= jobs
     assert job_name("SALES") == "load_sales"  # the queue finds the translator's job
