@@ -8,7 +8,6 @@ p50_duration_seconds, p95_duration_seconds, rows_per_day, failed_loads; the slow
 mappings as a table. `dms stats` prints the same for any window.
 """
 
-
 from datetime import timedelta
 
 import dagster as dg
