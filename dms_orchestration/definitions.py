@@ -49,7 +49,7 @@ from dms_orchestration.defs.file_loads import (
     file_load_definitions,
     file_load_entries,
 )
-from dms_orchestration.defs.jobs import mapping_job
+from dms_orchestration.defs.jobs import mapping_job, run_executor
 from dms_orchestration.defs.lineage import CatalogReads, MappingReader, catalog_reads
 from dms_orchestration.defs.operations import JOB as OPERATIONS_JOB
 from dms_orchestration.defs.operations import operations_definitions
@@ -512,7 +512,7 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
         resources=parts.resources,
         # a run of assets picked in the UI (Dagster's own asset job) as a mapping's job:
         # in its run worker, each load's chunks side by side inside its step
-        executor=dg.in_process_executor,
+        executor=run_executor(),
     )
 
 

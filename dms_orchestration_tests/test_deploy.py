@@ -340,3 +340,72 @@ def test_the_environment_file_names_every_variable_the_code_reads():
     for name in ("dagster.yaml", "workspace.yaml"):
         wanted = set(re.findall(r"\{env: ([A-Z0-9_]+)\}", (DEPLOY / name).read_text()))
         assert wanted and wanted <= documented, (name, sorted(wanted - documented))
+
+
+# ------------------------------------------------------------------ Kubernetes (deploy/k8s)
+
+K8S = DEPLOY / "k8s"
+
+
+def test_the_kubernetes_instance_config_passes_dagsters_validation_with_dagster_k8s(
+    tmp_path, monkeypatch
+):
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._core.instance.ref import InstanceRef
+    from dagster_k8s import K8sRunLauncher
+
+    shutil.copy(K8S / "dagster-instance.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused")
+    config, _ = dagster_instance_config(str(tmp_path))  # the instance schema, the pools
+    ref = InstanceRef.from_dir(str(tmp_path))
+    launcher = ref.run_launcher_data
+    assert (launcher.module_name, launcher.class_name) == ("dagster_k8s", "K8sRunLauncher")
+    checked = process_config(K8sRunLauncher.config_type(), yaml.safe_load(launcher.config_yaml))
+    assert checked.success, checked.errors
+    assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
+    assert ref.run_storage_data.class_name == "PostgresRunStorage"
+    assert config["concurrency"]["pools"]["default_limit"] == 2
+    # a misspelt key is refused: the check can fail
+    bad = yaml.safe_load(launcher.config_yaml) | {"job_namespce": "dms"}
+    assert not process_config(K8sRunLauncher.config_type(), bad).success
+
+
+def test_the_helm_values_and_the_instance_config_say_the_same():
+    values = yaml.safe_load((K8S / "values.yaml").read_text())
+    instance = yaml.safe_load((K8S / "dagster-instance.yaml").read_text())
+    k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
+    launcher = instance["run_launcher"]["config"]
+    assert values["runLauncher"]["type"] == instance["run_launcher"]["class"]
+    assert k8s["jobNamespace"] == launcher["job_namespace"]
+    assert [c["name"] for c in k8s["envConfigMaps"]] == launcher["env_config_maps"]
+    assert [s["name"] for s in k8s["envSecrets"]] == launcher["env_secrets"]
+    resources = k8s["runK8sConfig"]["containerConfig"]["resources"]
+    assert resources == launcher["run_k8s_config"]["container_config"]["resources"]
+    assert values["additionalInstanceConfig"]["concurrency"] == instance["concurrency"]
+    [code] = values["dagster-user-deployments"]["deployments"]
+    assert code["dagsterApiGrpcArgs"] == ["-m", "dms_orchestration.definitions"]
+    assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+
+
+def test_dms_executor_k8s_gives_the_jobs_dagster_k8s_executor_and_its_run_config_validates(
+    tmp_path, monkeypatch
+):
+    from dms_orchestration.defs.jobs import run_executor
+    from dms_orchestration_tests.test_defs import cust_dms
+
+    monkeypatch.setenv("DMS_EXECUTOR", "k8s")
+    d = cust_dms(f"sqlite:///{tmp_path / 'dms.db'}", tmp_path, monkeypatch)
+    defs = d.defs()
+    job = defs.resolve_job_def("cust_dim_job")
+    assert job.executor_def.name == "k8s"
+    run_config = yaml.safe_load((K8S / "run-config.yaml").read_text())
+    run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+    assert dg.validate_run_config(job, run_config)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="max_concurent"):
+        run_config["execution"]["config"]["max_concurent"] = 4
+        dg.validate_run_config(job, run_config)
+    assert run_executor({"DMS_EXECUTOR": ""}).name == "in_process"
+    assert run_executor({"DMS_EXECUTOR": "multiprocess"}).name == "multiprocess"
+    with pytest.raises(ValueError, match="DMS_EXECUTOR='k9s' is not one of"):
+        run_executor({"DMS_EXECUTOR": "k9s"})

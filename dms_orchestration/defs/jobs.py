@@ -11,6 +11,7 @@ upstream assets, as Dagster does). The job it builds is the same, built in const
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import dagster as dg
@@ -53,12 +54,39 @@ def neighbourhood(asset_graph: AssetGraph, keys: set[dg.AssetKey]) -> AssetGraph
     return AssetGraph.from_assets(list(defs.values()))
 
 
+EXECUTOR_VARIABLE = "DMS_EXECUTOR"
+EXECUTORS = ("in_process", "multiprocess", "k8s")
+
+
+def run_executor(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
+    """Where a run's steps execute (DMS_EXECUTOR): `in_process` (default: one run worker,
+    each load's chunks side by side inside its step), `multiprocess` (a process per
+    step), or `k8s` (dagster-k8s' k8s_job_executor: a Kubernetes pod per step, each load's
+    chunks side by side in its pod; configure it under `execution:` in the run config,
+    deploy/k8s/run-config.yaml)."""
+    name = ((os.environ if env is None else env).get(EXECUTOR_VARIABLE) or "in_process").strip()
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    if name == "k8s":
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError:
+            raise ValueError(
+                f"{EXECUTOR_VARIABLE}=k8s needs dagster-k8s: pip install 'dms-orchestration[k8s]'"
+            ) from None
+        return k8s_job_executor
+    raise ValueError(f"{EXECUTOR_VARIABLE}={name!r} is not one of {', '.join(EXECUTORS)}")
+
+
 def mapping_job(
     name: str, key: dg.AssetKey, description: str, tags: Mapping[str, str]
 ) -> UnresolvedAssetJobDefinition:
     """define_asset_job(name, selection=AssetSelection.assets(key), ...), resolved cheaply,
-    run in its run worker: its two steps (the load, whose chunks run side by side inside
-    it, and the checks) would each pay a process and a definitions load otherwise."""
+    run by run_executor(): by default in its run worker, where its two steps (the load,
+    whose chunks run side by side inside it, and the checks) would each pay a process and
+    a definitions load otherwise."""
     job = dg.define_asset_job(
         name, selection=dg.AssetSelection.assets(key), description=description, tags=tags
     )
@@ -67,5 +95,5 @@ def mapping_job(
         selection=job.selection,
         description=job.description,
         tags=job.tags,
-        executor_def=dg.in_process_executor,
+        executor_def=run_executor(),
     )
