@@ -324,10 +324,13 @@ def pending_files(fl: FileLoad, meta: sa.Engine, home: Path) -> list[tuple[Path,
     return [(path, digest) for path, digest in hashed if digest not in loaded]
 
 
+MAX_BAD_ROWS_PARAM = "FILE_MAX_BAD_ROWS"
+
+
 def max_bad_rows(meta: sa.Engine) -> int:
     """DMS_PARAMS DMSCONFIG FILE_MAX_BAD_ROWS (default 0: any bad row rejects the file)."""
     p = s.dms_params
-    query = sa.select(p.c.prval).where(p.c.prtyp == "DMSCONFIG", p.c.prcd == "FILE_MAX_BAD_ROWS")
+    query = sa.select(p.c.prval).where(p.c.prtyp == "DMSCONFIG", p.c.prcd == MAX_BAD_ROWS_PARAM)
     with meta.connect() as conn:
         value = conn.execute(query).scalar()
     try:
