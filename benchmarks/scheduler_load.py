@@ -245,9 +245,8 @@ def measure(instance: dg.DagsterInstance, window: tuple[float, float], mappings:
             key = (r.dagster_run.tags.get("dagster/schedule_name", "?"), tick)
             by_tick.setdefault(key, []).append(r)
     ticks = sorted({tick for _, tick in by_tick})
-    minutes = sorted(
-        {m for m in range(math.ceil(start / 60) * 60, int(end), 60) if start <= m < end}
-    )
+    first = math.ceil(start / 60) * 60
+    minutes = [m for m in range(first, math.ceil(end) + 1, 60) if m < end]
     expected = mappings * len(minutes)
     created = sum(len(v) for v in by_tick.values())
     duplicated = sum(len(v) - 1 for v in by_tick.values() if len(v) > 1)
@@ -277,6 +276,7 @@ def main() -> None:
     ap.add_argument("--mappings", type=int, default=200)
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--drain", type=float, default=10, help="minutes to wait for the queue")
+    ap.add_argument("--keep", action="store_true", help="keep the services' logs")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dms-load-"))
@@ -373,7 +373,10 @@ def main() -> None:
         if services is not None:
             services.stop()
         pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"logs kept in {work / 'logs'}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -472,7 +472,9 @@ class MappingParts:
 def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.Definitions:
     jobs = facts.jobs
     sensors = [
-        dependency_sensor(jobs[parent], jobs[child], row.id, facts.names.sensors[row.id])
+        dependency_sensor(
+            jobs[parent], jobs[child], row.id, facts.names.sensors[row.id], row.enabled
+        )
         for (child, parent), row in facts.dependencies.items()
         if child in jobs and parent in jobs
     ]

@@ -780,6 +780,16 @@ def test_dependency_sensor_requests_the_child_job_after_the_parent(demo):
     assert demo.prclog(child.run_id)[0][1] == "PC" and demo.prclog(child.run_id)[0][4] == jobschid
 
 
+def test_a_disabled_dependency_row_makes_its_sensor_stopped_by_default(demo):
+    name = "fact_sales_daily_job_after_stg_sales_job"
+    sensor = demo.defs().get_sensor_def(name)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    result = runner.invoke(app, ["schedule", "disable", "FACT_SALES_DAILY", "--url", demo.url])
+    assert result.exit_code == 0, result.output
+    sensor = demo.defs().get_sensor_def(name)
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
 # ------------------------------------------------------------------ queue sensor
 
 

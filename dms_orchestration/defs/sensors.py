@@ -70,13 +70,17 @@ def dependency_sensor(
     child: UnresolvedAssetJobDefinition,
     jobschid: int,
     name: str | None = None,
+    enabled: bool = True,
 ) -> dg.RunStatusSensorDefinition:
+    """Runs the child after the parent succeeds; stopped by default when its DMS_JOBSCH
+    row is disabled (ENABLEFLG 'N', `dms schedule disable CHILD`), as a clock is."""
+
     @dg.run_status_sensor(
         name=name or f"{child.name}_after_{parent.name}",
         run_status=dg.DagsterRunStatus.SUCCESS,
         monitored_jobs=[parent],
         request_job=child,
-        default_status=RUNNING,
+        default_status=RUNNING if enabled else dg.DefaultSensorStatus.STOPPED,
         description=f"Runs {child.name} after {parent.name} succeeds (DMS_JOBSCH {jobschid})",
     )
     def after_parent(context: dg.RunStatusSensorContext):
