@@ -53,21 +53,24 @@ def fill(engine: sa.Engine, loads: int, mappings: int) -> None:
     """The log, by one INSERT ... SELECT per table over the numbers 1..loads."""
     start = END - timedelta(days=DAYS)
     seconds = DAYS * 86400
-    if engine.dialect.name == "postgresql":
+    pg = engine.dialect.name == "postgresql"
+    mod = (lambda n: f"MOD(N, {n})") if pg else (lambda n: f"(N % {n})")  # noqa: E731
+    if pg:
         numbers = f"SELECT i AS N FROM generate_series(1, {loads}) i"
-        at = "(TIMESTAMP '{s}' + (N * {step}) * INTERVAL '1 second')"
-        plus = "({t} + ((N % 97) + 1) * INTERVAL '1 second')"
-        mapref = f"'M_' || LPAD(CAST(N % {mappings} AS TEXT), 4, '0')"
+        at = "(TIMESTAMP '{s}' + ((N - 1) * {step}) * INTERVAL '1 second')"
+        plus = "({t} + (" + mod(97) + " + 1) * INTERVAL '1 second')"
+        mapref = f"'M_' || LPAD(CAST({mod(mappings)} AS TEXT), 4, '0')"
     else:
         numbers = (
             f"WITH RECURSIVE R(N) AS (SELECT 1 UNION ALL SELECT N + 1 FROM R WHERE N < {loads}) "
             "SELECT N FROM R"
         )
-        at = "datetime('{s}', '+' || CAST(N * {step} AS INTEGER) || ' seconds')"
-        plus = "datetime({t}, '+' || ((N % 97) + 1) || ' seconds')"
-        mapref = f"'M_' || substr('0000' || (N % {mappings}), -4)"
+        # (as SQLAlchemy writes a date-time to SQLite: with microseconds)
+        at = "datetime('{s}', '+' || CAST((N - 1) * {step} AS INTEGER) || ' seconds') || '.000000'"
+        plus = "datetime({t}, '+' || (" + mod(97) + " + 1) || ' seconds') || '.000000'"
+        mapref = f"'M_' || substr('0000' || {mod(mappings)}, -4)"
     t = at.format(s=f"{start:%Y-%m-%d %H:%M:%S}", step=seconds / loads)
-    status = "CASE WHEN N % 50 = 0 THEN 'ST' WHEN N % 12 = 0 THEN 'FL' ELSE 'PC' END"
+    status = f"CASE WHEN {mod(50)} = 0 THEN 'ST' WHEN {mod(12)} = 0 THEN 'FL' ELSE 'PC' END"
     with engine.begin() as conn:
         conn.exec_driver_sql(
             f"INSERT INTO DMS_PRCLOG (PRCID, MAPREF, PRCSTS, STRTDT, ENDDT) "
@@ -75,7 +78,7 @@ def fill(engine: sa.Engine, loads: int, mappings: int) -> None:
         )
         conn.exec_driver_sql(
             "INSERT INTO DMS_JOBLOG (JOBLOGID, PRCID, MAPREF, JOBSTS, STRTDT, SRCROWS) "
-            f"SELECT N, N, {mapref}, {status}, {t}, N % 1000 FROM ({numbers}) S"
+            f"SELECT N, N, {mapref}, {status}, {t}, {mod(1000)} FROM ({numbers}) S"
         )
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql("ANALYZE DMS_PRCLOG")
