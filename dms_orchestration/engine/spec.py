@@ -11,8 +11,6 @@ from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.metadata.sqlcheck import strip_sql
 from dms_orchestration.metadata.validation import rule_findings
 
-AUDIT_COLUMNS = ("SKEY", "RWHKEY", "RECCRDT", "RECUPDT")
-SCD2_AUDIT_COLUMNS = ("CURFLG", "VLDFRM", "VLDTO")
 # FIRST / LAST need a row order that a SQL extract does not have: they take the
 # smallest / largest value, which is deterministic on every database
 AGGREGATES = {
@@ -80,10 +78,6 @@ class LoadSpec:
     @property
     def all_columns(self) -> tuple[TargetColumn, ...]:
         return self.keys + self.columns
-
-    @property
-    def sequence_entity(self) -> str:
-        return self.table.upper()
 
 
 DEFAULT_BATCH_ROWS = 10_000
