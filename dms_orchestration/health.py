@@ -59,6 +59,12 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+def _listed(names: list[str]) -> str:
+    """The first LISTED names, and how many more there are."""
+    more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return ", ".join(names[:LISTED]) + more
+
+
 def healthy(checks: list[Check]) -> bool:
     return all(c.status != "fail" for c in checks)
 
@@ -108,15 +114,14 @@ def stuck_loads_check(meta: sa.Engine, settings: Settings, run_alive: RunAlive |
     stuck = [row for row, alive in loads if alive is False]
     unknown = sum(1 for _, alive in loads if alive is None)
     if stuck:
-        named = ", ".join(
-            f"{r.mapref} (PRCID {r.prcid}, {holder_of(r)}, since {r.strtdt:%Y-%m-%d %H:%M})"
-            for r in stuck[:LISTED]
-        )
-        more = f" and {len(stuck) - LISTED} more" if len(stuck) > LISTED else ""
+        named = _listed(
+            [f"{r.mapref} (PRCID {r.prcid}, {holder_of(r)}, since {r.strtdt:%Y-%m-%d %H:%M})"
+             for r in stuck]
+        )  # fmt: skip
         return Check(
             "stuck_loads",
             "fail",
-            f"{len(stuck)} load(s) IP whose holder is gone: {named}{more}; the next load of "
+            f"{len(stuck)} load(s) IP whose holder is gone: {named}; the next load of "
             "each mapping closes it FL, or close it by hand",
         )
     also = f" ({unknown} whose holder cannot be checked from here)" if unknown else ""
@@ -129,16 +134,15 @@ def stuck_requests_check(meta: sa.Engine, run_alive: RunAlive | None) -> Check:
     stuck = [r for r in stale if not r.run_id or (run_alive and run_alive(r.run_id) is False)]
     claimed = count_in(meta, "CLAIMED")
     if stuck:
-        named = ", ".join(
-            f"{r.id} ({r.type} {r.mapref or r.job_id or ''}".rstrip() + f", since {r.updated})"
-            for r in stuck[:LISTED]
-        )
-        more = f" and {len(stuck) - LISTED} more" if len(stuck) > LISTED else ""
+        named = _listed(
+            [f"{r.id} ({r.type} {r.mapref or r.job_id or ''}".rstrip() + f", since {r.updated})"
+             for r in stuck]
+        )  # fmt: skip
         return Check(
             "stuck_requests",
             "fail",
             f"{len(stuck)} request(s) CLAIMED longer than {2 * timeout.seconds} s with no "
-            f"running run: {named}{more}; is the queue sensor running?",
+            f"running run: {named}; is the queue sensor running?",
         )
     return Check("stuck_requests", "ok", f"{claimed} request(s) CLAIMED, none stuck")
 
