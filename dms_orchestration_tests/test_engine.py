@@ -35,6 +35,7 @@ from dms_orchestration.engine.checkpoint import register_checkpoint_function
 from dms_orchestration.engine.errors import DataError
 from dms_orchestration.engine.load import IncompleteLoad
 from dms_orchestration.engine.spec import load_spec
+from dms_orchestration.engine.strategy import Staging
 from dms_orchestration.engine.target import WORK_TABLE, SchemaDrift, index_statements
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.catalog import load_catalog
@@ -828,7 +829,7 @@ def test_duplicate_keys_in_a_first_load_of_several_chunks_are_named_and_taken_ou
     if when == "before the plan":
         dms.insert("SRC_CUST", dups)
     p = dms.plan(chunks=2)
-    assert p.initial and p.chunk_count == 2
+    assert p.strategy.initial and p.chunk_count == 2
     if when == "after the plan":
         dms.insert("SRC_CUST", dups)
     results = [run_chunk(p, i, dms.settings) for i in range(2)]
@@ -1421,7 +1422,7 @@ def test_streaming_between_databases_matches_a_same_database_load(
             target_conn="TGT",
         )
         p = meta.plan(chunks=2)
-        assert not p.same_database and p.chunk_count == 2
+        assert p.strategy.staging is Staging.STREAMED and p.chunk_count == 2
         commit(p, [run_chunk(p, i, meta.settings) for i in range(2)], meta.settings)
         # a PostgreSQL NUMERIC(12,2) source rounds -3.456 where SQLite keeps it: compare at
         # the column's scale (RWHKEY, computed at that scale, is compared exactly)
@@ -1454,13 +1455,13 @@ def setup_join(d: Dms, sql: str = JOIN_SQL) -> None:
 def test_a_full_extract_of_a_join_is_staged_once_per_chunk(dms, chunks):
     setup_join(dms)
     first = dms.plan()
-    assert not first.stage_source  # a first load reads its source once anyway
+    assert first.strategy.staging is not Staging.STAGED  # a first load reads its source once anyway
     commit(first, [run_chunk(first, 0, dms.settings)], dms.settings)
     dms.run("UPDATE SRC_CUST SET NAME = 'renamed' WHERE ID = 2")
     dms.run("UPDATE SRC_CITY SET REGION = 'moved' WHERE CITY = 'city1'")  # 1, 4, 7
     dms.run("DELETE FROM SRC_CUST WHERE ID = 9")
     p = dms.plan(chunks=chunks)
-    assert p.stage_source and p.chunk_count == chunks
+    assert p.strategy.staging is Staging.STAGED and p.chunk_count == chunks
     results = [run_chunk(p, i, dms.settings) for i in range(chunks)]
     assert counts(commit(p, results, dms.settings)) == (8, 3, 1, 3, 0, 4)
     rows = dms.query("SELECT ID, NAME, REGION FROM T_REF WHERE CURFLG = 'Y' ORDER BY ID")
@@ -1546,7 +1547,7 @@ def test_a_source_with_its_own_unique_key_gives_the_same_counts(pg_url, make_dms
     )
     dms.insert("SRC_CUST", cust_rows(2, start=13))  # new keys
     p = dms.plan(chunks=chunks, full=True)
-    assert p.unique_source_key == keyed
+    assert p.strategy.unique_source_key == keyed
     result = commit(p, [run_chunk(p, i, dms.settings) for i in range(chunks)], dms.settings)
     assert counts(result) == (12, 5, 2, 5, 0, 5)
     assert dms.scalar("SELECT COUNT(*) FROM T_REF WHERE CURFLG = 'Y'") == 12

@@ -30,6 +30,7 @@ from dms_orchestration.engine.chunk import ChunkResult
 from dms_orchestration.engine.errors import describe, is_transient
 from dms_orchestration.engine.plan import LoadPlan
 from dms_orchestration.engine.progress import ChunkProgress, LoadWatch
+from dms_orchestration.engine.strategy import Staging
 from dms_orchestration.engine.workers import process_pool, run_in_threads
 from dms_orchestration.settings import Settings
 
@@ -195,7 +196,7 @@ def run_visible_chunks(
         return each
 
     with PoolSlots(context, pool) as slots:
-        if plan.same_database:
+        if plan.strategy.staging is not Staging.STREAMED:
             run = visible(slots, lambda i: run_chunk(plan, i, settings, log.progress))
             tick()
             return run_in_threads(run, n, limit, plan.prcid, tick=tick)

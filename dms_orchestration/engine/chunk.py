@@ -33,6 +33,7 @@ from dms_orchestration.engine.errors import (
 from dms_orchestration.engine.plan import LoadPlan, resolve
 from dms_orchestration.engine.progress import ChunkProgressHook, ChunkReporter
 from dms_orchestration.engine.spec import LoadSpec
+from dms_orchestration.engine.strategy import Apply, Staging
 from dms_orchestration.engine.target import unique_rule
 from dms_orchestration.ids.provider import provider_for
 from dms_orchestration.settings import Settings, dms_now, load_settings
@@ -215,7 +216,7 @@ def _initial_load(
             inserted = _execute(
                 conn, sqlgen.initial_insert(td, spec, staged, skey), values
             ).rowcount
-            for stmt in unique_rule(td, spec) if plan.unique_in_chunk else []:
+            for stmt in unique_rule(td, spec) if plan.builds_unique_rule_in_chunk else []:
                 conn.exec_driver_sql(stmt)  # fails on a duplicate key: nothing is kept
     except sa.exc.IntegrityError as exc:  # duplicate or NULL business keys: name them
         with conn.begin():
@@ -284,10 +285,10 @@ def _delta_load(
     """Classify the keys that need a write (work table A) from `sources` (the staged
     rows, or a single chunk's parts), check the keys, apply A."""
     td = dialect_of(tgt)
-    full = plan.full_extract
+    full = plan.strategy.full_extract
     # a full extract under the source's own unique key: one row per key, so its rows are
     # the current rows met, less the absent, plus the new; no second read of the source
-    unique = full and plan.unique_source_key
+    unique = full and plan.strategy.unique_source_key
     with _load_transaction(conn, tgt, snapshot=True, parallel=len(sources) > 1):
         _execute(conn, sqlgen.classify(td, spec, sources, work, full), values)
         if not unique:
@@ -370,21 +371,22 @@ def _run_chunk(
             stoppable(conn, plan.prcid),
         ):
             conn = conn.execution_options(dms_write_lock=True)
-            if plan.same_database and not plan.stage_source:
+            read = plan.strategy.staging
+            if read is Staging.IN_PLACE:
                 staged = f"({transform})"
             else:
                 with conn.begin():
                     conn.exec_driver_sql(sqlgen.create_staging(td, spec, staging))
                     made.append(staging)
-                    if plan.same_database:
+                    if read is Staging.STAGED:
                         stage = sqlgen.stage(td, spec, staging, transform)
                         staged_rows = _execute(conn, stage, values).rowcount
                     else:
                         _stream_into(src, conn, td, spec, transform, staging, values, progress)
-                if plan.same_database:
+                if read is Staging.STAGED:
                     progress.report("staged", srcrows=staged_rows)
                 staged = staging
-            if plan.initial:
+            if plan.strategy.apply is Apply.INSERT_ALL:
                 counts = _initial_load(conn, tgt, meta, plan, spec, staged, values)
             else:
                 made.append(work)

@@ -10,6 +10,7 @@ from dms_orchestration.db.dialects import Dialect
 from dms_orchestration.db.schema import dms_jobflw
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.spec import LoadSpec
+from dms_orchestration.engine.strategy import LoadStrategy, Staging
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import dms_now
 
@@ -19,10 +20,8 @@ def load_sql_text(
     sd: Dialect,
     td: Dialect,
     windowed: bool,
-    full: bool,
+    strategy: LoadStrategy,
     skey_mode: str,
-    same_database: bool,
-    stage_source: bool = False,
 ) -> str:
     """The statements of one chunk (a middle one: both key bounds), in order."""
     bounds = sqlgen.ChunkBounds(lower=True, upper=True)
@@ -30,9 +29,9 @@ def load_sql_text(
     work = sqlgen.work_table(td, spec, "a", 0, 0)
     staged = sqlgen.work_table(td, spec, "s", 0, 0)
     create = ("target: staging table", sqlgen.create_staging(td, spec, staged))
-    if same_database and not stage_source:
+    if strategy.staging is Staging.IN_PLACE:
         staged, parts = f"({transform})", []
-    elif same_database:
+    elif strategy.staging is Staging.STAGED:
         parts = [
             create,
             ("target: stage the transform query", sqlgen.stage(td, spec, staged, transform)),
@@ -42,7 +41,7 @@ def load_sql_text(
     parts.append(
         (
             "target: classify the keys (work table)",
-            sqlgen.classify(td, spec, [(staged, bounds)], work, full),
+            sqlgen.classify(td, spec, [(staged, bounds)], work, strategy.full_extract),
         )
     )
     skey = (
@@ -64,10 +63,8 @@ def store_load_sql(meta: sa.Engine, plan, spec: LoadSpec, sd: Dialect, td: Diale
         sd,
         td,
         plan.windowed,
-        plan.full_extract,
+        plan.strategy,
         plan.skey_mode,
-        plan.same_database,
-        plan.stage_source,
     )
     f = dms_jobflw
     current = (f.c.mapref == spec.mapref) & (f.c.curflg == "Y")

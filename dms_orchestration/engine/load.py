@@ -27,6 +27,7 @@ from dms_orchestration.engine.errors import (
 )
 from dms_orchestration.engine.plan import LoadPlan, plan, resolve
 from dms_orchestration.engine.progress import LoadWatch, ticking
+from dms_orchestration.engine.strategy import Staging
 from dms_orchestration.engine.target import ensure_indexes
 from dms_orchestration.engine.workers import run_in_processes, run_in_threads
 from dms_orchestration.metadata.models import Mapping
@@ -87,7 +88,7 @@ def commit(
     total = LoadCounts()
     for r in results:
         total = total + r.counts
-    if plan.initial:  # a first load builds the indexes once its rows are in
+    if plan.strategy.initial:  # a first load builds the indexes once its rows are in
         _index_first_load(plan, meta, settings)
     checkpoint = plan.window.record if plan.windowed else None
     end, writer = dms_now(), log_writer(meta)
@@ -113,7 +114,7 @@ def commit(
         (datetime.now() - plan.started_at).total_seconds(),
         plan.estimated_rows,
         plan.partial_note,
-        plan.full_extract,
+        plan.strategy.full_extract,
     )
 
 
@@ -136,7 +137,7 @@ def run_chunks(
     dies with this one (engine.workers). `tick()` is called every moment meanwhile: by
     the waiting thread, or by a thread of its own while the chunks run in this one."""
     if not parallel or plan.chunk_count == 1:
-        if plan.same_database or tick is None:
+        if plan.strategy.staging is not Staging.STREAMED or tick is None:
             with ticking(tick):
                 return [run_chunk(plan, i, settings) for i in range(plan.chunk_count)]
         # a chunk that streams may COPY, which no other thread may disturb (ticking):
@@ -144,7 +145,7 @@ def run_chunks(
         hook = lambda _progress: tick()  # noqa: E731
         return [run_chunk(plan, i, settings, hook) for i in range(plan.chunk_count)]
     n, limit = plan.chunk_count, plan.parallel_limit
-    if plan.same_database and not processes:
+    if plan.strategy.staging is not Staging.STREAMED and not processes:
         chunk = lambda i: run_chunk(plan, i, settings)  # noqa: E731
         return run_in_threads(chunk, n, limit, plan.prcid, tick)
     data = (plan.model_dump_json(), settings)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,25 +20,21 @@ from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, Dialect, dialect_of
-from dms_orchestration.db.sqltext import bound_text, param_number
+from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.dmslog.lock import LoadTarget, RunAlive, lock_place, open_load
 from dms_orchestration.dmslog.reader import last_load_start
 from dms_orchestration.dmslog.writer import log_writer, running_message
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import (
-    CheckpointError,
     Window,
-    as_text,
-    checkpoint_function,
-    last_checkpoint,
 )
 from dms_orchestration.engine.errors import (
-    duplicate_key_error,
-    null_key_error,
     record_load_end,
 )
 from dms_orchestration.engine.jobflow import store_load_sql
+from dms_orchestration.engine.source import SourceRead, read_window
 from dms_orchestration.engine.spec import LoadSpec, load_spec
+from dms_orchestration.engine.strategy import LoadFacts, LoadStrategy, UniqueRule, load_strategy
 from dms_orchestration.engine.target import (
     WORK_TABLE,
     ensure_indexes,
@@ -75,21 +70,10 @@ class LoadPlan(BaseModel):
     window_start: str | None = None
     window_end: str | None = None
     windowed: bool = False
-    full_extract: bool
-    initial: bool = False  # the target was empty: every row is new, no comparison needed
-    # the one chunk of a first load builds the unique business-key rule after its rows,
-    # in its own transaction (a duplicate key then fails the chunk)
-    unique_in_chunk: bool = False
+    strategy: LoadStrategy
     skey_mode: str
-    same_database: bool
-    # a full-extract delta in one database whose source query is more than a read of one
-    # table: staged once per chunk rather than run twice (join, then count)
-    stage_source: bool = False
-    # the source's own unique NOT NULL key is the business key (PostgreSQL): no NULL or
-    # duplicate key can come, so a full-extract chunk need not count the source rows
-    unique_source_key: bool = False
-    # a single chunk's key cuts: its classify reads the key ranges between them side by
-    # side (a full-extract delta big enough to earn several chunks, run as one)
+    # the key cuts of a single chunk's parts (strategy.parts): its classify reads the key
+    # ranges between them side by side
     parts: list[Any] = []
     estimated_rows: int
     estimate_method: str
@@ -97,6 +81,13 @@ class LoadPlan(BaseModel):
     @property
     def mapref(self) -> str:
         return self.mapping.ref
+
+    @property
+    def builds_unique_rule_in_chunk(self) -> bool:
+        """A first load of one chunk builds the unique business-key rule after its rows,
+        in its own transaction (a duplicate key then fails the chunk); of several, at
+        commit."""
+        return self.strategy.unique_rule is UniqueRule.AFTER_ROWS and self.chunk_count == 1
 
     @property
     def window(self) -> Window:
@@ -166,156 +157,26 @@ def choose_chunk_count(
     return max(1, min(config["MAX_PARALLEL_CHUNKS"], math.ceil(estimate / config["CHUNK_ROWS"])))
 
 
-def _bound(value) -> Any:
-    """A key boundary as JSON that binds back to the same comparison."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
-    return as_text(value)
-
-
-def read_window(
-    spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full: bool
-) -> Window:
-    """The checkpoint window of the next load: which source rows it reads (reads only)."""
-    if spec.checkpoint_strategy == "NONE":
-        return Window(None, None, windowed=False)
-    if spec.checkpoint_strategy == "PYTHON":
-        if not spec.checkpoint_column:
-            raise CheckpointError(f"mapping {spec.mapref}: PYTHON checkpoints need CHKPNTCLNM")
-        fn = checkpoint_function(spec.checkpoint_function or "")
-        start, end = fn(None if full else last_checkpoint(meta, spec.mapref), dict(params))
-        return Window(as_text(start), as_text(end), windowed=True, bounded=True)
-    start = None if full else last_checkpoint(meta, spec.mapref)
-    d = dialect_of(src)
-    query = bound_text(sqlgen.checkpoint_max(d, spec), {"dms_chk_from": start, **params})
-    with src.connect() as conn:
-        end = conn.execute(query).scalar()
-    return Window(start, as_text(end) if end is not None else start, windowed=True)
-
-
-def window_binds(window: Window, params: dict) -> dict:
-    """The binds of a plan-time query over the source rows: the window and the params."""
-    return {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
-
-
-def _extract(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> sa.TextClause:
-    sql = sqlgen.extract(dialect_of(src), spec, window.windowed)
-    return bound_text(sql, window_binds(window, params))
-
-
-def _estimate(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> tuple[int, str]:
-    d = dialect_of(src)
-    with src.connect() as conn:
-        rows = d.estimate_rows(conn, _extract(src, spec, window, params))
-    return rows, (
-        "planner estimate (EXPLAIN)" if d.name == "postgresql" else "count of the extract"
+def _key_cuts(source: SourceRead, strategy: LoadStrategy) -> tuple[list, list]:
+    """The key cuts between the load's chunks, and between a single chunk's parts: where
+    the target reads a transaction's key ranges side by side, a single chunk still
+    compares source and target on every core (measured: 1M rows, 2 parts, classify 0.75
+    -> 0.43 s). The parts find their own duplicates."""
+    unique_key = strategy.unique_source_key
+    chunks = strategy.chunks
+    boundaries = (
+        source.key_cuts(
+            chunks, count_duplicates=strategy.cuts_check_duplicates, unique_key=unique_key
+        )
+        if chunks > 1
+        else []
     )
-
-
-def _stage_source(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> bool:
-    """Whether a same-database full extract should be staged: its chunks would otherwise
-    run the source query twice (the join, then the count of its rows), which costs
-    little only when the query reads one table."""
-    with src.connect() as conn:
-        return not dialect_of(src).reads_one_table(conn, _extract(src, spec, window, params))
-
-
-def _unique_source_key(src: sa.Engine, spec: LoadSpec, window: Window, params: dict) -> bool:
-    """Whether one source row per business key is certain: one key column, no MAPCMBCD or
-    lookup, and the source's own unique NOT NULL key on it (PostgreSQL tells)."""
-    if len(spec.keys) != 1 or spec.aggregated or any(c.is_lookup for c in spec.columns):
-        return False
-    d = dialect_of(src)
-    keys = bound_text(sqlgen.source_keys(d, spec, window.windowed), window_binds(window, params))
-    with src.connect() as conn:
-        return d.key_is_unique(conn, keys)
-
-
-def _boundaries(
-    src: sa.Engine,
-    spec: LoadSpec,
-    window: Window,
-    params: dict,
-    n: int,
-    count_duplicates: bool,
-    unique_key: bool,
-) -> list:
-    """Upper key bounds of chunks 0..n-2. Integer keys: n even steps between the smallest
-    and largest key (an index answers MIN / MAX); other keys: n tiles of the sorted keys.
-    NULL keys fail the load (they would fall between chunks). With `count_duplicates`
-    either query also finds duplicate keys, which must fail the load before any chunk
-    writes (a chunk finds only its own); keys of several columns or from lookups need a
-    GROUP BY over the whole transform. Not on a first load: its unique rule is built at
-    commit, and a duplicate then takes the first load back out (so integer keys are not
-    sorted here); nor for the parts of a single chunk, which finds its duplicates itself.
-    Nor when the source's own unique NOT NULL key is the business key (`unique_key`):
-    MIN and MAX then come from its index."""
-    d = dialect_of(src)
-    values = {"dms_n": n, **window_binds(window, params)}
-    with src.connect() as conn:
-        if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
-            checks = "none" if unique_key else "all" if count_duplicates else "nulls"
-            sql = sqlgen.key_range(d, spec, window.windowed, checks)
-            lo, hi, nulls, duplicates = conn.execute(bound_text(sql, values)).first()
-            steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
-        else:
-            tiles = conn.execute(bound_text(sqlgen.key_tiles(d, spec, window.windowed), values))
-            tiles = tiles.all()
-            nulls = sum(int(t[2] or 0) for t in tiles)
-            duplicates = any(t[3] > 1 for t in tiles)
-            steps = [_bound(t[1]) for t in tiles[:-1] if t[1] is not None]
-        if nulls:
-            raise null_key_error(spec, nulls, [spec.keys[0].name])
-        if duplicates and _tiles_count_duplicates(spec):
-            sql = sqlgen.duplicate_source_keys(d, spec, window.windowed)
-            raise duplicate_key_error(spec, conn.execute(bound_text(sql, values)).all())
-        if count_duplicates and _keys_repeat_beyond_tiles(spec):
-            sql = sqlgen.duplicate_transform_keys(d, spec, window.windowed)
-            dups = conn.execute(bound_text(sql, values)).all()
-            if dups:
-                raise duplicate_key_error(spec, dups)
-    return steps
-
-
-def _parts(
-    src: sa.Engine,
-    tgt: sa.Engine,
-    spec: LoadSpec,
-    window: Window,
-    params: dict,
-    earned: int,
-    unique_key: bool,
-) -> list:
-    """Key cuts of a full-extract delta run as one chunk though its size earned several:
-    where the target database reads a transaction's key ranges side by side, its one
-    chunk still compares source and target on every core (measured: 1M rows, 2 parts,
-    classify 0.75 -> 0.43 s). Integer keys only (MIN / MAX, no sort of the keys)."""
-    if earned < 2 or dialect_of(tgt).parallel_read_session() is None:
-        return []
-    if spec.keys[0].dtype.family != "INTEGER":
-        return []
-    return _boundaries(src, spec, window, params, earned, False, unique_key)
-
-
-def _even_steps(lo: int, hi: int, n: int) -> list[int]:
-    return sorted({lo + (hi - lo) * i // n for i in range(1, n)} - {hi})
-
-
-def _tiles_count_duplicates(spec: LoadSpec) -> bool:
-    """Whether the key tiles' counts cover every duplicate a chunk could stage: one key
-    column, no aggregation, no lookup that could add rows."""
-    return (
-        len(spec.keys) == 1 and not spec.aggregated and not any(c.is_lookup for c in spec.columns)
+    parts = (
+        source.key_cuts(strategy.parts, count_duplicates=False, unique_key=unique_key)
+        if strategy.parts
+        else []
     )
-
-
-def _keys_repeat_beyond_tiles(spec: LoadSpec) -> bool:
-    """Whether duplicate keys can hide from the first key column's counts: several key
-    columns (without MAPCMBCD, which groups by all of them), or a lookup that returns
-    several rows for a key. The plan then looks for them over the whole transform."""
-    return any(c.is_lookup for c in spec.columns) or (len(spec.keys) > 1 and not spec.aggregated)
+    return boundaries, parts
 
 
 def _ensure_skey_sequence(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
@@ -466,40 +327,30 @@ def plan(
         spec, src, tgt = resolve(mapping, settings)
         # (a column added to an existing table is no new table)
         created = any(done.startswith("created table") for done in ensure_target(tgt, spec))
-        initial = not spec.aggregated and is_empty(tgt, spec)
-        if not (created and initial):
-            # all indexes now, unless a first load builds them after its rows (at commit);
-            # also repairs a first load that died before its commit
-            ensure_indexes(tgt, spec)
+        empty = not spec.aggregated and is_empty(tgt, spec)
         _drop_leftovers(tgt, meta, spec)
-        window = read_window(spec, src, meta, params, full)
-        estimate, method = _estimate(src, spec, window, params)
+        source = SourceRead(src, spec, read_window(spec, src, meta, params, full), params)
+        estimate, method = source.estimate()
         earned = choose_chunk_count(estimate, config, dialect_of(tgt).concurrent_writers)
-        n = chunks or earned
-        # a first load builds the unique rule after its rows: in its one chunk, or at
-        # commit (a duplicate key then takes the first load back out)
-        first_build = bool(created and initial)
-        full_extract = window.reads_everything and not any(params.values())
-        # (used by the key checks of several chunks and the counts of a full extract)
-        unique_key = (n > 1 or full_extract) and _unique_source_key(src, spec, window, params)
-        boundaries = (
-            _boundaries(src, spec, window, params, n, not first_build, unique_key) if n > 1 else []
+        strategy = load_strategy(
+            LoadFacts(
+                created=created,
+                empty=empty,
+                full_extract=source.full_extract,
+                same_database=same_database(src, tgt),
+                chunks=chunks or earned,
+                earned=earned,
+                integer_key=spec.keys[0].dtype.family == "INTEGER",
+                parallel_reads=dialect_of(tgt).parallel_read_session() is not None,
+                unique_source_key=source.unique_key,
+                reads_one_table=source.reads_one_table,
+            )
         )
-        same = same_database(src, tgt)
-        # (a first load reads its source once; a window's work table keeps every row; a
-        # source key trusted as unique is a column of the one table the source reads)
-        stage = (
-            same
-            and full_extract
-            and not initial
-            and not unique_key
-            and _stage_source(src, spec, window, params)
-        )
-        parts = (
-            _parts(src, tgt, spec, window, params, earned, unique_key)
-            if n == 1 and same and full_extract and not initial and not stage
-            else []
-        )
+        if strategy.unique_rule is UniqueRule.BEFORE_ROWS:
+            # all indexes now (a first load builds them after its rows, at commit); also
+            # repairs a first load that died before its commit
+            ensure_indexes(tgt, spec)
+        boundaries, parts = _key_cuts(source, strategy)
         skey_mode = TABLE_COUNTER
         if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
             skey_mode = SEQUENCE
@@ -516,16 +367,11 @@ def plan(
             chunk_count=len(boundaries) + 1,
             parallel_limit=config["MAX_PARALLEL_CHUNKS"],
             boundaries=boundaries,
-            window_start=window.start,
-            window_end=window.end,
-            windowed=window.windowed,
-            full_extract=full_extract,
-            initial=initial,
-            unique_in_chunk=first_build and not boundaries,
+            window_start=source.window.start,
+            window_end=source.window.end,
+            windowed=source.window.windowed,
+            strategy=strategy,
             skey_mode=skey_mode,
-            same_database=same,
-            stage_source=stage,
-            unique_source_key=unique_key,
             parts=parts,
             estimated_rows=estimate,
             estimate_method=method,

@@ -20,7 +20,8 @@ from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.db.sqltext import bound_text
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.checkpoint import Window
-from dms_orchestration.engine.plan import normalize_params, read_window, resolve, window_binds
+from dms_orchestration.engine.plan import normalize_params, resolve
+from dms_orchestration.engine.source import read_window, window_binds
 from dms_orchestration.engine.spec import LoadSpec
 from dms_orchestration.engine.target import table_columns
 from dms_orchestration.metadata.models import Mapping
