@@ -72,7 +72,7 @@ def clean_up(engine: sa.Engine) -> None:
             )
         )
         conn.execute(sa.delete(dms_idpool).where(dms_idpool.c.entitynm.like(f"{PREFIX}_%")))
-        if dialect.has_sequences:
+        if dialect.capabilities.sequences:
             for mode, block in VARIANTS:
                 seq = sequence_name(entity_of(mode, block))
                 if dialect.sequence_exists(conn, seq, schema):
@@ -151,7 +151,8 @@ def main() -> None:
     engine = create_engine(url)
     try:
         init_schema(engine)
-        variants = [v for v in VARIANTS if dialect_of(engine).has_sequences or v[0] != "SEQUENCE"]
+        sequences = dialect_of(engine).capabilities.sequences
+        variants = [v for v in VARIANTS if sequences or v[0] != "SEQUENCE"]
         results = [run_variant(engine, mode, block, args.ids) for mode, block in variants]
         print_table(results, args.ids, engine.url.render_as_string(hide_password=True))
     finally:

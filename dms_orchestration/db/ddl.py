@@ -24,9 +24,10 @@ HEADER = (
 )
 
 
-def table_statements(dialect: Dialect, spec: TableSpec) -> list[str]:
-    return [dialect.create_table(spec)] + [
-        dialect.create_index(spec.name, ix) for ix in spec.indexes
+def table_statements(dialect: Dialect, spec: TableSpec, schema: str | None = None) -> list[str]:
+    table = _in_schema(spec.name, schema)
+    return [dialect.create_table(spec, schema)] + [
+        dialect.create_index(table, ix) for ix in spec.indexes
     ]
 
 
@@ -34,7 +35,7 @@ def render(dialect: Dialect) -> str:
     parts = [HEADER.format(dialect=dialect.name)]
     for spec in TABLES:
         parts.extend(s + ";\n" for s in table_statements(dialect, spec))
-    if dialect.has_sequences:
+    if dialect.capabilities.sequences:
         parts.append(
             "\n-- SEQUENCE-mode ids, one per entity (DMS_IDPOOL serves TABLE_COUNTER mode)\n"
         )
@@ -67,8 +68,9 @@ def init_schema(engine: sa.Engine) -> InitReport:
     schema = dms_schema(engine)
     report = InitReport()
     with write_transaction(engine) as conn:
-        if schema and dialect.name == "postgresql":
-            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        create_schema = dialect.create_schema(schema) if schema else None
+        if create_schema:
+            conn.exec_driver_sql(create_schema)
         inspector = sa.inspect(conn)
         present = {n.upper() for n in inspector.get_table_names(schema=schema)}
         for spec in TABLES:
@@ -80,17 +82,16 @@ def init_schema(engine: sa.Engine) -> InitReport:
                     report.missing_columns[spec.name] = lacking
                 _add_missing_indexes(conn, dialect, spec, schema, cols, report)
                 continue
-            for stmt in table_statements(dialect, spec):
-                conn.exec_driver_sql(_in_schema(stmt, schema))
+            for stmt in table_statements(dialect, spec, schema):
+                conn.exec_driver_sql(stmt)
             report.created.append(spec.name)
-        if dialect.has_sequences:
+        if dialect.capabilities.sequences:
             for spec in TABLES:
                 if not spec.sequence or dialect.sequence_exists(conn, spec.sequence, schema):
                     continue
                 start = _max_id(conn, spec, schema) + 1
-                conn.exec_driver_sql(
-                    _in_schema(dialect.create_sequence(spec.sequence, start), schema)
-                )
+                name = _in_schema(spec.sequence, schema)
+                conn.exec_driver_sql(dialect.create_sequence(name, start))
                 report.created.append(spec.sequence)
     return report
 
@@ -114,21 +115,15 @@ def _add_missing_indexes(
             continue
         try:
             with conn.begin_nested():
-                conn.exec_driver_sql(_in_schema(dialect.create_index(spec.name, ix), schema))
+                conn.exec_driver_sql(dialect.create_index(_in_schema(spec.name, schema), ix))
             report.created.append(ix.name)
         except sa.exc.DBAPIError as exc:
             report.index_problems[ix.name] = str(exc.orig).strip().splitlines()[0]
 
 
-def _in_schema(statement: str, schema: str | None) -> str:
-    """Qualify the object a CREATE statement makes (and the table an index is on)."""
-    if not schema:
-        return statement
-    words = statement.split(" ")
-    for i, word in enumerate(words):
-        if word in ("TABLE", "SEQUENCE", "ON") and i + 1 < len(words):
-            words[i + 1] = f"{schema}.{words[i + 1]}"
-    return " ".join(words)
+def _in_schema(name: str, schema: str | None) -> str:
+    """A DMS table's or sequence's name in the DMS schema (DMS_SCHEMA), if one is set."""
+    return f"{schema}.{name}" if schema else name
 
 
 def write_ddl_files(root: Path) -> list[Path]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -28,21 +30,38 @@ RAISE_ATTEMPTS = 10  # rounds of raising a sequence that others raise at the sam
 HashColumn = tuple[str, str, int | None]
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a database can do, as plain values the engine decides by (as dlt's
+    destination capabilities): code outside this module asks these, never a name."""
+
+    sequences: bool = True
+    # tables live in schemas (SQLite: one name, one table; a mapping's schema is ignored)
+    schemas: bool = True
+    index_if_not_exists: bool = True  # CREATE INDEX IF NOT EXISTS
+    sequence_if_not_exists: bool = False  # CREATE SEQUENCE IF NOT EXISTS
+    schema_if_not_exists: bool = False  # CREATE SCHEMA IF NOT EXISTS (the DMS schema)
+    adds_primary_key: bool = True  # ALTER TABLE ... ADD PRIMARY KEY (a table can get one later)
+    # a "current rows only" index on the columns themselves, which lookups by them use
+    partial_indexes: bool = True
+    # the planner reads a subquery that is an operand of an outer join as its table, with
+    # its indexes (SQLite materializes it, without an index, if a FULL / RIGHT join's)
+    flattens_outer_join_subquery: bool = True
+    # a correlated EXISTS runs as a semi-join (SQLite runs it once per outer row)
+    semi_joins_exists: bool = True
+    # chunks writing the same database at once get on (SQLite: one writer per file)
+    concurrent_writers: bool = True
+    # several index builds of one table run side by side, one connection each
+    parallel_index_builds: bool = False
+    unlogged_tables: bool = False  # work tables may skip the write-ahead log
+    copies_csv_files: bool = False  # the server's COPY reads a CSV file into a table
+    estimate_method: str = "count of the extract"  # how estimate_rows gets its number
+
+
 class Dialect:
     name = "base"
     sqlglot_name = ""
-    has_sequences = True
-    index_if_not_exists = True  # CREATE INDEX IF NOT EXISTS
-    adds_primary_key = True  # ALTER TABLE ... ADD PRIMARY KEY (a table can get one later)
-    # a "current rows only" index on the columns themselves, which lookups by them use
-    partial_indexes = True
-    # the planner reads a subquery that is an operand of an outer join as its table, with
-    # its indexes (SQLite materializes it, without an index, if a FULL / RIGHT join's)
-    flattens_outer_join_subquery = True
-    # a correlated EXISTS runs as a semi-join (SQLite runs it once per outer row)
-    semi_joins_exists = True
-    # chunks writing the same database at once get on (SQLite: one writer per file)
-    concurrent_writers = True
+    capabilities = Capabilities()
     sa_dialect: sa.engine.Dialect
     type_names = {
         "ID": "BIGINT",
@@ -60,7 +79,7 @@ class Dialect:
             return f"VARCHAR({col.size})"
         return self.type_names[col.kind]
 
-    def create_table(self, spec: TableSpec) -> str:
+    def create_table(self, spec: TableSpec, schema: str | None = None) -> str:
         lines = [
             f"    {c.name} {self.column_type(c)}"
             + (f" DEFAULT {c.default}" if c.default else "")
@@ -68,18 +87,36 @@ class Dialect:
             for c in spec.columns
         ]
         lines.append(f"    CONSTRAINT {spec.name}_PK PRIMARY KEY ({', '.join(spec.primary_key)})")
-        return f"CREATE TABLE {spec.name} (\n" + ",\n".join(lines) + "\n)"
+        name = f"{schema}.{spec.name}" if schema else spec.name
+        return f"CREATE TABLE {name} (\n" + ",\n".join(lines) + "\n)"
 
-    def create_index(self, table: str, index: IndexSpec) -> str:
+    def create_index(self, table: str, index: IndexSpec, if_not_exists: bool = False) -> str:
         unique = "UNIQUE " if index.unique else ""
         where = " WHERE CURFLG = 'Y'" if index.current_only else ""
-        return f"CREATE {unique}INDEX {index.name} ON {table} ({', '.join(index.columns)}){where}"
+        name = self._if_not_exists(if_not_exists, "index_if_not_exists") + index.name
+        return f"CREATE {unique}INDEX {name} ON {table} ({', '.join(index.columns)}){where}"
 
-    def create_sequence(self, name: str, start: int = 1) -> str:
-        return f"CREATE SEQUENCE {name} START WITH {start} INCREMENT BY 1"
+    def create_sequence(
+        self, name: str, start: int = 1, *, cache: int | None = None, if_not_exists: bool = False
+    ) -> str:
+        """CREATE SEQUENCE; `cache`: values each session takes at a time; `if_not_exists`
+        where the database has the clause (see capabilities)."""
+        name = self._if_not_exists(if_not_exists, "sequence_if_not_exists") + name
+        cached = f" CACHE {int(cache)}" if cache else ""
+        return f"CREATE SEQUENCE {name} START WITH {start} INCREMENT BY 1{cached}"
+
+    def create_schema(self, schema: str) -> str | None:
+        """The statement that creates a schema when it is missing, or None where a
+        schema is not made by a statement (Oracle: a user; SQLite: none)."""
+        if not self.capabilities.schema_if_not_exists:
+            return None
+        return f"CREATE SCHEMA IF NOT EXISTS {schema}"
+
+    def _if_not_exists(self, asked: bool, capability: str) -> str:
+        return "IF NOT EXISTS " if asked and getattr(self.capabilities, capability) else ""
 
     def primary_key_statements(
-        self, table: str, name: str, column: str
+        self, table: str, name: str, column: str, if_not_exists: bool = False
     ) -> tuple[list[str], list[str]]:
         """Add a primary key to a table: (index builds, statements after them)."""
         return [f"ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY ({column})"], []
@@ -206,6 +243,12 @@ class Dialect:
     def create_work_table(self, name: str, select_sql: str) -> str:
         return f"CREATE TABLE {name} AS {select_sql}"
 
+    def create_scratch_table(self, name: str, columns: Sequence[str]) -> str:
+        """A table of one load's staged rows: crash-safe durability is not needed (a
+        load that dies is run again), so it skips the write-ahead log where it can."""
+        unlogged = "UNLOGGED " if self.capabilities.unlogged_tables else ""
+        return f"CREATE {unlogged}TABLE {name} ({', '.join(columns)})"
+
     def snapshot_session(self) -> list[str]:
         """Statements that make a transaction's reads all see one snapshot (SQLite's
         transactions do; Oracle's CREATE TABLE ends the transaction anyway)."""
@@ -255,10 +298,17 @@ class Dialect:
     def temp_table_as(self, name: str, select: str) -> str:
         return f"CREATE TEMPORARY TABLE {name} AS {select}"
 
+    def unique_index(
+        self, conn: sa.Connection, schema: str | None, table: str, name: str
+    ) -> tuple[list[str], str | None] | None:
+        """The columns and WHERE predicate of the table's index `name` when it is unique
+        and valid; None when it is missing or not, or the database does not tell (here:
+        Oracle's rule indexes CASE expressions)."""
+        return None
+
     def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
         """A cheap estimate of a query's rows; here counted (SQLite, Oracle)."""
-        counted = sa.text(f"SELECT COUNT(*) FROM ({query.text}) DMS_EST")
-        counted = counted.bindparams(*query._bindparams.values())
+        counted = sa.select(sa.func.count()).select_from(query.columns().subquery("dms_est"))
         return int(conn.execute(counted).scalar() or 0)
 
     def key_is_unique(self, conn: sa.Connection, query: sa.TextClause) -> bool:
@@ -321,12 +371,32 @@ _SCAN_NODES = {
 }
 
 
+# a PostgreSQL index: unique and valid, its predicate, its columns in order
+_PG_INDEX = """
+SELECT i.indisunique AND i.indisvalid AND i.indisready,
+       pg_get_expr(i.indpred, i.indrelid),
+       ARRAY(SELECT a.attname::text
+             FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             ORDER BY k.ord)
+FROM pg_index i
+WHERE i.indexrelid = to_regclass(:index) AND i.indrelid = to_regclass(:table)
+"""
+
 SLICE_ROWS = 20_000  # work-table rows applied at a time (PostgreSQL)
 
 
 class PostgresDialect(Dialect):
     name = "postgresql"
     sqlglot_name = "postgres"
+    capabilities = Capabilities(
+        sequence_if_not_exists=True,
+        schema_if_not_exists=True,
+        parallel_index_builds=True,
+        unlogged_tables=True,
+        copies_csv_files=True,
+        estimate_method="planner estimate (EXPLAIN)",
+    )
     sa_dialect = postgresql.dialect()
 
     def next_values(self, sequence: str, n: int) -> sa.TextClause:
@@ -432,11 +502,12 @@ class PostgresDialect(Dialect):
         ]
 
     def primary_key_statements(
-        self, table: str, name: str, column: str
+        self, table: str, name: str, column: str, if_not_exists: bool = False
     ) -> tuple[list[str], list[str]]:
         # the index can be built beside the others; the constraint then takes it over
+        index = IndexSpec(name, (column,), unique=True)
         return (
-            [f"CREATE UNIQUE INDEX {name} ON {table} ({column})"],
+            [self.create_index(table, index, if_not_exists)],
             [f"ALTER TABLE {table} ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}"],
         )
 
@@ -467,8 +538,17 @@ class PostgresDialect(Dialect):
     def _explain(self, conn: sa.Connection, query: sa.TextClause, verbose: bool = False) -> dict:
         options = "VERBOSE, FORMAT JSON" if verbose else "FORMAT JSON"
         explain = sa.text(f"EXPLAIN ({options}) {query.text}")
-        plan = conn.execute(explain.bindparams(*query._bindparams.values())).scalar()
+        plan = conn.execute(explain.bindparams(**query.compile().params)).scalar()
         return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+
+    def unique_index(
+        self, conn: sa.Connection, schema: str | None, table: str, name: str
+    ) -> tuple[list[str], str | None] | None:
+        index, table = self.qualified(schema, name), self.qualified(schema, table)
+        row = conn.execute(sa.text(_PG_INDEX), {"index": index, "table": table}).first()
+        if row is None or not row[0]:
+            return None
+        return list(row[2]), row[1]
 
     def estimate_rows(self, conn: sa.Connection, query: sa.TextClause) -> int:
         """The planner's estimate (EXPLAIN): no scan of the source."""
@@ -558,8 +638,8 @@ class PostgresDialect(Dialect):
 class OracleDialect(Dialect):
     name = "oracle"
     sqlglot_name = "oracle"
-    index_if_not_exists = False
-    partial_indexes = False  # (an index over CASE expressions: no use for lookups by key)
+    # (an index over CASE expressions, no partial index: no use for lookups by key)
+    capabilities = Capabilities(index_if_not_exists=False, partial_indexes=False)
     sa_dialect = oracle.dialect()
     type_names = {
         "ID": "NUMBER(19)",
@@ -576,9 +656,9 @@ class OracleDialect(Dialect):
             return f"VARCHAR2({col.size})"
         return self.type_names[col.kind]
 
-    def create_index(self, table: str, index: IndexSpec) -> str:
+    def create_index(self, table: str, index: IndexSpec, if_not_exists: bool = False) -> str:
         if not index.current_only:
-            return super().create_index(table, index)
+            return super().create_index(table, index, if_not_exists)
         # Oracle has no partial index: index an expression that is NULL on old rows,
         # and Oracle does not index all-NULL keys.
         exprs = ", ".join(f"CASE WHEN CURFLG = 'Y' THEN {c} END" for c in index.columns)
@@ -672,11 +752,14 @@ class OracleDialect(Dialect):
 class SqliteDialect(Dialect):
     name = "sqlite"
     sqlglot_name = "sqlite"
-    has_sequences = False
-    adds_primary_key = False
-    flattens_outer_join_subquery = False
-    semi_joins_exists = False
-    concurrent_writers = False
+    capabilities = Capabilities(
+        sequences=False,
+        schemas=False,
+        adds_primary_key=False,
+        flattens_outer_join_subquery=False,
+        semi_joins_exists=False,
+        concurrent_writers=False,
+    )
     sa_dialect = sqlite.dialect()
     type_names = {
         "ID": "INTEGER",
@@ -687,7 +770,9 @@ class SqliteDialect(Dialect):
         "DATE": "DATE",
     }
 
-    def create_sequence(self, name: str, start: int = 1) -> str:
+    def create_sequence(
+        self, name: str, start: int = 1, *, cache: int | None = None, if_not_exists: bool = False
+    ) -> str:
         raise NotImplementedError("SQLite has no sequences")
 
     def sequence_exists(self, conn: sa.Connection, name: str, schema: str | None) -> bool:
@@ -700,6 +785,23 @@ class SqliteDialect(Dialect):
             (table,),
         )
         return {name.upper() for (name,) in rows}
+
+    def unique_index(
+        self, conn: sa.Connection, schema: str | None, table: str, name: str
+    ) -> tuple[list[str], str | None] | None:
+        listed = conn.exec_driver_sql(f"PRAGMA index_list({self.quote(table)})").all()
+        row = next((r for r in listed if str(r[1]).lower() == name.lower()), None)
+        if row is None or not row[2]:  # (seq, name, unique, origin, partial)
+            return None
+        columns = [r[2] for r in conn.exec_driver_sql(f"PRAGMA index_info({self.quote(row[1])})")]
+        if any(c is None for c in columns):  # an expression
+            return None
+        sql = conn.execute(
+            sa.text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"),
+            {"name": row[1]},
+        ).scalar()
+        parts = re.split(r"\bWHERE\b", sql or "", maxsplit=1, flags=re.IGNORECASE)
+        return columns, parts[1] if len(parts) > 1 else None
 
     def greatest(self, *exprs: sa.ColumnElement) -> sa.ColumnElement:
         # SQLite's max() of several arguments is the scalar one
@@ -759,6 +861,11 @@ def sqlglot_dialect(con, metadata_backend: str) -> str:
     '' when neither is known (sqlglot's standard SQL)."""
     name = DBTYP_TO_DIALECT.get((con.db_type or "").upper(), "") if con else metadata_backend
     return DIALECTS[name].sqlglot_name if name in DIALECTS else ""
+
+
+def has_schemas(name: str | None) -> bool:
+    """Whether tables of the dialect named so live in schemas (an unknown one: yes)."""
+    return name not in DIALECTS or DIALECTS[name].capabilities.schemas
 
 
 def dialect_of(bind: sa.Engine | sa.Connection | str) -> Dialect:

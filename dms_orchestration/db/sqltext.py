@@ -51,7 +51,7 @@ def bound_text(sql: str, values: Mapping[str, object]) -> sa.TextClause:
     """SQL text bound to `values`: every bind it uses gets its value (:P1 as :p1), NULL
     when `values` has none."""
     clause = sa.text(sql)
-    names = list(clause._bindparams)
+    names = list(clause.compile().params)
     if not names:
         return clause
     return clause.bindparams(**{n: values.get(n, values.get(n.lower())) for n in names})

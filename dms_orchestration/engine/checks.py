@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dms_orchestration.db.dialects import Dialect, dialect_of
-from dms_orchestration.db.sqltext import bound_text, escape_binds
+from dms_orchestration.db.sqltext import bound_text
+from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.plan import resolve
 from dms_orchestration.engine.spec import LoadSpec
 from dms_orchestration.engine.target import index_statements
@@ -49,14 +50,8 @@ def current_rows(mapping: Mapping, settings: Settings) -> CurrentRowCheck:
     index = rule_index(tgt, d, spec)
     if index is not None:
         return CurrentRowCheck(0, [], enforced_by=index)
-    keys = ", ".join(d.quote(k.name) for k in spec.keys)
-    where = " WHERE CURFLG = 'Y'" if spec.scd2 else ""
-    sql = (
-        f"SELECT {keys} FROM {d.qualified(spec.schema, spec.table)}{where} "
-        f"GROUP BY {keys} HAVING COUNT(*) > 1"
-    )
     with tgt.connect() as conn:
-        rows = conn.execute(sa.text(sql)).all()
+        rows = conn.execute(sa.text(sqlgen.keys_with_several_current_rows(d, spec))).all()
     return CurrentRowCheck(len(rows), ["/".join(str(v) for v in r) for r in rows[:5]])
 
 
@@ -71,21 +66,15 @@ def reconcile(
     `source_keys`: those a load just read of the whole extract, `current`: the current
     rows counted after it (neither is counted again)."""
     spec, src, tgt = resolve(mapping, settings)
-    td = dialect_of(tgt)
-    where = " WHERE CURFLG = 'Y'" if spec.scd2 else ""
-    count_tgt = f"SELECT COUNT(*) FROM {td.qualified(spec.schema, spec.table)}{where}"
     counted = source_keys is None
     if counted:
-        source_sql = escape_binds(spec.source_sql)[0]
-        keys = ", ".join(k.logic for k in spec.keys)
-        count_src = (
-            f"SELECT COUNT(*) FROM (SELECT {keys} FROM ({source_sql}) SRC GROUP BY {keys}) K"
-        )
+        count_src = bound_text(sqlgen.source_key_count(spec), params or {})
         with src.connect() as conn:
-            source_keys = int(conn.execute(bound_text(count_src, params or {})).scalar() or 0)
+            source_keys = int(conn.execute(count_src).scalar() or 0)
     if current is None:
+        count_tgt = sa.text(sqlgen.current_row_count(dialect_of(tgt), spec))
         with tgt.connect() as conn:
-            current = int(conn.execute(sa.text(count_tgt)).scalar() or 0)
+            current = int(conn.execute(count_tgt).scalar() or 0)
     return Reconciliation(source_keys, current, counted)
 
 
@@ -98,25 +87,14 @@ class TableRows:
 def target_rows(mapping: Mapping, settings: Settings) -> TableRows:
     """The rows of the target table and its current rows, in one scan."""
     spec, _src, tgt = resolve(mapping, settings)
-    table = dialect_of(tgt).qualified(spec.schema, spec.table)
-    current = "COUNT(CASE WHEN CURFLG = 'Y' THEN 1 END)" if spec.scd2 else "COUNT(*)"
+    counts = sa.text(sqlgen.target_row_counts(dialect_of(tgt), spec))
     with tgt.connect() as conn:
-        rows, now = conn.execute(sa.text(f"SELECT COUNT(*), {current} FROM {table}")).one()
+        rows, now = conn.execute(counts).one()
     return TableRows(int(rows or 0), int(now or 0))
 
 
 # ------------------------------------------------------------------ the unique rule's index
 
-_PG_INDEX = """
-SELECT i.indisunique AND i.indisvalid AND i.indisready,
-       pg_get_expr(i.indpred, i.indrelid),
-       ARRAY(SELECT a.attname::text
-             FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-             ORDER BY k.ord)
-FROM pg_index i
-WHERE i.indexrelid = to_regclass(:index) AND i.indrelid = to_regclass(:table)
-"""
 _CURRENT_ONLY = re.compile(r"""[\s()"`]|::[a-z ]+""", re.IGNORECASE)
 
 
@@ -126,16 +104,12 @@ def rule_index(tgt: sa.Engine, d: Dialect, spec: LoadSpec) -> str | None:
     columns in order, over current rows only for SCD2. PostgreSQL and SQLite; None
     elsewhere, or when it is missing or different."""
     names = [name for name, _stmt, unique in index_statements(d, spec) if unique]
-    if len(names) != 1 or d.name not in ("postgresql", "sqlite"):
+    if len(names) != 1:
         return None
     [name] = names
     try:
         with tgt.connect() as conn:
-            found = (
-                _pg_index(conn, d, spec, name)
-                if d.name == "postgresql"
-                else _sqlite_index(conn, d, spec, name)
-            )
+            found = d.unique_index(conn, spec.schema, spec.table, name)
     except sa.exc.SQLAlchemyError:  # no table yet, no rights: count the rows instead
         return None
     if found is None:
@@ -145,29 +119,3 @@ def rule_index(tgt: sa.Engine, d: Dialect, spec: LoadSpec) -> str | None:
         return None
     current_only = bool(predicate) and _CURRENT_ONLY.sub("", predicate).lower() == "curflg='y'"
     return name if (current_only if spec.scd2 else not predicate) else None
-
-
-def _pg_index(conn, d: Dialect, spec: LoadSpec, name: str):
-    row = conn.execute(
-        sa.text(_PG_INDEX),
-        {"index": d.qualified(spec.schema, name), "table": d.qualified(spec.schema, spec.table)},
-    ).first()
-    if row is None or not row[0]:
-        return None
-    return list(row[2]), row[1]
-
-
-def _sqlite_index(conn, d: Dialect, spec: LoadSpec, name: str):
-    listed = conn.exec_driver_sql(f"PRAGMA index_list({d.quote(spec.table)})").all()
-    row = next((r for r in listed if str(r[1]).lower() == name.lower()), None)
-    if row is None or not row[2]:  # (seq, name, unique, origin, partial)
-        return None
-    columns = [r[2] for r in conn.exec_driver_sql(f"PRAGMA index_info({d.quote(row[1])})")]
-    if any(c is None for c in columns):  # an expression
-        return None
-    sql = conn.execute(
-        sa.text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"),
-        {"name": row[1]},
-    ).scalar()
-    parts = re.split(r"\bWHERE\b", sql or "", maxsplit=1, flags=re.IGNORECASE)
-    return columns, parts[1] if len(parts) > 1 else None

@@ -467,7 +467,7 @@ def _fast(
 ) -> int | None:
     """A clean CSV file into PostgreSQL by the server's COPY (engine/file_copy.py): the
     rows applied, or None (nothing done) where the Python path must read the file."""
-    if d.name != "postgresql" or (fl.file_type or "").strip().upper() != "CSV":
+    if not d.capabilities.copies_csv_files or (fl.file_type or "").strip().upper() != "CSV":
         return None
     if len({c.lower() for c in columns}) != len(columns) or not all(columns):
         return None  # names the server would take for one another
@@ -559,7 +559,8 @@ def _value_sql(d: Dialect, t: Target) -> str:
 
 def _ensure_target(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan) -> None:
     """Create the target table when it does not exist; refuse one that lacks a column."""
-    schema = fl.target_schema.strip().lower() if fl.target_schema and d.name != "sqlite" else None
+    schema = _target_schema(d, fl)
+    schema = schema.lower() if schema else None
     table = fl.target_table.strip().lower()
     have = table_columns(conn, schema, table)
     if have is None:
@@ -570,9 +571,12 @@ def _ensure_target(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan
         raise FileLoadInvalid(fl.ref, [f"target table {table} has no column {', '.join(missing)}"])
 
 
+def _target_schema(d: Dialect, fl: FileLoad) -> str | None:
+    return fl.target_schema.strip() if fl.target_schema and d.capabilities.schemas else None
+
+
 def _target_table(d: Dialect, fl: FileLoad) -> str:
-    schema = fl.target_schema.strip() if fl.target_schema and d.name != "sqlite" else None
-    return d.qualified(schema, fl.target_table.strip())
+    return d.qualified(_target_schema(d, fl), fl.target_table.strip())
 
 
 def _repeated_keys(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str, bad) -> None:

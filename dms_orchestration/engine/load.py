@@ -65,7 +65,7 @@ def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> No
         table = d.qualified(spec.schema, spec.table)
         with tgt.begin() as conn:
             dups = conn.execute(sa.text(sqlgen.duplicate_staged_keys(d, spec, table))).all()
-            conn.exec_driver_sql(f"DELETE FROM {table}")
+            conn.exec_driver_sql(sqlgen.delete_all(table))
         named = duplicate_key_error(spec, dups) if dups else DataError(describe(exc))
         error = DataError(f"{named}; the rows of this first load were removed again", named.keys)
         log_writer(meta).undo_chunk_rows(plan.prcid)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
-from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, Dialect, dialect_of
+from dms_orchestration.db.dialects import DBTYP_TO_DIALECT, Dialect, dialect_of, has_schemas
 from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.dmslog.lock import LoadTarget, RunAlive, lock_place, open_load
 from dms_orchestration.dmslog.reader import last_load_start
@@ -187,8 +187,7 @@ def _ensure_skey_sequence(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> No
     schema = spec.schema.lower() if spec.schema else None
     counter = provider_for(meta).pool_counter(spec.table)
     with tgt.begin() as conn:
-        table = d.qualified(spec.schema, spec.table)
-        held = conn.exec_driver_sql(f"SELECT MAX(SKEY) FROM {table}").scalar() or 0
+        held = conn.exec_driver_sql(sqlgen.highest_skey(d, spec)).scalar() or 0
         floor = max(int(held), counter)
         if d.sequence_exists(conn, name, schema):
             d.raise_sequence(conn, name, spec.schema, floor)
@@ -196,10 +195,10 @@ def _ensure_skey_sequence(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> No
         start = floor + 1
         # CACHE: each session takes its SKEYs 1000 at a time (parallel chunks do not
         # wait for each other; a gap of unused values is harmless for surrogate keys)
-        stmt = d.create_sequence(d.qualified(spec.schema, name), int(start)) + " CACHE 1000"
-        if d.name == "postgresql":
-            stmt = stmt.replace("CREATE SEQUENCE", "CREATE SEQUENCE IF NOT EXISTS", 1)
-        conn.exec_driver_sql(stmt)
+        qualified = d.qualified(spec.schema, name)
+        conn.exec_driver_sql(
+            d.create_sequence(qualified, int(start), cache=1000, if_not_exists=True)
+        )
 
 
 def skey_floor_query(d: Dialect, spec: LoadSpec) -> sa.Select:
@@ -262,7 +261,7 @@ def load_target(mapping: Mapping, settings: Settings) -> LoadTarget:
         connection_id=mapping.target_connection_id,
         schema=mapping.target_schema,
         table=mapping.target_table or "",
-        schemas_apart=dialect != "sqlite",
+        schemas_apart=has_schemas(dialect),
     )
 
 
@@ -331,7 +330,8 @@ def plan(
         _drop_leftovers(tgt, meta, spec)
         source = SourceRead(src, spec, read_window(spec, src, meta, params, full), params)
         estimate, method = source.estimate()
-        earned = choose_chunk_count(estimate, config, dialect_of(tgt).concurrent_writers)
+        td = dialect_of(tgt)
+        earned = choose_chunk_count(estimate, config, td.capabilities.concurrent_writers)
         strategy = load_strategy(
             LoadFacts(
                 created=created,
@@ -341,7 +341,7 @@ def plan(
                 chunks=chunks or earned,
                 earned=earned,
                 integer_key=spec.keys[0].dtype.family == "INTEGER",
-                parallel_reads=dialect_of(tgt).parallel_read_session() is not None,
+                parallel_reads=td.parallel_read_session() is not None,
                 unique_source_key=source.unique_key,
                 reads_one_table=source.reads_one_table,
             )
@@ -352,7 +352,7 @@ def plan(
             ensure_indexes(tgt, spec)
         boundaries, parts = _key_cuts(source, strategy)
         skey_mode = TABLE_COUNTER
-        if dialect_of(tgt).has_sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
+        if td.capabilities.sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
             skey_mode = SEQUENCE
             _ensure_skey_sequence(tgt, meta, spec)
         else:
@@ -376,7 +376,7 @@ def plan(
             estimated_rows=estimate,
             estimate_method=method,
         )
-        store_load_sql(meta, result, spec, dialect_of(src), dialect_of(tgt))
+        store_load_sql(meta, result, spec, dialect_of(src), td)
         log_writer(meta).open_load_row(  # IP: its chunks sum their rows into it as they go
             prcid=prcid,
             mapref=mapping.ref,

@@ -74,10 +74,7 @@ class SourceRead:
         """The rows the extract holds, and how the number was got."""
         d = dialect_of(self.engine)
         with self.engine.connect() as conn:
-            rows = d.estimate_rows(conn, self._extract())
-        return rows, (
-            "planner estimate (EXPLAIN)" if d.name == "postgresql" else "count of the extract"
-        )
+            return d.estimate_rows(conn, self._extract()), d.capabilities.estimate_method
 
     def reads_one_table(self) -> bool:
         """Whether the transform query reads one table. A same-database full extract that

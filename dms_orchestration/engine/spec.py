@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dms_orchestration.db.dialects import has_schemas
 from dms_orchestration.metadata.datatypes import DataType, parse_data_type
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.metadata.sqlcheck import strip_sql
@@ -127,7 +128,7 @@ def load_spec(
         strategy = "KEY" if mapping.checkpoint_column else "NONE"
     return LoadSpec(
         mapref=mapping.ref,
-        schema=None if target_dialect == "sqlite" else (mapping.target_schema or default_schema),
+        schema=(mapping.target_schema or default_schema if has_schemas(target_dialect) else None),
         table=mapping.target_table.upper(),
         keys=keys,
         columns=tuple(c for c in cols if not c.is_key),

@@ -144,8 +144,7 @@ def work_table(d: Dialect, spec: LoadSpec, kind: str, prcid: int, chunk: int) ->
 def create_staging(d: Dialect, spec: LoadSpec, name: str) -> str:
     cols = [f"{d.quote(c.name)} {d.type_sql(c.dtype.sqlalchemy_type())}" for c in spec.all_columns]
     cols.append(f"{SRCCNT} {d.type_sql(sa.BigInteger())}")
-    create = "CREATE UNLOGGED TABLE" if d.name == "postgresql" else "CREATE TABLE"
-    return f"{create} {name} ({', '.join(cols)})"
+    return d.create_scratch_table(name, cols)
 
 
 def staging_columns(d: Dialect, spec: LoadSpec) -> list[str]:
@@ -289,7 +288,7 @@ def _classify_select(
     cols.append(f"{_action(d, spec, full)} AS {ACT}")
     kind = "FULL OUTER JOIN" if full else "LEFT JOIN"
     select = f"SELECT {', '.join(cols)} FROM {staged} S {kind} "
-    if d.flattens_outer_join_subquery:
+    if d.capabilities.flattens_outer_join_subquery:
         return select + f"({_current_rows(d, spec, bounds)}) T ON {_key_match(d, spec)}"
     # the target table itself, so that each staged row searches its index for the current
     # row (a subquery here would be materialized without an index and scanned per staged
@@ -388,7 +387,8 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
             join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({_codes(acts)}){rows}"
             return d.update_from(t, work, join, assignments)
         if name == "delete":
-            if spec.scd2 and d.semi_joins_exists:  # every version of an absent key goes
+            # every version of an absent key goes
+            if spec.scd2 and d.capabilities.semi_joins_exists:
                 match = " AND ".join(f"A.{q(k.name)} = {t}.{q(k.name)}" for k in spec.keys)
                 cond = f"EXISTS (SELECT 1 FROM {work} A WHERE A.{ACT} = 'D' AND {match})"
             elif spec.scd2:  # (the absent keys collected once, not a scan of A per row)
@@ -560,3 +560,50 @@ def key_tiles(d: Dialect, spec: LoadSpec, windowed: bool) -> str:
         f"SELECT t, MAX({ordered}), SUM(CASE WHEN k IS NULL THEN c ELSE 0 END), MAX(c) "
         f"FROM ({tiled}) X GROUP BY t ORDER BY t"
     )
+
+
+# ------------------------------------------------------------ the target's counts and checks
+
+
+def _current_only(spec: LoadSpec) -> str:
+    return " WHERE CURFLG = 'Y'" if spec.scd2 else ""
+
+
+def keys_with_several_current_rows(d: Dialect, spec: LoadSpec) -> str:
+    keys = ", ".join(d.quote(k.name) for k in spec.keys)
+    return (
+        f"SELECT {keys} FROM {target_table(d, spec)}{_current_only(spec)} "
+        f"GROUP BY {keys} HAVING COUNT(*) > 1"
+    )
+
+
+def current_row_count(d: Dialect, spec: LoadSpec) -> str:
+    return f"SELECT COUNT(*) FROM {target_table(d, spec)}{_current_only(spec)}"
+
+
+def target_row_counts(d: Dialect, spec: LoadSpec) -> str:
+    """The target's rows and its current rows, in one scan."""
+    current = "COUNT(CASE WHEN CURFLG = 'Y' THEN 1 END)" if spec.scd2 else "COUNT(*)"
+    return f"SELECT COUNT(*), {current} FROM {target_table(d, spec)}"
+
+
+def source_key_count(spec: LoadSpec) -> str:
+    """The distinct business keys of the whole source extract (binds :p1..:p10)."""
+    keys = ", ".join(k.logic for k in spec.keys)
+    return f"SELECT COUNT(*) FROM (SELECT {keys} FROM ({_source(spec)}) SRC GROUP BY {keys}) K"
+
+
+def highest_skey(d: Dialect, spec: LoadSpec) -> str:
+    return f"SELECT MAX(SKEY) FROM {target_table(d, spec)}"
+
+
+def any_row(d: Dialect, spec: LoadSpec) -> str:
+    return d.limit(f"SELECT 1 FROM {target_table(d, spec)}", 1)
+
+
+def delete_all(table: str) -> str:
+    return f"DELETE FROM {table}"
+
+
+def add_column(d: Dialect, spec: LoadSpec, column: str, type_sql: str) -> str:
+    return f"ALTER TABLE {target_table(d, spec)} ADD {d.quote(column)} {type_sql}"

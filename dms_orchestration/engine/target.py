@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.dialects import Dialect, dialect_of
 from dms_orchestration.db.schema import IndexSpec
+from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.spec import LoadSpec, TargetColumn
 from dms_orchestration.metadata.datatypes import DataType
 
@@ -63,22 +64,28 @@ def _index_name(table: str, suffix: str) -> str:
     return f"{table.lower()[:50]}_{suffix}"
 
 
-def index_statements(d: Dialect, spec: LoadSpec) -> list[tuple[str, str, bool]]:
+def index_statements(
+    d: Dialect, spec: LoadSpec, if_not_exists: bool = False
+) -> list[tuple[str, str, bool]]:
     """(name, CREATE INDEX, unique) of the target's indexes."""
     table = d.qualified(spec.schema, spec.table)
     keys = tuple(d.quote(k.name) for k in spec.keys)
     bk = _index_name(spec.table, "bk")
+
+    def create(index: IndexSpec) -> str:
+        return d.create_index(table, index, if_not_exists)
+
     if not spec.scd2:
-        return [(bk, d.create_index(table, IndexSpec(bk, keys, unique=True)), True)]
+        return [(bk, create(IndexSpec(bk, keys, unique=True)), True)]
     # one index on the business key, unique among current rows: the rule, and the index
     # lookups of the current row use. No second index over all versions: every closed and
     # every new version would write it too (measured: a delta ~15% slower) - except where
     # the rule's index cannot serve lookups by key (Oracle: it indexes CASE expressions)
     cur = _index_name(spec.table, "cur")
-    rule = (cur, d.create_index(table, IndexSpec(cur, keys, unique=True, current_only=True)), True)
-    if d.partial_indexes:
+    rule = (cur, create(IndexSpec(cur, keys, unique=True, current_only=True)), True)
+    if d.capabilities.partial_indexes:
         return [rule]
-    return [(bk, d.create_index(table, IndexSpec(bk, keys)), False), rule]
+    return [(bk, create(IndexSpec(bk, keys)), False), rule]
 
 
 def _primary_key_name(spec: LoadSpec) -> str:
@@ -103,16 +110,17 @@ def ensure_indexes(engine: sa.Engine, spec: LoadSpec) -> list[str]:
             inspector.get_pk_constraint(spec.table.lower(), schema).get("constrained_columns")
         )
     table = d.qualified(spec.schema, spec.table)
+    # IF NOT EXISTS where the database has it: reflection of a just-made SQLite index can
+    # lag; a key's index may be left from a try that died before it became the key
     builds, after = [], []
     if not has_key:
-        builds, after = d.primary_key_statements(table, _primary_key_name(spec), "SKEY")
+        builds, after = d.primary_key_statements(table, _primary_key_name(spec), "SKEY", True)
     builds += [
-        stmt for name, stmt, _unique in index_statements(d, spec) if name.lower() not in present
+        stmt
+        for name, stmt, _unique in index_statements(d, spec, if_not_exists=True)
+        if name.lower() not in present
     ]
-    if d.index_if_not_exists:  # reflection of a just-made SQLite index can lag; a key's
-        # index may be left from a try that died before it became the key
-        builds = [stmt.replace("INDEX ", "INDEX IF NOT EXISTS ", 1) for stmt in builds]
-    if d.name == "postgresql" and len(builds) > 1:
+    if d.capabilities.parallel_index_builds and len(builds) > 1:
         with ThreadPoolExecutor(len(builds)) as pool:
             list(pool.map(lambda stmt: _run_ddl(engine, [*d.side_by_side_build(), stmt]), builds))
     else:
@@ -238,7 +246,7 @@ def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
         if existing is None:
             # indexes (and the key, where a table can get one later) come with the
             # first load (plan, chunk or commit) or right after (ensure_indexes)
-            table_model(spec, primary_key=not d.adds_primary_key).create(conn)
+            table_model(spec, primary_key=not d.capabilities.adds_primary_key).create(conn)
             return [f"created table {table}"]
         missing_audit = [c.name for c in _audit_columns(spec) if c.name not in existing]
         if missing_audit:
@@ -252,7 +260,7 @@ def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
             current = existing.get(col.name.lower())
             if current is None:
                 type_sql = d.type_sql(col.dtype.sqlalchemy_type())
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD {d.quote(col.name)} {type_sql}")
+                conn.exec_driver_sql(sqlgen.add_column(d, spec, col.name, type_sql))
                 done.append(f"added column {col.name}")
             elif not _holds(current, col.dtype, d):
                 done += _widen(conn, spec, table, col, current)
@@ -279,6 +287,6 @@ def leftover_work_tables(engine: sa.Engine, spec: LoadSpec) -> list[str]:
 
 def is_empty(engine: sa.Engine, spec: LoadSpec) -> bool:
     d = dialect_of(engine)
-    sql = d.limit(f"SELECT 1 FROM {d.qualified(spec.schema, spec.table)}", 1)
+    sql = sqlgen.any_row(d, spec)
     with engine.connect() as conn:
         return conn.execute(sa.text(sql)).first() is None

@@ -309,7 +309,7 @@ class IdProvider:
         return overrides.apply(self._config) if overrides else self._config
 
     def _notice_fallback(self, config: IdConfig) -> None:
-        if self.dialect.has_sequences or self._noticed_no_sequences:
+        if self.dialect.capabilities.sequences or self._noticed_no_sequences:
             return
         self._noticed_no_sequences = True
         if config.sequence_params:
@@ -326,7 +326,7 @@ class IdProvider:
             )
 
     def _mode(self, config: IdConfig, entity: str) -> str:
-        if not self.dialect.has_sequences:
+        if not self.dialect.capabilities.sequences:
             return TABLE_COUNTER
         return config.modes.get(entity) or config.mode or SEQUENCE
 
@@ -432,9 +432,7 @@ class IdProvider:
         its contract table's rows and its DMS_IDPOOL counter (an earlier TABLE_COUNTER)."""
         name = self._qualified(sequence_name(entity))
         start = self._highest_used(entity) + 1
-        stmt = self.dialect.create_sequence(name, start)
-        if self.dialect.name == "postgresql":
-            stmt = stmt.replace("CREATE SEQUENCE ", "CREATE SEQUENCE IF NOT EXISTS ", 1)
+        stmt = self.dialect.create_sequence(name, start, if_not_exists=True)
         try:
             with self.engine.begin() as conn:
                 self.round_trips += 1
