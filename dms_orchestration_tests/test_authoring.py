@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import sqlalchemy as sa
+from pydantic import BaseModel
 
 from dms_orchestration.demo import DEMO_DIR
 from dms_orchestration.metadata.authoring import export_mapping_file, import_mapping_file
+from dms_orchestration.metadata.authoring_fields import DECLARED, HANDLED_OTHERWISE
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.mapping_file import (
     SCHEMA_PATH,
+    MappingFile,
     MappingFileError,
     dump_mapping_file,
     json_schema,
@@ -179,6 +184,41 @@ def test_export_of_chosen_mappings_and_unknown_mapref(dms_engine):
     assert {c.name for c in file.connections} == {"RETAIL_SRC", "RETAIL_DW"}
     with pytest.raises(MappingFileError, match="NO_SUCH_MAP"):
         export_mapping_file(dms_engine, ["NO_SUCH_MAP"])
+
+
+def _spec_models(model: type[BaseModel]) -> set[type[BaseModel]]:
+    """`model` and every model its fields hold, however deep (lists and optionals too)."""
+    found, todo = set(), [model]
+    while todo:
+        m = todo.pop()
+        if m in found:
+            continue
+        found.add(m)
+        annotations = [info.annotation for info in m.model_fields.values()]
+        while annotations:
+            a = annotations.pop()
+            annotations += get_args(a)
+            if isinstance(a, type) and issubclass(a, BaseModel):
+                todo.append(a)
+    return found
+
+
+def test_every_field_of_the_file_is_declared_or_handled_otherwise():
+    """A field added to the mapping file must be declared in authoring_fields (its DMS
+    column and catalog attribute) or listed as handled otherwise: import and export would
+    drop it silently."""
+    models = _spec_models(MappingFile)
+    assert len(models) == 14
+    for model in models:
+        declared = [f.field for f in DECLARED.get(model, ())]
+        otherwise = HANDLED_OTHERWISE.get(model, frozenset())
+        assert len(set(declared)) == len(declared), f"{model.__name__}: declared twice"
+        assert not otherwise & set(declared), f"{model.__name__}: declared and otherwise"
+        fields = set(model.model_fields)
+        missing = fields - otherwise - set(declared)
+        assert not missing, f"{model.__name__}.{missing}: neither declared nor handled otherwise"
+        unknown = (otherwise | set(declared)) - fields
+        assert not unknown, f"{model.__name__}.{unknown}: not a field"
 
 
 def test_shipped_json_schema_is_current_and_validates_the_demo_file():

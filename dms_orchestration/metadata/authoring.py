@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -19,6 +19,25 @@ from pydantic import BaseModel
 from dms_orchestration.db import schema as s
 from dms_orchestration.db.connect import write_transaction
 from dms_orchestration.ids.provider import next_ids
+from dms_orchestration.metadata.authoring_fields import (
+    CHECKPOINT,
+    COLUMN,
+    CONNECTION,
+    FILE_COLUMN,
+    FILE_LOAD,
+    JOB,
+    LOOKUP,
+    MAPPING,
+    MAPPING_TARGET,
+    PARAM,
+    REPORT,
+    SCHEDULE,
+    SOURCE_SQL,
+    TARGET,
+    file_values,
+    row_values,
+    timestamp,
+)
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.mapping_file import (
     CheckpointSpec,
@@ -37,7 +56,15 @@ from dms_orchestration.metadata.mapping_file import (
     SourceSqlSpec,
     TargetSpec,
 )
-from dms_orchestration.metadata.models import Catalog, Connection, FileLoad, Mapping, Report
+from dms_orchestration.metadata.models import (
+    Catalog,
+    Connection,
+    FileLoad,
+    Job,
+    Mapping,
+    MappingColumn,
+    Report,
+)
 from dms_orchestration.settings import dms_now
 
 
@@ -45,10 +72,8 @@ def _norm(value):
     """Compare DB values and file values on equal terms."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else value
-    if isinstance(value, datetime):
-        return value.replace(microsecond=0, tzinfo=None)
     if isinstance(value, date):
-        return datetime.combine(value, time())
+        return timestamp(value)
     if isinstance(value, str) and value == "":
         return None
     return value
@@ -123,50 +148,21 @@ class _Writer:
         return new_id
 
 
-def _connection_values(spec: ConnectionSpec) -> dict:
-    return dict(
-        connm=spec.name,
-        dbtyp=spec.type,
-        dbhost=spec.host,
-        dbport=spec.port,
-        dbsid=spec.service_name,
-        dbnm=spec.database,
-        dbusr=spec.user,
-        dbpswdenv=spec.password_env,
-        dburl=spec.url,
-    )
-
-
 def _column_values(mapref: str, spec: ColumnSpec) -> dict:
+    """A DMS_MAPRDTL row: the declared fields, the lookup's columns and the key's flag
+    and position (TRGKEYSEQ)."""
     return dict(
         mapref=mapref,
-        trgclnm=spec.name,
-        trgcldtyp=spec.type,
+        **row_values(COLUMN, spec),
+        **row_values(LOOKUP, spec.lookup),
         trgkeyflg="Y" if spec.key is not None else "N",
         trgkeyseq=spec.key,
-        trgcldesc=spec.description,
-        maplogic=spec.logic,
-        keyclnm=spec.lookup.key if spec.lookup else None,
-        valclnm=spec.lookup.value if spec.lookup else None,
-        mapcmbcd=spec.combine,
-        excseq=spec.order,
-        scdtyp=str(spec.scd) if spec.scd is not None else None,
     )
 
 
 def _schedule_values(mapref: str, job_id: int, spec: ScheduleSpec, parent: int | None) -> dict:
-    return dict(
-        jobid=job_id,
-        mapref=mapref,
-        frqcd=spec.frequency,
-        frqdd=spec.day,
-        frqhh=spec.hour,
-        frqmi=spec.minute,
-        enableflg="Y" if spec.enabled else "N",
-        dpnd_jobschid=parent,
-        strdt=_norm(spec.start),
-        enddt=_norm(spec.end),
-    )
+    """A DMS_JOBSCH row: the declared fields, the job and the parent schedule's id."""
+    return dict(jobid=job_id, mapref=mapref, **row_values(SCHEDULE, spec), dpnd_jobschid=parent)
 
 
 def _id_needs(file: MappingFile) -> dict[str, int]:
@@ -379,20 +375,10 @@ def import_mapping_file(engine: sa.Engine, file: MappingFile) -> ImportReport:
         for spec in file.connections:
             rows = w.current(s.dms_dbcondtls, connm=spec.name)
             con_ids[spec.name] = w.upsert(
-                s.dms_dbcondtls, rows[0] if rows else None, _connection_values(spec)
+                s.dms_dbcondtls, rows[0] if rows else None, row_values(CONNECTION, spec)
             )
         for spec in file.sql:
-            rows = w.current(s.dms_maprsql, maprsqlcd=spec.code)
-            w.upsert(
-                s.dms_maprsql,
-                rows[0] if rows else None,
-                dict(
-                    maprsqlcd=spec.code,
-                    maprsqldesc=spec.description,
-                    maprsql=spec.sql,
-                    sqlconid=_connection_id(w, con_ids, spec.connection),
-                ),
-            )
+            _import_source_sql(w, con_ids, spec)
         for spec in file.mappings:
             _import_mapping(w, con_ids, spec)
         for spec in file.mappings:
@@ -405,20 +391,21 @@ def import_mapping_file(engine: sa.Engine, file: MappingFile) -> ImportReport:
     return report
 
 
+def _import_source_sql(w: _Writer, con_ids: dict[str, int], spec: SourceSqlSpec) -> None:
+    rows = w.current(s.dms_maprsql, maprsqlcd=spec.code)
+    values = dict(
+        **row_values(SOURCE_SQL, spec),
+        sqlconid=_connection_id(w, con_ids, spec.connection),
+    )
+    w.upsert(s.dms_maprsql, rows[0] if rows else None, values)
+
+
 def _import_file_load(w: _Writer, con_ids: dict[str, int], spec: FileLoadSpec) -> None:
     rows = w.current(s.dms_flupld, flupldref=spec.ref)
     values = dict(
-        flupldref=spec.ref,
-        fluplddesc=spec.description,
-        fltyp=spec.type,
-        flpath=spec.path,
-        archpath=spec.archive,
-        delim=spec.delimiter,
-        hdrflg="Y" if spec.header else "N",
+        **row_values(FILE_LOAD, spec),
+        **row_values(TARGET, spec.target),
         trgconid=_connection_id(w, con_ids, spec.target.connection),
-        trgschm=spec.target.schema_,
-        trgtbnm=spec.target.table,
-        ldtyp=spec.load_type,
     )
     w.upsert(s.dms_flupld, rows[0] if rows else None, values)
     existing = {
@@ -427,17 +414,9 @@ def _import_file_load(w: _Writer, con_ids: dict[str, int], spec: FileLoadSpec) -
         if r["trgclnm"]
     }
     for i, col in enumerate(spec.columns, start=1):
-        column = dict(
-            flupldref=spec.ref,
-            srcclnm=col.source,
-            trgclnm=col.name,
-            trgcldtyp=col.type,
-            trgkeyflg="Y" if col.key else "N",
-            rqrdflg="Y" if col.required else "N",
-            dfltval=col.default,
-            trnsfrm=col.transform,
-            excseq=col.order if col.order is not None else i,
-        )
+        column = dict(flupldref=spec.ref, **row_values(FILE_COLUMN, col))
+        if col.order is None:
+            column["excseq"] = i  # no order given: the column's place in the file
         w.upsert(s.dms_fluplddtl, existing.pop(col.name.upper(), None), column)
     for row in existing.values():
         w.retire(s.dms_fluplddtl, row)
@@ -445,19 +424,7 @@ def _import_file_load(w: _Writer, con_ids: dict[str, int], spec: FileLoadSpec) -
 
 def _import_report(w: _Writer, spec: ReportSpec) -> None:
     rows = w.current(s.dms_rprt, rprtref=spec.ref)
-    values = dict(
-        rprtref=spec.ref,
-        rprtdesc=spec.description,
-        maprsqlcd=spec.sql,
-        outfmt=spec.format,
-        outpath=spec.path,
-        frqcd=spec.frequency,
-        frqdd=spec.day,
-        frqhh=spec.hour,
-        frqmi=spec.minute,
-        enableflg="Y" if spec.enabled else "N",
-    )
-    w.upsert(s.dms_rprt, rows[0] if rows else None, values)
+    w.upsert(s.dms_rprt, rows[0] if rows else None, row_values(REPORT, spec))
 
 
 def _connection_id(w: _Writer, con_ids: dict[str, int], name: str | None) -> int | None:
@@ -471,20 +438,16 @@ def _connection_id(w: _Writer, con_ids: dict[str, int], name: str | None) -> int
 def _import_params(w: _Writer, params: list[ParamSpec]) -> None:
     t = s.dms_params
     for p in params:
+        values = row_values(PARAM, p)
         key = (t.c.prtyp == p.type) & (t.c.prcd == p.code)
+        edits = {col: v for col, v in values.items() if col not in ("prtyp", "prcd")}
         row = w.conn.execute(sa.select(t).where(key)).first()
         if row is None:
-            w.conn.execute(
-                sa.insert(t).values(
-                    prtyp=p.type, prcd=p.code, prval=p.value, prdesc=p.description, reccrdt=w.now
-                )
-            )
+            w.conn.execute(sa.insert(t).values(**values, reccrdt=w.now))
             w.report.new["DMS_PARAMS"] += 1
-        elif (row.prval, row.prdesc) != (p.value, p.description):
+        elif any(row._mapping[col] != v for col, v in edits.items()):
             # DMS_PARAMS has no history columns: its rows are edited in place
-            w.conn.execute(
-                sa.update(t).where(key).values(prval=p.value, prdesc=p.description, recupdt=w.now)
-            )
+            w.conn.execute(sa.update(t).where(key).values(**edits, recupdt=w.now))
             w.report.changed["DMS_PARAMS"] += 1
         else:
             w.report.unchanged["DMS_PARAMS"] += 1
@@ -492,27 +455,13 @@ def _import_params(w: _Writer, params: list[ParamSpec]) -> None:
 
 def _import_mapping(w: _Writer, con_ids: dict[str, int], spec: MappingSpec) -> None:
     rows = w.current(s.dms_mapr, mapref=spec.ref)
-    cp = spec.checkpoint
-    w.upsert(
-        s.dms_mapr,
-        rows[0] if rows else None,
-        dict(
-            mapref=spec.ref,
-            mapdesc=spec.description,
-            srcsys=spec.source_system,
-            trgtbnm=spec.target.table,
-            trgtbtyp=spec.target.type,
-            trgschm=spec.target.schema_,
-            frqcd=spec.frequency,
-            blkprcrows=spec.bulk_rows,
-            trgconid=_connection_id(w, con_ids, spec.target.connection),
-            maprsqlcd=spec.sql,
-            chkpntstrtgy=cp.strategy if cp else None,
-            chkpntclnm=cp.column if cp else None,
-            chkpntfn=cp.function if cp else None,
-            delhndl=spec.delete_handling,
-        ),
+    values = dict(
+        **row_values(MAPPING, spec),
+        **row_values(MAPPING_TARGET, spec.target),
+        **row_values(CHECKPOINT, spec.checkpoint),
+        trgconid=_connection_id(w, con_ids, spec.target.connection),
     )
+    w.upsert(s.dms_mapr, rows[0] if rows else None, values)
     existing = {
         r["trgclnm"].upper(): r for r in w.current(s.dms_maprdtl, mapref=spec.ref) if r["trgclnm"]
     }
@@ -527,9 +476,7 @@ def _import_job(w: _Writer, spec: MappingSpec) -> None:
     rows = w.current(s.dms_job, mapref=spec.ref)
     changed_before = w.report.new["DMS_MAPRDTL"] + w.report.changed["DMS_MAPRDTL"]
     job_id = w.upsert(
-        s.dms_job,
-        rows[0] if rows else None,
-        dict(mapref=spec.ref, jobdesc=job.description, stflg="A" if job.active else "N"),
+        s.dms_job, rows[0] if rows else None, dict(mapref=spec.ref, **row_values(JOB, job))
     )
     for extra in rows[1:]:
         w.retire(s.dms_job, extra)
@@ -595,12 +542,6 @@ def _same_parent(w: _Writer, old: dict, parent_mapref: str) -> bool:
 # ---------------------------------------------------------------- export
 
 
-def _date_out(value):
-    if isinstance(value, datetime) and value.time() == time():
-        return value.date()
-    return value
-
-
 def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> MappingFile:
     catalog = load_catalog(engine)
     if maprefs:
@@ -621,18 +562,13 @@ def export_mapping_file(engine: sa.Engine, maprefs: list[str] | None = None) -> 
         connections=[_connection_spec(c) for c in connections.values()],
         sql=[
             SourceSqlSpec(
-                code=q.code,
-                description=q.description,
-                sql=q.sql or "",
-                connection=_con_name(catalog, q.connection_id),
+                **file_values(SOURCE_SQL, q), connection=_con_name(catalog, q.connection_id)
             )
             for q in sql
         ],
         mappings=[_mapping_spec(catalog, m) for m in chosen],
         reports=[] if maprefs else [_report_spec(r) for r in catalog.reports.values()],
-        file_loads=[]
-        if maprefs
-        else [_file_load_spec(catalog, f) for f in catalog.file_loads.values()],
+        file_loads=_file_load_specs(catalog, maprefs),
     )
 
 
@@ -643,72 +579,32 @@ def _file_load_specs(catalog: Catalog, maprefs: list[str] | None) -> list[FileLo
 
 def _file_load_spec(catalog: Catalog, f: FileLoad) -> FileLoadSpec:
     return FileLoadSpec(
-        ref=f.ref,
-        description=f.description,
-        type=(f.file_type or "CSV").upper(),
-        path=f.path or "",
-        archive=f.archive_path,
-        delimiter=f.delimiter,
-        header=(f.header_flag or "Y").upper() != "N",
+        **file_values(FILE_LOAD, f),
         target=TargetSpec(
-            table=f.target_table or "",
-            schema=f.target_schema,
-            connection=_con_name(catalog, f.target_connection_id),
+            **file_values(TARGET, f), connection=_con_name(catalog, f.target_connection_id)
         ),
-        load_type=(f.load_type or "APPEND").upper(),
-        columns=[
-            FileColumnSpec(
-                name=c.name or "",
-                type=c.data_type or "",
-                source=c.source,
-                transform=c.transform,
-                key=(c.key_flag or "").upper() == "Y",
-                required=(c.required_flag or "").upper() == "Y",
-                default=c.default,
-                order=c.order,
-            )
-            for c in f.columns
-        ],
+        columns=[FileColumnSpec(**file_values(FILE_COLUMN, c)) for c in f.columns],
     )
 
 
 def _report_spec(r: Report) -> ReportSpec:
-    return ReportSpec(
-        ref=r.ref,
-        description=r.description,
-        sql=r.source_sql_code or "",
-        format=(r.output_format or "CSV").upper(),
-        path=r.output_path or "",
-        frequency=r.frequency,
-        day=r.day,
-        hour=r.hour,
-        minute=r.minute,
-        enabled=(r.enabled_flag or "Y").upper() == "Y",
-    )
+    return ReportSpec(**file_values(REPORT, r))
 
 
 def _connection_spec(c: Connection) -> ConnectionSpec:
-    spec = ConnectionSpec(
-        name=c.name,
-        type=c.db_type.upper(),
-        host=c.host,
-        port=c.port,
-        service_name=c.service_name,
-        database=c.database,
-        user=c.user,
-        password_env=c.password_env,
-        url=None if c.password_in_url else c.url,
-    )
+    if not c.password_in_url:
+        return ConnectionSpec(**file_values(CONNECTION, c))
     # a legacy DBURL that spelled a password out goes out masked, as the catalog holds
     # it: importing the file back is refused until ${NAME} takes the password's place
-    return spec.model_copy(update={"url": c.url}) if c.password_in_url else spec
+    spec = ConnectionSpec(**{**file_values(CONNECTION, c), "url": None})
+    return spec.model_copy(update={"url": c.url})
 
 
 def _param_specs(engine: sa.Engine) -> list[ParamSpec]:
     t = s.dms_params
     with engine.connect() as conn:
         rows = conn.execute(sa.select(t).order_by(t.c.prtyp, t.c.prcd)).all()
-    return [ParamSpec(type=r.prtyp, code=r.prcd, value=r.prval, description=r.prdesc) for r in rows]
+    return [ParamSpec(**file_values(PARAM, r)) for r in rows]
 
 
 def _con_name(catalog: Catalog, con_id: int | None) -> str | None:
@@ -718,59 +614,30 @@ def _con_name(catalog: Catalog, con_id: int | None) -> str | None:
 def _mapping_spec(catalog: Catalog, m: Mapping) -> MappingSpec:
     job = m.jobs[0] if m.jobs else None
     return MappingSpec(
-        ref=m.ref,
-        description=m.description,
-        source_system=m.source_system,
+        **file_values(MAPPING, m),
         target=TargetSpec(
-            table=m.target_table or "",
-            schema=m.target_schema,
-            type=m.target_type or "DIMENSION",
+            **file_values(MAPPING_TARGET, m),
             connection=_con_name(catalog, m.target_connection_id),
         ),
-        sql=m.source_sql_code or "",
-        frequency=m.frequency,
-        bulk_rows=m.bulk_rows,
-        checkpoint=CheckpointSpec(
-            strategy=m.checkpoint_strategy,
-            column=m.checkpoint_column,
-            function=m.checkpoint_function,
-        )
-        if m.checkpoint_strategy
-        else None,
-        delete_handling=m.delete_handling,
-        columns=[
-            ColumnSpec(
-                name=c.name or "",
-                type=c.data_type or "",
-                key=(c.key_seq if c.key_seq is not None else 1) if c.is_key else None,
-                description=c.description,
-                logic=c.logic,
-                lookup=LookupSpec(key=c.lookup_key, value=c.lookup_value)
-                if c.lookup_key and c.lookup_value
-                else None,
-                combine=c.combine,
-                order=c.order,
-                scd=int(c.scd_type) if c.scd_type in ("1", "2") else None,
-            )
-            for c in sorted(m.columns, key=lambda c: c.id)
-        ],
-        job=JobSpec(
-            description=job.description,
-            active=job.active,
-            schedules=[
-                ScheduleSpec(
-                    frequency=sch.frequency,
-                    day=sch.day,
-                    hour=sch.hour,
-                    minute=sch.minute,
-                    enabled=sch.enabled,
-                    start=_date_out(sch.start),
-                    end=_date_out(sch.end),
-                    depends_on=sch.depends_on_mapref,
-                )
-                for sch in job.schedules
-            ],
-        )
-        if job
-        else None,
+        checkpoint=CheckpointSpec(**file_values(CHECKPOINT, m)) if m.checkpoint_strategy else None,
+        columns=[_column_spec(c) for c in sorted(m.columns, key=lambda c: c.id)],
+        job=_job_spec(job) if job else None,
     )
+
+
+def _column_spec(c: MappingColumn) -> ColumnSpec:
+    """A mapping column: the declared fields, the key's position (1 when a key column has
+    none) and the lookup when both its columns are set."""
+    return ColumnSpec(
+        **file_values(COLUMN, c),
+        key=(c.key_seq if c.key_seq is not None else 1) if c.is_key else None,
+        lookup=LookupSpec(**file_values(LOOKUP, c)) if c.lookup_key and c.lookup_value else None,
+    )
+
+
+def _job_spec(job: Job) -> JobSpec:
+    schedules = [
+        ScheduleSpec(**file_values(SCHEDULE, sch), depends_on=sch.depends_on_mapref)
+        for sch in job.schedules
+    ]
+    return JobSpec(**file_values(JOB, job), schedules=schedules)
