@@ -22,16 +22,6 @@ from itertools import chain
 from typing import Any, TypeVar
 
 import dagster as dg
-from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
-from dagster._core.definitions.definitions_load_context import (
-    DefinitionsLoadContext,
-    DefinitionsLoadType,
-)
-from dagster._core.definitions.repository_definition.valid_definitions import (
-    SINGLETON_REPOSITORY_NAME,
-)
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._serdes import deserialize_value, serialize_value
 from pydantic import BaseModel, Field
 
 from dms_orchestration.db.connect import metadata_engine
@@ -44,6 +34,13 @@ from dms_orchestration.defs.assets import (
     upstream_mappings,
 )
 from dms_orchestration.defs.catalog_file import read_catalog, write_catalog
+from dms_orchestration.defs.dagster_internals import (
+    IMPLICIT_ASSET_JOB_NAME,
+    SINGLETON_REPOSITORY_NAME,
+    DefinitionsLoadContext,
+    DefinitionsLoadType,
+    UnresolvedAssetJobDefinition,
+)
 from dms_orchestration.defs.file_loads import (
     FileLoadEntry,
     file_load_definitions,
@@ -331,7 +328,7 @@ class CatalogFacts:
 
 
 def _lineage_text(metadata: dict | None) -> str | None:
-    return serialize_value(metadata) if metadata else None
+    return dg.serialize_value(metadata) if metadata else None
 
 
 def catalog_facts(
@@ -427,7 +424,7 @@ class MappingParts:
             *(dg.AssetKey(self.index.mappings[r].key) for r in entry.upstream),
             *(dg.AssetKey(path) for path in entry.sources),
         ]
-        lineage = deserialize_value(entry.lineage, dict) if entry.lineage else {}
+        lineage = dg.deserialize_value(entry.lineage, dict) if entry.lineage else {}
         shown = [*m.findings, *rules, *entry.findings]
         return mapping_asset(names, load, upstream, shown, lineage)
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
 from dms_orchestration.db import interrupt
 from dms_orchestration.db.connect import metadata_engine
+from dms_orchestration.defs.dagster_internals import InstanceConcurrencyContext
 from dms_orchestration.display import duration, progress_text
 from dms_orchestration.engine import run_chunk
 from dms_orchestration.engine.chunk import ChunkResult

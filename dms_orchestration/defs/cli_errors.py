@@ -13,10 +13,11 @@ import re
 import sys
 from types import TracebackType
 
-from dagster._core.definitions.asset_selection import DagsterInvalidAssetSelectionError
-from dagster._core.errors import DagsterInvalidSubsetError
+import dagster as dg
 
-SELECTION_ERRORS = (DagsterInvalidSubsetError, DagsterInvalidAssetSelectionError)
+from dms_orchestration.defs.dagster_internals import DagsterInvalidAssetSelectionError
+
+SELECTION_ERRORS = (dg.DagsterInvalidSubsetError, DagsterInvalidAssetSelectionError)
 
 # Dagster's wording for keys that no asset has: "AssetKey(s) ['a/b', 'c'] were selected, ..."
 _UNKNOWN_KEYS = re.compile(r"AssetKey\(s\) \[(?P<keys>.*?)\] were selected")

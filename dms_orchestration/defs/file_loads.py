@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import BaseModel
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import findings_text
+from dms_orchestration.defs.dagster_internals import UnresolvedAssetJobDefinition
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.resources import RESOURCE_KEYS, dms_services
 from dms_orchestration.defs.run_config import check_run_tags

@@ -13,15 +13,40 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from dms_orchestration.defs.dagster_internals import AssetGraph, UnresolvedAssetJobDefinition
+
+# every parameter of UnresolvedAssetJobDefinition's constructor, each of which MappingJob.of
+# copies (test_dagster_internals fails when Dagster's differ)
+JOB_FIELDS = (
+    "name",
+    "selection",
+    "config",
+    "description",
+    "tags",
+    "run_tags",
+    "metadata",
+    "partitions_def",
+    "executor_def",
+    "hooks",
+    "op_retry_policy",
+    "owners",
+    "automation_condition",
+)
 
 
 class MappingJob(UnresolvedAssetJobDefinition):
     """An asset job (as define_asset_job makes) resolved against the neighbourhood of its
     selected assets in the code location's asset graph, not against the whole graph."""
+
+    @classmethod
+    def of(cls, job: UnresolvedAssetJobDefinition, **changes: Any) -> MappingJob:
+        """`job` as a MappingJob: every field of it (JOB_FIELDS) copied, those named in
+        `changes` replaced."""
+        return cls(**{**{name: getattr(job, name) for name in JOB_FIELDS}, **changes})
 
     def resolve(
         self,
@@ -90,10 +115,4 @@ def mapping_job(
     job = dg.define_asset_job(
         name, selection=dg.AssetSelection.assets(key), description=description, tags=tags
     )
-    return MappingJob(
-        name=job.name,
-        selection=job.selection,
-        description=job.description,
-        tags=job.tags,
-        executor_def=run_executor(),
-    )
+    return MappingJob.of(job, executor_def=run_executor())

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.metadata import TableMetadataSet
 
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
 from dms_orchestration.defs.assets import source_dialect
+from dms_orchestration.defs.dagster_internals import TableMetadataSet
 from dms_orchestration.defs.translator import (
     AUDIT_COLUMNS,
     SCD2_AUDIT_COLUMNS,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.metadata import TableMetadataSet
 
+from dms_orchestration.defs.dagster_internals import TableMetadataSet
 from dms_orchestration.engine.checks import TableRows, target_rows
 from dms_orchestration.engine.errors import describe
 from dms_orchestration.engine.load import LoadResult

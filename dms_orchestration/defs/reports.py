@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import BaseModel, Field
 
 from dms_orchestration.defs.assets import TAG, findings_text, run_options, tables_read
+from dms_orchestration.defs.dagster_internals import UnresolvedAssetJobDefinition
 from dms_orchestration.defs.jobs import mapping_job
 from dms_orchestration.defs.resources import RESOURCE_KEYS, dms_services
 from dms_orchestration.defs.run_config import check_run_tags

@@ -2,9 +2,9 @@
 DMS_TIMEZONE. Disabled rows are defined but stopped; rows with DPND_JOBSCHID are sensors."""
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from dms_orchestration.defs.assets import TAG
+from dms_orchestration.defs.dagster_internals import UnresolvedAssetJobDefinition
 from dms_orchestration.metadata.frequency import clock_for, describe, skip_reason
 from dms_orchestration.metadata.models import Schedule
 

@@ -6,7 +6,6 @@ from datetime import date
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.alerts import (
@@ -19,6 +18,7 @@ from dms_orchestration.defs.alerts import (
     webhook_url,
 )
 from dms_orchestration.defs.assets import TAG
+from dms_orchestration.defs.dagster_internals import UnresolvedAssetJobDefinition
 from dms_orchestration.defs.resources import (
     RESOURCE_KEYS,
     DmsLogWriter,

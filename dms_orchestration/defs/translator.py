@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
-from dagster._core.definitions.metadata import TableMetadataSet
-from dagster._core.definitions.utils import has_valid_name_chars, is_valid_name
 
 from dms_orchestration.db.dialects import DBTYP_TO_DIALECT
+from dms_orchestration.defs.dagster_internals import (
+    TableMetadataSet,
+    has_valid_name_chars,
+    is_valid_name,
+)
 from dms_orchestration.metadata.models import (
     Catalog,
     Connection,

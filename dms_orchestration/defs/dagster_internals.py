@@ -1,0 +1,66 @@
+"""The one module of the project that imports Dagster's private modules (`dagster._…`).
+
+Each name below is something the public `dagster` namespace of the pinned version
+(pyproject.toml: dagster==1.13.27) does not offer; its comment says why we need it.
+Everything else comes from `import dagster as dg` (serialize_value, deserialize_value,
+DagsterInvalidSubsetError are public there). dms_orchestration_tests/
+test_dagster_internals.py pins the names, the signatures and the behaviour we rely on,
+and the Dagster version: an upgrade fails there first, not in a run.
+"""
+
+# an error a Dagster CLI raises for a selection of unknown assets; not exported by `dagster`
+# (only its base class DagsterError is, which would catch every Dagster error)
+from dagster._core.definitions.asset_selection import DagsterInvalidAssetSelectionError
+
+# the asset graph a job resolves against: MappingJob resolves against a part of it (built
+# with AssetGraph.from_assets) to keep loading linear; no public type or constructor
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+
+# the name of the job Dagster adds for the assets (the UI's materialize), which a
+# RepositoryData of our own must list; only Dagster's private modules name it
+from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
+
+# whether this load is a code server's or a run worker's, and the reconstruction metadata
+# a code server leaves for the run workers; no public API exposes either (public
+# ComponentLoadContext has neither; StateBackedComponent would replace the lazy
+# one-mapping run-worker load with a whole-location load)
+from dagster._core.definitions.definitions_load_context import (
+    DefinitionsLoadContext,
+    DefinitionsLoadType,
+)
+
+# the documented `dagster/...` table metadata keys (row_count, table_name, column_lineage)
+# made and checked by Dagster itself; the class is not exported by `dagster`
+from dagster._core.definitions.metadata import TableMetadataSet
+
+# the name Dagster gives the repository of a Definitions, which a RepositoryDefinition of
+# our own must have to be found as the code location's; only private modules name it
+from dagster._core.definitions.repository_definition.valid_definitions import (
+    SINGLETON_REPOSITORY_NAME,
+)
+
+# what define_asset_job returns: MappingJob subclasses it to resolve in linear time, and
+# annotations name it; the class is not exported by `dagster`
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+# Dagster's own name rules (which names it accepts, which characters), so that names
+# made from DMS rows are valid exactly when Dagster says so; not exported by `dagster`
+from dagster._core.definitions.utils import has_valid_name_chars, is_valid_name
+
+# the claims of pool (concurrency) slots a step makes, used for each chunk of a load; the
+# public pools only apply per op/step, not to work inside a step
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+__all__ = [
+    "IMPLICIT_ASSET_JOB_NAME",
+    "SINGLETON_REPOSITORY_NAME",
+    "AssetGraph",
+    "DagsterInvalidAssetSelectionError",
+    "DefinitionsLoadContext",
+    "DefinitionsLoadType",
+    "InstanceConcurrencyContext",
+    "TableMetadataSet",
+    "UnresolvedAssetJobDefinition",
+    "has_valid_name_chars",
+    "is_valid_name",
+]
