@@ -26,6 +26,7 @@ from rich.table import Table
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.ddl import init_schema
 from dms_orchestration.settings import Settings, load_settings
+from dms_orchestration.vocabulary import Severity, Status
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="The DMS metadata schema.", no_args_is_help=True)
@@ -194,11 +195,11 @@ def _validate(settings: Settings, maprefs: list[str] | None):
         report.findings.extend(_other_findings(settings))
     table = Table("mapping", "column", "severity", "finding", title="validation findings")
     for f in report.findings:
-        colour = "red" if f.severity == "ERROR" else "yellow"
+        colour = "red" if f.severity == Severity.ERROR else "yellow"
         table.add_row(f.mapref, f.column or "", f"[{colour}]{f.severity}[/{colour}]", f.message)
     if report.findings:
         out.print(table)
-    errors = sum(f.severity == "ERROR" for f in report.findings)
+    errors = sum(f.severity == Severity.ERROR for f in report.findings)
     warnings = len(report.findings) - errors
     out.print(f"{len(report.checked)} mapping(s) checked: {errors} error(s), {warnings} warning(s)")
     return report
@@ -634,7 +635,7 @@ def files_load(
     for path, digest in chosen:
         result = load_file(fl, path, settings=settings, max_bad_rows=limit, digest=digest)
         out.print(result.line(), highlight=False, soft_wrap=True)
-        if result.status != "PC":
+        if result.status != Status.PC:
             failed += 1
             err.print(f"{fl.ref} {path}: {result.message}", highlight=False)
     if not chosen:

@@ -76,6 +76,7 @@ from dms_orchestration.metadata.frequency import FrequencyError, clock_for
 from dms_orchestration.metadata.models import Catalog, Finding, Mapping
 from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings, load_settings
+from dms_orchestration.vocabulary import Severity
 
 # reconstruction metadata: the catalog without its mappings, the index, each mapping
 CATALOG_KEY = "dms_orchestration/catalog"
@@ -418,7 +419,7 @@ class MappingParts:
             sources, lineage, found = self.reader.read(ref) if self.reader else ([], {}, [])
             entry.sources = [list(k.path) for k in sources]
             entry.lineage, entry.findings = _lineage_text(lineage), [*entry.findings, *found]
-        blocking = [f for f in entry.findings if f.severity == "ERROR"]
+        blocking = [f for f in entry.findings if f.severity == Severity.ERROR]
         load = MappingLoad(m, blocking, names.pool, self.retry)
         upstream = [
             *(dg.AssetKey(self.index.mappings[r].key) for r in entry.upstream),

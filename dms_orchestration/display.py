@@ -19,12 +19,13 @@ from rich.table import Column, Table
 from dms_orchestration.dmslog.reader import LoadState
 from dms_orchestration.dmslog.stats import LoadStats
 from dms_orchestration.settings import dms_now
+from dms_orchestration.vocabulary import Status
 
 if TYPE_CHECKING:
     from dms_orchestration.engine.preview import Preview
 
 PLAIN_EVERY_S = 5.0  # a plain progress line this often (the first at once)
-STATUS_STYLE = {"IP": "yellow", "PC": "green", "FL": "red", "ST": "magenta"}
+STATUS_STYLE = {Status.IP: "yellow", Status.PC: "green", Status.FL: "red", Status.ST: "magenta"}
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -143,7 +144,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 def _progress_cell(state: LoadState) -> str:
-    if state.status == "PC":
+    if state.status == Status.PC:
         return "100%"
     text = f"{state.chunks_done}/{state.chunks or '?'} chunks"
     if state.running and state.progress is not None:

@@ -32,6 +32,7 @@ from dms_orchestration.dmslog.lock import RunAlive, holder_of, lock_place, runni
 from dms_orchestration.metadata.catalog import current_connections, load_catalog
 from dms_orchestration.metadata.requests import count_in, queue_settings, stale_claims
 from dms_orchestration.settings import Settings
+from dms_orchestration.vocabulary import RequestStatus
 
 HEARTBEAT_AGE_S = 120  # a daemon heartbeats every 30 s: four missed is a dead daemon
 LISTED = 5  # stuck loads / requests named in a check's line; the count says the rest
@@ -132,7 +133,7 @@ def stuck_requests_check(meta: sa.Engine, run_alive: RunAlive | None) -> Check:
     timeout = queue_settings(load_catalog(meta, lookups_only=True)).claim_timeout
     stale = stale_claims(meta, 2 * timeout)
     stuck = [r for r in stale if not r.run_id or (run_alive and run_alive(r.run_id) is False)]
-    claimed = count_in(meta, "CLAIMED")
+    claimed = count_in(meta, RequestStatus.CLAIMED)
     if stuck:
         named = _listed(
             [f"{r.id} ({r.type} {r.mapref or r.job_id or ''}".rstrip() + f", since {r.updated})"

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
+from dms_orchestration.vocabulary import DbType
+
 PASSWORD_VARIABLE = "DMS_DATABASE_PASSWORD"
 
 
@@ -64,11 +66,11 @@ def _legacy_url(env: Mapping[str, str]) -> sa.URL:
         host=env.get("DB_HOST") or "localhost",
         port=int(port) if port else None,
     )
-    if db_type == "POSTGRESQL":
+    if db_type == DbType.POSTGRESQL:
         if not env.get("DB_NAME"):
             raise ConfigError("DB_TYPE=POSTGRESQL needs DB_NAME (the database name)")
         return sa.URL.create("postgresql+psycopg2", database=env["DB_NAME"], **common)
-    if db_type == "ORACLE":
+    if db_type == DbType.ORACLE:
         if not env.get("DB_SID"):
             raise ConfigError("DB_TYPE=ORACLE needs DB_SID (the service name)")
         return sa.URL.create("oracle+oracledb", query={"service_name": env["DB_SID"]}, **common)

@@ -23,8 +23,8 @@ from sqlalchemy.dialects import oracle, postgresql, sqlite
 from sqlglot import exp
 
 from dms_orchestration.db.schema import ColumnSpec, IndexSpec, TableSpec
+from dms_orchestration.vocabulary import STRING_FAMILIES, DbType
 
-STRING_FAMILIES = ("STRING", "CHAR", "TEXT")
 RAISE_ATTEMPTS = 10  # rounds of raising a sequence that others raise at the same time
 # (SQL expression, type family, decimal scale) of one column that goes into RWHKEY
 HashColumn = tuple[str, str, int | None]
@@ -852,7 +852,11 @@ DIALECTS: dict[str, Dialect] = {
 }
 
 # DMS_DBCONDTLS.DBTYP and the legacy DB_TYPE use these words
-DBTYP_TO_DIALECT = {"POSTGRESQL": "postgresql", "ORACLE": "oracle", "SQLITE": "sqlite"}
+DBTYP_TO_DIALECT = {
+    DbType.POSTGRESQL: "postgresql",
+    DbType.ORACLE: "oracle",
+    DbType.SQLITE: "sqlite",
+}
 
 
 def sqlglot_dialect(con, metadata_backend: str) -> str:

@@ -34,6 +34,7 @@ from dms_orchestration.engine.spec import MappingInvalid
 from dms_orchestration.metadata.models import Catalog, Finding, Mapping
 from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings
+from dms_orchestration.vocabulary import Severity
 
 TAG = "dms/"
 RETRY_DEFAULTS = {"RETRY_MAX": 3, "RETRY_DELAY_SECONDS": 5}
@@ -140,7 +141,7 @@ def refuse_blocked(mapping: Mapping, blocking: Sequence[Finding]) -> None:
     """Raise MappingInvalid with every ERROR finding when the definitions found one that
     blocks the mapping (a cycle, a schedule, a shared table, its rows): before any SQL."""
     if blocking:
-        rules = [f for f in rule_findings(mapping) if f.severity == "ERROR"]
+        rules = [f for f in rule_findings(mapping) if f.severity == Severity.ERROR]
         raise MappingInvalid(
             mapping.ref,
             [(f"{f.column}: " if f.column else "") + f.message for f in [*blocking, *rules]],

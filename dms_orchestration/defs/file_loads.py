@@ -33,6 +33,7 @@ from dms_orchestration.engine.file_load import (
     target_dialect,
 )
 from dms_orchestration.metadata.models import Catalog, FileLoad, Finding
+from dms_orchestration.vocabulary import Severity, Status
 
 GROUP = "files"
 WATCH_EVERY_S = 30
@@ -111,7 +112,7 @@ def file_asset(
     metadata_backend: str,
 ) -> dg.AssetsDefinition:
     findings = [
-        Finding(mapref=fl.ref, severity="ERROR", message=m)
+        Finding(mapref=fl.ref, severity=Severity.ERROR, message=m)
         for m in file_load_findings(fl, target_dialect(fl, metadata_backend))
     ]
     kind = (fl.file_type or "").strip().lower()
@@ -152,7 +153,7 @@ def file_asset(
                 runid=context.run.run_id,
                 digest=digest,
             )
-        if done.status != "PC":
+        if done.status != Status.PC:
             raise dg.Failure(f"{fl.ref} {path.name}: {done.message}")
         context.log.info(done.line())
         metadata = {

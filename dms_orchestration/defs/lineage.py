@@ -27,6 +27,7 @@ from dms_orchestration.defs.translator import (
 )
 from dms_orchestration.metadata.models import Catalog, Connection, Finding, Mapping
 from dms_orchestration.metadata.sqllineage import ColumnRead, MappingReads, TableRead, mapping_reads
+from dms_orchestration.vocabulary import Severity
 
 # a source table: connection name, and its schema and table as one database sees them
 _Identity = tuple[str, str | None, str]
@@ -168,7 +169,7 @@ class _Reading:
             return getattr(self.default, method)(*args)
 
     def warn(self, ref: str, message: str) -> None:
-        self.out.findings.append(Finding(mapref=ref, severity="WARNING", message=message))
+        self.out.findings.append(Finding(mapref=ref, severity=Severity.WARNING, message=message))
 
     def source_assets(self) -> list[dg.AssetsDefinition]:
         assets = []

@@ -21,6 +21,7 @@ from dms_orchestration.defs.translator import dagster_name
 from dms_orchestration.engine.report import report_findings, run_report
 from dms_orchestration.files.writers import WRITERS
 from dms_orchestration.metadata.models import Catalog, Finding, Report
+from dms_orchestration.vocabulary import Severity
 
 GROUP = "reports"
 
@@ -92,7 +93,7 @@ def report_asset(
     problems: Sequence[str] = (),
 ) -> dg.AssetsDefinition:
     findings = [
-        Finding(mapref=report.ref, severity="ERROR", message=m)
+        Finding(mapref=report.ref, severity=Severity.ERROR, message=m)
         for m in [*report_findings(report, metadata_dialect), *problems]
     ]
     fmt = (report.output_format or "").strip().upper()

@@ -39,6 +39,7 @@ from dms_orchestration.metadata.requests import (
     update_request,
 )
 from dms_orchestration.settings import Settings
+from dms_orchestration.vocabulary import RequestStatus, RequestType, Status
 
 QUEUE_INTERVAL_S = 5
 RUNNING = dg.DefaultSensorStatus.RUNNING
@@ -166,14 +167,14 @@ class QueueTick:
         self.served: list[str] = []  # what this tick did, for the tick's log
 
     def evaluate(self) -> list[dg.RunRequest]:
-        for request in requests_in(self.engine, "CLAIMED"):
+        for request in requests_in(self.engine, RequestStatus.CLAIMED):
             self.follow(request)
-        for request in requests_in(self.engine, "NEW"):
+        for request in requests_in(self.engine, RequestStatus.NEW):
             if claim(self.engine, request.id):  # else another daemon took it
                 self.serve(request, attempt=0)
         return self.run_requests
 
-    def fail(self, request: Request, message: str, status: str = "FAILED") -> None:
+    def fail(self, request: Request, message: str, status: str = RequestStatus.FAILED) -> None:
         update_request(self.engine, request.id, reqsts=status, errmsg=message)
         self.served.append(f"DMS_PRCREQ {request.id} {status}: {message}")
 
@@ -191,7 +192,7 @@ class QueueTick:
         self.run_requests.append(_run_request(request, rprtref, attempt, job=job))
 
     def launch(self, request: Request, attempt: int, day=None) -> None:
-        if request.kind == "REPORT":
+        if request.kind == RequestType.REPORT:
             self.launch_report(request, attempt)
             return
         mapref = self.mapref_of(request)
@@ -203,11 +204,11 @@ class QueueTick:
     def serve(self, request: Request, attempt: int) -> None:
         """A request just claimed (attempt 0), or claimed again after its claim went stale."""
         kind = request.kind
-        if kind == "STOP":
+        if kind == RequestType.STOP:
             self.stop(request)
-        elif kind not in (*RUN_TYPES, "REPORT"):
+        elif kind not in (*RUN_TYPES, RequestType.REPORT):
             self.fail(request, f"request type {request.type!r} is not served here")
-        elif kind == "HISTORY":
+        elif kind == RequestType.HISTORY:
             span = request.history_range
             error = (
                 history_range_error(*span, self.settings.history_max_days)
@@ -245,7 +246,7 @@ class QueueTick:
         if last.status != dg.DagsterRunStatus.SUCCESS:
             self.fail(request, f"run {last.run_id} ended {last.status.value}")
             return
-        if request.kind == "HISTORY":
+        if request.kind == RequestType.HISTORY:
             done = {
                 r.tags.get(f"{TAG}histday") for r in runs if r.status == dg.DagsterRunStatus.SUCCESS
             }
@@ -253,7 +254,7 @@ class QueueTick:
             if day is not None:
                 self.launch(request, 0, day)  # oldest first, one at a time
                 return
-        update_request(self.engine, request.id, reqsts="DONE")
+        update_request(self.engine, request.id, reqsts=RequestStatus.DONE)
         self.served.append(f"DMS_PRCREQ {request.id} DONE: run {last.run_id} succeeded")
 
     def retry(self, request: Request, what: str, day: str | None) -> None:
@@ -292,7 +293,7 @@ class QueueTick:
         update_request(
             self.engine,
             request.id,
-            reqsts="DONE",
+            reqsts=RequestStatus.DONE,
             runid=ended[0] if ended else None,
             errmsg=None if ended or canceled else nothing,
         )
@@ -364,7 +365,7 @@ def close_failed_runs(
     context: dg.RunFailureSensorContext, dms_metadata: MetadataDatabase, dms_log: DmsLogWriter
 ):
     dms_log.writer(dms_metadata.engine()).close_run(
-        context.dagster_run.run_id, "FL", context.failure_event.message or "run failed"
+        context.dagster_run.run_id, Status.FL, context.failure_event.message or "run failed"
     )
 
 
@@ -400,4 +401,6 @@ def alert_failed_runs(context: dg.RunFailureSensorContext, dms_metadata: Metadat
 def close_stopped_runs(
     context: dg.RunStatusSensorContext, dms_metadata: MetadataDatabase, dms_log: DmsLogWriter
 ):
-    dms_log.writer(dms_metadata.engine()).close_run(context.dagster_run.run_id, "ST", "run stopped")
+    dms_log.writer(dms_metadata.engine()).close_run(
+        context.dagster_run.run_id, Status.ST, "run stopped"
+    )

@@ -40,6 +40,7 @@ from dms_orchestration.metadata.models import (
     Schedule,
 )
 from dms_orchestration.settings import ConfigError, Settings, import_object
+from dms_orchestration.vocabulary import Severity
 
 TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")  # Dagster's strict tag values
 MAX_NAME = 60  # the cleaned part of a hashed name
@@ -457,7 +458,7 @@ class _Asking:
 
     def refused(self, ref: str, method: str, exc: Exception) -> None:
         message = f"{self.label}.{method} failed, the default is used: {exc}"
-        self.findings[ref].append(Finding(mapref=ref, severity="ERROR", message=message))
+        self.findings[ref].append(Finding(mapref=ref, severity=Severity.ERROR, message=message))
 
     def spec(self, ref: str, mapping: Mapping) -> dg.AssetSpec:
         """The translator's spec; when it makes none, one from its pieces, each piece that

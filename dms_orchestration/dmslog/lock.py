@@ -29,6 +29,7 @@ from dms_orchestration.dmslog.writer import (
 )
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import Settings, dms_now
+from dms_orchestration.vocabulary import Status
 
 # whether an orchestrator run is still alive: True, False, or None (cannot tell)
 RunAlive = Callable[[str], bool | None]
@@ -110,7 +111,7 @@ def _running(conn: sa.Connection, maprefs: list[str]) -> list:
     p = dms_prclog.c
     return conn.execute(
         sa.select(p.prcid, p.mapref, p.runid, p.strtdt)
-        .where(p.mapref.in_(maprefs), p.prcsts == "IP")
+        .where(p.mapref.in_(maprefs), p.prcsts == Status.IP)
         .order_by(p.prcid)
     ).all()
 
@@ -134,7 +135,7 @@ def running_loads(
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(p.prcid, p.mapref, p.runid, p.strtdt)
-            .where(p.prcsts == "IP", p.mapref.in_(sa.select(dms_mapr.c.mapref)))
+            .where(p.prcsts == Status.IP, p.mapref.in_(sa.select(dms_mapr.c.mapref)))
             .order_by(p.prcid)
         ).all()
         return [(row, _holder_alive(conn, row, place, run_alive)) for row in rows]
@@ -147,9 +148,9 @@ def holder_of(row) -> str:
 def _close_vanished(conn: sa.Connection, row, by: int) -> None:
     conn.execute(
         sa.update(dms_prclog)
-        .where(dms_prclog.c.prcid == row.prcid, dms_prclog.c.prcsts == "IP")
+        .where(dms_prclog.c.prcid == row.prcid, dms_prclog.c.prcsts == Status.IP)
         .values(
-            prcsts="FL",
+            prcsts=Status.FL,
             enddt=dms_now(),
             prcmsg=fit_message(
                 f"holder vanished: {holder_of(row)} no longer holds the lock of this load "
@@ -157,7 +158,7 @@ def _close_vanished(conn: sa.Connection, row, by: int) -> None:
             ),
         )
     )
-    end_unfinished_rows(conn, row.prcid, "FL")
+    end_unfinished_rows(conn, row.prcid, Status.FL)
 
 
 def _refusal(conn: sa.Connection, mapref: str, row, alive: bool | None, place) -> LoadLocked:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from dms_orchestration.db.schema import dms_joblog, dms_prclog
 from dms_orchestration.dmslog.writer import COUNT_COLUMNS, RUNNING_ESTIMATE, LoadCounts
 from dms_orchestration.settings import dms_now
+from dms_orchestration.vocabulary import Status
 
 
 def load_summaries(engine: sa.Engine, runids: Sequence[str]) -> list[dict]:
@@ -45,7 +46,7 @@ def committed_chunks(engine: sa.Engine, prcid: int) -> list[int]:
     j = dms_joblog.c
     query = (
         sa.select(j.chunkno)
-        .where(j.prcid == prcid, j.chunkno.is_not(None), j.jobsts == "PC")
+        .where(j.prcid == prcid, j.chunkno.is_not(None), j.jobsts == Status.PC)
         .order_by(j.chunkno)
     )
     with engine.connect() as conn:
@@ -79,7 +80,7 @@ class LoadState:
 
     @property
     def running(self) -> bool:
-        return self.status == "IP"
+        return self.status == Status.IP
 
     @property
     def rows(self) -> int:
@@ -108,7 +109,7 @@ class LoadState:
         """0..1: half for the source rows read, half for the rows settled, against the
         plan's estimate (a chunk reads, then writes); or chunks done over chunks,
         whichever is further; 1.0 only once the load committed."""
-        if self.status == "PC":
+        if self.status == Status.PC:
             return 1.0
         done = [self.chunks_done / self.chunks] if self.chunks else []
         if self.estimated_rows:
@@ -176,22 +177,22 @@ def _state(process, rows: list, as_of: datetime) -> LoadState:
     whole = [r for r in rows if r.chunkno is None]
     chunk_rows = [r for r in rows if r.chunkno is not None]
     load_row = whole[-1] if whole else None
-    if process.prcsts == "IP":  # rows so far
-        counts = _sum(r for r in chunk_rows if r.jobsts in ("IP", "PC"))
-    elif load_row is not None and load_row.jobsts != "IP":  # the load's own final row
+    if process.prcsts == Status.IP:  # rows so far
+        counts = _sum(r for r in chunk_rows if r.jobsts in (Status.IP, Status.PC))
+    elif load_row is not None and load_row.jobsts != Status.IP:  # the load's own final row
         counts = _counts(load_row)
     else:  # over, its row never finished: what committed
-        counts = _sum(r for r in chunk_rows if r.jobsts == "PC")
+        counts = _sum(r for r in chunk_rows if r.jobsts == Status.PC)
     chunks = (load_row.chunkcnt if load_row else None) or max(
         (r.chunkcnt or 0 for r in chunk_rows), default=None
     )
-    estimate = RUNNING_ESTIMATE.match(process.prcmsg or "") if process.prcsts == "IP" else None
+    estimate = RUNNING_ESTIMATE.match(process.prcmsg or "") if process.prcsts == Status.IP else None
     return LoadState(
         prcid=int(process.prcid),
         mapref=process.mapref,
         status=process.prcsts,
         chunks=chunks or None,
-        chunks_done=len({r.chunkno for r in chunk_rows if r.jobsts == "PC"}),
+        chunks_done=len({r.chunkno for r in chunk_rows if r.jobsts == Status.PC}),
         counts=counts,
         estimated_rows=int(estimate.group(1)) if estimate else None,
         started=_time(process.strtdt),
@@ -241,7 +242,7 @@ def recent_loads(
     """Running loads and those started since `since` (DMS clock), newest first, at most
     `limit`; only the given mappings when some are named."""
     p = dms_prclog.c
-    query = sa.select(*_process_columns()).where(sa.or_(p.prcsts == "IP", p.strtdt >= since))
+    query = sa.select(*_process_columns()).where(sa.or_(p.prcsts == Status.IP, p.strtdt >= since))
     if maprefs:
         query = query.where(p.mapref.in_(list(maprefs)))
     query = query.order_by(p.strtdt.desc(), p.prcid.desc()).limit(limit)

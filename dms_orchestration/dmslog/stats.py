@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from dms_orchestration.db.schema import dms_joblog, dms_mapr, dms_prclog
 from dms_orchestration.settings import dms_now
+from dms_orchestration.vocabulary import Status
 
 SLOWEST = 5  # mappings named as the slowest
 
@@ -46,14 +47,14 @@ class Tally:
 
     def add(self, status: str, seconds: float | None, rows: int | None) -> None:
         self.loads += 1
-        if status == "PC":
+        if status == Status.PC:
             self.succeeded += 1
             self.rows += rows or 0
             if seconds is not None:
                 self.durations.append(seconds)
-        elif status == "FL":
+        elif status == Status.FL:
             self.failed += 1
-        elif status == "ST":
+        elif status == Status.ST:
             self.stopped += 1
         else:
             self.running += 1

@@ -29,9 +29,10 @@ from dms_orchestration.db.schema import dms_joberr, dms_joblog, dms_prclog
 from dms_orchestration.db.sqltext import param_number
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import dms_now
+from dms_orchestration.vocabulary import Status
 
-PROCESS_STATUSES = ("IP", "PC", "FL", "ST")
-FINAL_STATUSES = ("PC", "FL", "ST")
+PROCESS_STATUSES = (Status.IP, Status.PC, Status.FL, Status.ST)
+FINAL_STATUSES = (Status.PC, Status.FL, Status.ST)
 ERROR_TYPES = ("TRANSIENT", "PERMANENT", "VALIDATION", "DATA")
 MESSAGE_LIMIT = 4000
 COUNT_COLUMNS = ("srcrows", "insrows", "updrows", "exprows", "delrows", "unchrows", "errrows")
@@ -102,7 +103,7 @@ def process_row(
         jobschid=jobschid,
         mapref=mapref,
         runid=runid,
-        prcsts="IP",
+        prcsts=Status.IP,
         strtdt=dms_now(),
         prcmsg=fit_message(message),
         **_params(params),
@@ -163,7 +164,7 @@ def _close_in(
         sa.update(dms_prclog)
         .where(
             dms_prclog.c.prcid == prcid,
-            dms_prclog.c.prcsts.in_(("IP", "FL") if reopen_failed else ("IP",)),
+            dms_prclog.c.prcsts.in_((Status.IP, Status.FL) if reopen_failed else (Status.IP,)),
         )
         .values(prcsts=status, enddt=dms_now(), prcmsg=fit_message(message))
     )
@@ -176,7 +177,7 @@ def _close_in(
     if chunks_over:
         end_unfinished_rows(conn, prcid, status)
     else:
-        _sum_into_load_row(conn, prcid, of=("PC",), status=status)
+        _sum_into_load_row(conn, prcid, of=(Status.PC,), status=status)
     return result.rowcount == 1
 
 
@@ -186,7 +187,7 @@ def close_run(engine: sa.Engine, runid: str, status: str, message: str | None = 
     _require(status, FINAL_STATUSES, "DMS_PRCLOG status")
     p = dms_prclog.c
     with engine.begin() as conn:
-        open_ones = p.runid == runid, p.prcsts == "IP"
+        open_ones = p.runid == runid, p.prcsts == Status.IP
         prcids = conn.execute(sa.select(p.prcid).where(*open_ones)).scalars().all()
         closed = conn.execute(
             sa.update(dms_prclog)
@@ -217,7 +218,7 @@ def write_joblog(
     IP row has no ENDDT yet. `message`: with a whole-load IP row, the running load's
     DMS_PRCLOG.PRCMSG, in the same transaction."""
     _require(status, PROCESS_STATUSES, "DMS_JOBLOG status")
-    if chkpntval is not None and (chunkno is not None or status != "PC"):
+    if chkpntval is not None and (chunkno is not None or status != Status.PC):
         raise LogError("CHKPNTVAL belongs on the whole-load row of a successful load only")
     joblogid = next_id(engine, "DMS_JOBLOG")
     with engine.begin() as conn:
@@ -231,15 +232,15 @@ def write_joblog(
                 chunkcnt=chunkcnt,
                 chkpntval=chkpntval,
                 strtdt=start,
-                enddt=end or (None if status == "IP" else dms_now()),
+                enddt=end or (None if status == Status.IP else dms_now()),
                 jobsts=status,
                 **asdict(counts),
             )
         )
-        if status == "IP" and chunkno is None and message is not None:
+        if status == Status.IP and chunkno is None and message is not None:
             conn.execute(
                 sa.update(dms_prclog)
-                .where(dms_prclog.c.prcid == prcid, dms_prclog.c.prcsts == "IP")
+                .where(dms_prclog.c.prcid == prcid, dms_prclog.c.prcsts == Status.IP)
                 .values(prcmsg=fit_message(message))
             )
     return joblogid
@@ -273,14 +274,17 @@ def open_load_row(
         jobid=jobid,
         chunkcnt=chunkcnt,
         counts=LoadCounts(),
-        status="IP",
+        status=Status.IP,
         start=start,
         message=message,
     )
 
 
 def _sum_into_load_row(
-    conn: sa.Connection, prcid: int, of: tuple[str, ...] = ("IP", "PC"), status: str | None = None
+    conn: sa.Connection,
+    prcid: int,
+    of: tuple[str, ...] = (Status.IP, Status.PC),
+    status: str | None = None,
 ) -> None:
     """The load's IP whole-load row gets the sums of its chunk rows in status `of` (and,
     given, its final `status`): a statement of its own, after any chunk row it locks, so
@@ -296,7 +300,7 @@ def _sum_into_load_row(
     final = {"jobsts": status, "enddt": dms_now()} if status else {}
     conn.execute(
         sa.update(j)
-        .where(j.c.prcid == prcid, j.c.chunkno.is_(None), j.c.jobsts == "IP")
+        .where(j.c.prcid == prcid, j.c.chunkno.is_(None), j.c.jobsts == Status.IP)
         .values(**sums, **final)
     )
 
@@ -310,7 +314,7 @@ def report_progress(engine: sa.Engine, prcid: int, rows: Mapping[int, LoadCounts
         for joblogid, counts in sorted(rows.items()):
             conn.execute(
                 sa.update(j)
-                .where(j.c.joblogid == joblogid, j.c.jobsts == "IP")
+                .where(j.c.joblogid == joblogid, j.c.jobsts == Status.IP)
                 .values(**asdict(counts))
             )
         _sum_into_load_row(conn, prcid)
@@ -358,8 +362,10 @@ def commit_load(
     joblogid = None if has_row else next_id(engine, "DMS_JOBLOG")
     try:
         with write_transaction(engine) as conn:
-            closed = _close_in(conn, prcid, "PC", message, reopen_failed=True, chunks_over=True)
-            final = dict(jobsts="PC", enddt=end, chkpntval=chkpntval, **asdict(counts))
+            closed = _close_in(
+                conn, prcid, Status.PC, message, reopen_failed=True, chunks_over=True
+            )
+            final = dict(jobsts=Status.PC, enddt=end, chkpntval=chkpntval, **asdict(counts))
             if joblogid is None:  # (chunk rows first, then the load's row: the lock order)
                 conn.execute(sa.update(j).where(load_row).values(**final))
             else:
@@ -386,15 +392,15 @@ def end_unfinished_rows(conn: sa.Connection, prcid: int, status: str) -> None:
     j = dms_joblog
     conn.execute(
         sa.update(j)
-        .where(j.c.prcid == prcid, j.c.chunkno.is_not(None), j.c.jobsts == "IP")
+        .where(j.c.prcid == prcid, j.c.chunkno.is_not(None), j.c.jobsts == Status.IP)
         .values(
-            jobsts="ST" if status == "ST" else "FL",
+            jobsts=Status.ST if status == Status.ST else Status.FL,
             enddt=dms_now(),
             **asdict(LoadCounts()),
         )
     )
-    if status != "PC":  # (a committed load finished its row itself)
-        _sum_into_load_row(conn, prcid, of=("PC",), status=status)
+    if status != Status.PC:  # (a committed load finished its row itself)
+        _sum_into_load_row(conn, prcid, of=(Status.PC,), status=status)
 
 
 def undo_chunk_rows(engine: sa.Engine, prcid: int) -> int:
@@ -406,9 +412,9 @@ def undo_chunk_rows(engine: sa.Engine, prcid: int) -> int:
             .where(
                 dms_joblog.c.prcid == prcid,
                 dms_joblog.c.chunkno.is_not(None),
-                dms_joblog.c.jobsts == "PC",
+                dms_joblog.c.jobsts == Status.PC,
             )
-            .values(jobsts="FL")
+            .values(jobsts=Status.FL)
         ).rowcount
 
 

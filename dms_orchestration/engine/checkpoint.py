@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 import sqlalchemy as sa
 
 from dms_orchestration.db.schema import dms_joblog
+from dms_orchestration.vocabulary import Status
 
 ENTRY_POINT_GROUP = "dms_orchestration.checkpoints"
 
@@ -71,7 +72,7 @@ def last_checkpoint(meta: sa.Engine, mapref: str) -> str | None:
         .where(
             j.c.mapref == mapref,
             j.c.chunkno.is_(None),
-            j.c.jobsts == "PC",
+            j.c.jobsts == Status.PC,
             j.c.chkpntval.is_not(None),
         )
         .order_by(j.c.joblogid.desc())

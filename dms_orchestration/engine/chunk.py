@@ -37,6 +37,7 @@ from dms_orchestration.engine.strategy import Apply, Staging
 from dms_orchestration.engine.target import unique_rule
 from dms_orchestration.ids.provider import provider_for
 from dms_orchestration.settings import Settings, dms_now, load_settings
+from dms_orchestration.vocabulary import DeleteHandling
 
 
 class ChunkResult(BaseModel):
@@ -320,7 +321,9 @@ def _delta_load(
         done = _apply(conn, td, spec, work, skey, values, sum(acts.values()), progress)
         _check_applied(spec, done, acts)
     deleted = done.get("delete", 0)
-    expired_absent = acts.get("D", 0) if spec.scd2 and spec.delete_handling == "EXPIRE" else 0
+    expired_absent = (
+        acts.get("D", 0) if spec.scd2 and spec.delete_handling == DeleteHandling.EXPIRE else 0
+    )
     return LoadCounts(
         srcrows=int(source_rows or 0),
         insrows=inserts,

@@ -14,6 +14,7 @@ from dms_orchestration.engine.checkpoint import CheckpointError
 from dms_orchestration.engine.spec import LoadSpec, MappingInvalid
 from dms_orchestration.engine.target import SchemaDrift
 from dms_orchestration.settings import ConfigError, dms_now
+from dms_orchestration.vocabulary import Status
 
 
 class DataError(ValueError):
@@ -96,7 +97,7 @@ def record_chunk_end(
     """The DMS_JOBLOG row (FL or ST: the chunk's IP row `joblogid`, or a new one) and, for
     a failure, the DMS_JOBERR row of a chunk; `stopped`: the load was stopped (its
     statement cancelled from another thread)."""
-    status = "ST" if stopped or is_interruption(exc) else "FL"
+    status = Status.ST if stopped or is_interruption(exc) else Status.FL
     writer = log_writer(meta)
     if joblogid is not None:
         writer.finish_chunk_row(joblogid, prcid, counts=LoadCounts(), status=status)
@@ -112,7 +113,7 @@ def record_chunk_end(
             start=start,
             end=dms_now(),
         )
-    if status == "FL":
+    if status == Status.FL:
         writer.write_joberr(
             prcid=prcid,
             mapref=mapref,
@@ -149,7 +150,9 @@ def record_load_end(
     chunks had committed their rows, if any did."""
     applied, writer = _applied(meta, prcid), log_writer(meta)
     if is_interruption(exc):
-        writer.close_process(prcid, "ST", f"stopped: {describe(exc)}{applied}", chunks_over=True)
+        writer.close_process(
+            prcid, Status.ST, f"stopped: {describe(exc)}{applied}", chunks_over=True
+        )
         return
     if not logged:
         writer.write_joberr(
@@ -158,7 +161,7 @@ def record_load_end(
             jobid=jobid,
             **_joberr_fields(exc),
         )
-    writer.close_process(prcid, "FL", f"{describe(exc)}{applied}", chunks_over=True)
+    writer.close_process(prcid, Status.FL, f"{describe(exc)}{applied}", chunks_over=True)
 
 
 def _applied(meta: sa.Engine, prcid: int) -> str:

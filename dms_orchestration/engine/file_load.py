@@ -43,8 +43,9 @@ from dms_orchestration.metadata.datatypes import DataType, UnknownDataType, pars
 from dms_orchestration.metadata.models import FileColumn, FileLoad
 from dms_orchestration.metadata.sqlcheck import expression_problem
 from dms_orchestration.settings import Settings, dms_now, load_settings
+from dms_orchestration.vocabulary import FileType, LoadType, Status, codes
 
-LOAD_TYPES = ("APPEND", "TRUNCATE", "UPSERT")
+LOAD_TYPES = codes(LoadType)
 BATCH_ROWS = 10_000
 JOBERR_ROWS = 1_000  # DMS_JOBERR rows per file at most; the reject file has every bad row
 LINE = "dms_line"
@@ -197,7 +198,7 @@ def file_load_findings(fl: FileLoad, dialect: str = "") -> list[str]:
     targets = [t for c in fl.columns if (t := _target(c, dialect, problems)) is not None]
     names = [t.name for t in targets]
     problems += [f"TRGCLNM {n} is mapped twice" for n in sorted(set(names)) if names.count(n) > 1]
-    if load_type == "UPSERT" and not any(t.key for t in targets):
+    if load_type == LoadType.UPSERT and not any(t.key for t in targets):
         problems.append("UPSERT needs the key: no column has TRGKEYFLG = 'Y'")
     return problems
 
@@ -312,7 +313,9 @@ def landed_files(fl: FileLoad, home: Path) -> list[Path]:
 def loaded_digests(meta: sa.Engine, ref: str) -> dict[str, int]:
     """The SHA-256 of every file a load of `ref` committed, with its PRCID."""
     log = s.dms_prclog
-    query = sa.select(log.c.param2, log.c.prcid).where(log.c.mapref == ref, log.c.prcsts == "PC")
+    query = sa.select(log.c.param2, log.c.prcid).where(
+        log.c.mapref == ref, log.c.prcsts == Status.PC
+    )
     with meta.connect() as conn:
         return {digest: prcid for digest, prcid in conn.execute(query) if digest}
 
@@ -364,7 +367,7 @@ def load_file(
     log = log_writer(meta)
     path = Path(path)
     digest = digest or content_hash(path)
-    result = FileResult(fl.ref, path, "FL", digest=digest)
+    result = FileResult(fl.ref, path, Status.FL, digest=digest)
     result.prcid = log.open_process(
         mapref=fl.ref, runid=runid, prcreqid=prcreqid, params=[str(path), digest]
     )
@@ -375,13 +378,13 @@ def load_file(
         tgt = connection_engine(fl.target_connection, settings)
         plan = file_plan(fl, dialect_of(tgt).sqlglot_name)
         rows, bad = _load(plan, fl, path, tgt, max_bad_rows, rejects)
-        result.rows, result.bad, result.status = rows, bad.count, "PC"
+        result.rows, result.bad, result.status = rows, bad.count, Status.PC
     except Exception as exc:  # the file, its rows or the database: FL, with the reason
         result.message = (error_text(exc) or type(exc).__name__).splitlines()[0]
         bad = getattr(exc, "bad", None)
         result.bad = bad.count if bad else 0
     except BaseException:
-        log.close_process(result.prcid, "ST", "file load stopped")
+        log.close_process(result.prcid, Status.ST, "file load stopped")
         raise
     result.rejects = rejects if rejects.exists() else None
     for line, reason, key in bad.kept if bad else ():
@@ -393,7 +396,7 @@ def load_file(
             message=f"{path.name} line {line}: {reason}",
             keyval=key,
         )
-    if result.status == "PC":
+    if result.status == Status.PC:
         result.archived = _archive(archive, path, digest)
         note = f"; {result.bad} bad row(s) in {rejects}" if result.bad else ""
         result.message = f"{path.name}: {result.rows} rows{note}"
@@ -439,7 +442,7 @@ def _load(
             conn.exec_driver_sql(d.temp_table(staging, _staging_columns(d, plan)))
             for batch in _batches(plan, records, bad):
                 d.bulk_insert(conn, staging, [LINE, *map(d.quote, plan.staged)], batch)
-            if plan.load_type == "UPSERT":
+            if plan.load_type == LoadType.UPSERT:
                 _repeated_keys(conn, d, plan, staging, bad)
             if bad.count > max_bad:
                 raise TooManyBadRows(
@@ -467,7 +470,7 @@ def _fast(
 ) -> int | None:
     """A clean CSV file into PostgreSQL by the server's COPY (engine/file_copy.py): the
     rows applied, or None (nothing done) where the Python path must read the file."""
-    if not d.capabilities.copies_csv_files or (fl.file_type or "").strip().upper() != "CSV":
+    if not d.capabilities.copies_csv_files or (fl.file_type or "").strip().upper() != FileType.CSV:
         return None
     if len({c.lower() for c in columns}) != len(columns) or not all(columns):
         return None  # names the server would take for one another
@@ -477,7 +480,7 @@ def _fast(
         copied = f"{staging}_c"
         copy_file(conn, d, path, copied, columns, csv_delimiter(fl.delimiter), header)
         _defaults(conn, d, plan, copied)
-        if plan.load_type == "UPSERT":
+        if plan.load_type == LoadType.UPSERT:
             rows = _apply(conn, d, fl, plan, copied) if _clean(conn, d, plan, copied) else None
         else:  # checked as they are applied, in one pass: all of them, or the Python path
             staged = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {copied}").scalar()
@@ -522,7 +525,7 @@ def _clean(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> boo
     broken = f"SELECT 1 FROM {staging} SRC WHERE NOT ({_rules(d, plan)})"
     if conn.exec_driver_sql(d.limit(broken, 1)).first() is not None:
         return False
-    if plan.load_type != "UPSERT":
+    if plan.load_type != LoadType.UPSERT:
         return True
     keys = ", ".join(_value_sql(d, t) for t in plan.keys)
     repeats = f"SELECT 1 FROM {staging} SRC GROUP BY {keys} HAVING COUNT(*) > 1"
@@ -609,9 +612,9 @@ def _apply(
     names = [d.quote(t.name.lower()) for t in plan.targets]
     select = f"SELECT {', '.join(_value_sql(d, t) for t in plan.targets)} FROM {staging} SRC"
     select += f" WHERE {where}" if where else ""
-    if plan.load_type == "TRUNCATE":
+    if plan.load_type == LoadType.TRUNCATE:
         conn.exec_driver_sql(f"DELETE FROM {table}")
-    if plan.load_type != "UPSERT":
+    if plan.load_type != LoadType.UPSERT:
         return conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(names)}) {select}").rowcount
     typed = f"{staging}_t"
     values = [f"{_value_sql(d, t)} AS {n}" for t, n in zip(plan.targets, names, strict=True)]

@@ -45,6 +45,7 @@ from dms_orchestration.engine.target import (
 from dms_orchestration.ids.provider import SEQUENCE, TABLE_COUNTER, provider_for
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.settings import ConfigError, Settings, dms_now, load_settings
+from dms_orchestration.vocabulary import CheckpointStrategy, DeleteHandling, Family, Status
 
 CHUNK_DEFAULTS = {
     "MIN_ROWS_FOR_PARALLEL": 100_000,
@@ -91,18 +92,18 @@ class LoadPlan(BaseModel):
 
     @property
     def window(self) -> Window:
-        bounded = (self.mapping.checkpoint_strategy or "").upper() == "PYTHON"
+        bounded = (self.mapping.checkpoint_strategy or "").upper() == CheckpointStrategy.PYTHON
         return Window(self.window_start, self.window_end, self.windowed, bounded)
 
     @property
     def partial_note(self) -> str | None:
         """Why keys absent from the source were left alone though DELHNDL asks to delete
         or expire them: parameters narrowed an otherwise full extract."""
-        handling = (self.mapping.delete_handling or "IGNORE").strip().upper()
+        handling = (self.mapping.delete_handling or DeleteHandling.IGNORE).strip().upper()
         given = [f"PARAM{name[1:]}" for name, value in sorted(self.params.items()) if value]
-        if handling == "IGNORE" or not given or not self.window.reads_everything:
+        if handling == DeleteHandling.IGNORE or not given or not self.window.reads_everything:
             return None
-        done = "deleted" if handling == "DELETE" else "expired"
+        done = "deleted" if handling == DeleteHandling.DELETE else "expired"
         return (
             f"partial extract ({', '.join(given)} given): keys absent from it were not "
             f"{done} (DELHNDL {handling} applies to full extracts only)"
@@ -229,7 +230,7 @@ def _drop_leftovers(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
         ours = set(
             conn.execute(
                 sa.select(p.c.prcid).where(
-                    p.c.prcid.in_(prcids), p.c.mapref == spec.mapref, p.c.prcsts != "IP"
+                    p.c.prcid.in_(prcids), p.c.mapref == spec.mapref, p.c.prcsts != Status.IP
                 )
             ).scalars()
         )
@@ -340,7 +341,7 @@ def plan(
                 same_database=same_database(src, tgt),
                 chunks=chunks or earned,
                 earned=earned,
-                integer_key=spec.keys[0].dtype.family == "INTEGER",
+                integer_key=spec.keys[0].dtype.family == Family.INTEGER,
                 parallel_reads=td.parallel_read_session() is not None,
                 unique_source_key=source.unique_key,
                 reads_one_table=source.reads_one_table,

@@ -37,6 +37,7 @@ from dms_orchestration.dmslog.reader import LoadState, load_state
 from dms_orchestration.dmslog.writer import LoadCounts, log_writer
 from dms_orchestration.engine.workers import TICK_S
 from dms_orchestration.settings import dms_now
+from dms_orchestration.vocabulary import Status
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class ChunkReporter:
                 chunkno=self.index,
                 chunkcnt=p.chunk_count,
                 counts=LoadCounts(),
-                status="IP",
+                status=Status.IP,
                 start=self.start,
             )
         with self._load.lock:
@@ -166,7 +167,9 @@ class ChunkReporter:
         """The chunk committed: its row PC with its counts."""
         self.counts = counts
         with cancellable(self.meta):
-            self.writer.finish_chunk_row(self.joblogid, self.plan.prcid, counts=counts, status="PC")
+            self.writer.finish_chunk_row(
+                self.joblogid, self.plan.prcid, counts=counts, status=Status.PC
+            )
         self._tell("done")
 
     def forget(self) -> None:

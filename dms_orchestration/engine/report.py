@@ -28,6 +28,7 @@ from dms_orchestration.files.writers import EXTENSIONS, WRITERS
 from dms_orchestration.metadata.models import Report
 from dms_orchestration.metadata.sqlcheck import parse_query, strip_sql
 from dms_orchestration.settings import Settings, dms_now, load_settings
+from dms_orchestration.vocabulary import ReportFormat, Status
 
 BATCH_ROWS = 10_000
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -116,16 +117,16 @@ def run_report(
         path = output_path(report, prcid, started, settings.dms_home)
         rows = _write(report, connection_engine(report.source_connection, settings), params, path)
     except BaseException as exc:
-        status = "FL" if isinstance(exc, Exception) else "ST"  # (ST: stopped)
-        message = f"report {report.ref} failed: {error_text(exc)}" if status == "FL" else None
+        status = Status.FL if isinstance(exc, Exception) else Status.ST  # (ST: stopped)
+        message = f"report {report.ref} failed: {error_text(exc)}" if status == Status.FL else None
         log.write_joblog(
             prcid=prcid, mapref=report.ref, counts=LoadCounts(), status=status, start=started
         )
         log.close_process(prcid, status, fit_message(message or "report stopped"))
         raise
     counts = LoadCounts(srcrows=rows, insrows=rows)
-    log.write_joblog(prcid=prcid, mapref=report.ref, counts=counts, status="PC", start=started)
-    log.close_process(prcid, "PC", f"report {report.ref}: {rows} rows to {path}")
+    log.write_joblog(prcid=prcid, mapref=report.ref, counts=counts, status=Status.PC, start=started)
+    log.close_process(prcid, Status.PC, f"report {report.ref}: {rows} rows to {path}")
     return ReportResult(
         report.ref, prcid, rows, path, path.stat().st_size, time.perf_counter() - t0
     )
@@ -140,7 +141,11 @@ def _write(report: Report, source: sa.Engine, params: dict, path: Path) -> int:
     try:
         with source.connect() as conn:
             # a CSV by the source database itself where it can (PostgreSQL's COPY)
-            rows = dialect_of(conn).copy_csv_out(conn, query, partial) if fmt == "CSV" else None
+            rows = (
+                dialect_of(conn).copy_csv_out(conn, query, partial)
+                if fmt == ReportFormat.CSV
+                else None
+            )
             if rows is None:
                 streamed = conn.execution_options(stream_results=True, max_row_buffer=BATCH_ROWS)
                 result = streamed.execute(query)

@@ -22,15 +22,16 @@ from dms_orchestration.engine.checkpoint import (
 )
 from dms_orchestration.engine.errors import duplicate_key_error, null_key_error
 from dms_orchestration.engine.spec import LoadSpec
+from dms_orchestration.vocabulary import CheckpointStrategy, Family
 
 
 def read_window(
     spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full: bool
 ) -> Window:
     """The checkpoint window of the next load: which source rows it reads (reads only)."""
-    if spec.checkpoint_strategy == "NONE":
+    if spec.checkpoint_strategy == CheckpointStrategy.NONE:
         return Window(None, None, windowed=False)
-    if spec.checkpoint_strategy == "PYTHON":
+    if spec.checkpoint_strategy == CheckpointStrategy.PYTHON:
         if not spec.checkpoint_column:
             raise CheckpointError(f"mapping {spec.mapref}: PYTHON checkpoints need CHKPNTCLNM")
         fn = checkpoint_function(spec.checkpoint_function or "")
@@ -109,7 +110,7 @@ class SourceRead:
         spec, windowed = self.spec, self.window.windowed
         d = dialect_of(self.engine)
         with self.engine.connect() as conn:
-            if spec.keys[0].dtype.family == "INTEGER":  # (the key as the target's integer)
+            if spec.keys[0].dtype.family == Family.INTEGER:  # (the key as the target's integer)
                 checks = "none" if unique_key else "all" if count_duplicates else "nulls"
                 sql = sqlgen.key_range(d, spec, windowed, checks)
                 lo, hi, nulls, duplicates = conn.execute(self._bound(sql, dms_n=n)).first()

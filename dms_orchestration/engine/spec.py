@@ -11,17 +11,24 @@ from dms_orchestration.metadata.datatypes import DataType, parse_data_type
 from dms_orchestration.metadata.models import Mapping
 from dms_orchestration.metadata.sqlcheck import strip_sql
 from dms_orchestration.metadata.validation import rule_findings
+from dms_orchestration.vocabulary import (
+    CheckpointStrategy,
+    Combine,
+    DeleteHandling,
+    Family,
+    Severity,
+)
 
 # FIRST / LAST need a row order that a SQL extract does not have: they take the
 # smallest / largest value, which is deterministic on every database
 AGGREGATES = {
-    "SUM": "SUM",
-    "MIN": "MIN",
-    "MAX": "MAX",
-    "COUNT": "COUNT",
-    "AVG": "AVG",
-    "FIRST": "MIN",
-    "LAST": "MAX",
+    Combine.SUM: "SUM",
+    Combine.MIN: "MIN",
+    Combine.MAX: "MAX",
+    Combine.COUNT: "COUNT",
+    Combine.AVG: "AVG",
+    Combine.FIRST: "MIN",
+    Combine.LAST: "MAX",
 }
 
 
@@ -51,7 +58,7 @@ class TargetColumn:
 
     @property
     def hash_type(self) -> tuple[str, int | None]:
-        return self.dtype.family, self.dtype.scale if self.dtype.family == "DECIMAL" else None
+        return self.dtype.family, self.dtype.scale if self.dtype.family == Family.DECIMAL else None
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ def load_spec(
     errors = [
         (f"{f.column}: " if f.column else "") + f.message
         for f in rule_findings(mapping, source_dialect)
-        if f.severity == "ERROR"
+        if f.severity == Severity.ERROR
     ]
     if mapping.source is None or not (mapping.source.sql or "").strip():
         errors.append(f"source SQL {mapping.source_sql_code!r} is missing")
@@ -123,9 +130,9 @@ def load_spec(
             )
         )
     keys = tuple(next(t for t in cols if t.name == k.name.upper()) for k in mapping.business_key)
-    strategy = _code(mapping.checkpoint_strategy, "NONE")
-    if strategy == "AUTO":
-        strategy = "KEY" if mapping.checkpoint_column else "NONE"
+    strategy = _code(mapping.checkpoint_strategy, CheckpointStrategy.NONE)
+    if strategy == CheckpointStrategy.AUTO:
+        strategy = CheckpointStrategy.KEY if mapping.checkpoint_column else CheckpointStrategy.NONE
     return LoadSpec(
         mapref=mapping.ref,
         schema=(mapping.target_schema or default_schema if has_schemas(target_dialect) else None),
@@ -133,7 +140,7 @@ def load_spec(
         keys=keys,
         columns=tuple(c for c in cols if not c.is_key),
         source_sql=strip_sql(mapping.source.sql),
-        delete_handling=_code(mapping.delete_handling, "IGNORE"),
+        delete_handling=_code(mapping.delete_handling, DeleteHandling.IGNORE),
         checkpoint_strategy=strategy,
         checkpoint_column=mapping.checkpoint_column,
         checkpoint_function=mapping.checkpoint_function,

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from dms_orchestration.db.dialects import Dialect
 from dms_orchestration.db.sqltext import escape_binds
 from dms_orchestration.engine.spec import AGGREGATES, LoadSpec, TargetColumn
+from dms_orchestration.vocabulary import CheckpointStrategy, DeleteHandling, Family
 
 SRCCNT = "dms_srccnt"  # source rows behind a staged row (aggregated mappings)
 TSKEY = "dms_tskey"  # the SKEY of the current target row a staged row meets
@@ -81,7 +82,9 @@ def _checkpoint_filter(d: Dialect, spec: LoadSpec, windowed: bool) -> list[str]:
     if not windowed:
         return []
     col = f"SRC.{d.quote(spec.checkpoint_column)}"
-    if spec.checkpoint_strategy == "PYTHON":  # the function's window, either end open
+    if (
+        spec.checkpoint_strategy == CheckpointStrategy.PYTHON
+    ):  # the function's window, either end open
         return [
             f"(:dms_chk_from IS NULL OR {col} > :dms_chk_from)",
             f"(:dms_chk_to IS NULL OR {col} <= :dms_chk_to)",
@@ -355,10 +358,12 @@ def _apply_steps(spec: LoadSpec) -> list[tuple[str, tuple[str, ...] | None]]:
         # keep (fillfactor), before the closed versions take it
         if any(c.scd == 1 for c in spec.columns):
             steps.append(("update", ("U",)))
-        steps.append(("expire", ("V", "D") if spec.delete_handling == "EXPIRE" else ("V",)))
+        steps.append(
+            ("expire", ("V", "D") if spec.delete_handling == DeleteHandling.EXPIRE else ("V",))
+        )
     elif spec.columns:
         steps.append(("update", ("U",)))
-    if spec.delete_handling == "DELETE":
+    if spec.delete_handling == DeleteHandling.DELETE:
         steps.append(("delete", None if spec.scd2 else ("D",)))
     steps.append(("insert", ("I", "V")))
     return steps
@@ -455,13 +460,13 @@ def _unfit(sd: Dialect, td: Dialect, c: TargetColumn, expr: str) -> str | None:
     complaint), or outside the range of its integer type or its decimal digits (after
     rounding to the scale, as the cast does); None: nothing to check for the type."""
     t = c.dtype
-    if t.family in ("STRING", "CHAR") and t.length:
+    if t.family in (Family.STRING, Family.CHAR) and t.length:
         return f"LENGTH(RTRIM(CAST({expr} AS {sd.type_sql(sa.Text())}))) > {int(t.length)}"
     number = f"CAST({expr} AS {sd.type_sql(sa.Numeric())})"
-    if t.family == "INTEGER":
+    if t.family == Family.INTEGER:
         top = td.integer_max(t.sqlalchemy_type())
         return f"({number} >= {top}.5 OR {number} <= -{top + 1}.5)"
-    if t.family == "DECIMAL" and t.precision is not None:
+    if t.family == Family.DECIMAL and t.precision is not None:
         scale = t.scale or 0  # 10^(p-s) less half a unit of the scale, e.g. 999.995
         return f"ABS({number}) >= {'9' * (t.precision - scale) or '0'}.{'9' * scale}5"
     return None

@@ -15,6 +15,7 @@ from dms_orchestration.db.schema import IndexSpec
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.spec import LoadSpec, TargetColumn
 from dms_orchestration.metadata.datatypes import DataType
+from dms_orchestration.vocabulary import Family
 
 WORK_TABLE = re.compile(r"^dms_[sa]_(\d+)_\d+$")
 
@@ -139,15 +140,15 @@ def _run_ddl(engine: sa.Engine, statements: list[str]) -> None:
 def _holds(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
     """Whether a column of the existing type stores every value of the mapping's type."""
     f = want.family
-    if f in ("STRING", "CHAR", "TEXT"):
+    if f in (Family.STRING, Family.CHAR, Family.TEXT):
         if not isinstance(existing, sa.String):
             return False
-        if f == "TEXT":
+        if f == Family.TEXT:
             return existing.length is None
         return existing.length is None or (want.length or 0) <= existing.length
-    if f in ("INTEGER", "DECIMAL"):
+    if f in (Family.INTEGER, Family.DECIMAL):
         if isinstance(existing, sa.Integer):
-            if f == "INTEGER":
+            if f == Family.INTEGER:
                 return d.integer_max(want.sqlalchemy_type()) <= d.integer_max(existing)
             return (want.scale or 0) == 0 and 10 ** (want.precision or 38) - 1 <= d.integer_max(
                 existing
@@ -156,18 +157,18 @@ def _holds(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
             return False
         if existing.precision is None:
             return True
-        scale = 0 if f == "INTEGER" else (want.scale or 0)
+        scale = 0 if f == Family.INTEGER else (want.scale or 0)
         digits = (want.precision or 38) - scale
         return (existing.scale or 0) == scale and existing.precision - (
             existing.scale or 0
         ) >= digits
-    if f == "FLOAT":
+    if f == Family.FLOAT:
         return isinstance(existing, sa.Float | sa.Numeric)
-    if f == "DATE":
+    if f == Family.DATE:
         return isinstance(existing, sa.Date | sa.DateTime)
-    if f == "TIMESTAMP":
+    if f == Family.TIMESTAMP:
         return isinstance(existing, sa.DateTime)
-    if f == "BOOLEAN":
+    if f == Family.BOOLEAN:
         return isinstance(existing, sa.Boolean | sa.Integer)
     return False
 
@@ -177,25 +178,25 @@ def _holds(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
 # DECIMAL(digits of its largest value, 0). Anything else (VARCHAR -> INTEGER, CHAR ->
 # VARCHAR, which drops trailing blanks, a scale changed, DATE -> TIMESTAMP) stays drift.
 _WIDENINGS = {
-    ("STRING", "STRING"),
-    ("STRING", "TEXT"),
-    ("CHAR", "CHAR"),
-    ("DECIMAL", "DECIMAL"),
-    ("DECIMAL", "INTEGER"),
+    (Family.STRING, Family.STRING),
+    (Family.STRING, Family.TEXT),
+    (Family.CHAR, Family.CHAR),
+    (Family.DECIMAL, Family.DECIMAL),
+    (Family.DECIMAL, Family.INTEGER),
 }
 
 
 def _column_type(existing: sa.types.TypeEngine, d: Dialect) -> DataType | None:
     """The mapping type a table's column type stands for (None: no widening from it)."""
     if isinstance(existing, sa.CHAR):
-        return DataType("CHAR", length=existing.length) if existing.length else None
+        return DataType(Family.CHAR, length=existing.length) if existing.length else None
     if isinstance(existing, sa.String):
-        return DataType("STRING", length=existing.length) if existing.length else None
+        return DataType(Family.STRING, length=existing.length) if existing.length else None
     if isinstance(existing, sa.Integer):
-        return DataType("DECIMAL", precision=len(str(d.integer_max(existing))), scale=0)
+        return DataType(Family.DECIMAL, precision=len(str(d.integer_max(existing))), scale=0)
     if isinstance(existing, sa.Numeric) and not isinstance(existing, sa.Float):
         if existing.precision is not None:
-            return DataType("DECIMAL", precision=existing.precision, scale=existing.scale or 0)
+            return DataType(Family.DECIMAL, precision=existing.precision, scale=existing.scale or 0)
     return None
 
 

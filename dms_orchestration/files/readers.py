@@ -16,7 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("CSV", "XLSX", "JSON")
+from dms_orchestration.vocabulary import FileType, codes
+
+FORMATS = codes(FileType)
 CHUNK_CHARS = 1 << 20  # JSON read this many characters at a time
 
 
@@ -38,11 +40,11 @@ def read_records(
     """The file's column names and its records (read as they are iterated). `delimiter`
     (DELIM): a CSV's field delimiter (default ","), an XLSX's sheet (default: the first)."""
     kind = (file_type or "").strip().upper()
-    if kind == "CSV":
+    if kind == FileType.CSV:
         return _csv(path, delimiter or ",", header)
-    if kind == "XLSX":
+    if kind == FileType.XLSX:
         return _xlsx(path, (delimiter or "").strip() or None, header)
-    if kind == "JSON":
+    if kind == FileType.JSON:
         return _json(path)
     raise FileFormatError(f"FLTYP {file_type!r} is not one of {', '.join(FORMATS)}")
 

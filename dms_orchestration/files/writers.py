@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from dms_orchestration.vocabulary import ReportFormat
+
 Batches = Iterable[Sequence[Sequence[Any]]]
 SHEET_ROWS = 1_048_576  # an Excel sheet's rows, its header row included
 
@@ -127,8 +129,12 @@ def _array(field, values: Sequence[Any]):
 
 
 WRITERS: dict[str, Callable[[Path, Sequence[str], Batches], int]] = {
-    "CSV": write_csv,
-    "XLSX": write_xlsx,
-    "PARQUET": write_parquet,
+    ReportFormat.CSV: write_csv,
+    ReportFormat.XLSX: write_xlsx,
+    ReportFormat.PARQUET: write_parquet,
 }
-EXTENSIONS = {"CSV": ".csv", "XLSX": ".xlsx", "PARQUET": ".parquet"}
+EXTENSIONS = {
+    ReportFormat.CSV: ".csv",
+    ReportFormat.XLSX: ".xlsx",
+    ReportFormat.PARQUET: ".parquet",
+}

@@ -28,6 +28,7 @@ from dms_orchestration.metadata.models import (
     Schedule,
     SourceSql,
 )
+from dms_orchestration.vocabulary import Severity
 
 CATALOG_QUERIES = 11
 _Row = TypeVar("_Row", bound=BaseModel)
@@ -307,7 +308,9 @@ def load_catalog(
         source_sql=source_sql,
         params=dict(params),
         read_findings={
-            ref: tuple(Finding(mapref=ref, severity="ERROR", message=m) for m in problems[ref])
+            ref: tuple(
+                Finding(mapref=ref, severity=Severity.ERROR, message=m) for m in problems[ref]
+            )
             for ref in mappings
             if problems.get(ref)
         },

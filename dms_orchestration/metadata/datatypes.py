@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-FAMILIES = ("STRING", "CHAR", "TEXT", "INTEGER", "DECIMAL", "FLOAT", "DATE", "TIMESTAMP", "BOOLEAN")
+from dms_orchestration.vocabulary import Family
+
 MAX_PRECISION = 38  # Oracle NUMBER's limit, the narrowest of the three databases
 MAX_FRACTIONAL_SECONDS = 9  # Oracle TIMESTAMP(9); PostgreSQL rounds anything above 6
 
@@ -26,7 +27,7 @@ class UnknownDataType(ValueError):
 
 @dataclass(frozen=True)
 class DataType:
-    family: str
+    family: Family
     length: int | None = None  # STRING / CHAR
     # DECIMAL digits; INTEGER's decimal digits (5, 10, 19); FLOAT's binary digits
     # (24 REAL, 53 DOUBLE); TIMESTAMP's fractional-second digits
@@ -35,44 +36,44 @@ class DataType:
 
     def sqlalchemy_type(self) -> sa.types.TypeEngine:
         f = self.family
-        if f == "STRING":
+        if f == Family.STRING:
             return sa.String(self.length)
-        if f == "CHAR":
+        if f == Family.CHAR:
             return sa.CHAR(self.length)
-        if f == "TEXT":
+        if f == Family.TEXT:
             return sa.Text()
-        if f == "INTEGER":
+        if f == Family.INTEGER:
             if self.precision is not None and self.precision <= 5:
                 return sa.SmallInteger()
             if self.precision is not None and self.precision <= 10:
                 return sa.Integer()
             return sa.BigInteger()
-        if f == "DECIMAL":
+        if f == Family.DECIMAL:
             return sa.Numeric(self.precision, self.scale)
-        if f == "FLOAT":
+        if f == Family.FLOAT:
             if self.precision == 24:
                 return sa.REAL()
             if self.precision == 53:
                 return sa.Double()
             return sa.Float()
-        if f == "DATE":
+        if f == Family.DATE:
             return sa.Date()
-        if f == "TIMESTAMP":
+        if f == Family.TIMESTAMP:
             return sa.TIMESTAMP()  # DateTime would be DATE (no fractions) on Oracle
-        if f == "BOOLEAN":
+        if f == Family.BOOLEAN:
             return sa.Boolean()
         raise UnknownDataType(f"no column type for family {f!r}")
 
     def __str__(self) -> str:
-        if self.family == "STRING":
+        if self.family == Family.STRING:
             return f"VARCHAR({self.length})"
-        if self.family == "CHAR":
+        if self.family == Family.CHAR:
             return f"CHAR({self.length})"
-        if self.family == "DECIMAL":
+        if self.family == Family.DECIMAL:
             if self.precision is None:
                 return "DECIMAL"
             return f"DECIMAL({self.precision},{self.scale or 0})"
-        if self.family == "TIMESTAMP" and self.precision is not None:
+        if self.family == Family.TIMESTAMP and self.precision is not None:
             return f"TIMESTAMP({self.precision})"
         return self.family
 
@@ -80,32 +81,32 @@ class DataType:
 # name -> (family, fixed precision, which arguments it takes)
 #   LEN: exactly one length; LEN_UNIT: a length with an optional BYTE|CHAR unit;
 #   PS: optional (p[, s]); FRAC: optional fractional-second digits; NONE: no arguments
-_TYPES: dict[str, tuple[str, int | None, str]] = {
-    "VARCHAR": ("STRING", None, "LEN"),
-    "VARCHAR2": ("STRING", None, "LEN_UNIT"),
-    "NVARCHAR": ("STRING", None, "LEN"),
-    "NVARCHAR2": ("STRING", None, "LEN"),
-    "CHARACTER VARYING": ("STRING", None, "LEN"),
-    "CHAR": ("CHAR", None, "LEN_UNIT"),
-    "NCHAR": ("CHAR", None, "LEN"),
-    "TEXT": ("TEXT", None, "NONE"),
-    "CLOB": ("TEXT", None, "NONE"),
-    "NCLOB": ("TEXT", None, "NONE"),
-    "SMALLINT": ("INTEGER", 5, "NONE"),
-    "INTEGER": ("INTEGER", 10, "NONE"),
-    "INT": ("INTEGER", 10, "NONE"),
-    "BIGINT": ("INTEGER", 19, "NONE"),
-    "NUMBER": ("DECIMAL", None, "PS"),
-    "NUMERIC": ("DECIMAL", None, "PS"),
-    "DECIMAL": ("DECIMAL", None, "PS"),
-    "FLOAT": ("FLOAT", None, "NONE"),
-    "REAL": ("FLOAT", 24, "NONE"),
-    "DOUBLE PRECISION": ("FLOAT", 53, "NONE"),
-    "BINARY_DOUBLE": ("FLOAT", 53, "NONE"),
-    "DATE": ("DATE", None, "NONE"),
-    "TIMESTAMP": ("TIMESTAMP", None, "FRAC"),
-    "DATETIME": ("TIMESTAMP", None, "NONE"),
-    "BOOLEAN": ("BOOLEAN", None, "NONE"),
+_TYPES: dict[str, tuple[Family, int | None, str]] = {
+    "VARCHAR": (Family.STRING, None, "LEN"),
+    "VARCHAR2": (Family.STRING, None, "LEN_UNIT"),
+    "NVARCHAR": (Family.STRING, None, "LEN"),
+    "NVARCHAR2": (Family.STRING, None, "LEN"),
+    "CHARACTER VARYING": (Family.STRING, None, "LEN"),
+    "CHAR": (Family.CHAR, None, "LEN_UNIT"),
+    "NCHAR": (Family.CHAR, None, "LEN"),
+    "TEXT": (Family.TEXT, None, "NONE"),
+    "CLOB": (Family.TEXT, None, "NONE"),
+    "NCLOB": (Family.TEXT, None, "NONE"),
+    "SMALLINT": (Family.INTEGER, 5, "NONE"),
+    "INTEGER": (Family.INTEGER, 10, "NONE"),
+    "INT": (Family.INTEGER, 10, "NONE"),
+    "BIGINT": (Family.INTEGER, 19, "NONE"),
+    "NUMBER": (Family.DECIMAL, None, "PS"),
+    "NUMERIC": (Family.DECIMAL, None, "PS"),
+    "DECIMAL": (Family.DECIMAL, None, "PS"),
+    "FLOAT": (Family.FLOAT, None, "NONE"),
+    "REAL": (Family.FLOAT, 24, "NONE"),
+    "DOUBLE PRECISION": (Family.FLOAT, 53, "NONE"),
+    "BINARY_DOUBLE": (Family.FLOAT, 53, "NONE"),
+    "DATE": (Family.DATE, None, "NONE"),
+    "TIMESTAMP": (Family.TIMESTAMP, None, "FRAC"),
+    "DATETIME": (Family.TIMESTAMP, None, "NONE"),
+    "BOOLEAN": (Family.BOOLEAN, None, "NONE"),
 }
 
 _SHAPE = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*(?: [A-Z][A-Z0-9_]*)*) ?(?:\((?P<args>[^()]*)\))?$")

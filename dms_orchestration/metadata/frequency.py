@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from dms_orchestration.metadata.models import Schedule
+from dms_orchestration.vocabulary import Frequency, codes
 
 WEEKDAYS = {"SUN": 0, "MON": 1, "TUE": 2, "WED": 3, "THU": 4, "FRI": 5, "SAT": 6}
 DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
-CODES = ("YR", "HY", "QT", "MN", "FN", "WK", "DL", "ID")
 
 
 class FrequencyError(ValueError):
@@ -61,9 +61,9 @@ def _weekday(day: str | None, code: str) -> int:
 def clock_for(s: Schedule) -> Clock:
     """The cron of a schedule; a FrequencyError names what is wrong with the row."""
     code = (s.frequency or "").strip().upper()
-    if code not in CODES:
-        raise FrequencyError(f"FRQCD {s.frequency!r} is not one of {', '.join(CODES)}")
-    if code == "ID":
+    if code not in codes(Frequency):
+        raise FrequencyError(f"FRQCD {s.frequency!r} is not one of {', '.join(Frequency)}")
+    if code == Frequency.ID:
         minutes = _int(s.minute, "FRQMI", 0, 59, 0)
         hours = _int(s.hour, "FRQHH", 0, 23, 0)
         if minutes:
@@ -73,20 +73,20 @@ def clock_for(s: Schedule) -> Clock:
         raise FrequencyError("ID needs FRQMI (minutes) or FRQHH (hours) above 0")
     hh = _int(s.hour, "FRQHH", 0, 23, 0)
     mi = _int(s.minute, "FRQMI", 0, 59, 0)
-    if code == "DL":
+    if code == Frequency.DL:
         return Clock(f"{mi} {hh} * * *")
-    if code == "WK":
+    if code == Frequency.WK:
         return Clock(f"{mi} {hh} * * {_weekday(s.day, code)}")
-    if code == "FN":
+    if code == Frequency.FN:
         if s.start is None:
             raise FrequencyError("FN (every 14 days) counts from STRDT, which is empty")
         start = s.start.date() if isinstance(s.start, datetime) else s.start
         return Clock(f"{mi} {hh} * * {_weekday(s.day, code)}", fortnight_anchor=start)
-    if code == "MN":
+    if code == Frequency.MN:
         if (s.day or "").strip().upper() == "L":
             return Clock(f"{mi} {hh} 28-31 * *", last_day_of_month=True)
         return Clock(f"{mi} {hh} {_day_of_month(s.day)} * *")
-    if code == "YR":
+    if code == Frequency.YR:
         text = (s.day or "01-01").strip()
         month, _, day = text.partition("-")
         month_n = _int(month, "FRQDD month", 1, 12, 1)
@@ -94,7 +94,7 @@ def clock_for(s: Schedule) -> Clock:
         if day_n > calendar.monthrange(2000, month_n)[1]:  # 2000: a leap year
             raise FrequencyError(f"FRQDD {s.day!r} is not a day of the year")
         return Clock(f"{mi} {hh} {day_n} {month_n} *")
-    months = "1,7" if code == "HY" else "1,4,7,10"
+    months = "1,7" if code == Frequency.HY else "1,4,7,10"
     return Clock(f"{mi} {hh} {_day_of_month(s.day)} {months} *")
 
 
@@ -130,13 +130,13 @@ def describe(s: Schedule) -> str:
     for a row that makes no clock (as clock_for)."""
     clock = clock_for(s)
     code = (s.frequency or "").strip().upper()
-    if code == "ID":
+    if code == Frequency.ID:
         minutes, hours = _int(s.minute, "FRQMI", 0, 59, 0), _int(s.hour, "FRQHH", 0, 23, 0)
         text = _every(minutes, "minute") if minutes else _every(hours, "hour")
     else:
         at = f"at {_int(s.hour, 'FRQHH', 0, 23, 0):02d}:{_int(s.minute, 'FRQMI', 0, 59, 0):02d}"
         text = f"{_when(s, code, clock)} {at}"
-    if s.start is not None and code != "FN":  # (FN says it with its cycle)
+    if s.start is not None and code != Frequency.FN:  # (FN says it with its cycle)
         text += f", from {_date(s.start)}"
     if s.end is not None:
         text += f", until {_date(s.end)}"
@@ -145,21 +145,21 @@ def describe(s: Schedule) -> str:
 
 def _when(s: Schedule, code: str, clock: Clock) -> str:
     """The days a (non-ID) schedule runs on."""
-    if code == "DL":
+    if code == Frequency.DL:
         return "daily"
-    if code in ("WK", "FN"):
+    if code in (Frequency.WK, Frequency.FN):
         day = DAY_NAMES[_weekday(s.day, code)]
-        if code == "WK":
+        if code == Frequency.WK:
             return f"weekly on {day}"
         return f"every 14 days on {day}, counted from {clock.fortnight_anchor},"
-    if code == "MN":
+    if code == Frequency.MN:
         if clock.last_day_of_month:
             return "monthly on the last day of the month"
         return f"monthly on day {_day_of_month(s.day)}"
-    if code == "YR":
+    if code == Frequency.YR:
         _, _, day, month, _ = clock.cron.split()
         return f"yearly on {calendar.month_name[int(month)]} {day}"
     day = _day_of_month(s.day)
-    if code == "HY":
+    if code == Frequency.HY:
         return f"half-yearly (January and July) on day {day}"
     return f"quarterly (January, April, July, October) on day {day}"

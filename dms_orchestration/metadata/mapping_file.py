@@ -13,11 +13,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dms_orchestration.db.connections import PASSWORD_ADVICE, has_literal_password
+from dms_orchestration.vocabulary import (
+    CheckpointStrategy,
+    Combine,
+    DbType,
+    DeleteHandling,
+    FileType,
+    Frequency,
+    LoadType,
+    ReportFormat,
+    TargetType,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "mappings.schema.json"
-
-Frequency = Literal["YR", "HY", "QT", "MN", "FN", "WK", "DL", "ID"]
-Combine = Literal["SUM", "MIN", "MAX", "COUNT", "AVG", "FIRST", "LAST"]
 
 
 class MappingFileError(ValueError):
@@ -25,7 +33,9 @@ class MappingFileError(ValueError):
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # (the codes are vocabulary enums, so the JSON Schema lists them; a spec holds their
+    # plain text)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
 
 
 class ParamSpec(_Spec):
@@ -41,7 +51,7 @@ class ConnectionSpec(_Spec):
     """A DMS_DBCONDTLS row. Passwords are never written here: name an environment variable."""
 
     name: str = Field(description="CONNM, unique")
-    type: Literal["ORACLE", "POSTGRESQL", "SQLITE"] = Field(description="DBTYP")
+    type: DbType = Field(description="DBTYP")
     host: str | None = Field(None, description="DBHOST")
     port: int | None = Field(None, description="DBPORT")
     service_name: str | None = Field(None, description="DBSID (Oracle service name)")
@@ -128,7 +138,7 @@ class JobSpec(_Spec):
 class TargetSpec(_Spec):
     table: str = Field(description="TRGTBNM")
     schema_: str | None = Field(None, alias="schema", description="TRGSCHM")
-    type: Literal["DIMENSION", "FACT", "STAGING"] = Field("DIMENSION", description="TRGTBTYP")
+    type: TargetType = Field(TargetType.DIMENSION.value, description="TRGTBTYP")
     connection: str | None = Field(
         None, description="CONNM of the target connection; omitted = the metadata database"
     )
@@ -137,7 +147,7 @@ class TargetSpec(_Spec):
 
 
 class CheckpointSpec(_Spec):
-    strategy: Literal["NONE", "KEY", "AUTO", "PYTHON"] = Field(description="CHKPNTSTRTGY")
+    strategy: CheckpointStrategy = Field(description="CHKPNTSTRTGY")
     column: str | None = Field(None, description="CHKPNTCLNM")
     function: str | None = Field(None, description="CHKPNTFN: a registered function's name")
 
@@ -153,9 +163,7 @@ class MappingSpec(_Spec):
     frequency: Frequency | None = Field(None, description="FRQCD")
     bulk_rows: int | None = Field(None, ge=1, description="BLKPRCROWS")
     checkpoint: CheckpointSpec | None = None
-    delete_handling: Literal["IGNORE", "EXPIRE", "DELETE"] | None = Field(
-        None, description="DELHNDL"
-    )
+    delete_handling: DeleteHandling | None = Field(None, description="DELHNDL")
     columns: list[ColumnSpec]
     job: JobSpec | None = None
 
@@ -167,7 +175,7 @@ class ReportSpec(_Spec):
     ref: str = Field(description="RPRTREF")
     description: str | None = Field(None, description="RPRTDESC")
     sql: str = Field(description="MAPRSQLCD of its query (PARAM1..PARAM10 bound as :p1..:p10)")
-    format: Literal["CSV", "XLSX", "PARQUET"] = Field(description="OUTFMT")
+    format: ReportFormat = Field(description="OUTFMT")
     path: str = Field(
         description="OUTPATH: may hold {RPRTREF} {RUNDATE} {PRCID}; relative = under DMS_HOME"
     )
@@ -198,7 +206,7 @@ class FileLoadSpec(_Spec):
 
     ref: str = Field(description="FLUPLDREF")
     description: str | None = Field(None, description="FLUPLDDESC")
-    type: Literal["CSV", "XLSX", "JSON"] = Field(description="FLTYP")
+    type: FileType = Field(description="FLTYP")
     path: str = Field(description="FLPATH: a glob of the files to load; relative = under DMS_HOME")
     archive: str | None = Field(None, description="ARCHPATH: where loaded files move")
     delimiter: str | None = Field(
@@ -206,7 +214,7 @@ class FileLoadSpec(_Spec):
     )
     header: bool = Field(True, description="HDRFLG: the first row names the columns")
     target: TargetSpec
-    load_type: Literal["APPEND", "TRUNCATE", "UPSERT"] = Field(description="LDTYP")
+    load_type: LoadType = Field(description="LDTYP")
     columns: list[FileColumnSpec]
 
 

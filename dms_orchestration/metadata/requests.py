@@ -19,10 +19,10 @@ from dms_orchestration.db.schema import dms_prcreq
 from dms_orchestration.dmslog.writer import fit_message
 from dms_orchestration.metadata.models import Catalog
 from dms_orchestration.settings import ConfigError, dms_now
+from dms_orchestration.vocabulary import RequestStatus, RequestType
 
-REQUEST_TYPES = ("IMMEDIATE", "HISTORY", "STOP", "REPORT")
-RUN_TYPES = ("IMMEDIATE", "HISTORY")  # the requests that launch runs
-OPEN_STATUSES = ("NEW", "CLAIMED")
+RUN_TYPES = (RequestType.IMMEDIATE, RequestType.HISTORY)  # the requests that launch runs
+OPEN_STATUSES = (RequestStatus.NEW, RequestStatus.CLAIMED)
 
 # DMS_PARAMS DMSCONFIG keys of the queue: (default, smallest value allowed)
 QUEUE_PARAMS = {
@@ -171,7 +171,11 @@ def count_in(engine: sa.Engine, status: str) -> int:
 def stale_claims(engine: sa.Engine, timeout: timedelta) -> list[Request]:
     """CLAIMED requests whose claim (RECUPDT) is older than `timeout`: a live queue sensor
     has served them again by then, unless their run is still going."""
-    return [r for r in requests_in(engine, "CLAIMED", limit=1000) if r.claim_is_stale(timeout)]
+    return [
+        r
+        for r in requests_in(engine, RequestStatus.CLAIMED, limit=1000)
+        if r.claim_is_stale(timeout)
+    ]
 
 
 def claim(engine: sa.Engine, prcreqid: int) -> bool:
@@ -180,8 +184,11 @@ def claim(engine: sa.Engine, prcreqid: int) -> bool:
         return (
             conn.execute(
                 sa.update(dms_prcreq)
-                .where(dms_prcreq.c.prcreqid == prcreqid, _code(dms_prcreq.c.reqsts) == "NEW")
-                .values(reqsts="CLAIMED", recupdt=dms_now())
+                .where(
+                    dms_prcreq.c.prcreqid == prcreqid,
+                    _code(dms_prcreq.c.reqsts) == RequestStatus.NEW,
+                )
+                .values(reqsts=RequestStatus.CLAIMED, recupdt=dms_now())
             ).rowcount
             == 1
         )
@@ -198,7 +205,7 @@ def count_retry(engine: sa.Engine, request: Request) -> bool:
                 sa.update(dms_prcreq)
                 .where(
                     dms_prcreq.c.prcreqid == request.id,
-                    _code(dms_prcreq.c.reqsts) == "CLAIMED",
+                    _code(dms_prcreq.c.reqsts) == RequestStatus.CLAIMED,
                     sa.func.coalesce(dms_prcreq.c.retrycnt, 0) == attempt,
                 )
                 .values(retrycnt=attempt + 1, recupdt=dms_now())
@@ -254,7 +261,7 @@ def cancel_queued(
                 sa.update(dms_prcreq)
                 .where(where)
                 .values(
-                    reqsts="FAILED",
+                    reqsts=RequestStatus.FAILED,
                     errmsg=f"canceled by STOP request {stop.id}",
                     recupdt=dms_now(),
                 )

@@ -20,6 +20,7 @@ from dms_orchestration.metadata.frequency import FrequencyError, clock_for
 from dms_orchestration.metadata.models import Catalog, Job, Schedule
 from dms_orchestration.metadata.requests import history_range_error, queue_settings
 from dms_orchestration.settings import dms_now
+from dms_orchestration.vocabulary import RequestStatus, RequestType
 
 
 class SchedulingError(ValueError):
@@ -183,7 +184,7 @@ def _queue(engine: sa.Engine, **values) -> int:
     with engine.begin() as conn:
         conn.execute(
             sa.insert(s.dms_prcreq).values(
-                prcreqid=prcreqid, reqsts="NEW", retrycnt=0, reccrdt=dms_now(), **values
+                prcreqid=prcreqid, reqsts=RequestStatus.NEW, retrycnt=0, reccrdt=dms_now(), **values
             )
         )
     return prcreqid
@@ -198,7 +199,12 @@ def queue_immediate_job(
     job = _job(load_catalog(engine), mapref)
     columns = {f"param{param_number(name)}": value for name, value in (params or {}).items()}
     return _queue(
-        engine, reqtyp="IMMEDIATE", jobid=job.id, mapref=mapref, reqby=requested_by, **columns
+        engine,
+        reqtyp=RequestType.IMMEDIATE,
+        jobid=job.id,
+        mapref=mapref,
+        reqby=requested_by,
+        **columns,
     )
 
 
@@ -214,7 +220,7 @@ def queue_history_job(
         raise SchedulingError(f"mapping {mapref}: {too_long}")
     return _queue(
         engine,
-        reqtyp="HISTORY",
+        reqtyp=RequestType.HISTORY,
         jobid=job.id,
         mapref=mapref,
         hstfrmdt=start,
@@ -245,5 +251,10 @@ def queue_stop_request(
     else:
         jobid = _job(load_catalog(engine), mapref).id
     return _queue(
-        engine, reqtyp="STOP", jobid=jobid, mapref=mapref, trgprcreqid=prcreqid, reqby=requested_by
+        engine,
+        reqtyp=RequestType.STOP,
+        jobid=jobid,
+        mapref=mapref,
+        trgprcreqid=prcreqid,
+        reqby=requested_by,
     )

@@ -24,19 +24,20 @@ from dms_orchestration.metadata.datatypes import UnknownDataType, parse_data_typ
 from dms_orchestration.metadata.models import Catalog, Connection, Finding, Mapping, MappingColumn
 from dms_orchestration.metadata.sqlcheck import column_problem, first_line, parse_query, strip_sql
 from dms_orchestration.settings import ConfigError, Settings
-
-ERROR = "ERROR"
-WARNING = "WARNING"
+from dms_orchestration.vocabulary import (
+    CheckpointStrategy,
+    Combine,
+    DeleteHandling,
+    ScdType,
+    Severity,
+    TargetType,
+    codes,
+)
 
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MAX_IDENTIFIER = 128
 OLD_ORACLE_IDENTIFIER = 30  # Oracle before 12.2
 AUDIT_COLUMNS = frozenset({"SKEY", "RWHKEY", "RECCRDT", "RECUPDT", "CURFLG", "VLDFRM", "VLDTO"})
-TARGET_TYPES = ("DIMENSION", "FACT", "STAGING")
-DELETE_HANDLING = ("IGNORE", "EXPIRE", "DELETE")
-CHECKPOINT_STRATEGIES = ("NONE", "KEY", "AUTO", "PYTHON")
-COMBINE_CODES = ("SUM", "MIN", "MAX", "COUNT", "AVG", "FIRST", "LAST")
-SCD_TYPES = ("1", "2")
 
 ERRMSG_SIZE = s.TABLES_BY_NAME["DMS_MAPERR"].column("ERRMSG").size
 TRGCLNM_SIZE = s.TABLES_BY_NAME["DMS_MAPERR"].column("TRGCLNM").size
@@ -49,15 +50,15 @@ class ValidationReport:
 
     @property
     def has_errors(self) -> bool:
-        return any(f.severity == ERROR for f in self.findings)
+        return any(f.severity == Severity.ERROR for f in self.findings)
 
     @property
     def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == ERROR]
+        return [f for f in self.findings if f.severity == Severity.ERROR]
 
     @property
     def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == WARNING]
+        return [f for f in self.findings if f.severity == Severity.WARNING]
 
     def for_mapping(self, ref: str) -> list[Finding]:
         return [f for f in self.findings if f.mapref == ref]
@@ -70,12 +71,12 @@ class _Findings:
 
     def error(self, message: str, column: str | None = None) -> None:
         self.items.append(
-            Finding(mapref=self.mapref, column=column, severity=ERROR, message=message)
+            Finding(mapref=self.mapref, column=column, severity=Severity.ERROR, message=message)
         )
 
     def warning(self, message: str, column: str | None = None) -> None:
         self.items.append(
-            Finding(mapref=self.mapref, column=column, severity=WARNING, message=message)
+            Finding(mapref=self.mapref, column=column, severity=Severity.WARNING, message=message)
         )
 
 
@@ -125,19 +126,20 @@ def _check_identifier(
 
 
 def _check_mapping_codes(m: Mapping, out: _Findings) -> None:
-    if _code(m.target_type) not in TARGET_TYPES:
-        out.error(f"TRGTBTYP {m.target_type!r} is not {' | '.join(TARGET_TYPES)}")
-    if m.delete_handling is not None and _code(m.delete_handling) not in (None, *DELETE_HANDLING):
-        out.error(f"DELHNDL {m.delete_handling!r} is not {' | '.join(DELETE_HANDLING)} or empty")
+    if _code(m.target_type) not in codes(TargetType):
+        out.error(f"TRGTBTYP {m.target_type!r} is not {' | '.join(TargetType)}")
+    handling = _code(m.delete_handling)
+    if m.delete_handling is not None and handling not in (None, *DeleteHandling):
+        out.error(f"DELHNDL {m.delete_handling!r} is not {' | '.join(DeleteHandling)} or empty")
     strategy = _code(m.checkpoint_strategy)
-    if strategy is not None and strategy not in CHECKPOINT_STRATEGIES:
+    if strategy is not None and strategy not in codes(CheckpointStrategy):
         out.error(
             f"CHKPNTSTRTGY {m.checkpoint_strategy!r} is not "
-            f"{' | '.join(CHECKPOINT_STRATEGIES)} or empty"
+            f"{' | '.join(CheckpointStrategy)} or empty"
         )
-    if strategy == "KEY" and not (m.checkpoint_column or "").strip():
+    if strategy == CheckpointStrategy.KEY and not (m.checkpoint_column or "").strip():
         out.error("CHKPNTSTRTGY KEY needs CHKPNTCLNM, the source column to track")
-    if strategy == "PYTHON" and not (m.checkpoint_function or "").strip():
+    if strategy == CheckpointStrategy.PYTHON and not (m.checkpoint_function or "").strip():
         out.error("CHKPNTSTRTGY PYTHON needs CHKPNTFN, the registered checkpoint function")
 
 
@@ -181,11 +183,11 @@ def _check_column(m: Mapping, col: MappingColumn, out: _Findings) -> None:
         scd = (col.scd_type or "").strip()
         if not scd:
             out.warning("SCDTYP is empty: treated as 1 (overwrite)", name)
-        elif scd not in SCD_TYPES:
+        elif scd not in codes(ScdType):
             out.error(f"SCDTYP {col.scd_type!r} is not 1 or 2", name)
     combine = _code(col.combine)
-    if combine is not None and combine not in COMBINE_CODES:
-        out.error(f"MAPCMBCD {col.combine!r} is not {' | '.join(COMBINE_CODES)}", name)
+    if combine is not None and combine not in codes(Combine):
+        out.error(f"MAPCMBCD {col.combine!r} is not {' | '.join(Combine)}", name)
     has_key = bool((col.lookup_key or "").strip())
     has_value = bool((col.lookup_value or "").strip())
     if has_key != has_value:
@@ -587,7 +589,9 @@ def record_findings(
 ) -> list[Finding]:
     """ERROR findings of a definition that is not a mapping (a file load, a report, by
     its FLUPLDREF / RPRTREF) in DMS_MAPERR, replacing its earlier ones."""
-    findings = [Finding(mapref=ref, column=None, severity=ERROR, message=m) for m in messages]
+    findings = [
+        Finding(mapref=ref, column=None, severity=Severity.ERROR, message=m) for m in messages
+    ]
     ids = next_ids(engine, "DMS_MAPERR", len(findings)) if findings else []
     with write_transaction(engine) as conn:
         _replace_findings(conn, ref, findings, ids, _now(settings))
@@ -660,7 +664,7 @@ def validate_mappings(
             Finding(
                 mapref=name,
                 column=None,
-                severity=ERROR,
+                severity=Severity.ERROR,
                 message=f"no current mapping {name!r} in DMS_MAPR",
             )
         )
