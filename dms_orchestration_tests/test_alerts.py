@@ -80,6 +80,7 @@ def _evaluate(result, instance) -> None:
     alert_failed_runs(context)
 
 
+@pytest.mark.slow
 def test_a_failed_run_posts_its_mapping_run_id_error_and_link(cust, webhook, monkeypatch):
     monkeypatch.setenv("DMS_ALERT_WEBHOOK", webhook.url)
     monkeypatch.setenv("DMS_WEBSERVER_URL", "https://dagster.example.com/")
@@ -97,6 +98,7 @@ def test_a_failed_run_posts_its_mapping_run_id_error_and_link(cust, webhook, mon
     assert alert["link"] in alert["text"]
 
 
+@pytest.mark.slow
 def test_no_webhook_set_no_post(cust, webhook, monkeypatch):
     monkeypatch.delenv("DMS_ALERT_WEBHOOK", raising=False)
     result, instance = _failed_run(cust)
@@ -106,12 +108,14 @@ def test_no_webhook_set_no_post(cust, webhook, monkeypatch):
     assert webhook.posts == []
 
 
+@pytest.mark.slow
 def test_the_sensor_is_in_the_code_location_and_can_be_stopped(cust):
     sensor = cust.defs().resolve_sensor_def("dms_alert_failed_runs")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert "dms_metadata" in sensor.required_resource_keys
 
 
+@pytest.mark.slow
 def test_a_failing_webhook_is_tried_three_times_then_the_tick_goes_on(cust, webhook, monkeypatch):
     webhook.status = 500
     waits: list[float] = []

@@ -128,6 +128,7 @@ def test_a_recursive_cte_and_unparsable_sql_read_what_they_can():
 # ------------------------------------------------------------------ asset definitions
 
 
+@pytest.mark.slow
 def test_demo_assets_carry_table_name_column_schema_and_column_lineage(demo):
     specs = spec_by_key(demo.defs())
     customer = specs["main/dim_customer"]
@@ -198,6 +199,7 @@ def test_source_tables_are_external_assets_grouped_by_connection(demo):
     assert all(not deps[k] for k in SOURCES)
 
 
+@pytest.mark.slow
 def test_a_mapping_without_trgconid_is_of_the_metadata_database_kind(pg_url, tmp_path, monkeypatch):
     d = cust_dms(pg_url, tmp_path, monkeypatch)
     try:
@@ -245,6 +247,7 @@ mappings:
 """
 
 
+@pytest.mark.slow
 def test_odd_names_and_sql_that_does_not_parse_never_break_the_location(demo):
     demo.import_yaml(INVALID_YAML.format(port=closed_port()))
     demo.import_yaml(ODD_YAML)
@@ -269,6 +272,7 @@ def test_odd_names_and_sql_that_does_not_parse_never_break_the_location(demo):
 # ------------------------------------------------------------------ materializations
 
 
+@pytest.mark.slow
 def test_a_materialization_reports_the_row_count_and_its_ids_as_text(
     dms_url, tmp_path, monkeypatch
 ):
@@ -314,6 +318,7 @@ def test_a_materialization_reports_the_row_count_and_its_ids_as_text(
         ({"dms/param1": "x" * 4001}, "dms/param1"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_run_tag_fails_the_run_naming_it_before_any_write(demo, tags, named):
     defs = demo.defs()
     result = defs.resolve_job_def("stg_sales_job").execute_in_process(
@@ -515,6 +520,7 @@ def entries(node: dict) -> dict[str, dict]:
     return {e["label"]: e for e in node["metadataEntries"]}
 
 
+@pytest.mark.slow
 def test_the_ui_reads_schema_lineage_row_count_and_readable_steps_through_graphql(demo, graphql):
     run_id = graphql.launch("dim_customer_job", {"dms/full": "true"})
     run = graphql.wait(run_id)
@@ -567,6 +573,7 @@ def test_the_ui_reads_schema_lineage_row_count_and_readable_steps_through_graphq
     assert set(sources[CUSTOMERS]["kinds"]) == {"table", "sqlite"}
 
 
+@pytest.mark.slow
 def test_a_run_launched_with_a_bad_tag_fails_naming_it_through_graphql(demo, graphql):
     run_id = graphql.launch("dim_customer_job", {"dms/chunks": "abc"})
     run = graphql.wait(run_id)

@@ -46,6 +46,7 @@ def _count(engine, table, where="1=1"):
         return conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table} WHERE {where}").scalar()
 
 
+@pytest.mark.slow
 def test_import_writes_every_table_and_the_catalog_reads_it_back(dms_engine):
     report = import_mapping_file(dms_engine, parse_mapping_file(SMALL))
     assert report.new["DMS_MAPR"] == 1 and report.new["DMS_MAPRDTL"] == 3
@@ -58,6 +59,7 @@ def test_import_writes_every_table_and_the_catalog_reads_it_back(dms_engine):
     assert _count(dms_engine, "DMS_JOBDTL", "CURFLG = 'Y'") == 3
 
 
+@pytest.mark.slow
 def test_reimport_of_same_file_and_of_an_export_changes_nothing(dms_engine):
     import_mapping_file(dms_engine, parse_mapping_file(SMALL))
     assert import_mapping_file(dms_engine, parse_mapping_file(SMALL)).is_noop
@@ -67,6 +69,7 @@ def test_reimport_of_same_file_and_of_an_export_changes_nothing(dms_engine):
     assert before == {t: _count(dms_engine, t) for t in before}
 
 
+@pytest.mark.slow
 def test_demo_file_round_trips(dms_engine):
     import_mapping_file(dms_engine, read_mapping_file(DEMO_DIR / "mappings.yaml"))
     exported = dump_mapping_file(export_mapping_file(dms_engine))
@@ -77,6 +80,7 @@ def test_demo_file_round_trips(dms_engine):
     assert {c.combine for c in fact.columns if not c.is_key} <= {"SUM", "COUNT", "FIRST"}
 
 
+@pytest.mark.slow
 def test_a_changed_column_gets_a_new_current_version_and_the_old_row_is_kept(dms_engine):
     import_mapping_file(dms_engine, parse_mapping_file(SMALL))
     changed = SMALL.replace("logic: SRC.CITY, scd: 2", "logic: UPPER(SRC.CITY), scd: 2")
@@ -92,6 +96,7 @@ def test_a_changed_column_gets_a_new_current_version_and_the_old_row_is_kept(dms
     assert _count(dms_engine, "DMS_JOBDTL", "CURFLG = 'Y' AND MAPLOGIC = 'UPPER(SRC.CITY)'") == 1
 
 
+@pytest.mark.slow
 def test_a_removed_column_and_schedule_are_retired(dms_engine):
     import_mapping_file(dms_engine, parse_mapping_file(SMALL))
     smaller = SMALL.replace(
@@ -116,6 +121,7 @@ def test_a_bad_file_names_the_fault_and_changes_nothing(dms_engine):
     assert _count(dms_engine, "DMS_MAPR") == 0 and _count(dms_engine, "DMS_DBCONDTLS") == 0
 
 
+@pytest.mark.slow
 def test_a_column_named_twice_is_refused_and_changes_nothing(dms_engine):
     import_mapping_file(dms_engine, parse_mapping_file(SMALL))
     before = _count(dms_engine, "DMS_MAPRDTL")
@@ -159,6 +165,7 @@ def test_a_value_longer_than_its_dms_column_is_refused_naming_the_field(dms_engi
     "url",
     ["postgresql://etl:Sup3rSecret@h/db", "postgresql://etl@h/db?password=Sup3rSecret"],
 )
+@pytest.mark.slow
 def test_a_password_written_in_a_url_is_refused_and_names_the_way_out(dms_engine, url):
     text = SMALL.replace(
         "  - {name: SRC, type: SQLITE, database: src.db, password_env: NOT_USED}",
@@ -176,6 +183,7 @@ def test_a_password_written_in_a_url_is_refused_and_names_the_way_out(dms_engine
     assert _count(dms_engine, "DMS_DBCONDTLS") == 1
 
 
+@pytest.mark.slow
 def test_export_of_chosen_mappings_and_unknown_mapref(dms_engine):
     import_mapping_file(dms_engine, read_mapping_file(DEMO_DIR / "mappings.yaml"))
     file = export_mapping_file(dms_engine, ["DIM_PRODUCT"])
@@ -235,6 +243,7 @@ def test_shipped_json_schema_is_current_and_validates_the_demo_file():
         jsonschema.validate(json.loads(json.dumps(data, default=str)), json_schema())
 
 
+@pytest.mark.slow
 def test_catalog_is_read_in_a_fixed_number_of_queries(dms_engine):
     from dms_orchestration.metadata.catalog import CATALOG_QUERIES
 
@@ -265,6 +274,7 @@ def test_catalog_is_read_in_a_fixed_number_of_queries(dms_engine):
     assert large <= CATALOG_QUERIES + 1  # + the BEGIN that SQLite issues
 
 
+@pytest.mark.slow
 def test_one_mapping_is_read_alone(dms_engine):
     """load_mapping reads the rows of one mapping (the same mapping the whole catalog
     has); a catalog read for its names keeps, of the columns, those that look up."""

@@ -56,6 +56,7 @@ def _logged_failure(d: Dms) -> tuple:
     return status, errtyp
 
 
+@pytest.mark.slow
 def test_a_smuggled_statement_in_the_source_sql_never_runs(dms):
     _setup(dms)
     dms.run("UPDATE DMS_MAPRSQL SET MAPRSQL = :sql WHERE MAPRSQLCD = 'Q_REF'", sql=SOURCE_SMUGGLING)
@@ -65,6 +66,7 @@ def test_a_smuggled_statement_in_the_source_sql_never_runs(dms):
     assert _logged_failure(dms) == ("FL", "VALIDATION")
 
 
+@pytest.mark.slow
 def test_a_smuggled_statement_in_a_column_logic_never_runs(dms):
     _setup(dms)
     dms.run("UPDATE DMS_MAPRDTL SET MAPLOGIC = :sql WHERE TRGCLNM = 'NAME'", sql=KEY_SMUGGLING)
@@ -84,6 +86,7 @@ def test_a_smuggled_statement_in_a_column_logic_never_runs(dms):
         ("SRC.CITY; COMMIT", "must be one SQL expression"),
     ],
 )
+@pytest.mark.slow
 def test_a_column_logic_that_acts_instead_of_reading_is_refused(dms, logic, why):
     _setup(dms)
     dms.run("UPDATE DMS_MAPRDTL SET MAPLOGIC = :sql WHERE TRGCLNM = 'CITY'", sql=logic)
@@ -92,6 +95,7 @@ def test_a_column_logic_that_acts_instead_of_reading_is_refused(dms, logic, why)
     assert _victim_exists(dms)
 
 
+@pytest.mark.slow
 def test_a_lookup_query_with_a_second_statement_is_refused(dms):
     _setup(dms, key_logic="SRC.NAME")
     dms.run(
@@ -104,6 +108,7 @@ def test_a_lookup_query_with_a_second_statement_is_refused(dms):
     assert _victim_exists(dms)
 
 
+@pytest.mark.slow
 def test_dms_run_names_the_mapping_and_column_and_validate_refuses_the_same(dms, tmp_path):
     _setup(dms)
     dms.run("UPDATE DMS_MAPRDTL SET MAPLOGIC = :sql WHERE TRGCLNM = 'NAME'", sql=KEY_SMUGGLING)
@@ -117,6 +122,7 @@ def test_dms_run_names_the_mapping_and_column_and_validate_refuses_the_same(dms,
     assert _victim_exists(dms)
 
 
+@pytest.mark.slow
 def test_rule_findings_parse_in_the_source_dialect(dms):
     _setup(dms)
     dms.run(
@@ -128,6 +134,7 @@ def test_rule_findings_parse_in_the_source_dialect(dms):
     assert [f.column for f in rule_findings(mapping, "oracle") if f.severity == "ERROR"] == ["CITY"]
 
 
+@pytest.mark.slow
 def test_a_trailing_line_comment_in_the_source_or_a_logic_does_not_swallow_the_load(dms):
     _setup(dms)
     dms.run(

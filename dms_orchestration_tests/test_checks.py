@@ -35,6 +35,7 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     }
 
 
+@pytest.mark.slow
 def test_the_current_row_check_is_answered_by_the_unique_index(cust):
     result = execute(cust.defs(), "cust_dim_job", dms__full="true")
     found = checks(result)["one_current_row_per_key"]
@@ -42,6 +43,7 @@ def test_the_current_row_check_is_answered_by_the_unique_index(cust):
     assert found["keys with several current rows"] == 0
 
 
+@pytest.mark.slow
 def test_without_the_index_the_rows_are_counted_and_a_duplicate_is_found(cust):
     cust.sql(f"DROP INDEX {INDEX}")
     cust.sql(
@@ -53,6 +55,7 @@ def test_without_the_index_the_rows_are_counted_and_a_duplicate_is_found(cust):
     assert (result.keys_with_several_current_rows, result.sample) == (1, ["7"])
 
 
+@pytest.mark.slow
 def test_an_index_of_that_name_that_is_not_the_rule_is_not_trusted(cust):
     cust.sql(f"DROP INDEX {INDEX}")
     cust.sql(f"CREATE INDEX {INDEX} ON CUST_DIM (ID)")  # not unique
@@ -62,6 +65,7 @@ def test_an_index_of_that_name_that_is_not_the_rule_is_not_trusted(cust):
     assert current_rows(mapping(cust), cust.settings).enforced_by is None
 
 
+@pytest.mark.slow
 def test_the_reconciliation_takes_the_source_keys_of_this_runs_whole_load(cust):
     cust.sql("DELETE FROM SRC_CUST WHERE ID > 28")  # two keys gone: expired
     result = execute(cust.defs(), "cust_dim_job", dms__full="true")
@@ -74,6 +78,7 @@ def test_the_reconciliation_takes_the_source_keys_of_this_runs_whole_load(cust):
     assert (counted.source_keys, counted.target_rows, counted.source_counted) == (28, 28, True)
 
 
+@pytest.mark.slow
 def test_a_load_of_part_of_the_source_leaves_the_reconciliation_to_count(cust):
     """A load given parameters may have read part of the source only (its SQL may filter
     on them): its rows are not taken for the source's keys."""

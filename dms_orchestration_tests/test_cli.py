@@ -73,6 +73,7 @@ def test_bad_config_is_one_clear_line(dms_url):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_mappings_import_export_validate(tmp_path, sqlite_url):
     dms("db", "init", "--url", sqlite_url)
     # the demo mappings read the demo source under DMS_HOME
@@ -110,6 +111,7 @@ def test_validate_exits_1_on_an_error(sqlite_url, tmp_path):
     assert "BROKEN" in result.stdout and "VAL" in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_on_the_embedded_default_via_the_console_script(tmp_path):
     exe = shutil.which("dms", path=str(__import__("pathlib").Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "dms_orchestration.cli"]

@@ -43,6 +43,8 @@ from dms_orchestration_tests.conftest import REPO_ROOT
 from dms_orchestration_tests.test_defs import demo_home
 from dms_orchestration_tests.test_e2e import _free_port, _stop, _wait_for_graphql
 
+pytestmark = pytest.mark.e2e  # the dg / dagster command lines, each a process of its own
+
 BIN = Path(sys.executable).parent
 DG, DAGSTER, DMS = str(BIN / "dg"), str(BIN / "dagster"), str(BIN / "dms")
 LOCATION = "dms_orchestration.definitions"

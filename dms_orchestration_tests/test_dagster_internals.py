@@ -103,6 +103,7 @@ def _private_imports(path: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_only_dagster_internals_imports_private_dagster_modules():
     sources = sorted(PACKAGE.rglob("*.py"))
     assert len(sources) > 20

@@ -459,6 +459,7 @@ mappings:
 """
 
 
+@pytest.mark.slow
 def test_invalid_mappings_and_a_down_source_do_not_stop_the_code_location(demo):
     demo.import_yaml(INVALID_YAML.format(port=closed_port()))
     validate_mappings(demo.engine, demo.settings)  # DMS_MAPERR, as `dms mappings validate`
@@ -634,6 +635,7 @@ def cust(dms_url, tmp_path, monkeypatch):
     dispose_all()
 
 
+@pytest.mark.slow
 def test_materialize_a_mapping_in_chunks_with_log_rows_and_scd2(cust):
     defs = cust.defs()
     instance = dg.DagsterInstance.ephemeral()
@@ -676,6 +678,7 @@ def test_materialize_a_mapping_in_chunks_with_log_rows_and_scd2(cust):
 SQLITE_BAD_ROW = """json(CASE WHEN SRC.ID = 11 THEN '{' ELSE '"' || SRC.NAME || '"' END)"""
 
 
+@pytest.mark.slow
 def test_a_failing_chunk_fails_the_run_with_the_error_logged(dms_url, tmp_path, monkeypatch):
     if dms_url.startswith("sqlite"):
         # SQLite does not enforce VARCHAR sizes: malformed JSON for one row fails its chunk
@@ -706,6 +709,7 @@ def test_a_failing_chunk_fails_the_run_with_the_error_logged(dms_url, tmp_path, 
         dispose_all()
 
 
+@pytest.mark.slow
 def test_a_transient_chunk_error_is_retried(cust, monkeypatch):
     import dms_orchestration.defs.chunks as chunks
 
@@ -731,6 +735,7 @@ def test_a_transient_chunk_error_is_retried(cust, monkeypatch):
     assert materialization(result)["inserted"] == 30
 
 
+@pytest.mark.slow
 def test_demo_param1_reaches_the_load_and_scd2_versions_appear(demo):
     defs = demo.defs()
     instance = dg.DagsterInstance.ephemeral()
@@ -755,6 +760,7 @@ def test_demo_param1_reaches_the_load_and_scd2_versions_appear(demo):
 # ------------------------------------------------------------------ dependency sensor
 
 
+@pytest.mark.slow
 def test_dependency_sensor_requests_the_child_job_after_the_parent(demo):
     defs = demo.defs()
     instance = dg.DagsterInstance.ephemeral()
@@ -847,6 +853,7 @@ class Queue:
         return run
 
 
+@pytest.mark.slow
 def test_queue_immediate_requests_by_mapref_and_jobid(demo):
     q = Queue(demo, demo.defs())
     q.insert(101, "IMMEDIATE", mapref="STG_SALES", param1="2026-11-03")
@@ -873,6 +880,7 @@ def test_queue_immediate_requests_by_mapref_and_jobid(demo):
     )
 
 
+@pytest.mark.slow
 def test_queue_two_sensors_at_once_claim_each_request_once(dms_url, tmp_path, monkeypatch):
     demo = demo_home(tmp_path, monkeypatch, url=dms_url)
     defs = demo.defs()
@@ -904,6 +912,7 @@ def test_queue_requests_for_unknown_mappings_and_reports_fail(demo):
     assert status == "FAILED" and "987654" in errmsg
 
 
+@pytest.mark.slow
 def test_queue_history_loads_one_day_after_another(demo):
     q = Queue(demo, demo.defs())
     q.insert(110, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-04")
@@ -923,6 +932,7 @@ def test_queue_history_loads_one_day_after_another(demo):
     assert demo.request(110)[0] == "DONE"
 
 
+@pytest.mark.slow
 def test_queue_history_does_not_repeat_a_day_while_its_run_is_active(demo):
     q = Queue(demo, demo.defs())
     q.insert(111, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-03")
@@ -934,6 +944,7 @@ def test_queue_history_does_not_repeat_a_day_while_its_run_is_active(demo):
     assert demo.request(111)[:2] == ("CLAIMED", run.run_id)
 
 
+@pytest.mark.slow
 def test_queue_launch_failures_are_retried_then_dead(demo):
     demo.params(RETRY_MAX=2)
     q = Queue(demo, demo.defs())
@@ -953,6 +964,7 @@ def test_queue_launch_failures_are_retried_then_dead(demo):
     assert "could not be launched" in errmsg
 
 
+@pytest.mark.slow
 def test_queue_a_retry_that_succeeds_completes_the_request(demo):
     q = Queue(demo, demo.defs())
     q.insert(130, "IMMEDIATE", mapref="STG_SALES")
@@ -965,6 +977,7 @@ def test_queue_a_retry_that_succeeds_completes_the_request(demo):
     assert demo.request(130)[:2] == ("DONE", result.run_id)
 
 
+@pytest.mark.slow
 def test_a_failed_run_fails_its_request(demo):
     q = Queue(demo, demo.defs())
     q.insert(140, "IMMEDIATE", mapref="DIM_PRODUCT")
@@ -978,6 +991,7 @@ def test_a_failed_run_fails_its_request(demo):
     assert (status, runid) == ("FAILED", result.run_id) and "FAILURE" in errmsg
 
 
+@pytest.mark.slow
 def test_queue_a_claim_left_without_a_run_is_served_again(dms_url, tmp_path, monkeypatch):
     # the DMS clock runs behind UTC here: a claim compared with UTC would look 8 hours old
     demo = demo_home(tmp_path, monkeypatch, url=dms_url, DMS_TIMEZONE="America/Los_Angeles")
@@ -1011,6 +1025,7 @@ def test_queue_a_claim_left_without_a_run_is_served_again(dms_url, tmp_path, mon
     dispose_all()
 
 
+@pytest.mark.slow
 def test_queue_serves_statuses_and_types_in_any_case(dms_url, tmp_path, monkeypatch):
     demo = demo_home(tmp_path, monkeypatch, url=dms_url)
     q = Queue(demo, demo.defs())
@@ -1032,6 +1047,7 @@ def test_queue_serves_statuses_and_types_in_any_case(dms_url, tmp_path, monkeypa
     dispose_all()
 
 
+@pytest.mark.slow
 def test_queue_history_longer_than_history_max_days_is_refused(demo):
     q = Queue(demo, demo.defs())
     q.insert(190, "HISTORY", mapref="STG_SALES", HSTFRMDT="1900-01-01", HSTTODT="9999-12-31")
@@ -1063,6 +1079,7 @@ def test_queue_history_longer_than_history_max_days_is_refused(demo):
         q.evaluate()
 
 
+@pytest.mark.slow
 def test_queue_stop_cancels_the_requests_queued_before_it_in_the_same_tick(
     dms_url, tmp_path, monkeypatch
 ):
@@ -1083,6 +1100,7 @@ def test_queue_stop_cancels_the_requests_queued_before_it_in_the_same_tick(
     dispose_all()
 
 
+@pytest.mark.slow
 def test_queue_stop_right_after_a_history_request_lets_no_further_day_run(demo):
     q = Queue(demo, demo.defs())
     q.insert(210, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-04")
@@ -1098,6 +1116,7 @@ def test_queue_stop_right_after_a_history_request_lets_no_further_day_run(demo):
 
 
 @pytest.mark.parametrize("status", [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED])
+@pytest.mark.slow
 def test_queue_stop_of_a_request_cancels_its_queued_run(demo, status):
     q = Queue(demo, demo.defs())
     q.insert(220, "HISTORY", mapref="STG_SALES", HSTFRMDT="2026-11-02", HSTTODT="2026-11-03")
@@ -1127,6 +1146,7 @@ def printed_id(result) -> int:
     return int(line)
 
 
+@pytest.mark.slow
 def test_schedule_and_queue_verbs_print_the_ids_they_write(demo):
     url = demo.url
     jobschid = printed_id(
@@ -1232,6 +1252,7 @@ def test_schedule_and_queue_verbs_print_the_ids_they_write(demo):
         (("queue", "stop", "--request", "424242"), "424242"),
     ],
 )
+@pytest.mark.slow
 def test_legacy_validations_exit_1_with_a_clear_message(demo, args, message):
     before = demo.query("SELECT COUNT(*) FROM DMS_JOBSCH UNION ALL SELECT COUNT(*) FROM DMS_PRCREQ")
     result = dms(demo.url, *args)

@@ -35,6 +35,8 @@ from dms_orchestration_tests.pg_server import _free_port
 from dms_orchestration_tests.test_e2e import _stop, _wait_for_graphql
 from dms_orchestration_tests.test_engine import CUST_DDL, CUST_SQL, mapping_yaml, scd1_columns
 
+pytestmark = pytest.mark.e2e  # the deployed services, started here on a real PostgreSQL
+
 DEPLOY = REPO_ROOT / "deploy"
 BIN = Path(sys.executable).parent
 SLOW_ROWS = 10_000  # ~1 ms a row: a load of ~10 s

@@ -93,7 +93,10 @@ query ($path: [String!]!) {
 
 TIMINGS: dict[str, float] = {}
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning")
+pytestmark = [
+    pytest.mark.e2e,  # the real Dagster processes: webserver, daemon, code location
+    pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning"),
+]
 
 
 def _free_port() -> int:

@@ -224,6 +224,7 @@ STRING2 = [("STRING", None), ("STRING", None)]
 # ------------------------------------------------------------------ SCD1 / SCD2
 
 
+@pytest.mark.slow
 def test_scd1_inserts_updates_and_leaves_unchanged_rows_alone(dms):
     setup_cust(dms, scd1_columns(), n=3)
     first = dms.load()
@@ -265,6 +266,7 @@ def _ts(value) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
+@pytest.mark.slow
 def test_scd2_versions_type2_changes_and_updates_type1_in_place(dms):
     setup_cust(dms, scd2_columns(), n=3)
     assert counts(dms.load()) == (3, 3, 0, 0, 0, 0)
@@ -352,6 +354,7 @@ def rwhkeys(d: Dms, table="T_REF", engine=None) -> dict[int, str]:
     return dict(d.query(f"SELECT ID, RWHKEY FROM {table}", engine=engine))
 
 
+@pytest.mark.slow
 def test_rwhkey_is_the_same_on_sqlite_and_postgresql(sqlite_url, pg_url, make_dms):
     keys = {}
     for url in (sqlite_url, pg_url):
@@ -491,6 +494,7 @@ def test_row_text_built_with_string_functions_equals_the_python_reference(pg_url
         (2, "DELETE", (2, 0, 0, 0, 2, 2), None),  # both versions of key 2 go
     ],
 )
+@pytest.mark.slow
 def test_delete_handling_of_keys_missing_from_a_full_extract(dms, scd, handling, want, key2):
     columns = scd1_columns() if scd == 1 else scd2_columns()
     setup_cust(dms, columns, n=3, delete=handling)
@@ -513,6 +517,7 @@ def test_delete_handling_of_keys_missing_from_a_full_extract(dms, scd, handling,
         assert dms.scalar("SELECT COUNT(*) FROM T_CUST WHERE ID = 2 AND CURFLG = 'Y'") == 1
 
 
+@pytest.mark.slow
 def test_no_deletes_on_a_checkpointed_delta_load(dms):
     setup_cust(
         dms, scd2_columns(), n=3, delete="DELETE", checkpoint={"strategy": "KEY", "column": "UPD"}
@@ -528,6 +533,7 @@ def test_no_deletes_on_a_checkpointed_delta_load(dms):
     assert dms.scalar("SELECT COUNT(*) FROM T_CUST WHERE ID = 2") == 0
 
 
+@pytest.mark.slow
 def test_no_deletes_when_params_narrow_the_extract(dms):
     dms.run(CUST_DDL)
     dms.insert("SRC_CUST", cust_rows(6))
@@ -547,6 +553,7 @@ def _indexes(engine, table) -> list[dict]:
 
 @pytest.mark.parametrize("chunks", [1, 2])
 @pytest.mark.parametrize("scd", [1, 2])
+@pytest.mark.slow
 def test_target_table_has_audit_columns_and_a_business_key_index(dms, scd, chunks):
     setup_cust(dms, scd1_columns() if scd == 1 else scd2_columns(), n=3)
     dms.load(chunks=chunks)  # a first load: the key and indexes come after its rows
@@ -578,6 +585,7 @@ def test_target_table_has_audit_columns_and_a_business_key_index(dms, scd, chunk
     assert dms.scalar("SELECT COUNT(*) FROM T_CUST WHERE ID = 1") == 2
 
 
+@pytest.mark.slow
 def test_a_column_added_to_the_mapping_is_added_to_the_table(dms):
     setup_cust(dms, scd1_columns(), n=3)
     dms.load()
@@ -591,6 +599,7 @@ def test_a_column_added_to_the_mapping_is_added_to_the_table(dms):
 
 
 @pytest.mark.parametrize("new_type", ["INTEGER", "DATE"])
+@pytest.mark.slow
 def test_an_incompatible_type_change_is_schema_drift(dms, new_type):
     setup_cust(dms, scd1_columns(), n=3)
     dms.load()
@@ -605,6 +614,7 @@ def test_an_incompatible_type_change_is_schema_drift(dms, new_type):
     assert dms.snapshot("T_CUST") == before
 
 
+@pytest.mark.slow
 def test_a_narrower_type_in_the_mapping_keeps_the_wider_column(dms):
     """VARCHAR(100) in the table, VARCHAR(10) in the mapping: the table still holds every
     value the mapping can produce, so the load goes on (no drift, no silent cast)."""
@@ -615,6 +625,7 @@ def test_a_narrower_type_in_the_mapping_keeps_the_wider_column(dms):
     assert dms.load().counts.unchrows == 3
 
 
+@pytest.mark.slow
 def test_a_wider_type_in_the_mapping_widens_the_column(dms):
     """VARCHAR(10) -> VARCHAR(40) and INTEGER -> BIGINT (the key) keep every value: the
     table's columns are widened (SQLite enforces no length: nothing to alter there)."""
@@ -695,6 +706,7 @@ def segment_lookup():
     )
 
 
+@pytest.mark.slow
 def test_maplogic_expressions_and_lookups(dms):
     dms.run(CUST_DDL)
     dms.insert("SRC_CUST", cust_rows(5))
@@ -759,6 +771,7 @@ def setup_sales(d: Dms, engine=None, **kw) -> None:
 
 
 @pytest.mark.parametrize("chunks", [1, 2])
+@pytest.mark.slow
 def test_mapcmbcd_groups_the_source_rows_by_the_business_key(dms, chunks):
     setup_sales(dms)
     result = dms.load(chunks=chunks)
@@ -775,6 +788,7 @@ def test_mapcmbcd_groups_the_source_rows_by_the_business_key(dms, chunks):
     assert counts(dms.load(chunks=chunks)) == (7, 0, 1, 0, 0, 2)
 
 
+@pytest.mark.slow
 def test_param1_is_bound_as_a_value(dms):
     dms.run(CUST_DDL)
     dms.insert("SRC_CUST", cust_rows(3))
@@ -795,6 +809,7 @@ def test_param1_is_bound_as_a_value(dms):
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
+@pytest.mark.slow
 def test_duplicate_business_keys_fail_the_load_and_change_nothing(dms, chunks):
     setup_cust(dms, scd2_columns(), n=9)
     dms.load()
@@ -821,6 +836,7 @@ def test_duplicate_business_keys_fail_the_load_and_change_nothing(dms, chunks):
 
 @pytest.mark.parametrize("scd", [1, 2])
 @pytest.mark.parametrize("when", ["before the plan", "after the plan"])
+@pytest.mark.slow
 def test_duplicate_keys_in_a_first_load_of_several_chunks_are_named_and_taken_out(dms, scd, when):
     # the unique rule of a first load is built at commit, after its rows: a duplicate
     # makes the commit name some keys and take the load's rows back out
@@ -850,6 +866,7 @@ def test_duplicate_keys_in_a_first_load_of_several_chunks_are_named_and_taken_ou
 
 @pytest.mark.parametrize("chunks", [1, 3])
 @pytest.mark.parametrize("first_load", [True, False])
+@pytest.mark.slow
 def test_a_null_business_key_fails_the_load(dms, chunks, first_load):
     setup_cust(dms, scd1_columns(), n=9)
     if not first_load:
@@ -874,6 +891,7 @@ def unfit_columns():
 
 
 @pytest.mark.parametrize("first_load", [True, False])
+@pytest.mark.slow
 def test_a_value_the_target_cannot_hold_is_a_data_error_naming_its_keys(dms, first_load):
     setup_cust(dms, unfit_columns(), n=9)
     if not first_load:
@@ -897,6 +915,7 @@ def test_a_value_the_target_cannot_hold_is_a_data_error_naming_its_keys(dms, fir
     assert dms.prcsts(prcid) == "FL" and dms.snapshot("T_CUST") == before
 
 
+@pytest.mark.slow
 def test_a_value_too_long_streamed_from_sqlite_into_postgresql_names_its_key(
     pg_url, make_dms, tmp_path
 ):
@@ -952,6 +971,7 @@ def current_names(d: Dms, table="T_CUST") -> dict:
     return dict(d.query(f"SELECT ID, NAME FROM {table}"))
 
 
+@pytest.mark.slow
 def test_key_checkpoint_reads_only_rows_past_it_and_full_ignores_it(dms):
     setup_cust(dms, scd1_columns(), n=3, checkpoint=KEY_CHECKPOINT)
     first = dms.load(chunks=2)
@@ -979,6 +999,7 @@ def test_key_checkpoint_reads_only_rows_past_it_and_full_ignores_it(dms):
     assert full.checkpoint == "2024-02-02 10:30:00"
 
 
+@pytest.mark.slow
 def test_a_failed_load_keeps_the_checkpoint_and_the_retry_matches_a_clean_run(
     dms_url, make_dms, tmp_path
 ):
@@ -1031,6 +1052,7 @@ def _test_window(last, params):
     return start or last, end
 
 
+@pytest.mark.slow
 def test_python_checkpoint_function_gives_the_window(dms):
     CALLS.clear()
     WINDOW[:] = [("2024-01-01 00:00:00", "2024-01-03 00:00:00")]
@@ -1080,6 +1102,7 @@ def setup_keyed(d: Dms, key_type: str, n=30) -> list:
     return keys
 
 
+@pytest.mark.slow
 def test_integer_keys_stored_as_text_in_the_source_still_split_into_chunks(dms):
     # the mapping says INTEGER, the source column is text: MIN / MAX would compare text,
     # so the plan falls back to tiles of the keys as the source holds them
@@ -1098,6 +1121,7 @@ def chunk_of(key, boundaries) -> int:
 
 
 @pytest.mark.parametrize("key_type", ["INTEGER", "VARCHAR(20)"])
+@pytest.mark.slow
 def test_three_chunks_cover_every_key_exactly_once(dms, key_type):
     keys = setup_keyed(dms, key_type)
     p = dms.plan(chunks=3)
@@ -1119,6 +1143,7 @@ def test_three_chunks_cover_every_key_exactly_once(dms, key_type):
     assert counts(dms.load(chunks=3)) == (30, 0, 30, 0, 0, 0)
 
 
+@pytest.mark.slow
 def test_load_can_run_the_chunks_of_one_database_in_spawned_processes(dms):
     setup_keyed(dms, "INTEGER")
     assert counts(dms.load(chunks=2, parallel=True, processes=True)) == (30, 30, 0, 0, 0, 0)
@@ -1132,6 +1157,7 @@ def _spawned_chunk(plan_json: str, index: int, url: str, home: str) -> str:
     return run_chunk(LoadPlan.model_validate_json(plan_json), index, settings).model_dump_json()
 
 
+@pytest.mark.slow
 def test_chunks_of_one_plan_in_separate_processes(pg_url, make_dms):
     dms = make_dms(pg_url)
     setup_cust(dms, scd2_columns(), n=30)
@@ -1158,6 +1184,7 @@ def no_work_tables(d: Dms) -> bool:
     return not [n for n in sa.inspect(d.engine).get_table_names() if WORK_TABLE.match(n)]
 
 
+@pytest.mark.slow
 def test_a_failed_chunk_leaves_nothing_behind_and_can_be_rerun(pg_url, make_dms, tmp_path):
     dms = make_dms(pg_url)
     dms.run(CUST_DDL.replace("VARCHAR(100)", "VARCHAR(40)"))
@@ -1218,6 +1245,7 @@ def test_a_failed_chunk_leaves_nothing_behind_and_can_be_rerun(pg_url, make_dms,
 # ------------------------------------------------------------------ interruption and lock
 
 
+@pytest.mark.slow
 def test_an_interruption_inside_the_apply_leaves_nothing_half_applied(dms, monkeypatch):
     setup_cust(dms, scd2_columns(), n=5)
     dms.load()
@@ -1247,6 +1275,7 @@ def test_an_interruption_inside_the_apply_leaves_nothing_half_applied(dms, monke
     assert counts(dms.load()) == (5, 1, 1, 1, 0, 3)  # the stop released the lock
 
 
+@pytest.mark.slow
 def test_a_second_plan_of_the_same_mapping_is_locked_out(dms):
     setup_cust(dms, scd1_columns(), n=3)
     p = dms.plan(runid="first-run")
@@ -1265,6 +1294,7 @@ def test_a_second_plan_of_the_same_mapping_is_locked_out(dms):
 # ------------------------------------------------------------------ logs
 
 
+@pytest.mark.slow
 def test_process_job_and_flow_logs(dms):
     setup_cust(dms, scd2_columns(), n=6)
     p = dms.plan(chunks=2, runid="r1")
@@ -1317,6 +1347,7 @@ def test_process_job_and_flow_logs(dms):
 SECRET = "Sup3rSecret"
 
 
+@pytest.mark.slow
 def test_a_password_written_in_a_legacy_dburl_never_leaves_the_table(dms):
     setup_cust(dms, scd1_columns(), n=3)
     # a legacy row written with plain SQL, as the import would refuse it
@@ -1386,6 +1417,7 @@ def _at_scale(rows):
         "pg_to_sqlite",
     ],
 )
+@pytest.mark.slow
 def test_streaming_between_databases_matches_a_same_database_load(
     direction, pg_server, make_dms, tmp_path
 ):
@@ -1452,6 +1484,7 @@ def setup_join(d: Dms, sql: str = JOIN_SQL) -> None:
 
 
 @pytest.mark.parametrize("chunks", [1, 2])
+@pytest.mark.slow
 def test_a_full_extract_of_a_join_is_staged_once_per_chunk(dms, chunks):
     setup_join(dms)
     first = dms.plan()
@@ -1475,6 +1508,7 @@ def test_a_full_extract_of_a_join_is_staged_once_per_chunk(dms, chunks):
     assert no_work_tables(dms)
 
 
+@pytest.mark.slow
 def test_a_staged_full_extract_runs_its_source_query_once(pg_url, make_dms):
     dms = make_dms(pg_url)
     dms.run("CREATE SEQUENCE SRC_READS")  # counts the source rows each run produces
@@ -1531,6 +1565,7 @@ def test_postgresql_trusts_a_unique_not_null_source_key_through_a_view(pg_url, m
 
 @pytest.mark.parametrize("chunks", [1, 3])
 @pytest.mark.parametrize("keyed", [True, False])
+@pytest.mark.slow
 def test_a_source_with_its_own_unique_key_gives_the_same_counts(pg_url, make_dms, chunks, keyed):
     # under a unique NOT NULL source key the chunks count the source rows from the target
     # side (rows met, less the absent, plus the new) instead of reading the source again
@@ -1588,6 +1623,7 @@ def change_cust(dms: Dms) -> None:
 
 @pytest.mark.parametrize("checkpoint", [None, "KEY"])
 @pytest.mark.parametrize("keyed", [True, False])
+@pytest.mark.slow
 def test_one_chunk_of_a_delta_big_enough_for_several_reads_its_key_parts_side_by_side(
     pg_url, make_dms, keyed, checkpoint
 ):
@@ -1626,6 +1662,7 @@ def test_one_chunk_of_a_delta_big_enough_for_several_reads_its_key_parts_side_by
     assert dms.plan(full=True).parts == []
 
 
+@pytest.mark.slow
 def test_a_null_key_fails_a_load_read_in_parts_before_any_write(pg_url, make_dms):
     # parts split the keys by range: a NULL key would fall in none, so the plan counts them
     dms = make_dms(pg_url)
@@ -1645,6 +1682,7 @@ WIDE_SQL = "SELECT ID, NAME, CITY FROM SRC_WIDE"
 
 @pytest.mark.parametrize("handling", ["EXPIRE", "DELETE"])
 @pytest.mark.parametrize("mode", ["SEQUENCE", "TABLE_COUNTER"])
+@pytest.mark.slow
 def test_a_work_table_applied_in_slices_gives_the_target_of_one_applied_whole(
     pg_server, make_dms, monkeypatch, mode, handling
 ):
@@ -1694,6 +1732,7 @@ def test_a_work_table_applied_in_slices_gives_the_target_of_one_applied_whole(
     assert targets[0] == targets[1]
 
 
+@pytest.mark.slow
 def test_a_target_row_changed_under_the_load_fails_the_chunk_with_nothing_kept(dms, monkeypatch):
     # a current row deleted by another session between the classify and the apply: the
     # closing step writes fewer rows than the work table holds
@@ -1725,6 +1764,7 @@ def test_postgresql_sees_through_a_view_to_tell_a_join(pg_url, make_dms):
         assert not d.reads_one_table(conn, sa.text("SELECT * FROM (SELECT * FROM V_JOINED) SRC"))
 
 
+@pytest.mark.slow
 def test_streaming_from_postgresql_to_sqlite_with_a_checkpoint(pg_server, make_dms, tmp_path):
     """PostgreSQL -> SQLite without NUMERIC columns (see the xfail above): strings,
     integers and timestamps stream, and a KEY checkpoint over a PostgreSQL timestamp."""
@@ -1880,6 +1920,7 @@ def oracle_statements(spec) -> list[str]:
 
 
 @pytest.mark.parametrize("ref", ["O_SCD1", "O_SCD2", "O_AGG"])
+@pytest.mark.slow
 def test_every_statement_parses_and_compiles_as_oracle(sqlite_url, make_dms, ref):
     meta = make_dms(sqlite_url)
     meta.import_yaml(ORACLE_FILE)
@@ -1966,6 +2007,7 @@ def test_dms_run_prints_the_counts_and_fails_with_exit_1(
 # ------------------------------------------------------------------ more edges
 
 
+@pytest.mark.slow
 def test_changes_to_and_from_null_and_empty_string_are_detected(dms):
     setup_cust(dms, scd2_columns(), n=4)
     dms.run(
@@ -2002,6 +2044,7 @@ def setup_two_column_key(d: Dms, **kw) -> None:
 
 
 @pytest.mark.parametrize("handling", ["DELETE", "EXPIRE"])
+@pytest.mark.slow
 def test_a_two_column_business_key_in_three_chunks(dms, handling):
     setup_two_column_key(dms, delete=handling)
     assert counts(dms.load(chunks=3)) == (9, 9, 0, 0, 0, 0)
@@ -2017,6 +2060,7 @@ def test_a_two_column_business_key_in_three_chunks(dms, handling):
 
 
 @pytest.mark.parametrize("first_load", [True, False])
+@pytest.mark.slow
 def test_a_duplicate_two_column_key_fails_a_load_of_three_chunks_with_nothing_written(
     dms, first_load
 ):
@@ -2035,6 +2079,7 @@ def test_a_duplicate_two_column_key_fails_a_load_of_three_chunks_with_nothing_wr
     assert dms.snapshot("T_REF") == before
 
 
+@pytest.mark.slow
 def test_a_lookup_with_two_rows_for_a_key_fails_a_delta_of_three_chunks_before_any_writes(dms):
     dms.run(CUST_DDL, "CREATE TABLE SRC_SEG (CUST_ID INTEGER, SEGMENT VARCHAR(20))")
     dms.insert("SRC_CUST", cust_rows(9))
@@ -2056,6 +2101,7 @@ def test_a_lookup_with_two_rows_for_a_key_fails_a_delta_of_three_chunks_before_a
 
 
 @pytest.mark.parametrize("mode", ["SEQUENCE", "TABLE_COUNTER"])
+@pytest.mark.slow
 def test_surrogate_keys_are_unique_across_chunks_and_loads(pg_url, make_dms, mode):
     dms = make_dms(pg_url)
     dms.run(CUST_DDL)
@@ -2084,6 +2130,7 @@ def test_commit_refuses_a_load_with_a_missing_chunk(dms):
     assert [r[:3] + r[8:] for r in log] == [(None, "FL", rows, None), (0, "PC", rows, None)]
 
 
+@pytest.mark.slow
 def test_work_tables_left_by_a_dead_load_are_dropped_by_the_next(dms):
     setup_cust(dms, scd1_columns(), n=3)
     done = dms.load()

@@ -35,6 +35,8 @@ from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
 from dms_orchestration.settings import load_settings
 
+pytestmark = pytest.mark.slow  # property tests against the model: hundreds of loads
+
 COLUMNS = ("NAME", "CITY", "EMAIL", "AMOUNT")  # the tracked columns, EXCSEQ order
 HASH_TYPES = [("STRING", None), ("STRING", None), ("STRING", None), ("DECIMAL", 2)]
 COUNT_NAMES = ("srcrows", "insrows", "updrows", "exprows", "delrows", "unchrows")

@@ -235,6 +235,7 @@ def test_oracle_recoverable_errors_are_transient_whatever_their_code():
 # ------------------------------------------------------------------ DMS_JOBERR.ERRCD
 
 
+@pytest.mark.slow
 def test_a_load_failing_on_a_locked_target_records_its_sqlstate(pg_url, make_dms):  # noqa: F811
     dms = make_dms(pg_url)
     dms.run(CUST_DDL)

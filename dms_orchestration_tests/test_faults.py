@@ -175,6 +175,7 @@ def _start_mid_load(
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_a_killed_or_stopped_dms_run_leaves_no_chunk_process_and_frees_its_lock(
     pg_server, make, how
 ):
@@ -217,6 +218,7 @@ def test_a_killed_or_stopped_dms_run_leaves_no_chunk_process_and_frees_its_lock(
         target.dispose()
 
 
+@pytest.mark.slow
 def test_a_sigterm_stops_the_chunks_of_a_dms_run_started_with_sigint_ignored(pg_server, make):
     """`dms run ... &` from a script ignores SIGINT, and so would its chunk processes:
     the stop its SIGTERM becomes, passed on to them as SIGINT, must still reach them."""
@@ -236,6 +238,7 @@ def test_a_sigterm_stops_the_chunks_of_a_dms_run_started_with_sigint_ignored(pg_
         target.dispose()
 
 
+@pytest.mark.slow
 def test_a_stopped_load_in_threads_cancels_its_chunks(pg_server, make):
     """Chunks of one database run as threads: Ctrl-C cancels their statements."""
     meta = make(new_pg_database(pg_server))
@@ -261,11 +264,13 @@ def _pid_after_a_moment(index: int) -> int:
     return os.getpid()
 
 
+@pytest.mark.slow
 def test_no_more_chunk_processes_run_at_once_than_allowed():
     pids = run_in_processes(_pid_after_a_moment, (), 6, 2)
     assert len(pids) == 6 and len(set(pids)) <= 2
 
 
+@pytest.mark.slow
 def test_a_request_for_more_chunks_than_max_chunks_is_refused(dms):
     dms.run(CUST_DDL)
     dms.insert("SRC_CUST", cust_rows(5))
@@ -326,6 +331,7 @@ def _setup_cust(d: Dms) -> None:
     d.import_yaml(mapping_yaml("REF", CUST_SQL, scd1_columns(), table="T_CUST"))
 
 
+@pytest.mark.slow
 def test_a_live_holder_refuses_and_a_killed_one_frees_the_lock(dms):
     _setup_cust(dms)
     proc, prcid = _hold_a_load(dms)
@@ -343,6 +349,7 @@ def test_a_live_holder_refuses_and_a_killed_one_frees_the_lock(dms):
         proc.kill()
 
 
+@pytest.mark.slow
 def test_a_server_restart_frees_the_lock_of_a_load_that_lost_its_session(make):
     server = PostgresServer().start()
     try:
@@ -364,6 +371,7 @@ def test_a_server_restart_frees_the_lock_of_a_load_that_lost_its_session(make):
         server.stop()
 
 
+@pytest.mark.slow
 def test_an_ended_dagster_run_frees_the_lock_of_its_load(dms):
     _setup_cust(dms)
     held = dms.plan(runid="run-1")
@@ -395,6 +403,7 @@ def _ts(value) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
+@pytest.mark.slow
 def test_loads_within_one_clock_tick_never_write_a_zero_length_version(dms, monkeypatch):
     dms.run(CUST_DDL)
     dms.insert("SRC_CUST", cust_rows(3))
@@ -414,6 +423,7 @@ def test_loads_within_one_clock_tick_never_write_a_zero_length_version(dms, monk
         assert _ts(end) == following and _ts(end) > _ts(start)
 
 
+@pytest.mark.slow
 def test_a_param_that_makes_the_load_partial_says_so_in_the_output_and_the_log(dms):
     dms.run(CUST_DDL)
     dms.insert("SRC_CUST", cust_rows(6))
@@ -431,6 +441,7 @@ def test_a_param_that_makes_the_load_partial_says_so_in_the_output_and_the_log(d
     assert "partial extract (PARAM1 given)" in message
 
 
+@pytest.mark.slow
 def test_concurrent_runs_of_two_mappings_on_one_table_both_refuse(pg_url, make):
     d = make(pg_url)
     _setup_cust(d)
@@ -453,6 +464,7 @@ def test_concurrent_runs_of_two_mappings_on_one_table_both_refuse(pg_url, make):
     assert not sa.inspect(d.engine).has_table("t_cust")
 
 
+@pytest.mark.slow
 def test_a_mapping_moved_onto_a_table_being_loaded_is_refused(dms):
     _setup_cust(dms)
     dms.import_yaml(mapping_yaml("OTHER", CUST_SQL, scd1_columns(), table="T_ELSEWHERE"))
@@ -466,6 +478,7 @@ def test_a_mapping_moved_onto_a_table_being_loaded_is_refused(dms):
     assert dms.prcsts(running.prcid) == "IP"
 
 
+@pytest.mark.slow
 def test_a_column_added_while_the_target_is_still_empty_loads(dms):
     dms.run(CUST_DDL)
     dms.import_yaml(mapping_yaml("REF", CUST_SQL, scd2_columns(), table="T_CUST"))

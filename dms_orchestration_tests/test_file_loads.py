@@ -125,6 +125,7 @@ def test_bad_rows_past_the_threshold_reject_the_whole_file(files):
     assert "more than 2 decimals" in lines[3]
 
 
+@pytest.mark.slow
 def test_bad_rows_under_the_threshold_load_the_good_ones(files):
     files.params(FILE_MAX_BAD_ROWS=3)
     land(files, "customers_bad.csv", BAD)
@@ -135,6 +136,7 @@ def test_bad_rows_under_the_threshold_load_the_good_ones(files):
     assert files.scalar("SELECT COUNT(*) FROM DMS_JOBERR WHERE ERRTYP = 'DATA'") == 3
 
 
+@pytest.mark.slow
 def test_the_same_file_twice_and_a_file_changed_in_place(files):
     path = land(files, "customers_1.csv", GOOD)
     assert dms("files", "load", "CUSTOMERS_FILE").exit_code == 0
@@ -153,6 +155,7 @@ def test_the_same_file_twice_and_a_file_changed_in_place(files):
 
 
 @pytest.mark.parametrize("load_type", ["TRUNCATE", "UPSERT"])
+@pytest.mark.slow
 def test_truncate_replaces_and_upsert_merges(files, load_type):
     spec = {**CUSTOMERS, "load_type": load_type}
     files.import_yaml(yaml.safe_dump({"file_loads": [spec]}))
@@ -173,6 +176,7 @@ def test_truncate_replaces_and_upsert_merges(files, load_type):
         assert LINE.match(done.stdout.strip()).groups()[3:] == ("2", "1")
 
 
+@pytest.mark.slow
 def test_xlsx_with_excel_dates_on_a_named_sheet(files, tmp_path):
     from openpyxl import Workbook
 
@@ -238,6 +242,7 @@ def test_readers_give_line_numbers_of_multi_line_records(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_each_landed_file_is_a_partition_its_sensor_adds_and_runs(files, tmp_path):
     defs = files.defs()
     sensor = defs.get_sensor_def("dms_files_customers_file")
@@ -327,6 +332,7 @@ def test_the_servers_checks_are_never_laxer_than_the_python_rules(pg_url):
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_clean_csv_into_postgresql_is_read_by_the_server(pg_url, tmp_path, monkeypatch):
     """COPY reads a clean file (the Python reader reads none of its records); one bad
     row sends the file to the Python path, which names it."""

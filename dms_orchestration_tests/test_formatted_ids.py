@@ -234,6 +234,7 @@ def _run_processes(url: str, prefix: str) -> list[str]:
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+@pytest.mark.slow
 def test_processes_racing_on_a_new_prefix_never_share_an_id(request, tmp_path, dialect):
     if dialect == "sqlite":
         url = f"sqlite:///{tmp_path / 'race.db'}"

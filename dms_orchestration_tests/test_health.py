@@ -53,6 +53,7 @@ def _connections(d, pg_server) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_health_checks_each_connection_and_fails_naming_the_one_that_cannot_log_in(
     dms, pg_server, monkeypatch
 ):
@@ -88,6 +89,7 @@ def test_health_checks_each_connection_and_fails_naming_the_one_that_cannot_log_
     assert any(line.startswith("FAIL connection:LEGACY_PG: ") for line in lines)
 
 
+@pytest.mark.slow
 def test_health_fails_on_a_load_whose_holder_died_and_a_request_nobody_serves(dms):
     _setup_cust(dms)
     proc, prcid = _hold_a_load(dms)
@@ -135,6 +137,7 @@ def test_health_of_an_unreachable_metadata_database_fails_and_skips_the_rest(tmp
 
 
 @pytest.mark.parametrize("dms_url", ["sqlite"], indirect=True)
+@pytest.mark.slow
 def test_health_reads_the_daemons_heartbeats_of_the_dagster_instance(dms, tmp_path):
     home = tmp_path / "dagster"
     home.mkdir()

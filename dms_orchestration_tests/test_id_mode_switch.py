@@ -78,6 +78,7 @@ def dms_ids_next(url: str, entity: str, n: int) -> list[int]:
     return [int(line) for line in out.stdout.split()]
 
 
+@pytest.mark.slow
 def test_dms_ids_next_never_reissues_an_id_when_the_mode_switches(pg_url, pg_engine):
     set_params(pg_engine, ID_GENERATION_MODE=TABLE_COUNTER)
     first = dms_ids_next(pg_url, "DMS_JOBLOG", 3)
@@ -245,6 +246,7 @@ def test_raising_a_sequence_while_others_draw_never_reissues_an_id(pg_url, pg_en
     assert min(everything) > 100_000
 
 
+@pytest.mark.slow
 def test_no_draw_comes_between_reading_and_setting_a_sequence_being_raised(pg_engine):
     """PostgreSQL: the raise holds the sequence against nextval until its transaction
     ends, so a value drawn meanwhile cannot be handed out again after the setval."""
@@ -270,6 +272,7 @@ def restart_ids(dms) -> None:
 @pytest.mark.parametrize(
     "modes", [(SEQUENCE, TABLE_COUNTER, SEQUENCE), (TABLE_COUNTER, SEQUENCE, TABLE_COUNTER)]
 )
+@pytest.mark.slow
 def test_target_skeys_continue_above_every_skey_across_mode_switches(pg_url, make_dms, modes):  # noqa: F811
     """Each load gives every row a new version (new SKEYs), and one row deleted from the
     target comes back as new: no SKEY the table ever held is given again."""

@@ -333,6 +333,7 @@ def _process_worker(url: str, barrier, queue, slot: int, per_entity: int) -> Non
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_processes_never_share_an_id(dms_url):
     from dms_orchestration.db.ddl import init_schema
 

@@ -57,6 +57,7 @@ def test_before_the_first_load_every_row_is_an_insert(cust):
     assert writes(cust) == before  # no table created, no log row
 
 
+@pytest.mark.slow
 def test_each_row_shows_what_the_load_would_do_and_the_load_agrees(cust):
     load(load_mapping(cust.engine, "CUST_DIM").mappings["CUST_DIM"], settings=cust.settings)
     cust.sql("UPDATE SRC_CUST SET NAME = 'renamed' WHERE ID = 1")  # SCD1: in place
@@ -81,6 +82,7 @@ def test_each_row_shows_what_the_load_would_do_and_the_load_agrees(cust):
     assert previewed("CUST_DIM", "-n", "1000")["counts"] == {"UNCHANGED": 31}
 
 
+@pytest.mark.slow
 def test_a_column_the_table_lacks_yet_differs_everywhere(cust):
     """The load adds a column the mapping gained: its rows change (NULL before)."""
     load(load_mapping(cust.engine, "CUST_DIM").mappings["CUST_DIM"], settings=cust.settings)
@@ -89,6 +91,7 @@ def test_a_column_the_table_lacks_yet_differs_everywhere(cust):
     assert [(r["action"], r["changed"]) for r in shown["rows"]] == [("UPDATE", ["NAME"])] * 2
 
 
+@pytest.mark.slow
 def test_params_and_table_output(cust):
     cust.import_yaml(
         "sql:\n  - {code: Q_FROM, sql: 'SELECT ID, NAME, CITY FROM SRC_CUST WHERE ID > :p1'}\n"
@@ -122,6 +125,7 @@ def test_a_bad_mapping_or_name_is_one_clear_line(cust):
     assert cust.query("SELECT COUNT(*) FROM SRC_CUST") == [(30,)]
 
 
+@pytest.mark.slow
 def test_lookups_and_combined_rows_are_what_the_load_writes(tmp_path, monkeypatch):
     """The demo's daily sales fact (MAPCMBCD sums, lookups of the dimension keys): the
     preview's rows are the rows its load then writes."""

@@ -122,6 +122,7 @@ def _read_lines(stream, into: list) -> None:
         into.append((time.monotonic(), line.rstrip("\n")))
 
 
+@pytest.mark.slow
 def test_progress_rows_grow_in_dms_joblog_while_a_load_of_two_chunks_runs(pg_server, make):
     meta = _slow_streamed_load(pg_server, make)
     env = {**os.environ, "DMS_HOME": str(meta.home)}
@@ -208,6 +209,7 @@ def every_report(monkeypatch):
     monkeypatch.setattr(writer_module, "PROGRESS_INTERVAL_S", 0.0)
 
 
+@pytest.mark.slow
 def test_each_report_reaches_the_chunk_row_and_the_load_row(dms, every_report):
     """On PostgreSQL every report is written as it is made; on SQLite, where the chunk's
     own transaction holds the file that is also the metadata database, a report made
@@ -240,6 +242,7 @@ def test_each_report_reaches_the_chunk_row_and_the_load_row(dms, every_report):
     assert [r[:2] for r in joblog(dms, p.prcid)] == [(None, "PC"), (0, "PC"), (1, "PC")]
 
 
+@pytest.mark.slow
 def test_a_chunk_that_died_is_closed_with_its_load(dms):
     """A chunk row left IP (its process killed) is FL once the load is over."""
     setup_cust(dms, scd1_columns(), n=6)
@@ -258,6 +261,7 @@ def test_a_chunk_that_died_is_closed_with_its_load(dms):
 # ------------------------------------------------------------------ dms status
 
 
+@pytest.mark.slow
 def test_dms_status_lists_a_running_and_a_finished_load(dms):
     setup_cust(dms, scd1_columns(), n=5)
     dms.import_yaml(mapping_yaml("OTHER", "SELECT ID, NAME, CITY FROM SRC_CUST", scd1_columns()))
@@ -286,6 +290,7 @@ def test_dms_status_lists_a_running_and_a_finished_load(dms):
     assert bad.exit_code == 1 and "--since 'lately'" in bad.stderr
 
 
+@pytest.mark.slow
 def test_dms_run_is_quiet_with_no_progress(dms):
     setup_cust(dms, scd1_columns(), n=5)
     env = {"DMS_HOME": str(dms.home)}
@@ -301,6 +306,7 @@ def test_dms_run_is_quiet_with_no_progress(dms):
 # ------------------------------------------------------------------ Dagster
 
 
+@pytest.mark.slow
 def test_a_dagster_load_step_logs_its_chunks_and_the_loads_progress(
     sqlite_url, tmp_path, monkeypatch
 ):

@@ -87,6 +87,7 @@ def same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("fmt", ["CSV", "XLSX", "PARQUET"])
+@pytest.mark.slow
 def test_a_report_file_holds_the_query_result(rep, fmt):
     done = run_report(f"CUST_{fmt}", "--param", "PARAM1=10")
     assert done.exit_code == 0, done.output
@@ -123,6 +124,7 @@ def test_a_report_that_fails_leaves_no_file_and_logs_why(rep):
     assert not out.exists() or not list(out.iterdir())
 
 
+@pytest.mark.slow
 def test_a_bad_report_row_is_refused_naming_each_fault(rep):
     rep.sql("UPDATE DMS_MAPRSQL SET MAPRSQL = 'DELETE FROM SRC_CUST' WHERE MAPRSQLID = 900")
     add_report(rep, 950, "BAD", "PDF", "out/{RPRTREF}_{TODAY}.pdf")
@@ -155,6 +157,7 @@ def test_parquet_refuses_a_value_its_column_type_cannot_hold(tmp_path):
         write_parquet(tmp_path / "r.parquet", ["AMOUNT"], iter([[(1,)], [("not a number",)]]))
 
 
+@pytest.mark.slow
 def test_reports_are_assets_with_jobs_schedules_and_queue_requests(rep):
     rep.sql("UPDATE DMS_RPRT SET FRQCD = 'DL', FRQHH = 6, FRQMI = 30 WHERE RPRTREF = 'CUST_CSV'")
     joined = (
@@ -192,6 +195,7 @@ def test_reports_are_assets_with_jobs_schedules_and_queue_requests(rep):
     assert prclog == [(700, "PC")]
 
 
+@pytest.mark.slow
 def test_a_run_worker_builds_only_the_report_it_runs(rep, monkeypatch):
     """A report's job, reconstructed from the code server's load data: its asset (and
     the keys it reads), no mapping's."""

@@ -90,6 +90,7 @@ def cust(dms_url, tmp_path, monkeypatch):
     dispose_all()
 
 
+@pytest.mark.slow
 def test_a_log_writer_swapped_in_definitions_sees_every_write_of_a_load(cust):
     defs = cust.defs(dms_log=RecordingLogWriter())
     result = execute(defs, "cust_dim_job", dms__chunks="2", dms__full="true")
@@ -129,6 +130,7 @@ def test_steps_checks_and_sensors_receive_the_resources(cust):
 # ------------------------------------------------------------------ ID pools
 
 
+@pytest.mark.slow
 def test_id_pools_configured_by_the_resource_reserve_their_blocks(cust):
     ids = IdPools(mode="TABLE_COUNTER", block_size=7, entity_block_sizes={"DMS_JOBLOG": 3})
     assert execute(cust.defs(dms_ids=ids), "cust_dim_job", dms__chunks="2").success
@@ -136,6 +138,7 @@ def test_id_pools_configured_by_the_resource_reserve_their_blocks(cust):
     assert rows == {"DMS_PRCLOG": 7, "DMS_JOBLOG": 3}
 
 
+@pytest.mark.slow
 def test_bad_id_pool_settings_fail_the_run_naming_the_resource(cust):
     result = execute(cust.defs(dms_ids=IdPools(mode="COUNTER")), "cust_dim_job")
     assert not result.success
@@ -148,6 +151,7 @@ def test_bad_id_pool_settings_fail_the_run_naming_the_resource(cust):
 # ------------------------------------------------------------------ connections
 
 
+@pytest.mark.slow
 def test_the_connections_resource_sets_the_pools_of_source_and_target_engines(demo):
     """The demo's mappings read retail.db and write warehouse.db (DMS_DBCONDTLS rows)."""
     dispose_all()
@@ -208,6 +212,7 @@ query Resources($selector: RepositorySelector!) {
 """
 
 
+@pytest.mark.slow
 def test_the_resources_page_lists_each_resource_with_its_configuration(graphql):
     data = graphql.query(RESOURCES_PAGE, {"selector": graphql.selector})
     page = data["allTopLevelResourceDetailsOrError"]
@@ -232,6 +237,7 @@ def recording_location():
     return location(resources={"dms_log": RecordingLogWriter()})
 
 
+@pytest.mark.slow
 def test_a_location_of_ones_own_swaps_the_writer_in_its_run_workers_too(demo):
     """The run worker's lazy reconstruction (one mapping) keeps the swapped resource."""
     RecordingWriter.calls = []

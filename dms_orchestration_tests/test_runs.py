@@ -71,6 +71,7 @@ def _mapref_of(repo: dg.RepositoryDefinition, key: dg.AssetKey) -> str | None:
     return repo.assets_defs_by_key[key].specs_by_key[key].metadata.get("dms/mapref")
 
 
+@pytest.mark.slow
 def test_a_run_worker_builds_only_the_mapping_it_runs(demo, monkeypatch):
     monkeypatch.setenv("DMS_TRANSLATOR", COUNTING)
     # the code server: every mapping, from one read of the metadata database
@@ -117,6 +118,7 @@ def test_a_mapping_job_runs_in_its_run_worker(cust):
     assert len(job.nodes) == 2  # the load (its chunks inside it) and the checks
 
 
+@pytest.mark.slow
 def test_each_chunk_takes_a_slot_of_its_pool(cust, tmp_path):
     overrides = {"concurrency": {"pools": {"default_limit": 1}}}
     with dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as inst:
@@ -132,6 +134,7 @@ def test_each_chunk_takes_a_slot_of_its_pool(cust, tmp_path):
         assert info.slot_count == 1 and info.active_slot_count == 0  # all given back
 
 
+@pytest.mark.slow
 def test_dagster_job_execute_runs_a_mapping(cust):
     """The dagster CLI, with no code server: it reconstructs the location four times in
     one process, reading the catalog once."""
@@ -209,6 +212,7 @@ def test_without_a_code_server_only_the_mappings_a_run_needs_are_read_whole(demo
     assert job.get_job_snapshot_id() == expected
 
 
+@pytest.mark.slow
 def test_without_a_code_server_a_bad_column_row_still_stops_its_run(demo, monkeypatch):
     """What reading the run's mapping whole finds (a value of the wrong type) is one of
     its findings, as in the code server, and the run fails on it before any write."""
@@ -264,6 +268,7 @@ def test_the_catalog_reaches_run_workers_in_a_file_named_by_its_content(demo):
 
 
 @pytest.mark.parametrize("fault", ["missing", "damaged"])
+@pytest.mark.slow
 def test_a_run_worker_without_the_catalog_file_reads_the_database(demo, monkeypatch, fault):
     from dms_orchestration import definitions as location
     from dms_orchestration.defs.catalog_file import read_catalog

@@ -205,6 +205,7 @@ def test_no_statement_of_a_sqlite_load_scans_a_table_per_row(
 
 
 @pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+@pytest.mark.slow
 def test_chunks_writing_one_sqlite_file_take_turns_instead_of_failing_on_its_lock(
     sqlite_dms, monkeypatch, processes
 ):
@@ -242,6 +243,7 @@ def test_chunks_writing_one_sqlite_file_take_turns_instead_of_failing_on_its_loc
     assert chunks == [(4,)]
 
 
+@pytest.mark.slow
 def test_a_sqlite_target_earns_one_chunk(dms_url, tmp_path):
     """One writer at a time: a SQLite target's load runs as one chunk however many rows
     it reads, unless told otherwise; the same mapping on PostgreSQL earns several."""
@@ -267,6 +269,7 @@ def test_a_sqlite_target_earns_one_chunk(dms_url, tmp_path):
 # ------------------------------------------------------------------ the SQLite row hash
 
 
+@pytest.mark.slow
 def test_dms_rowhash_quotes_exactly_the_characters_the_reference_quotes():
     for code in range(0x110000):
         ch = chr(code)
@@ -327,6 +330,7 @@ def _outcome(fn, *args):  # noqa: ANN001, ANN002
 
 @hyp_settings(max_examples=1000, deadline=None)
 @given(st.lists(_typed_values(), max_size=6))
+@pytest.mark.slow
 def test_dms_rowhash_equals_the_reference_row_hash(row):
     specs = [family if scale is None else f"{family}:{scale}" for family, scale, _ in row]
     args = [x for spec, (*_type, value) in zip(specs, row, strict=True) for x in (spec, value)]

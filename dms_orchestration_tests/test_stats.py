@@ -87,6 +87,7 @@ def test_dms_stats_csv_gives_the_window_each_day_and_each_mapping(dms):
     ]
 
 
+@pytest.mark.slow
 def test_dms_stats_prints_the_window_the_days_and_the_slowest_mappings(dms):
     _history(dms)
     result = runner.invoke(
@@ -118,6 +119,7 @@ def cust(dms_url, tmp_path, monkeypatch):
     dispose_all()
 
 
+@pytest.mark.slow
 def test_the_dashboard_asset_records_numbers_dagster_plots(cust):
     defs = cust.defs()
     assert execute(defs, "cust_dim_job").success  # one load that succeeded

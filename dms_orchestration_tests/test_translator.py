@@ -499,6 +499,7 @@ def current_maprefs(c: LegacyCatalog) -> set[str]:
         )
 
 
+@pytest.mark.slow
 def test_dagster_definitions_validate_passes_on_a_legacy_catalog(legacy, tmp_path):
     assert len(current_maprefs(legacy)) >= 300
     result = subprocess.run(
@@ -521,6 +522,7 @@ def test_dagster_definitions_validate_passes_on_a_legacy_catalog(legacy, tmp_pat
     assert "Validation successful" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_every_legacy_mapping_is_an_asset_showing_its_findings(legacy):
     from dms_orchestration.definitions import definitions
 
@@ -544,6 +546,7 @@ def test_every_legacy_mapping_is_an_asset_showing_its_findings(legacy):
     assert not any("cyc_" in name for name in sensors)
 
 
+@pytest.mark.slow
 def test_a_valid_legacy_mapping_loads_and_a_blocked_one_fails_at_once(legacy):
     from dms_orchestration.definitions import definitions
 
@@ -574,6 +577,7 @@ def test_a_valid_legacy_mapping_loads_and_a_blocked_one_fails_at_once(legacy):
         assert logged == 0  # refused before any SQL
 
 
+@pytest.mark.slow
 def test_a_catalog_reads_whatever_its_rows_hold(legacy):
     catalog = load_catalog(legacy.engine)
     assert "another current row" in catalog.read_findings["DUP_0"][0].message

@@ -312,6 +312,7 @@ def test_two_mappings_writing_one_table_are_both_errors_naming_the_other(db):
         ("SELECT * INTO COPY_CUSTOMER FROM SRC_CUSTOMER", ("must only read",)),
     ],
 )
+@pytest.mark.slow
 def test_source_sql_that_is_not_one_select_is_refused_and_never_run(db, sql, words):
     db.mapping("MAP_SQL", "DIM_SQL", [key(), col("CITY", "SRC.CITY")], sql=sql)
     report = db.validate()

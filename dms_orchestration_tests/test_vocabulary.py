@@ -72,6 +72,7 @@ def _spelled(path: Path) -> list[tuple[int, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_status_and_request_codes_are_spelled_only_in_the_vocabulary():
     found = {
         str(path.relative_to(PACKAGE)): hits

@@ -514,7 +514,6 @@ def _pending_targets(catalog: Catalog, settings: Settings) -> dict:
 
 def _check_source(
     m: Mapping,
-    catalog: Catalog,
     sources: _Sources,
     targets: dict,
     out: _Findings,
@@ -679,7 +678,7 @@ def validate_mappings(
         out = _Findings(ref)
         verified: dict[int, str | None] = {}
         _check_mapping(m, owners, out)
-        _check_source(m, catalog, sources, targets, out, verified)
+        _check_source(m, sources, targets, out, verified)
         _save(engine, settings, m, out.items, verified)
         report.findings.extend(out.items)
         report.checked.append(ref)
