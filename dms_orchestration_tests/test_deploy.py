@@ -255,6 +255,16 @@ def test_the_deployed_services_serve_a_schedule_the_queue_and_a_stop_through_a_d
 
     # the clock of FAST (every minute) ticked through the daemon: each tick one run, one load
     d.wait("a scheduled load of FAST", lambda: any(s == "PC" for _, s, _ in d.loads("FAST")), 150)
+
+    def succeeded_runs() -> set[str]:
+        with d.instance() as instance:
+            runs = instance.get_runs(
+                filters=dg.RunsFilter(job_name="fast_job", statuses=[dg.DagsterRunStatus.SUCCESS])
+            )
+        return {r.run_id for r in runs}
+
+    # (a run succeeds a moment after its load: the checks step follows it)
+    d.wait("a scheduled run of FAST to succeed", succeeded_runs, 60)
     with d.instance() as instance:
         scheduled = instance.get_runs(filters=dg.RunsFilter(job_name="fast_job"))
         ticks = [r.tags.get(".dagster/scheduled_execution_time") for r in scheduled]

@@ -14,16 +14,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from dms_orchestration.db.rowhash import sqlite_row_hash
+from dms_orchestration.settings import Settings, normalize_url
+
+if TYPE_CHECKING:
+    import sqlite3
+
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # (Windows: chunks wait for the write lock, up to the busy timeout)
     fcntl = None
-
-from dms_orchestration.db.rowhash import sqlite_row_hash
-from dms_orchestration.settings import Settings, normalize_url
 
 _lock = threading.Lock()
 
@@ -64,7 +70,7 @@ def using_pools(options: PoolOptions | None) -> Iterator[None]:
 
 def _prepare_sqlite(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         dbapi_conn.create_function("dms_rowhash", -1, sqlite_row_hash, deterministic=True)
         cur = dbapi_conn.cursor()
@@ -84,7 +90,7 @@ def create_engine(
 ) -> sa.Engine:
     """A new engine; `schema` is where the DMS tables live (DMS_SCHEMA), if not the default."""
     url = normalize_url(url)
-    kwargs: dict = {"pool_pre_ping": True, **(asdict(pools) if pools else {})}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, **(asdict(pools) if pools else {})}
     # a source host that drops packets must not hang validation or a load for minutes
     if url.get_backend_name() == "postgresql":
         # ISO dates: RWHKEY writes dates as their output text (db.dialects.row_value)
@@ -168,6 +174,7 @@ def unwaiting_write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         return
     with engine.connect() as conn:
         raw = conn.connection.dbapi_connection  # (outside SQLAlchemy's transaction)
+        assert raw is not None  # an open connection has its DBAPI connection
         raw.execute("PRAGMA busy_timeout = 0")
         try:
             with conn.execution_options(dms_write_lock=True).begin():

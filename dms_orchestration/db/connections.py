@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -46,7 +47,7 @@ def _literal_password_spans(url: str) -> list[tuple[int, int]]:
 
 
 def has_literal_password(url: str | None) -> bool:
-    return bool(url) and bool(_literal_password_spans(url))
+    return bool(url and _literal_password_spans(url))
 
 
 def mask_password(url: str) -> str:
@@ -78,7 +79,7 @@ class Connection(DmsRow):
 
     @model_validator(mode="before")
     @classmethod
-    def _mask_literal_password(cls, data):
+    def _mask_literal_password(cls, data: Any) -> Any:
         if isinstance(data, dict):
             key = "DBURL" if "DBURL" in data else "url"
             if isinstance(data.get(key), str) and has_literal_password(data[key]):
@@ -132,7 +133,9 @@ class Connection(DmsRow):
             if not path.is_absolute() and dms_home is not None:
                 path = dms_home / path
             return sa.URL.create("sqlite", database=str(path))
-        common = dict(username=self.user, password=password, host=self.host, port=self.port)
+        common: dict[str, Any] = dict(
+            username=self.user, password=password, host=self.host, port=self.port
+        )
         if dialect == "postgresql":
             return sa.URL.create("postgresql+psycopg2", database=self.database, **common)
         return sa.URL.create(

@@ -58,6 +58,7 @@ class InitReport:
 
 
 def _max_id(conn: sa.Connection, spec: TableSpec, schema: str | None) -> int:
+    assert spec.id_column is not None  # a table with a sequence has an id column
     table = sa.table(spec.name.lower(), sa.column(spec.id_column.lower()), schema=schema)
     return conn.execute(sa.select(sa.func.max(table.c[spec.id_column.lower()]))).scalar() or 0
 

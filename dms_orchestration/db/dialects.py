@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import sqlglot
@@ -24,6 +25,9 @@ from sqlglot import exp
 
 from dms_orchestration.db.schema import ColumnSpec, IndexSpec, TableSpec
 from dms_orchestration.vocabulary import STRING_FAMILIES, DbType
+
+if TYPE_CHECKING:
+    from dms_orchestration.db.connections import Connection
 
 RAISE_ATTEMPTS = 10  # rounds of raising a sequence that others raise at the same time
 # (SQL expression, type family, decimal scale) of one column that goes into RWHKEY
@@ -138,16 +142,18 @@ class Dialect:
 
     # ------------------------------------------------------------ ids across modes
 
-    def greatest(self, *exprs: sa.ColumnElement) -> sa.ColumnElement:
+    def greatest(self, *exprs: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """The largest of the expressions (none may be NULL: Oracle's GREATEST is then NULL)."""
         return sa.func.greatest(*exprs) if len(exprs) > 1 else exprs[0]
 
-    def next_values_with(self, sequence: str, n: int, beside: sa.ColumnElement) -> sa.Select:
+    def next_values_with(
+        self, sequence: str, n: int, beside: sa.ColumnElement[Any]
+    ) -> sa.Select[Any, Any]:
         """next_values, each row also carrying `beside` (a scalar subquery, read once): a
         check that needs no round trip of its own."""
         raise NotImplementedError(f"{self.name} has no sequences")
 
-    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement | None:
+    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement[Any] | None:
         """A scalar subquery: the highest value the sequence may have handed out, NULL when
         it does not exist (None: the dialect has no sequences)."""
         return None
@@ -164,13 +170,17 @@ class Dialect:
         loop ends on a value drawn above floor, whatever other raisers did meanwhile."""
         sequence = self.qualified(schema, name)
         draw = self.next_values(sequence, 1)
-        value = int(conn.execute(draw).scalar())
+        drawn = conn.execute(draw).scalar()
+        assert drawn is not None  # a sequence's draw is a value
+        value = int(drawn)
         for _ in range(RAISE_ATTEMPTS):
             if value > floor:
                 return
             conn.exec_driver_sql(self.sequence_increment(sequence, floor - value + 1))
             try:
-                value = int(conn.execute(draw).scalar())
+                drawn = conn.execute(draw).scalar()
+                assert drawn is not None
+                value = int(drawn)
             finally:
                 conn.exec_driver_sql(self.sequence_increment(sequence, 1))
         if value <= floor:
@@ -189,17 +199,17 @@ class Dialect:
     def is_distinct(self, a: str, b: str) -> str:
         return f"{a} IS DISTINCT FROM {b}"
 
-    def type_sql(self, sa_type: sa.types.TypeEngine) -> str:
+    def type_sql(self, sa_type: sa.types.TypeEngine[Any]) -> str:
         return sa_type.compile(dialect=self.sa_dialect)
 
     def widen_column(
-        self, table: str, column: str, sa_type: sa.types.TypeEngine
+        self, table: str, column: str, sa_type: sa.types.TypeEngine[Any]
     ) -> list[str] | None:
         """Statements that change a column to a wider type, one that holds every value
         the column has (the caller decides that); None: not in place on this database."""
         return [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.type_sql(sa_type)}"]
 
-    def integer_max(self, sa_type: sa.types.Integer) -> int:
+    def integer_max(self, sa_type: sa.types.TypeEngine[Any]) -> int:
         """The largest value a column of this integer type stores."""
         if isinstance(sa_type, sa.SmallInteger):
             return 2**15 - 1
@@ -268,7 +278,7 @@ class Dialect:
         and dms_slice_to, from work_slices), or None: the work table is applied whole."""
         return None
 
-    def work_slices(self, conn: sa.Connection, table: str, rows: int) -> list[dict]:
+    def work_slices(self, conn: sa.Connection, table: str, rows: int) -> list[dict[str, Any]]:
         """The binds of each slice of a work table of `rows` rows, in order."""
         return [{}]
 
@@ -330,7 +340,7 @@ class Dialect:
         return len(tables) <= 1 and next(tree.find_all(*busy), None) is None
 
     def bulk_insert(
-        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> int:
         """Insert one batch of rows: executemany (array binding on Oracle)."""
         rows = list(rows)
@@ -341,7 +351,7 @@ class Dialect:
         return len(rows)
 
 
-def _copy_field(value) -> str:
+def _copy_field(value: object) -> str:
     """One field in PostgreSQL's COPY text format."""
     if value is None:
         return "\\N"
@@ -397,7 +407,7 @@ class PostgresDialect(Dialect):
         copies_csv_files=True,
         estimate_method="planner estimate (EXPLAIN)",
     )
-    sa_dialect = postgresql.dialect()
+    sa_dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy: untyped
 
     def next_values(self, sequence: str, n: int) -> sa.TextClause:
         return sa.text(
@@ -407,15 +417,17 @@ class PostgresDialect(Dialect):
     def next_sequence_value(self, sequence: str) -> str:
         return f"nextval('{sequence.lower()}')"
 
-    def next_values_with(self, sequence: str, n: int, beside: sa.ColumnElement) -> sa.Select:
+    def next_values_with(
+        self, sequence: str, n: int, beside: sa.ColumnElement[Any]
+    ) -> sa.Select[Any, Any]:
         series = sa.func.generate_series(1, sa.bindparam("n", n)).alias("dms_n")
-        draw = sa.literal_column(f"nextval('{sequence.lower()}')")
+        draw: sa.ColumnClause[Any] = sa.literal_column(f"nextval('{sequence.lower()}')")
         return sa.select(draw.label("id"), beside.label("beside")).select_from(series)
 
-    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement | None:
+    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement[Any] | None:
         # from the catalog, so that a missing sequence is NULL rather than an error; one
         # not drawn from yet (a new one) has handed out nothing below its start
-        columns = [sa.column("seqrelid"), sa.column("seqstart")]
+        columns: list[sa.ColumnClause[Any]] = [sa.column("seqrelid"), sa.column("seqstart")]
         seq = sa.table("pg_sequence", *columns, schema="pg_catalog")
         last = sa.func.pg_sequence_last_value(seq.c.seqrelid)
         return (
@@ -432,7 +444,9 @@ class PostgresDialect(Dialect):
         setting it. The caller's transaction must end soon after."""
         sequence = self.qualified(schema, name)
         position = "CASE WHEN is_called THEN last_value ELSE last_value - 1 END"
-        if conn.exec_driver_sql(f"SELECT {position} FROM {sequence}").scalar() >= floor:
+        current = conn.exec_driver_sql(f"SELECT {position} FROM {sequence}").scalar()
+        assert current is not None  # a sequence's row has its position
+        if current >= floor:
             return
         # (START WITH only matters to a bare RESTART: it then restarts above floor too)
         conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} START WITH {int(floor) + 1}")
@@ -465,8 +479,7 @@ class PostgresDialect(Dialect):
         return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
 
     def side_by_side_build(self) -> list[str]:
-        # the builds are the parallelism: no extra sort workers each (measured: two
-        # builds of 1M rows 0.5 -> 0.4 s on 2 cores)
+        # the builds are the parallelism: no extra sort workers each (benchmarks/README.md)
         return ["SET LOCAL max_parallel_maintenance_workers = 0"]
 
     def parallel_read_session(self) -> list[str] | None:
@@ -482,18 +495,20 @@ class PostgresDialect(Dialect):
             f"AND {alias}.ctid < CAST(:dms_slice_to AS tid)"
         )
 
-    def work_slices(self, conn: sa.Connection, table: str, rows: int) -> list[dict]:
+    def work_slices(self, conn: sa.Connection, table: str, rows: int) -> list[dict[str, Any]]:
         """Slices of about SLICE_ROWS rows: the work table is in key order, so a slice's
         writes (in place, closing, new versions) meet the same target pages while they
         are still in shared buffers, instead of each statement sweeping the whole table
-        (measured: a 1M-row delta 2.45 -> 2.25 s)."""
+        (benchmarks/README.md)."""
         pages = conn.execute(
             sa.text(
                 "SELECT pg_relation_size(CAST(:t AS regclass)) / current_setting('block_size')::int"
             ),
             {"t": table},
         ).scalar()
-        n = max(1, -(-rows // SLICE_ROWS)) if conn.dialect.server_version_info >= (14,) else 1
+        version = conn.dialect.server_version_info
+        assert pages is not None and version is not None  # (an existing table; connected)
+        n = max(1, -(-rows // SLICE_ROWS)) if version >= (14,) else 1
         cuts = [int(pages) * i // n for i in range(n)] + [int(pages)]
         return [
             {"dms_slice_from": f"({lo},0)", "dms_slice_to": f"({hi},0)"}
@@ -535,11 +550,14 @@ class PostgresDialect(Dialect):
         # work tables live for one chunk: they need no WAL
         return f"CREATE UNLOGGED TABLE {name} AS {select_sql}"
 
-    def _explain(self, conn: sa.Connection, query: sa.TextClause, verbose: bool = False) -> dict:
+    def _explain(
+        self, conn: sa.Connection, query: sa.TextClause, verbose: bool = False
+    ) -> dict[str, Any]:
         options = "VERBOSE, FORMAT JSON" if verbose else "FORMAT JSON"
         explain = sa.text(f"EXPLAIN ({options}) {query.text}")
-        plan = conn.execute(explain.bindparams(**query.compile().params)).scalar()
-        return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        plan: Any = conn.execute(explain.bindparams(**query.compile().params)).scalar()
+        explained: dict[str, Any] = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        return explained
 
     def unique_index(
         self, conn: sa.Connection, schema: str | None, table: str, name: str
@@ -555,7 +573,7 @@ class PostgresDialect(Dialect):
         return int(self._explain(conn, query)["Plan Rows"])
 
     @staticmethod
-    def _scans(plan: dict) -> tuple[set[str], list[dict]]:
+    def _scans(plan: dict[str, Any]) -> tuple[set[str], list[dict[str, Any]]]:
         """Node types of a plan, and its nodes that scan a relation."""
         nodes, scans, stack = set(), [], [plan]
         while stack:
@@ -607,7 +625,9 @@ class PostgresDialect(Dialect):
         """COPY (query) TO STDOUT: PostgreSQL's own CSV, streamed; the query's binds are
         quoted by the driver (mogrify), never formatted by us."""
         compiled = query.compile(dialect=conn.dialect)
-        cursor = conn.connection.dbapi_connection.cursor()
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None  # an open connection has its DBAPI connection
+        cursor = dbapi.cursor()
         try:
             sql = cursor.mogrify(str(compiled), compiled.params).decode()
             with path.open("wb") as out:
@@ -617,7 +637,7 @@ class PostgresDialect(Dialect):
             cursor.close()
 
     def bulk_insert(
-        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> int:
         """COPY ... FROM STDIN, the fastest way into PostgreSQL from Python."""
         buffer = io.StringIO()
@@ -627,7 +647,9 @@ class PostgresDialect(Dialect):
             count += 1
         if count:
             buffer.seek(0)
-            cursor = conn.connection.dbapi_connection.cursor()
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None  # an open connection has its DBAPI connection
+            cursor = dbapi.cursor()
             try:
                 cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
             finally:
@@ -640,7 +662,7 @@ class OracleDialect(Dialect):
     sqlglot_name = "oracle"
     # (an index over CASE expressions, no partial index: no use for lookups by key)
     capabilities = Capabilities(index_if_not_exists=False, partial_indexes=False)
-    sa_dialect = oracle.dialect()
+    sa_dialect = oracle.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy: untyped
     type_names = {
         "ID": "NUMBER(19)",
         "INT": "NUMBER(10)",
@@ -673,16 +695,18 @@ class OracleDialect(Dialect):
     def next_sequence_value(self, sequence: str) -> str:
         return f"{sequence.upper()}.NEXTVAL"
 
-    def next_values_with(self, sequence: str, n: int, beside: sa.ColumnElement) -> sa.Select:
+    def next_values_with(
+        self, sequence: str, n: int, beside: sa.ColumnElement[Any]
+    ) -> sa.Select[Any, Any]:
         # (NEXTVAL in the select list of the statement itself, never in a subquery)
         rows = sa.text("dual CONNECT BY LEVEL <= :n").bindparams(n=n)
-        draw = sa.literal_column(f"{sequence.upper()}.NEXTVAL")
+        draw: sa.ColumnClause[Any] = sa.literal_column(f"{sequence.upper()}.NEXTVAL")
         return sa.select(draw.label("id"), beside.label("beside")).select_from(rows)
 
-    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement | None:
+    def sequence_position(self, name: str, schema: str | None) -> sa.ColumnElement[Any] | None:
         # LAST_NUMBER is the high-water mark: at or above every value handed out or cached
         view = "all_sequences" if schema else "user_sequences"
-        columns = [sa.column("last_number"), sa.column("sequence_name")]
+        columns: list[sa.ColumnClause[Any]] = [sa.column("last_number"), sa.column("sequence_name")]
         seqs = sa.table(view, *columns, sa.column("sequence_owner"), schema="sys")
         where = [seqs.c.sequence_name == name.upper()]
         if schema:
@@ -738,13 +762,13 @@ class OracleDialect(Dialect):
         return f"CREATE GLOBAL TEMPORARY TABLE {name} ON COMMIT PRESERVE ROWS AS {select}"
 
     def widen_column(
-        self, table: str, column: str, sa_type: sa.types.TypeEngine
+        self, table: str, column: str, sa_type: sa.types.TypeEngine[Any]
     ) -> list[str] | None:
         if isinstance(sa_type, sa.Text):
             return None  # a VARCHAR2 does not become a CLOB in place (ORA-22858)
         return [f"ALTER TABLE {table} MODIFY ({column} {self.type_sql(sa_type)})"]
 
-    def integer_max(self, sa_type: sa.types.Integer) -> int:
+    def integer_max(self, sa_type: sa.types.TypeEngine[Any]) -> int:
         # BIGINT is NUMBER(19); INTEGER and SMALLINT are NUMBER(38) (reflected as INTEGER)
         return 10**19 - 1 if isinstance(sa_type, sa.BigInteger) else 10**38 - 1
 
@@ -803,7 +827,7 @@ class SqliteDialect(Dialect):
         parts = re.split(r"\bWHERE\b", sql or "", maxsplit=1, flags=re.IGNORECASE)
         return columns, parts[1] if len(parts) > 1 else None
 
-    def greatest(self, *exprs: sa.ColumnElement) -> sa.ColumnElement:
+    def greatest(self, *exprs: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         # SQLite's max() of several arguments is the scalar one
         return sa.func.max(*exprs) if len(exprs) > 1 else exprs[0]
 
@@ -811,7 +835,7 @@ class SqliteDialect(Dialect):
         return f"{a} IS NOT {b}"
 
     def bulk_insert(
-        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]
+        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> int:
         # sqlite3 binds no Decimal (a PostgreSQL or Oracle source sends them): as exact
         # text, which the column's NUMERIC affinity turns into a number
@@ -840,7 +864,7 @@ class SqliteDialect(Dialect):
         return f"dms_rowhash({args})" if args else "dms_rowhash()"
 
     def widen_column(
-        self, table: str, column: str, sa_type: sa.types.TypeEngine
+        self, table: str, column: str, sa_type: sa.types.TypeEngine[Any]
     ) -> list[str] | None:
         # SQLite enforces neither lengths nor numeric precision: the column already takes
         # every value of the wider type, nothing to alter (its declared type stays)
@@ -852,14 +876,14 @@ DIALECTS: dict[str, Dialect] = {
 }
 
 # DMS_DBCONDTLS.DBTYP and the legacy DB_TYPE use these words
-DBTYP_TO_DIALECT = {
+DBTYP_TO_DIALECT: dict[str, str] = {
     DbType.POSTGRESQL: "postgresql",
     DbType.ORACLE: "oracle",
     DbType.SQLITE: "sqlite",
 }
 
 
-def sqlglot_dialect(con, metadata_backend: str) -> str:
+def sqlglot_dialect(con: Connection | None, metadata_backend: str) -> str:
     """The sqlglot dialect of SQL that runs on a connection (a DMS_DBCONDTLS row: its
     DBTYP), else on the metadata database (`metadata_backend`, as SQLAlchemy names it);
     '' when neither is known (sqlglot's standard SQL)."""

@@ -115,7 +115,8 @@ def error_code(exc: BaseException) -> ErrorCode | None:
     SQLAlchemy found dead (`connection_invalidated`) is transient whatever its code."""
     driver_error = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     reader = _READERS.get(type(driver_error).__module__.partition(".")[0])
-    found = reader(driver_error) if reader else None
+    # (no reader for None: an error without a driver error has no code)
+    found = reader(driver_error) if reader and driver_error is not None else None
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return ErrorCode(found.code if found else None, True)
     return found

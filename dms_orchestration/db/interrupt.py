@@ -12,11 +12,13 @@ import contextlib
 import select
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine.interfaces import DBAPIConnection
 
 
-def _wait(conn) -> None:  # noqa: ANN001 - a psycopg2 connection
+def _wait(conn: Any) -> None:  # a psycopg2 connection
     import psycopg2
     from psycopg2 import extensions as ext
 
@@ -74,7 +76,8 @@ def cancellable(engine: sa.Engine) -> Iterator[None]:
 
 # ---------------------------------------------------------------- stopping other threads
 
-_stoppable: dict[int, set] = {}  # load key -> DBAPI connections of its running chunks
+# load key -> DBAPI connections of its running chunks
+_stoppable: dict[int, set[DBAPIConnection | None]] = {}
 _stopped: set[int] = set()
 _stoppable_lock = threading.Lock()
 
@@ -93,7 +96,7 @@ def stoppable(conn: sa.Connection, load_key: int) -> Iterator[None]:
             _stoppable.get(load_key, set()).discard(dbapi)
 
 
-def _cancel(dbapi) -> None:  # noqa: ANN001 - a DBAPI connection
+def _cancel(dbapi: DBAPIConnection | None) -> None:
     for method in ("cancel", "interrupt"):  # psycopg2 / oracledb: cancel; sqlite3: interrupt
         if hasattr(dbapi, method):
             with contextlib.suppress(Exception):

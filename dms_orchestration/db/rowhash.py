@@ -14,14 +14,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, cast
 
 _QUOTED = set('"\\(),') | set(" \t\n\r\v\f")
 
 
-def _decimal(value) -> Decimal:
+def _decimal(value: object) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
@@ -48,7 +49,7 @@ def _float(value: float) -> str:
     return digits
 
 
-def _datetime(value) -> datetime:
+def _datetime(value: object) -> datetime:
     if isinstance(value, datetime):
         return value
     if isinstance(value, date):
@@ -56,7 +57,7 @@ def _datetime(value) -> datetime:
     return datetime.fromisoformat(str(value).strip().replace("T", " "))
 
 
-def canonical_text(value, family: str, scale: int | None = None) -> str | None:
+def canonical_text(value: Any, family: str, scale: int | None = None) -> str | None:
     """The canonical text of one value of a type family (see metadata.datatypes)."""
     if value is None:
         return None
@@ -91,11 +92,11 @@ def field(text: str | None) -> str:
     return text
 
 
-def row_text(texts) -> str:
+def row_text(texts: Iterable[str | None]) -> str:
     return "(" + ",".join(field(t) for t in texts) + ")"
 
 
-def row_hash(values, types) -> str:
+def row_hash(values: Iterable[Any], types: Iterable[tuple[str, int | None]]) -> str:
     """MD5 hex of a row: `types` are (family, scale) pairs matching `values`."""
     text = row_text(
         canonical_text(v, family, scale) for v, (family, scale) in zip(values, types, strict=True)
@@ -118,17 +119,18 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '""') + '"'
 
 
-def _integer(value) -> str:
+def _integer(value: object) -> str:
     return str(value) if type(value) is int else str(int(_decimal(value)))
 
 
-def _date(value) -> str:
+def _date(value: object) -> str:
     if type(value) is str and len(value) == 10:  # as SQLite stores a date: YYYY-MM-DD
         try:
             return date.fromisoformat(value).isoformat()
         except ValueError:
             pass  # (the reference says what is wrong with it)
-    return canonical_text(value, "DATE")
+    # a value that is not None has a text
+    return cast(str, canonical_text(value, "DATE"))
 
 
 def _scaled(scale: int) -> Callable[[object], str]:
@@ -139,10 +141,10 @@ def _scaled(scale: int) -> Callable[[object], str]:
     step = Decimal(1).scaleb(-scale)
     zeros = "0" * scale
 
-    def reference(value) -> str:
+    def reference(value: object) -> str:
         return format(_decimal(value).quantize(step, rounding=ROUND_HALF_UP), "f")
 
-    def write(value) -> str:
+    def write(value: Any) -> str:
         kind = type(value)
         if kind is int and -(10**18) < value < 10**18:
             return f"{value}.{zeros}"
@@ -168,7 +170,7 @@ def _field_writer(family: str, scale: int | None) -> Callable[[object], str]:
         return _scaled(scale)
     if family == "DATE":
         return _date
-    return lambda v: _quoted(canonical_text(v, family, scale))
+    return lambda v: _quoted(cast(str, canonical_text(v, family, scale)))  # v is not None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -180,7 +182,7 @@ def _field_writers(specs: tuple[str, ...]) -> tuple[Callable[[object], str], ...
     return tuple(writers)
 
 
-def sqlite_row_hash(*args) -> str:
+def sqlite_row_hash(*args: Any) -> str:
     """SQLite function dms_rowhash(type1, value1, type2, value2, ...); a type is
     'FAMILY' or 'DECIMAL:scale'. Equal to row_hash of the same values and types."""
     writers = _field_writers(args[0::2])

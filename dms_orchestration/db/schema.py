@@ -10,6 +10,7 @@ PostgreSQL (folds to lower case), Oracle (folds to upper case) and SQLite.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -427,8 +428,8 @@ TABLES_BY_NAME = {t.name: t for t in TABLES}
 ENTITY_SEQUENCES = {t.name: t.sequence for t in TABLES if t.sequence}
 
 
-def _sa_type(col: ColumnSpec) -> sa.types.TypeEngine:
-    return {
+def _sa_type(col: ColumnSpec) -> sa.types.TypeEngine[Any]:
+    types: dict[str, sa.types.TypeEngine[Any]] = {
         "ID": sa.BigInteger(),
         "INT": sa.Integer(),
         "NUM": sa.Numeric(),
@@ -436,7 +437,8 @@ def _sa_type(col: ColumnSpec) -> sa.types.TypeEngine:
         "CLOB": sa.Text(),
         "TS": sa.DateTime(),
         "DATE": sa.Date(),
-    }[col.kind]
+    }
+    return types[col.kind]
 
 
 def _sa_table(spec: TableSpec, md: sa.MetaData) -> sa.Table:

@@ -35,7 +35,11 @@ class HeldLock:
     """The lock of one load, held by this process until release()."""
 
     def __init__(
-        self, prcid: int, conn: sa.Connection | None = None, fd: int | None = None, path=None
+        self,
+        prcid: int,
+        conn: sa.Connection | None = None,
+        fd: int | None = None,
+        path: Path | None = None,
     ) -> None:
         self.prcid = prcid
         self._conn = conn
@@ -53,6 +57,7 @@ class HeldLock:
                 self._conn.close()
             self._conn = None
         if self._fd is not None:
+            assert self._path is not None  # a lock file's descriptor comes with its path
             with contextlib.suppress(OSError):
                 os.unlink(self._path)
             os.close(self._fd)  # closing the last descriptor frees the flock

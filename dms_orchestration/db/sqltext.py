@@ -37,7 +37,7 @@ def escape_binds(sql: str) -> tuple[str, list[str]]:
     and the parameter names it uses."""
     names: list[str] = []
 
-    def bind_or_escape(match: re.Match) -> str:
+    def bind_or_escape(match: re.Match[str]) -> str:
         name = match.group(1)
         if name.lower() in PARAMS:
             names.append(name)

@@ -46,14 +46,15 @@ def checkpoint_function(name: str) -> CheckpointFunction:
         return _registry[name]
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()
+            fn: CheckpointFunction = ep.load()
+            return fn
     raise CheckpointError(
         f"no checkpoint function named {name!r}: register it with "
         f"@register_checkpoint_function({name!r}) or in the {ENTRY_POINT_GROUP!r} entry points"
     )
 
 
-def as_text(value) -> str | None:
+def as_text(value: object) -> str | None:
     """How a checkpoint value is stored (DMS_JOBLOG.CHKPNTVAL) and bound again later."""
     if value is None:
         return None

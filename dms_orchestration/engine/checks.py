@@ -58,7 +58,7 @@ def current_rows(mapping: Mapping, settings: Settings) -> CurrentRowCheck:
 def reconcile(
     mapping: Mapping,
     settings: Settings,
-    params: dict | None = None,
+    params: dict[str, str | None] | None = None,
     source_keys: int | None = None,
     current: int | None = None,
 ) -> Reconciliation:
@@ -75,6 +75,7 @@ def reconcile(
         count_tgt = sa.text(sqlgen.current_row_count(dialect_of(tgt), spec))
         with tgt.connect() as conn:
             current = int(conn.execute(count_tgt).scalar() or 0)
+    assert source_keys is not None  # (counted above when not given)
     return Reconciliation(source_keys, current, counted)
 
 
@@ -117,5 +118,5 @@ def rule_index(tgt: sa.Engine, d: Dialect, spec: LoadSpec) -> str | None:
     columns, predicate = found
     if [c.lower() for c in columns] != [k.name.lower() for k in spec.keys]:
         return None
-    current_only = bool(predicate) and _CURRENT_ONLY.sub("", predicate).lower() == "curflg='y'"
+    current_only = bool(predicate and _CURRENT_ONLY.sub("", predicate).lower() == "curflg='y'")
     return name if (current_only if spec.scd2 else not predicate) else None

@@ -11,7 +11,7 @@ import contextlib
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,7 +63,9 @@ def _load_transaction(
         yield
 
 
-def _execute(conn: sa.Connection, sql: str, values: dict[str, Any]) -> sa.CursorResult:
+def _execute(
+    conn: sa.Connection, sql: str, values: dict[str, Any]
+) -> sa.CursorResult[*tuple[Any, ...]]:
     return conn.execute(bound_text(sql, values))
 
 
@@ -93,14 +95,18 @@ def _stream_into(
             progress.report("streamed", srcrows=streamed)
 
 
-def _check_null_keys(conn: sa.Connection, td: Dialect, spec: LoadSpec, rows: str, values) -> None:
+def _check_null_keys(
+    conn: sa.Connection, td: Dialect, spec: LoadSpec, rows: str, values: dict[str, Any]
+) -> None:
     """NULL business keys fail the load with a DATA error (`rows`: work table or staged)."""
     nulls = _execute(conn, sqlgen.null_keys(td, spec, rows), values).scalar()
     if nulls:
         raise null_key_error(spec, nulls, [k.name for k in spec.keys])
 
 
-def _name_duplicates(conn: sa.Connection, td: Dialect, spec: LoadSpec, staged: str, values) -> None:
+def _name_duplicates(
+    conn: sa.Connection, td: Dialect, spec: LoadSpec, staged: str, values: dict[str, Any]
+) -> None:
     """Raise the DATA error naming some duplicate business keys of the staged rows."""
     dups = _execute(conn, sqlgen.duplicate_staged_keys(td, spec, staged), values).all()
     if dups:
@@ -121,7 +127,9 @@ def _is_unfit_value(exc: Exception) -> bool:
     return code in _UNFIT_SQLSTATES or bool(_UNFIT_ORACLE.search(str(orig)))
 
 
-def _unfit_rows(src: sa.Engine, td: Dialect, spec: LoadSpec, transform: str, values) -> list:
+def _unfit_rows(
+    src: sa.Engine, td: Dialect, spec: LoadSpec, transform: str, values: dict[str, Any]
+) -> Sequence[Sequence[Any]]:
     """Some rows of the chunk's transform with a value the target cannot hold (their key,
     then the column); none when the query cannot tell (the database's error stands)."""
     sql = sqlgen.unfit_values(dialect_of(src), td, spec, transform)
@@ -134,7 +142,7 @@ def _unfit_rows(src: sa.Engine, td: Dialect, spec: LoadSpec, transform: str, val
         return []
 
 
-def _unfit_value_error(spec: LoadSpec, rows: list, exc: Exception) -> DataError:
+def _unfit_value_error(spec: LoadSpec, rows: Sequence[Sequence[Any]], exc: Exception) -> DataError:
     keys = ["/".join(str(v) for v in row[:-1]) for row in rows]
     by_column: dict[str, list[str]] = {}
     for key, row in zip(keys, rows, strict=True):
@@ -210,7 +218,9 @@ def _initial_load(
     new_rows = 0
     if plan.skey_mode != "SEQUENCE":
         with conn.begin():  # ended before the reservation (on SQLite it holds the lock)
-            new_rows = int(_execute(conn, sqlgen.staged_counts(staged), values).first()[0] or 0)
+            counts = _execute(conn, sqlgen.staged_counts(staged), values).first()
+            assert counts is not None  # (aggregates: one row)
+            new_rows = int(counts[0] or 0)
     skey = _skey(plan, meta, td, spec, new_rows, values)
     try:
         with _load_transaction(conn, tgt):
@@ -236,12 +246,12 @@ def _apply(
     values: dict[str, Any],
     rows: int,
     progress: ChunkReporter,
-) -> Counter:
+) -> Counter[str]:
     """Run the apply statements over the work table, slice after slice (the DELETE in
     the first only: it is not sliced); rows written by each. Reserved surrogate keys
     (:dms_skey0 + row number) go on from slice to slice."""
     statements = sqlgen.apply_statements(td, spec, work, skey)
-    done: Counter = Counter()
+    done: Counter[str] = Counter()
     for i, part in enumerate(td.work_slices(conn, work, rows)):
         binds = {**values, **part}
         if values.get("dms_skey0") is not None:
@@ -259,7 +269,7 @@ def _apply(
     return done
 
 
-def _check_applied(spec: LoadSpec, done: Counter, acts: dict[str, int]) -> None:
+def _check_applied(spec: LoadSpec, done: Counter[str], acts: dict[str, int]) -> None:
     """Every statement wrote exactly the rows the work table holds for it; else the
     target changed under the load (or a slice was missed): fail, nothing is kept."""
     for name, expected in sqlgen.applied_rows(spec, acts).items():
@@ -294,14 +304,18 @@ def _delta_load(
         _execute(conn, sqlgen.classify(td, spec, sources, work, full), values)
         if not unique:
             counted = staged if full else work  # (a window's work table keeps every row)
-            staged_rows, source_rows = _execute(conn, sqlgen.staged_counts(counted), values).first()
-        met = int(_execute(conn, sqlgen.met_rows(td, spec, work, bounds, full), values).scalar())
+            counts = _execute(conn, sqlgen.staged_counts(counted), values).first()
+            assert counts is not None  # (aggregates: one row)
+            staged_rows, source_rows = counts
+        met_count = _execute(conn, sqlgen.met_rows(td, spec, work, bounds, full), values).scalar()
+        assert met_count is not None  # (a count)
+        met = int(met_count)
     with _load_transaction(conn, tgt):
         _check_null_keys(conn, td, spec, work, {})
         acts = {r[0]: int(r[1]) for r in conn.execute(sa.text(sqlgen.action_counts(work)))}
         if unique:
             staged_rows = source_rows = met - acts.get("D", 0) + acts.get("I", 0)
-            duplicates = False
+            duplicates: bool | sa.Row[*tuple[Any, ...]] | None = False
         else:
             # every staged row that is not new meets one current row, none is met twice
             meeting = int(staged_rows or 0) - acts.get("I", 0)

@@ -4,6 +4,9 @@ DATA), and how a failure or a stop is written to the log tables."""
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,7 +36,7 @@ def null_key_error(spec: LoadSpec, nulls: int, columns: list[str]) -> DataError:
     )
 
 
-def duplicate_key_error(spec: LoadSpec, rows: list) -> DataError:
+def duplicate_key_error(spec: LoadSpec, rows: Sequence[Sequence[Any]]) -> DataError:
     """The DATA error naming duplicate keys: `rows` are (key part..., count), at most 5."""
     keys = ["/".join(str(v) for v in row[:-1]) for row in rows]
     why = (
@@ -90,7 +93,7 @@ def record_chunk_end(
     chunk: int,
     chunks: int,
     exc: BaseException,
-    start,
+    start: datetime,
     stopped: bool = False,
     joblogid: int | None = None,
 ) -> None:
@@ -123,7 +126,7 @@ def record_chunk_end(
         )
 
 
-def _joberr_fields(exc: BaseException) -> dict:
+def _joberr_fields(exc: BaseException) -> dict[str, str | None]:
     """DMS_JOBERR's words for an exception: type, database error code (SQLSTATE,
     ORA-nnnnn, SQLITE_...), message, traceback, keys at fault."""
     code = error_code(exc)

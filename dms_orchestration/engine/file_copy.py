@@ -84,7 +84,9 @@ def copy_file(
     conn.exec_driver_sql(d.temp_table(staging, [f"{d.quote(c)} TEXT" for c in columns]))
     options = f"FORMAT csv, DELIMITER {_literal(delimiter)}, HEADER {str(header).upper()}"
     options += f", FORCE_NULL ({names})"
-    cursor = conn.connection.dbapi_connection.cursor()
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # an open connection has its DBAPI connection
+    cursor = dbapi.cursor()
     try:
         with path.open("rb") as f:
             if f.read(3) != BOM:

@@ -20,11 +20,12 @@ import hashlib
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import sqlalchemy as sa
 import sqlglot
@@ -38,12 +39,21 @@ from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
 from dms_orchestration.engine.errors import error_text
 from dms_orchestration.engine.file_copy import copy_file, fits_sql
 from dms_orchestration.engine.target import table_columns
-from dms_orchestration.files.readers import FORMATS, FileFormatError, csv_delimiter, read_records
+from dms_orchestration.files.readers import (
+    FORMATS,
+    FileFormatError,
+    Record,
+    csv_delimiter,
+    read_records,
+)
 from dms_orchestration.metadata.datatypes import DataType, UnknownDataType, parse_data_type
 from dms_orchestration.metadata.models import FileColumn, FileLoad
 from dms_orchestration.metadata.sqlcheck import expression_problem
 from dms_orchestration.settings import Settings, dms_now, load_settings
 from dms_orchestration.vocabulary import FileType, LoadType, Status, codes
+
+if TYPE_CHECKING:
+    import _csv
 
 LOAD_TYPES = codes(LoadType)
 BATCH_ROWS = 10_000
@@ -119,10 +129,10 @@ class _Bad:
     columns: list[str]
     count: int = 0
     kept: list[tuple[int, str, str | None]] = field(default_factory=list)
-    _file: object = None
-    _writer: object = None
+    _file: TextIO | None = None
+    _writer: _csv.Writer | None = None
 
-    def add(self, line: int, reason: str, key: str | None, values: dict) -> None:
+    def add(self, line: int, reason: str, key: str | None, values: dict[str, str | None]) -> None:
         self.count += 1
         if len(self.kept) < JOBERR_ROWS:
             self.kept.append((line, reason, key))
@@ -213,6 +223,7 @@ def file_plan(fl: FileLoad, dialect: str) -> FilePlan:
     for t in targets:
         if t.transform:
             staged |= _columns_read(t.transform, dialect)
+    assert fl.load_type is not None  # (the findings refuse any other LDTYP)
     return FilePlan(targets, tuple(sorted(staged)), fl.load_type.strip().upper())
 
 
@@ -245,6 +256,7 @@ def value_problem(text: str, dtype: DataType) -> str | None:
         if f == "DECIMAL" and dtype.precision is not None:
             scale = dtype.scale or 0
             _, digits, exponent = number.as_tuple()
+            assert isinstance(exponent, int)  # (a finite number's exponent)
             if -exponent > scale and number != round(number, scale):
                 return f"{text} has more than {scale} decimals ({dtype})"
             whole = len(digits) + exponent  # the digits before the point
@@ -265,12 +277,13 @@ def value_problem(text: str, dtype: DataType) -> str | None:
     return None
 
 
-def _checked(plan: FilePlan, values: dict[str, str | None]) -> tuple[list, str | None]:
+def _checked(plan: FilePlan, values: dict[str, str | None]) -> tuple[list[str | None], str | None]:
     """A record's staged values, or why it is a bad row."""
     values = {k.upper(): v for k, v in values.items()}
     for t in plan.targets:
         if t.transform:
             continue
+        assert t.source is not None  # (the findings: SRCCLNM or TRNSFRM)
         value = values.get(t.source.upper())
         if value is None and t.default is not None:
             values[t.source.upper()] = value = t.default
@@ -296,6 +309,7 @@ def under_home(text: str | None, home: Path) -> Path | None:
     """A path from a definition (FLPATH, ARCHPATH): relative ones are under DMS_HOME."""
     if not (text or "").strip():
         return None
+    assert text is not None  # (not empty)
     path = Path(text.strip()).expanduser()
     return path if path.is_absolute() else home / path
 
@@ -374,6 +388,7 @@ def load_file(
     started, t0 = dms_now(), time.perf_counter()
     archive = under_home(fl.archive_path, settings.dms_home)
     rejects = (archive or path.parent) / f"{path.name}.{digest[:12]}.rejects.csv"
+    bad: _Bad | None  # (None: the failure found no bad rows)
     try:
         tgt = connection_engine(fl.target_connection, settings)
         plan = file_plan(fl, dialect_of(tgt).sqlglot_name)
@@ -452,7 +467,8 @@ def _load(
             rows = _apply(conn, d, fl, plan, staging)
             conn.exec_driver_sql(f"DROP TABLE {staging}")
     except Exception as exc:
-        exc.bad = bad  # (what was found before it failed: logged by load_file)
+        # what was found before it failed, logged by load_file (an attribute of any exception)
+        setattr(exc, "bad", bad)  # noqa: B010
         raise
     finally:
         bad.close()
@@ -532,8 +548,8 @@ def _clean(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> boo
     return conn.exec_driver_sql(d.limit(repeats, 1)).first() is None
 
 
-def _batches(plan: FilePlan, records, bad: _Bad) -> Iterator[list]:
-    batch = []
+def _batches(plan: FilePlan, records: Iterable[Record], bad: _Bad) -> Iterator[list[list[Any]]]:
+    batch: list[list[Any]] = []
     for record in records:
         if record.problem:
             bad.add(record.line, record.problem, None, record.values)
@@ -556,7 +572,8 @@ def _staging_columns(d: Dialect, plan: FilePlan) -> list[str]:
 
 
 def _value_sql(d: Dialect, t: Target) -> str:
-    expr = t.transform if t.transform else f"SRC.{d.quote(t.source)}"
+    # (without TRNSFRM a column has its SRCCLNM: the findings)
+    expr = t.transform if t.transform else f"SRC.{d.quote(cast(str, t.source))}"
     return d.typed(expr, t.dtype.family, d.type_sql(t.dtype.sqlalchemy_type()))
 
 
@@ -564,6 +581,7 @@ def _ensure_target(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan
     """Create the target table when it does not exist; refuse one that lacks a column."""
     schema = _target_schema(d, fl)
     schema = schema.lower() if schema else None
+    assert fl.target_table is not None  # (the findings refuse a file load without it)
     table = fl.target_table.strip().lower()
     have = table_columns(conn, schema, table)
     if have is None:
@@ -579,10 +597,13 @@ def _target_schema(d: Dialect, fl: FileLoad) -> str | None:
 
 
 def _target_table(d: Dialect, fl: FileLoad) -> str:
+    assert fl.target_table is not None  # (the findings refuse a file load without it)
     return d.qualified(_target_schema(d, fl), fl.target_table.strip())
 
 
-def _repeated_keys(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str, bad) -> None:
+def _repeated_keys(
+    conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str, bad: _Bad
+) -> None:
     """UPSERT: a key the file gives twice is a bad row (each repeat after the first)."""
     keys = ", ".join(_value_sql(d, t) for t in plan.keys)
     sources = [f"SRC.{d.quote(t.source)}" for t in plan.keys if t.source] or ["NULL"]

@@ -3,6 +3,8 @@ It is written when it changes and never executed from the table."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 
 from dms_orchestration.db.connect import write_transaction
@@ -13,6 +15,9 @@ from dms_orchestration.engine.spec import LoadSpec
 from dms_orchestration.engine.strategy import LoadStrategy, Staging
 from dms_orchestration.ids.provider import next_id
 from dms_orchestration.settings import dms_now
+
+if TYPE_CHECKING:
+    from dms_orchestration.engine.plan import LoadPlan
 
 
 def load_sql_text(
@@ -56,7 +61,9 @@ def load_sql_text(
     return "\n\n".join(f"-- {title}\n{stmt};" for title, stmt in parts) + "\n"
 
 
-def store_load_sql(meta: sa.Engine, plan, spec: LoadSpec, sd: Dialect, td: Dialect) -> bool:
+def store_load_sql(
+    meta: sa.Engine, plan: LoadPlan, spec: LoadSpec, sd: Dialect, td: Dialect
+) -> bool:
     """Version DMS_JOBFLW when the load's SQL changed; True when a row was written."""
     text = load_sql_text(
         spec,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -163,7 +164,7 @@ def load(
     settings: Settings | None = None,
     url: str | None = None,
     on_progress: Callable[[LoadState], None] | None = None,
-    **log_ids,
+    **log_ids: Any,
 ) -> LoadResult:
     """plan -> every chunk -> commit. A failure leaves DMS_PRCLOG FL (the failed chunk
     logged its error), an interruption ST. `on_progress` gets the load's progress as the

@@ -10,8 +10,9 @@ The plan is plain data (JSON), so chunks can run in other processes.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
@@ -158,11 +159,11 @@ def choose_chunk_count(
     return max(1, min(config["MAX_PARALLEL_CHUNKS"], math.ceil(estimate / config["CHUNK_ROWS"])))
 
 
-def _key_cuts(source: SourceRead, strategy: LoadStrategy) -> tuple[list, list]:
+def _key_cuts(source: SourceRead, strategy: LoadStrategy) -> tuple[list[Any], list[Any]]:
     """The key cuts between the load's chunks, and between a single chunk's parts: where
     the target reads a transaction's key ranges side by side, a single chunk still
-    compares source and target on every core (measured: 1M rows, 2 parts, classify 0.75
-    -> 0.43 s). The parts find their own duplicates."""
+    compares source and target on every core (benchmarks/README.md). The parts find their own
+    duplicates."""
     unique_key = strategy.unique_source_key
     chunks = strategy.chunks
     boundaries = (
@@ -202,10 +203,12 @@ def _ensure_skey_sequence(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> No
         )
 
 
-def skey_floor_query(d: Dialect, spec: LoadSpec) -> sa.Select:
+def skey_floor_query(d: Dialect, spec: LoadSpec) -> sa.Select[*tuple[Any, ...]]:
     """The highest SKEY the target holds and the highest its sequence handed out, if any."""
     table = sa.text(d.qualified(spec.schema, spec.table))
-    parts = [sa.select(sa.literal_column("MAX(SKEY)")).select_from(table).scalar_subquery()]
+    parts: list[sa.ColumnElement[Any]] = [
+        sa.select(sa.literal_column("MAX(SKEY)")).select_from(table).scalar_subquery()
+    ]
     position = d.sequence_position(f"{spec.table}_SEQ", spec.schema)
     if position is not None:
         parts.append(position)
@@ -224,7 +227,8 @@ def _drop_leftovers(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
     names = leftover_work_tables(tgt, spec)
     if not names:
         return
-    prcids = {int(WORK_TABLE.match(n.lower()).group(1)) for n in names}
+    # (leftover_work_tables names only tables WORK_TABLE matches)
+    prcids = {int(cast(re.Match[str], WORK_TABLE.match(n.lower())).group(1)) for n in names}
     p = s.dms_prclog
     with meta.connect() as conn:
         ours = set(
@@ -236,7 +240,7 @@ def _drop_leftovers(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> None:
         )
     d = dialect_of(tgt)
     for name in names:
-        if int(WORK_TABLE.match(name.lower()).group(1)) in ours:
+        if int(cast(re.Match[str], WORK_TABLE.match(name.lower())).group(1)) in ours:
             with tgt.begin() as conn:
                 conn.exec_driver_sql(sqlgen.drop_table(d.qualified(spec.schema, name)))
 

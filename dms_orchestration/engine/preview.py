@@ -10,6 +10,7 @@ no staging table, nothing written anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +120,7 @@ def _target_columns(tgt: sa.Engine, spec: LoadSpec) -> set[str] | None:
 
 
 def _compared(
-    tgt: sa.Engine, spec: LoadSpec, staged: list, present: set[str]
+    tgt: sa.Engine, spec: LoadSpec, staged: Sequence[Sequence[Any]], present: set[str]
 ) -> tuple[PreviewRow, ...]:
     d = dialect_of(tgt)
     rows = sqlgen.bound_rows(d, spec, len(staged))

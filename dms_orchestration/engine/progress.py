@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -38,6 +39,9 @@ from dms_orchestration.dmslog.writer import LoadCounts, log_writer
 from dms_orchestration.engine.workers import TICK_S
 from dms_orchestration.settings import dms_now
 from dms_orchestration.vocabulary import Status
+
+if TYPE_CHECKING:
+    from dms_orchestration.engine.plan import LoadPlan
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ class ChunkReporter:
     def __init__(
         self,
         meta: sa.Engine,
-        plan,  # LoadPlan (engine.plan imports this module's users)
+        plan: LoadPlan,  # (engine.plan imports this module's users)
         index: int,
         start: datetime,
         hook: ChunkProgressHook | None = None,
@@ -166,6 +170,7 @@ class ChunkReporter:
     def finish(self, counts: LoadCounts) -> None:
         """The chunk committed: its row PC with its counts."""
         self.counts = counts
+        assert self.joblogid is not None  # open() wrote the row before the chunk ran
         with cancellable(self.meta):
             self.writer.finish_chunk_row(
                 self.joblogid, self.plan.prcid, counts=counts, status=Status.PC
@@ -175,8 +180,9 @@ class ChunkReporter:
     def forget(self) -> None:
         """The chunk is over (done, failed or stopped): no more reports of it."""
         with self._load.lock:
-            self._load.pending.pop(self.joblogid, None)
-            self._load.chunks.discard(self.joblogid)
+            if self.joblogid is not None:  # (None: open() wrote no row, nothing reported)
+                self._load.pending.pop(self.joblogid, None)
+                self._load.chunks.discard(self.joblogid)
             idle = not self._load.chunks
         if idle:
             with _loads_lock:

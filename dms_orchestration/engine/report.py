@@ -63,6 +63,7 @@ def report_findings(report: Report, metadata_dialect: str = "") -> list[str]:
     if not (report.output_path or "").strip():
         findings.append("OUTPATH is empty")
     else:
+        assert report.output_path is not None  # (not empty)
         unknown = [p for p in PLACEHOLDER.findall(report.output_path) if p not in PLACEHOLDERS]
         if unknown:
             findings.append(
@@ -72,6 +73,7 @@ def report_findings(report: Report, metadata_dialect: str = "") -> list[str]:
     if report.source is None or not (report.source.sql or "").strip():
         findings.append(f"MAPRSQLCD {report.source_sql_code!r} names no current DMS_MAPRSQL row")
     else:
+        assert report.source.sql is not None  # (not empty)
         _, problem = parse_query(
             report.source.sql, sqlglot_dialect(report.source_connection, metadata_dialect)
         )
@@ -132,11 +134,13 @@ def run_report(
     )
 
 
-def _write(report: Report, source: sa.Engine, params: dict, path: Path) -> int:
+def _write(report: Report, source: sa.Engine, params: dict[str, str | None], path: Path) -> int:
     """The query's rows into `path`, through a file beside it (moved when complete)."""
     fmt = _format(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    # (report_findings refused a report without its query)
+    assert report.source is not None and report.source.sql is not None
     query = text_with_params(strip_sql(report.source.sql), params)
     try:
         with source.connect() as conn:

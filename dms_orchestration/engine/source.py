@@ -26,7 +26,7 @@ from dms_orchestration.vocabulary import CheckpointStrategy, Family
 
 
 def read_window(
-    spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict, full: bool
+    spec: LoadSpec, src: sa.Engine, meta: sa.Engine, params: dict[str, str | None], full: bool
 ) -> Window:
     """The checkpoint window of the next load: which source rows it reads (reads only)."""
     if spec.checkpoint_strategy == CheckpointStrategy.NONE:
@@ -45,7 +45,7 @@ def read_window(
     return Window(start, as_text(end) if end is not None else start, windowed=True)
 
 
-def window_binds(window: Window, params: dict) -> dict:
+def window_binds(window: Window, params: dict[str, str | None]) -> dict[str, str | None]:
     """The binds of a plan-time query over the source rows: the window and the params."""
     return {"dms_chk_from": window.start, "dms_chk_to": window.end, **params}
 
@@ -58,7 +58,7 @@ class SourceRead:
     engine: sa.Engine
     spec: LoadSpec
     window: Window
-    params: dict
+    params: dict[str, str | None]
 
     @property
     def full_extract(self) -> bool:
@@ -95,7 +95,7 @@ class SourceRead:
         with self.engine.connect() as conn:
             return d.key_is_unique(conn, keys)
 
-    def key_cuts(self, n: int, *, count_duplicates: bool, unique_key: bool) -> list:
+    def key_cuts(self, n: int, *, count_duplicates: bool, unique_key: bool) -> list[Any]:
         """Upper key bounds of key ranges 0..n-2 (chunks, or a single chunk's parts).
         Integer keys: n even steps between the smallest and largest key (an index answers
         MIN / MAX); other keys: n tiles of the sorted keys. NULL keys fail the load (they
@@ -113,7 +113,9 @@ class SourceRead:
             if spec.keys[0].dtype.family == Family.INTEGER:  # (the key as the target's integer)
                 checks = "none" if unique_key else "all" if count_duplicates else "nulls"
                 sql = sqlgen.key_range(d, spec, windowed, checks)
-                lo, hi, nulls, duplicates = conn.execute(self._bound(sql, dms_n=n)).first()
+                row = conn.execute(self._bound(sql, dms_n=n)).first()
+                assert row is not None  # (aggregates: one row)
+                lo, hi, nulls, duplicates = row
                 steps = [] if lo is None else _even_steps(int(lo), int(hi), n)
             else:
                 sql = sqlgen.key_tiles(d, spec, windowed)
@@ -134,7 +136,7 @@ class SourceRead:
         return steps
 
 
-def _json_bound(value) -> Any:
+def _json_bound(value: object) -> Any:
     """A key boundary as JSON that binds back to the same comparison."""
     if value is None or isinstance(value, bool | int | float | str):
         return value

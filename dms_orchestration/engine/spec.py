@@ -5,6 +5,7 @@ metadata models; refuses a mapping whose rules are broken, naming every finding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from dms_orchestration.db.dialects import has_schemas
 from dms_orchestration.metadata.datatypes import DataType, parse_data_type
@@ -21,7 +22,8 @@ from dms_orchestration.vocabulary import (
 
 # FIRST / LAST need a row order that a SQL extract does not have: they take the
 # smallest / largest value, which is deterministic on every database
-AGGREGATES = {
+# (looked up by a column's MAPCMBCD: None where it has none)
+AGGREGATES: dict[str | None, str] = {
     Combine.SUM: "SUM",
     Combine.MIN: "MIN",
     Combine.MAX: "MAX",
@@ -117,6 +119,7 @@ def load_spec(
         raise MappingInvalid(mapping.ref, errors)
     cols = []
     for c in mapping.columns_in_order:
+        assert c.name is not None  # (the rules refuse a column without TRGCLNM)
         cols.append(
             TargetColumn(
                 name=c.name.upper(),
@@ -129,10 +132,16 @@ def load_spec(
                 lookup_value=c.lookup_value.strip() if c.lookup_value else None,
             )
         )
-    keys = tuple(next(t for t in cols if t.name == k.name.upper()) for k in mapping.business_key)
+    # (a key column is one of the columns above: it has a name)
+    keys = tuple(
+        next(t for t in cols if t.name == cast(str, k.name).upper()) for k in mapping.business_key
+    )
     strategy = _code(mapping.checkpoint_strategy, CheckpointStrategy.NONE)
     if strategy == CheckpointStrategy.AUTO:
         strategy = CheckpointStrategy.KEY if mapping.checkpoint_column else CheckpointStrategy.NONE
+    # (both refused above: no source SQL, no target table)
+    assert mapping.source is not None and mapping.source.sql is not None
+    assert mapping.target_table is not None
     return LoadSpec(
         mapref=mapping.ref,
         schema=(mapping.target_schema or default_schema if has_schemas(target_dialect) else None),

@@ -81,6 +81,7 @@ def _source_key(d: Dialect, spec: LoadSpec) -> str:
 def _checkpoint_filter(d: Dialect, spec: LoadSpec, windowed: bool) -> list[str]:
     if not windowed:
         return []
+    assert spec.checkpoint_column is not None  # (a window is over CHKPNTCLNM: KEY, PYTHON)
     col = f"SRC.{d.quote(spec.checkpoint_column)}"
     if (
         spec.checkpoint_strategy == CheckpointStrategy.PYTHON
@@ -122,6 +123,7 @@ def transform_query(spec: LoadSpec, d: Dialect, bounds: ChunkBounds, windowed: b
     joins = []
     for i, c in enumerate(spec.columns):
         if c.is_lookup:
+            assert c.lookup_key is not None and c.lookup_value is not None  # (the rules)
             alias = f"L{i}"
             outer.append(f"{alias}.{q(c.lookup_value)} AS {q(c.name)}")
             joins.append(
@@ -389,6 +391,7 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
             return _update_in_place(d, spec, work, rows)
         if name == "expire":
             assignments = [("CURFLG", "'N'"), ("VLDTO", ":dms_now"), ("RECUPDT", ":dms_now")]
+            assert acts is not None  # (expire and insert name their actions: _apply_steps)
             join = f"T.SKEY = A.{TSKEY} AND A.{ACT} IN ({_codes(acts)}){rows}"
             return d.update_from(t, work, join, assignments)
         if name == "delete":
@@ -403,6 +406,7 @@ def apply_statements(d: Dialect, spec: LoadSpec, work: str, skey: str) -> list[t
             else:
                 cond = f"SKEY IN (SELECT {TSKEY} FROM {work} WHERE {ACT} = 'D')"
             return f"DELETE FROM {t} WHERE {cond}"
+        assert acts is not None
         return _insert(d, spec, f"{work} A WHERE A.{ACT} IN ({_codes(acts)}){rows}", skey)
 
     return [(name, statement(name, acts)) for name, acts in _apply_steps(spec)]
@@ -478,8 +482,8 @@ def unfit_values(
     """Some rows of the transform (source dialect) with a value the target's columns
     cannot hold: their business key, then the first such column's name; None: no
     column has a limit to check."""
-    conds = [(c, _unfit(sd, td, c, f"X.{sd.quote(c.name)}")) for c in spec.all_columns]
-    conds = [(c, cond) for c, cond in conds if cond]
+    checked = [(c, _unfit(sd, td, c, f"X.{sd.quote(c.name)}")) for c in spec.all_columns]
+    conds = [(c, cond) for c, cond in checked if cond]
     if not conds:
         return None
     keys = ", ".join(f"X.{sd.quote(k.name)}" for k in spec.keys)
@@ -504,6 +508,7 @@ def drop_table(name: str) -> str:
 
 
 def checkpoint_max(d: Dialect, spec: LoadSpec) -> str:
+    assert spec.checkpoint_column is not None  # (KEY: the rules ask for CHKPNTCLNM)
     col = f"SRC.{d.quote(spec.checkpoint_column)}"
     return (
         f"SELECT MAX({col}) FROM ({_source(spec)}) SRC "

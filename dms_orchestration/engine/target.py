@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -24,8 +25,8 @@ class SchemaDrift(ValueError):
     """The target table and the mapping disagree in a way the loader will not paper over."""
 
 
-def _audit_columns(spec: LoadSpec, primary_key: bool = True) -> list[sa.Column]:
-    cols = [
+def _audit_columns(spec: LoadSpec, primary_key: bool = True) -> list[sa.Column[Any]]:
+    cols: list[sa.Column[Any]] = [
         sa.Column(
             "skey", sa.BigInteger, primary_key=primary_key, nullable=False, autoincrement=False
         ),
@@ -80,7 +81,7 @@ def index_statements(
         return [(bk, create(IndexSpec(bk, keys, unique=True)), True)]
     # one index on the business key, unique among current rows: the rule, and the index
     # lookups of the current row use. No second index over all versions: every closed and
-    # every new version would write it too (measured: a delta ~15% slower) - except where
+    # every new version would write it too (benchmarks/README.md) - except where
     # the rule's index cannot serve lookups by key (Oracle: it indexes CASE expressions)
     cur = _index_name(spec.table, "cur")
     rule = (cur, create(IndexSpec(cur, keys, unique=True, current_only=True)), True)
@@ -106,14 +107,18 @@ def ensure_indexes(engine: sa.Engine, spec: LoadSpec) -> list[str]:
     d = dialect_of(engine)
     with engine.connect() as conn:
         inspector = sa.inspect(conn)
-        present = {ix["name"].lower() for ix in inspector.get_indexes(spec.table.lower(), schema)}
+        present = {  # (an index of these databases always has a name)
+            cast(str, ix["name"]).lower()
+            for ix in inspector.get_indexes(spec.table.lower(), schema)
+        }
         has_key = bool(
             inspector.get_pk_constraint(spec.table.lower(), schema).get("constrained_columns")
         )
     table = d.qualified(spec.schema, spec.table)
     # IF NOT EXISTS where the database has it: reflection of a just-made SQLite index can
     # lag; a key's index may be left from a try that died before it became the key
-    builds, after = [], []
+    builds: list[str] = []
+    after: list[str] = []
     if not has_key:
         builds, after = d.primary_key_statements(table, _primary_key_name(spec), "SKEY", True)
     builds += [
@@ -137,7 +142,7 @@ def _run_ddl(engine: sa.Engine, statements: list[str]) -> None:
                 conn.exec_driver_sql(stmt)
 
 
-def _holds(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
+def _holds(existing: sa.types.TypeEngine[Any], want: DataType, d: Dialect) -> bool:
     """Whether a column of the existing type stores every value of the mapping's type."""
     f = want.family
     if f in (Family.STRING, Family.CHAR, Family.TEXT):
@@ -186,7 +191,7 @@ _WIDENINGS = {
 }
 
 
-def _column_type(existing: sa.types.TypeEngine, d: Dialect) -> DataType | None:
+def _column_type(existing: sa.types.TypeEngine[Any], d: Dialect) -> DataType | None:
     """The mapping type a table's column type stands for (None: no widening from it)."""
     if isinstance(existing, sa.CHAR):
         return DataType(Family.CHAR, length=existing.length) if existing.length else None
@@ -200,7 +205,7 @@ def _column_type(existing: sa.types.TypeEngine, d: Dialect) -> DataType | None:
     return None
 
 
-def widens(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
+def widens(existing: sa.types.TypeEngine[Any], want: DataType, d: Dialect) -> bool:
     """Whether changing the column to the mapping's type keeps every value it has."""
     old = _column_type(existing, d)
     if old is None or (old.family, want.family) not in _WIDENINGS:
@@ -211,7 +216,11 @@ def widens(existing: sa.types.TypeEngine, want: DataType, d: Dialect) -> bool:
 
 
 def _widen(
-    conn: sa.Connection, spec: LoadSpec, table: str, col: TargetColumn, current
+    conn: sa.Connection,
+    spec: LoadSpec,
+    table: str,
+    col: TargetColumn,
+    current: sa.types.TypeEngine[Any],
 ) -> list[str]:
     """Widen a column to the mapping's type (what was done: nothing where the database
     needs no ALTER), or refuse (SchemaDrift) when that could lose or change a value, or
@@ -228,7 +237,7 @@ def _widen(
 
 def table_columns(
     bind: sa.Engine | sa.Connection, schema: str | None, table: str
-) -> dict[str, sa.types.TypeEngine] | None:
+) -> dict[str, sa.types.TypeEngine[Any]] | None:
     """A table's columns (lower case name -> type); None when it does not exist."""
     schema = schema.lower() if schema else None
     inspector = sa.inspect(bind)
@@ -268,7 +277,9 @@ def ensure_target(engine: sa.Engine, spec: LoadSpec) -> list[str]:
         return done
 
 
-def _drift(spec: LoadSpec, table: str, col: TargetColumn, current) -> SchemaDrift:
+def _drift(
+    spec: LoadSpec, table: str, col: TargetColumn, current: sa.types.TypeEngine[Any]
+) -> SchemaDrift:
     return SchemaDrift(
         f"mapping {spec.mapref}: column {col.name} is {current} in table {table} but "
         f"{col.dtype} in the mapping, a change that could lose or alter values; change the "

@@ -23,9 +23,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from multiprocessing import get_all_start_methods, get_context
+from typing import Any, TypeVar
 
 from dms_orchestration.db import interrupt
 from dms_orchestration.db.connect import after_fork, dispose_all
+
+_T = TypeVar("_T")
 
 _PR_SET_PDEATHSIG = 1
 _WATCH_S = 0.5
@@ -39,7 +42,8 @@ def _kill_me_with_parent() -> bool:
         return False
     try:
         libc = ctypes.CDLL(name, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        set_up: bool = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        return set_up
     except (OSError, AttributeError):
         return False
 
@@ -68,8 +72,8 @@ def die_with_parent(parent: int, forked: bool = True) -> None:
 
 def process_pool(n: int) -> ProcessPoolExecutor:
     """n chunk processes that die with this one. Forked where the platform has fork: a
-    child starts with the modules loaded (a spawned one imports them again, measured
-    +0.6 s a chunk). No pooled connection may cross: the parent's pools are emptied
+    child starts with the modules loaded (a spawned one imports them again: the cost is
+    in benchmarks/README.md). No pooled connection may cross: the parent's pools are emptied
     first, the child opens its own."""
     parent = os.getpid()
     if "fork" not in get_all_start_methods():
@@ -101,11 +105,11 @@ def _stopping_on_interrupt(stop: Callable[[], None]) -> Iterator[None]:
         raise
 
 
-def _failed(future: Future) -> bool:
+def _failed(future: Future[Any]) -> bool:
     return not future.cancelled() and future.exception() is not None
 
 
-def _results(futures: list[Future], tick: Callable[[], None] | None = None) -> list:
+def _results(futures: list[Future[_T]], tick: Callable[[], None] | None = None) -> list[_T]:
     """Their results in order (the first failure raised); `tick()` every TICK_S while
     they all run, here in the waiting thread."""
     while tick is not None:
@@ -117,13 +121,13 @@ def _results(futures: list[Future], tick: Callable[[], None] | None = None) -> l
 
 
 def run_in_threads(
-    fn: Callable[[int], object],
+    fn: Callable[[int], _T],
     n: int,
     limit: int,
     load_key: int,
     tick: Callable[[], None] | None = None,
     children: ProcessPoolExecutor | None = None,
-) -> list:
+) -> list[_T]:
     """fn(0..n-1) on at most `limit` threads, `tick()` while they run; a stop cancels
     their running statements, and interrupts `children` (the processes the threads hand
     their chunks to, if any)."""
@@ -142,8 +146,12 @@ def run_in_threads(
 
 
 def run_in_processes(
-    fn: Callable, args: tuple, n: int, limit: int, tick: Callable[[], None] | None = None
-) -> list:
+    fn: Callable[..., _T],
+    args: tuple[Any, ...],
+    n: int,
+    limit: int,
+    tick: Callable[[], None] | None = None,
+) -> list[_T]:
     """fn(*args, i) for i in 0..n-1 in at most `limit` child processes; a stop is passed
     on to the children (SIGINT) and waited for."""
     pool = process_pool(max(1, min(n, limit)))

@@ -35,7 +35,7 @@ class Record:
 
 
 def read_records(
-    path: Path, file_type: str, delimiter: str | None = None, header: bool = True
+    path: Path, file_type: str | None, delimiter: str | None = None, header: bool = True
 ) -> tuple[list[str], Iterator[Record]]:
     """The file's column names and its records (read as they are iterated). `delimiter`
     (DELIM): a CSV's field delimiter (default ","), an XLSX's sheet (default: the first)."""

@@ -133,7 +133,7 @@ WRITERS: dict[str, Callable[[Path, Sequence[str], Batches], int]] = {
     ReportFormat.XLSX: write_xlsx,
     ReportFormat.PARQUET: write_parquet,
 }
-EXTENSIONS = {
+EXTENSIONS: dict[str, str] = {
     ReportFormat.CSV: ".csv",
     ReportFormat.XLSX: ".xlsx",
     ReportFormat.PARQUET: ".parquet",
