@@ -159,6 +159,39 @@ def choose_chunk_count(
     return max(1, min(config["MAX_PARALLEL_CHUNKS"], math.ceil(estimate / config["CHUNK_ROWS"])))
 
 
+def _facts(
+    source: SourceRead, tgt: sa.Engine, created: bool, empty: bool, chunks: int, earned: int
+) -> LoadFacts:
+    """What the load's strategy is decided from; the source's two probes are left for
+    load_strategy to ask when they matter."""
+    return LoadFacts(
+        created=created,
+        empty=empty,
+        full_extract=source.full_extract,
+        same_database=same_database(source.engine, tgt),
+        chunks=chunks,
+        earned=earned,
+        integer_key=source.spec.keys[0].dtype.family == Family.INTEGER,
+        parallel_reads=dialect_of(tgt).parallel_read_session() is not None,
+        unique_source_key=source.unique_key,
+        reads_one_table=source.reads_one_table,
+    )
+
+
+def _skey_mode(tgt: sa.Engine, meta: sa.Engine, spec: LoadSpec) -> str:
+    """How the load's new SKEYs are drawn: the target's own sequence (SEQUENCE mode, where
+    the database has sequences), else DMS_IDPOOL ranges; either continues above every
+    SKEY the other mode handed out."""
+    if (
+        dialect_of(tgt).capabilities.sequences
+        and provider_for(meta).mode_for(spec.table) == SEQUENCE
+    ):
+        _ensure_skey_sequence(tgt, meta, spec)
+        return SEQUENCE
+    _skey_counter_above_target(tgt, meta, spec)
+    return TABLE_COUNTER
+
+
 def _key_cuts(source: SourceRead, strategy: LoadStrategy) -> tuple[list[Any], list[Any]]:
     """The key cuts between the load's chunks, and between a single chunk's parts: where
     the target reads a transaction's key ranges side by side, a single chunk still
@@ -335,33 +368,17 @@ def plan(
         _drop_leftovers(tgt, meta, spec)
         source = SourceRead(src, spec, read_window(spec, src, meta, params, full), params)
         estimate, method = source.estimate()
-        td = dialect_of(tgt)
-        earned = choose_chunk_count(estimate, config, td.capabilities.concurrent_writers)
-        strategy = load_strategy(
-            LoadFacts(
-                created=created,
-                empty=empty,
-                full_extract=source.full_extract,
-                same_database=same_database(src, tgt),
-                chunks=chunks or earned,
-                earned=earned,
-                integer_key=spec.keys[0].dtype.family == Family.INTEGER,
-                parallel_reads=td.parallel_read_session() is not None,
-                unique_source_key=source.unique_key,
-                reads_one_table=source.reads_one_table,
-            )
+        earned = choose_chunk_count(
+            estimate, config, dialect_of(tgt).capabilities.concurrent_writers
         )
+        facts = _facts(source, tgt, created, empty, chunks or earned, earned)
+        strategy = load_strategy(facts)
         if strategy.unique_rule is UniqueRule.BEFORE_ROWS:
             # all indexes now (a first load builds them after its rows, at commit); also
             # repairs a first load that died before its commit
             ensure_indexes(tgt, spec)
         boundaries, parts = _key_cuts(source, strategy)
-        skey_mode = TABLE_COUNTER
-        if td.capabilities.sequences and provider_for(meta).mode_for(spec.table) == SEQUENCE:
-            skey_mode = SEQUENCE
-            _ensure_skey_sequence(tgt, meta, spec)
-        else:
-            _skey_counter_above_target(tgt, meta, spec)
+        skey_mode = _skey_mode(tgt, meta, spec)
         result = LoadPlan(
             mapping=mapping,
             prcid=prcid,
@@ -381,7 +398,7 @@ def plan(
             estimated_rows=estimate,
             estimate_method=method,
         )
-        store_load_sql(meta, result, spec, dialect_of(src), td)
+        store_load_sql(meta, result, spec, dialect_of(src), dialect_of(tgt))
         log_writer(meta).open_load_row(  # IP: its chunks sum their rows into it as they go
             prcid=prcid,
             mapref=mapping.ref,
