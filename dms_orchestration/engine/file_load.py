@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO
 
 import sqlalchemy as sa
 import sqlglot
@@ -36,8 +36,11 @@ from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.db.connections import connection_engine
 from dms_orchestration.db.dialects import Dialect, dialect_of, sqlglot_dialect
 from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
+from dms_orchestration.engine import file_sql as sql
 from dms_orchestration.engine.errors import error_text
-from dms_orchestration.engine.file_copy import copy_file, fits_sql
+from dms_orchestration.engine.file_copy import copy_file
+from dms_orchestration.engine.file_sql import LINE
+from dms_orchestration.engine.sqlgen import delete_all, drop_table
 from dms_orchestration.engine.target import table_columns
 from dms_orchestration.files.readers import (
     FORMATS,
@@ -58,7 +61,6 @@ if TYPE_CHECKING:
 LOAD_TYPES = codes(LoadType)
 BATCH_ROWS = 10_000
 JOBERR_ROWS = 1_000  # DMS_JOBERR rows per file at most; the reject file has every bad row
-LINE = "dms_line"
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_$#]*$"
 _INT_RANGE = {5: 2**15 - 1, 10: 2**31 - 1, 19: 2**63 - 1}
 _TRUE_FALSE = {"true", "false", "t", "f", "y", "n", "yes", "no", "1", "0"}
@@ -454,7 +456,7 @@ def _load(
             _ensure_target(conn, d, fl, plan)
             if (rows := _fast(conn, d, fl, plan, path, columns, staging)) is not None:
                 return rows, bad
-            conn.exec_driver_sql(d.temp_table(staging, _staging_columns(d, plan)))
+            conn.exec_driver_sql(d.temp_table(staging, sql.staging_columns(d, plan.staged)))
             for batch in _batches(plan, records, bad):
                 d.bulk_insert(conn, staging, [LINE, *map(d.quote, plan.staged)], batch)
             if plan.load_type == LoadType.UPSERT:
@@ -465,7 +467,7 @@ def _load(
                     f"nothing loaded (the first: line {bad.kept[0][0]}: {bad.kept[0][1]})"
                 )
             rows = _apply(conn, d, fl, plan, staging)
-            conn.exec_driver_sql(f"DROP TABLE {staging}")
+            conn.exec_driver_sql(drop_table(staging))
     except Exception as exc:
         # what was found before it failed, logged by load_file (an attribute of any exception)
         setattr(exc, "bad", bad)  # noqa: B010
@@ -499,11 +501,11 @@ def _fast(
         if plan.load_type == LoadType.UPSERT:
             rows = _apply(conn, d, fl, plan, copied) if _clean(conn, d, plan, copied) else None
         else:  # checked as they are applied, in one pass: all of them, or the Python path
-            staged = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {copied}").scalar()
-            rows = _apply(conn, d, fl, plan, copied, where=_rules(d, plan))
+            staged = conn.exec_driver_sql(sql.row_count(copied)).scalar()
+            rows = _apply(conn, d, fl, plan, copied, where=sql.rules(d, plan.targets))
             rows = rows if rows == staged else None
         if rows is not None:
-            conn.exec_driver_sql(f"DROP TABLE {copied}")
+            conn.exec_driver_sql(drop_table(copied))
             savepoint.commit()
             return rows
     except sa.exc.DBAPIError:  # a record the server refused, a value it could not read
@@ -516,36 +518,17 @@ def _defaults(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> 
     """DFLTVAL for the empty values of the copied rows."""
     for t in plan.targets:
         if t.source and t.default is not None:
-            column = d.quote(t.source)
-            conn.execute(
-                sa.text(f"UPDATE {staging} SET {column} = :v WHERE {column} IS NULL"),
-                {"v": t.default},
-            )
-
-
-def _rules(d: Dialect, plan: FilePlan) -> str:
-    """A copied row (alias SRC) passes the rules of its columns (engine/file_copy.py)."""
-    rules = []
-    for t in plan.targets:
-        if t.source and not t.transform:
-            v = f"SRC.{d.quote(t.source)}"
-            if t.required:
-                rules.append(f"{v} IS NOT NULL")
-            rules.append(f"({v} IS NULL OR {fits_sql(v, t.dtype)})")
-    return " AND ".join(rules) or "TRUE"
+            conn.execute(sa.text(sql.fill_default(d, staging, t.source)), {"v": t.default})
 
 
 def _clean(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> bool:
     """Whether every copied row passes the rules and no key repeats (UPSERT): else the
     Python path names the bad rows."""
-    broken = f"SELECT 1 FROM {staging} SRC WHERE NOT ({_rules(d, plan)})"
-    if conn.exec_driver_sql(d.limit(broken, 1)).first() is not None:
+    if conn.exec_driver_sql(sql.a_broken_row(d, staging, plan.targets)).first() is not None:
         return False
     if plan.load_type != LoadType.UPSERT:
         return True
-    keys = ", ".join(_value_sql(d, t) for t in plan.keys)
-    repeats = f"SELECT 1 FROM {staging} SRC GROUP BY {keys} HAVING COUNT(*) > 1"
-    return conn.exec_driver_sql(d.limit(repeats, 1)).first() is None
+    return conn.exec_driver_sql(sql.a_repeated_key(d, staging, plan.keys)).first() is None
 
 
 def _batches(plan: FilePlan, records: Iterable[Record], bad: _Bad) -> Iterator[list[list[Any]]]:
@@ -564,17 +547,6 @@ def _batches(plan: FilePlan, records: Iterable[Record], bad: _Bad) -> Iterator[l
             batch = []
     if batch:
         yield batch
-
-
-def _staging_columns(d: Dialect, plan: FilePlan) -> list[str]:
-    line = d.type_sql(sa.BigInteger())
-    return [f"{LINE} {line}", *(f"{d.quote(c)} {d.type_sql(sa.Text())}" for c in plan.staged)]
-
-
-def _value_sql(d: Dialect, t: Target) -> str:
-    # (without TRNSFRM a column has its SRCCLNM: the findings)
-    expr = t.transform if t.transform else f"SRC.{d.quote(cast(str, t.source))}"
-    return d.typed(expr, t.dtype.family, d.type_sql(t.dtype.sqlalchemy_type()))
 
 
 def _ensure_target(conn: sa.Connection, d: Dialect, fl: FileLoad, plan: FilePlan) -> None:
@@ -605,19 +577,10 @@ def _repeated_keys(
     conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str, bad: _Bad
 ) -> None:
     """UPSERT: a key the file gives twice is a bad row (each repeat after the first)."""
-    keys = ", ".join(_value_sql(d, t) for t in plan.keys)
-    sources = [f"SRC.{d.quote(t.source)}" for t in plan.keys if t.source] or ["NULL"]
-    ranked = (
-        f"SELECT {LINE}, {', '.join(sources)}, "
-        f"ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {LINE}) AS dms_n FROM {staging} SRC"
-    )
-    repeats = f"SELECT * FROM ({ranked}) R WHERE dms_n > 1"
-    for row in conn.exec_driver_sql(repeats).all():
+    for row in conn.exec_driver_sql(sql.repeated_keys(d, staging, plan.keys)).all():
         key = "|".join("" if v is None else str(v) for v in row[1:-1])
         bad.add(row[0], "its key repeats an earlier line of the file", key, {})
-    conn.exec_driver_sql(
-        f"DELETE FROM {staging} WHERE {LINE} IN (SELECT {LINE} FROM ({repeats}) X)"
-    )
+    conn.exec_driver_sql(sql.delete_repeats(d, staging, plan.keys))
 
 
 def _apply(
@@ -631,25 +594,18 @@ def _apply(
     """Apply the staged rows (those `where` keeps) to the target; the rows written."""
     table = _target_table(d, fl)
     names = [d.quote(t.name.lower()) for t in plan.targets]
-    select = f"SELECT {', '.join(_value_sql(d, t) for t in plan.targets)} FROM {staging} SRC"
-    select += f" WHERE {where}" if where else ""
     if plan.load_type == LoadType.TRUNCATE:
-        conn.exec_driver_sql(f"DELETE FROM {table}")
+        conn.exec_driver_sql(delete_all(table))
     if plan.load_type != LoadType.UPSERT:
-        return conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(names)}) {select}").rowcount
+        select = sql.target_values(d, staging, plan.targets, where)
+        return conn.exec_driver_sql(sql.insert_select(table, names, select)).rowcount
     typed = f"{staging}_t"
-    values = [f"{_value_sql(d, t)} AS {n}" for t, n in zip(plan.targets, names, strict=True)]
-    conn.exec_driver_sql(d.temp_table_as(typed, f"SELECT {', '.join(values)} FROM {staging} SRC"))
-    keys = [d.quote(t.name.lower()) for t in plan.keys]
-    match = " AND ".join(f"T.{k} = A.{k}" for k in keys)
+    conn.exec_driver_sql(d.temp_table_as(typed, sql.typed_rows(d, staging, plan.targets, names)))
+    match = sql.key_match([d.quote(t.name.lower()) for t in plan.keys])
     others = [(n, f"A.{n}") for t, n in zip(plan.targets, names, strict=True) if not t.key]
     updated = 0
     if others:
         updated = conn.exec_driver_sql(d.update_from(table, typed, match, others)).rowcount
-    exists = f"SELECT 1 FROM {table} T WHERE {match}"
-    inserted = conn.exec_driver_sql(
-        f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(f'A.{n}' for n in names)} "
-        f"FROM {typed} A WHERE NOT EXISTS ({exists})"
-    ).rowcount
-    conn.exec_driver_sql(f"DROP TABLE {typed}")
+    inserted = conn.exec_driver_sql(sql.insert_new(table, names, typed, match)).rowcount
+    conn.exec_driver_sql(drop_table(typed))
     return updated + inserted
