@@ -23,10 +23,7 @@ import argparse
 import math
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,11 +37,9 @@ from dms_orchestration.db.connect import create_engine
 from dms_orchestration.db.ddl import init_schema
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
-from dms_orchestration_tests.pg_server import PostgresServer, _free_port
+from dms_orchestration_tests.pg_server import PostgresServer
+from dms_orchestration_tests.services import DeployedServices
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
-BIN = Path(sys.executable).parent
 SCHEDULE_TICK = ".dagster/scheduled_execution_time"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -149,71 +144,6 @@ class Sampler(threading.Thread):
                 self.peak_rss[name] = max(self.peak_rss[name], rss)
 
 
-class Services:
-    def __init__(self, pg: PostgresServer, work: Path, meta_url: str) -> None:
-        self.home = work / "dagster"
-        self.home.mkdir()
-        shutil.copy(DEPLOY / "dagster.yaml", self.home / "dagster.yaml")
-        self.logs = work / "logs"
-        self.logs.mkdir()
-        self.web_port, self.code_port = _free_port(), _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DMS_", "DAGSTER_"))}
-        self.env = env | {
-            "DAGSTER_HOME": str(self.home),
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": str(pg.port),
-            "DAGSTER_PG_USER": pg.user,
-            "DAGSTER_PG_PASSWORD": "unused",
-            "DAGSTER_PG_DB": "dagster",
-            "DMS_CODE_SERVER_HOST": "127.0.0.1",
-            "DMS_CODE_SERVER_PORT": str(self.code_port),
-            "DMS_DATABASE_URL": meta_url,
-            "DMS_HOME": str(work / "dms"),
-        }
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, argv: list[str]) -> None:
-        with open(self.logs / f"{name}.log", "ab") as out:
-            self.procs[name] = subprocess.Popen(
-                ["env", "--default-signal=INT,TERM", *argv],
-                cwd=REPO,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def start_all(self) -> None:
-        workspace = str(DEPLOY / "workspace.yaml")
-        self.start(
-            "code_server",
-            [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1"]
-            + ["-p", str(self.code_port), "-m", "dms_orchestration.definitions"],
-        )
-        self.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace])
-        self.start(
-            "webserver",
-            [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.web_port)]
-            + ["-w", workspace],
-        )
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for proc in self.procs.values():
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-    def instance(self) -> dg.DagsterInstance:
-        os.environ.update({k: v for k, v in self.env.items() if k.startswith("DAGSTER_PG_")})
-        return dg.DagsterInstance.from_config(str(self.home))
-
-
 # ------------------------------------------------------------------ the figures
 
 
@@ -296,7 +226,7 @@ def main() -> None:
                 "FROM generate_series(1, 10) i"
             )
         import_mapping_file(engine, parse_mapping_file(catalog(args.mappings)))
-        services = Services(pg, work, meta_url)
+        services = DeployedServices(pg, work, meta_url, "dagster")
         services.start_all()
         sampler = Sampler({name: p.pid for name, p in services.procs.items()})
         sampler.start()

@@ -8,14 +8,12 @@ finish true: no request lost, none launched twice. The systemd units pass
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,14 +29,13 @@ from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
 from dms_orchestration.settings import dms_now
 from dms_orchestration_tests.conftest import REPO_ROOT
-from dms_orchestration_tests.pg_server import _free_port
-from dms_orchestration_tests.test_e2e import _stop, _wait_for_graphql
+from dms_orchestration_tests.services import BIN, DEPLOY, DeployedServices
+from dms_orchestration_tests.test_e2e import _wait_for_graphql
 from dms_orchestration_tests.test_engine import CUST_DDL, CUST_SQL, mapping_yaml, scd1_columns
 
 pytestmark = pytest.mark.e2e  # the deployed services, started here on a real PostgreSQL
 
-DEPLOY = REPO_ROOT / "deploy"
-BIN = Path(sys.executable).parent
+
 SLOW_ROWS = 10_000  # ~1 ms a row: a load of ~10 s
 SLOW_NAME = (
     "CREATE FUNCTION slow_name(t text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS "
@@ -64,32 +61,14 @@ def _mappings() -> str:
     return yaml.safe_dump(merged)
 
 
-class Deployment:
+class Deployment(DeployedServices):
     """The three services on one PostgreSQL server: DMS metadata in one database,
-    Dagster's storage in another."""
+    Dagster's storage in another; the DMS tables as the test reads and writes them."""
 
     def __init__(self, pg_server, tmp: Path) -> None:
         self.meta_url = pg_server.create_database("deploy_dms")
         pg_server.create_database("deploy_dagster")
-        self.home = tmp / "dagster"
-        self.home.mkdir()
-        shutil.copy(DEPLOY / "dagster.yaml", self.home / "dagster.yaml")
-        self.logs = tmp / "logs"
-        self.logs.mkdir()
-        self.web_port, self.code_port = _free_port(), _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DMS_", "DAGSTER_"))}
-        self.env = env | {
-            "DAGSTER_HOME": str(self.home),
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": str(pg_server.port),
-            "DAGSTER_PG_USER": pg_server.user,
-            "DAGSTER_PG_PASSWORD": "unused-the-test-server-trusts-local-logins",
-            "DAGSTER_PG_DB": "deploy_dagster",
-            "DMS_CODE_SERVER_HOST": "127.0.0.1",
-            "DMS_CODE_SERVER_PORT": str(self.code_port),
-            "DMS_DATABASE_URL": self.meta_url,
-            "DMS_HOME": str(tmp / "dms"),
-        }
+        super().__init__(pg_server, tmp, self.meta_url, "deploy_dagster")
         self.engine = create_engine(self.meta_url)
         init_schema(self.engine)
         with self.engine.begin() as conn:
@@ -101,65 +80,9 @@ class Deployment:
             ):
                 conn.exec_driver_sql(statement)
         import_mapping_file(self.engine, parse_mapping_file(_mappings()))
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen(
-                ["env", "--default-signal=INT,TERM", *argv],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs[name] = proc
-        return proc
-
-    def start_code_server(self) -> None:
-        self.start(
-            "code-server",
-            [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1"]
-            + ["-p", str(self.code_port), "-m", "dms_orchestration.definitions"],
-        )
-
-    def start_daemon(self) -> subprocess.Popen:
-        workspace = str(DEPLOY / "workspace.yaml")
-        return self.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace])
-
-    def start_webserver(self) -> None:
-        self.start(
-            "webserver",
-            [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.web_port)]
-            + ["-w", str(DEPLOY / "workspace.yaml")],
-        )
-
-    @contextlib.contextmanager
-    def instance(self):
-        """The Dagster instance of the services, opened here (its storage settings come
-        from the environment, as theirs do)."""
-        wanted = {k: v for k, v in self.env.items() if k.startswith("DAGSTER_PG_")}
-        before = {k: os.environ.get(k) for k in wanted}
-        os.environ.update(wanted)
-        try:
-            with dg.DagsterInstance.from_config(str(self.home)) as instance:
-                yield instance
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    def logs_tail(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(self.logs.iterdir())
-        )
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            _stop(proc)
+        super().stop()
         self.engine.dispose()
 
     # --- the DMS tables

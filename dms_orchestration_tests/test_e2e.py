@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from dms_orchestration.db.ddl import init_schema
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
 from dms_orchestration_tests.conftest import REPO_ROOT
+from dms_orchestration_tests.services import stop_process as _stop
 
 LOCATION = "dms_orchestration.definitions"
 SLOW_ROWS = 3000  # x 5 ms of pg_sleep: ~15 s of SQL in the server
@@ -205,36 +205,6 @@ def _wait_for_graphql(port: int, proc: subprocess.Popen, log: Path, timeout: flo
             pass
         time.sleep(0.5)
     raise TimeoutError(f"GraphQL did not answer within {timeout:.0f}s:\n{log.read_text()[-5000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    # the rest of the group (code server, run workers, step processes) gets a few
-    # seconds to end on its own, then whatever survived is killed
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
