@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -222,20 +223,19 @@ def write_joblog(
         raise LogError("CHKPNTVAL belongs on the whole-load row of a successful load only")
     joblogid = next_id(engine, "DMS_JOBLOG")
     with engine.begin() as conn:
-        conn.execute(
-            sa.insert(dms_joblog).values(
-                joblogid=joblogid,
-                prcid=prcid,
-                jobid=jobid,
-                mapref=mapref,
-                chunkno=chunkno,
-                chunkcnt=chunkcnt,
-                chkpntval=chkpntval,
-                strtdt=start,
-                enddt=end or (None if status == Status.IP else dms_now()),
-                jobsts=status,
-                **asdict(counts),
-            )
+        _insert_joblog(
+            conn,
+            joblogid=joblogid,
+            prcid=prcid,
+            jobid=jobid,
+            mapref=mapref,
+            chunkcnt=chunkcnt,
+            start=start,
+            chunkno=chunkno,
+            chkpntval=chkpntval,
+            enddt=end or (None if status == Status.IP else dms_now()),
+            jobsts=status,
+            **asdict(counts),
         )
         if status == Status.IP and chunkno is None and message is not None:
             conn.execute(
@@ -244,6 +244,31 @@ def write_joblog(
                 .values(prcmsg=fit_message(message))
             )
     return joblogid
+
+
+def _insert_joblog(
+    conn: sa.Connection,
+    *,
+    joblogid: int,
+    prcid: int,
+    jobid: int | None,
+    mapref: str,
+    chunkcnt: int | None,
+    start: datetime,
+    **rest: Any,
+) -> None:
+    """A new DMS_JOBLOG row: the load's, its start; `rest`: status, end, counts, ..."""
+    conn.execute(
+        sa.insert(dms_joblog).values(
+            joblogid=joblogid,
+            prcid=prcid,
+            jobid=jobid,
+            mapref=mapref,
+            chunkcnt=chunkcnt,
+            strtdt=start,
+            **rest,
+        )
+    )
 
 
 def running_message(chunks: int, estimated_rows: int, method: str) -> str:
@@ -369,16 +394,15 @@ def commit_load(
             if joblogid is None:  # (chunk rows first, then the load's row: the lock order)
                 conn.execute(sa.update(j).where(load_row).values(**final))
             else:
-                conn.execute(
-                    sa.insert(j).values(
-                        joblogid=joblogid,
-                        prcid=prcid,
-                        jobid=jobid,
-                        mapref=mapref,
-                        chunkcnt=chunkcnt,
-                        strtdt=start,
-                        **final,
-                    )
+                _insert_joblog(
+                    conn,
+                    joblogid=joblogid,
+                    prcid=prcid,
+                    jobid=jobid,
+                    mapref=mapref,
+                    chunkcnt=chunkcnt,
+                    start=start,
+                    **final,
                 )
     finally:
         session_lock.release(prcid)  # this process's lock of the load, if it holds it
