@@ -251,13 +251,18 @@ class Dialect:
         return self.md5("'(' || " + " || ',' || ".join(fields or ["''"]) + " || ')'")
 
     def create_work_table(self, name: str, select_sql: str) -> str:
-        return f"CREATE TABLE {name} AS {select_sql}"
+        """A chunk's work table, from a query (it skips the write-ahead log where it can:
+        see _scratch)."""
+        return f"CREATE {self._scratch()}TABLE {name} AS {select_sql}"
 
     def create_scratch_table(self, name: str, columns: Sequence[str]) -> str:
-        """A table of one load's staged rows: crash-safe durability is not needed (a
-        load that dies is run again), so it skips the write-ahead log where it can."""
-        unlogged = "UNLOGGED " if self.capabilities.unlogged_tables else ""
-        return f"CREATE {unlogged}TABLE {name} ({', '.join(columns)})"
+        """A table of one load's staged rows (see _scratch)."""
+        return f"CREATE {self._scratch()}TABLE {name} ({', '.join(columns)})"
+
+    def _scratch(self) -> str:
+        """A load's own tables need no crash-safe durability (a load that dies is run
+        again): UNLOGGED where the database has it."""
+        return "UNLOGGED " if self.capabilities.unlogged_tables else ""
 
     def snapshot_session(self) -> list[str]:
         """Statements that make a transaction's reads all see one snapshot (SQLite's
@@ -545,10 +550,6 @@ class PostgresDialect(Dialect):
         # the row value's text is exactly rowhash.row_text (record output, in C)
         values = [self.row_value(expr, family, scale) for expr, family, scale in columns]
         return self.md5(f"CAST(ROW({', '.join(values)}) AS TEXT)" if values else "'()'")
-
-    def create_work_table(self, name: str, select_sql: str) -> str:
-        # work tables live for one chunk: they need no WAL
-        return f"CREATE UNLOGGED TABLE {name} AS {select_sql}"
 
     def _explain(
         self, conn: sa.Connection, query: sa.TextClause, verbose: bool = False
