@@ -12,7 +12,7 @@ one run (the figures of issue 11):
    the queue sensor's interval + 2 s).
 
     python benchmarks/orchestration_overhead.py [--rows 1000000] [--chunks 2 4]
-        [--mappings 4 2000] [--repeat 3] [--requests 10]
+        [--mappings 4 2000] [--repeat 5] [--requests 10]
 
 A throw-away PostgreSQL server holds the DMS metadata and the tables, a database per data
 set; Dagster's storage is SQLite under a temporary DAGSTER_HOME with the repository's
@@ -506,7 +506,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="0: no delta load")
     ap.add_argument("--chunks", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--mappings", type=int, nargs="*", default=[4, 2000])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)  # a launch varies by ~1 s (the 1 s dequeue)
     ap.add_argument("--requests", type=int, default=10)
     args = ap.parse_args()
     from dms_orchestration_tests.pg_server import PostgresServer

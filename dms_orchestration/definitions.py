@@ -16,6 +16,7 @@ import gc
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Mapping as ReadOnly
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
@@ -78,15 +79,19 @@ from dms_orchestration.metadata.validation import rule_findings
 from dms_orchestration.settings import Settings, load_settings
 from dms_orchestration.vocabulary import Severity
 
-# reconstruction metadata: the catalog without its mappings, the index, each mapping
+# reconstruction metadata: the catalog without its mappings, the index without its
+# mappings' entries, each mapping, each mapping's index entry
 CATALOG_KEY = "dms_orchestration/catalog"
 INDEX_KEY = "dms_orchestration/index"
 MAPPING_KEY = "dms_orchestration/mapping/"  # + MAPREF
-# one mapping's JSON, the dictionary every mapping is compressed with: mappings are much
-# alike, so each packs to ~300 bytes instead of ~700 on its own
+ENTRY_KEY = "dms_orchestration/entry/"  # + MAPREF
+# one mapping's JSON (and one entry's), the dictionary every mapping (entry) is compressed
+# with: mappings are much alike, so each packs to ~300 bytes instead of ~700 on its own
 DICTIONARY_KEY = "dms_orchestration/dictionary"
+ENTRY_DICTIONARY_KEY = "dms_orchestration/entry dictionary"
 FILE_KEY = "dms_orchestration/catalog file"  # the file that holds all of the above
-_KEYS = (CATALOG_KEY, INDEX_KEY, DICTIONARY_KEY, FILE_KEY)
+_KEYS = (CATALOG_KEY, INDEX_KEY, DICTIONARY_KEY, ENTRY_DICTIONARY_KEY, FILE_KEY)
+_PREFIXES = (MAPPING_KEY, ENTRY_KEY)
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -558,23 +563,43 @@ def build_definitions(
 # ------------------------------------------------------------------ reconstruction metadata
 
 
+class _Packed(ReadOnly[str, _Model]):
+    """MAPREF -> a model, each unpacked when first asked for: a run worker unpacks the few
+    it needs, not all 2,000."""
+
+    def __init__(self, model: type[_Model], packed: dict[str, str], dictionary: bytes) -> None:
+        self.model, self.packed, self.dictionary = model, packed, dictionary
+        self.unpacked: dict[str, _Model] = {}
+
+    def __getitem__(self, ref: str) -> _Model:
+        if ref not in self.unpacked:
+            self.unpacked[ref] = _unpack(self.model, self.packed[ref], self.dictionary)
+        return self.unpacked[ref]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+
+def _by_prefix(metadata: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k[len(prefix) :]: v for k, v in metadata.items() if k.startswith(prefix)}
+
+
 @dataclass
 class _Stored:
     """The catalog as reconstruction metadata holds it: each mapping unpacked when asked."""
 
     rest: Catalog  # the catalog without its mappings
-    index: LocationIndex | None
-    packed: dict[str, str]  # MAPREF -> the packed mapping
-    dictionary: bytes  # what the mappings were packed with
-    unpacked: dict[str, Mapping] = field(default_factory=dict)
+    index: LocationIndex | None  # its entries unpacked when asked
+    mappings: _Packed[Mapping]
 
     def mapping(self, ref: str) -> Mapping:
-        if ref not in self.unpacked:
-            self.unpacked[ref] = _unpack(Mapping, self.packed[ref], self.dictionary)
-        return self.unpacked[ref]
+        return self.mappings[ref]
 
     def catalog(self) -> Catalog:
-        return self.rest.model_copy(update={"mappings": {r: self.mapping(r) for r in self.packed}})
+        return self.rest.model_copy(update={"mappings": dict(self.mappings)})
 
 
 def _stored(context: DefinitionsLoadContext, settings: Settings) -> _Stored | None:
@@ -587,23 +612,34 @@ def _stored(context: DefinitionsLoadContext, settings: Settings) -> _Stored | No
         metadata = read_catalog(settings.dms_home, metadata[FILE_KEY]) or {}
     if CATALOG_KEY not in metadata:
         return None
-    packed = {k[len(MAPPING_KEY) :]: v for k, v in metadata.items() if k.startswith(MAPPING_KEY)}
     index = _unpack(LocationIndex, metadata[INDEX_KEY]) if INDEX_KEY in metadata else None
+    if index is not None:
+        entries = _by_prefix(metadata, ENTRY_KEY)
+        dictionary = base64.b64decode(metadata.get(ENTRY_DICTIONARY_KEY, ""))
+        index.mappings = _Packed(IndexEntry, entries, dictionary)  # type: ignore[assignment]
     dictionary = base64.b64decode(metadata.get(DICTIONARY_KEY, ""))
-    return _Stored(_unpack(Catalog, metadata[CATALOG_KEY]), index, packed, dictionary)
+    mappings = _Packed(Mapping, _by_prefix(metadata, MAPPING_KEY), dictionary)
+    return _Stored(_unpack(Catalog, metadata[CATALOG_KEY]), index, mappings)
+
+
+def _packed_each(prefix: str, models: dict[str, BaseModel]) -> tuple[bytes, dict[str, str]]:
+    """Each model packed on its own, with the first one's JSON as the dictionary."""
+    texts = {ref: _json(m) for ref, m in sorted(models.items())}
+    dictionary = next(iter(texts.values()), b"")[-32768:]  # (zlib's window)
+    return dictionary, {prefix + ref: _pack(text, dictionary) for ref, text in texts.items()}
 
 
 def _packed(catalog: Catalog, index: LocationIndex) -> dict[str, str]:
     """The catalog and its index as reconstruction metadata."""
-    texts = {ref: _json(m) for ref, m in sorted(catalog.mappings.items())}
-    dictionary = next(iter(texts.values()), b"")[-32768:]  # (zlib's window)
-    packed = {MAPPING_KEY + ref: _pack(text, dictionary) for ref, text in texts.items()}
-    rest = catalog.model_copy(update={"mappings": {}})
+    dictionary, mappings = _packed_each(MAPPING_KEY, dict(catalog.mappings))
+    entry_dictionary, entries = _packed_each(ENTRY_KEY, dict(index.mappings))
     return {
-        CATALOG_KEY: _pack(rest),
-        INDEX_KEY: _pack(index),
+        CATALOG_KEY: _pack(catalog.model_copy(update={"mappings": {}})),
+        INDEX_KEY: _pack(index.model_copy(update={"mappings": {}})),
         DICTIONARY_KEY: base64.b64encode(dictionary).decode("ascii"),
-        **packed,
+        ENTRY_DICTIONARY_KEY: base64.b64encode(entry_dictionary).decode("ascii"),
+        **mappings,
+        **entries,
     }
 
 
@@ -626,7 +662,7 @@ def _keep_stored(context: DefinitionsLoadContext) -> None:
         {
             key: value
             for key, value in context.reconstruction_metadata.items()
-            if key in _KEYS or key.startswith(MAPPING_KEY)
+            if key in _KEYS or key.startswith(_PREFIXES)
         },
     )
 

@@ -591,6 +591,34 @@ def test_reconstruction_does_not_query_the_metadata_database(demo):
     assert {s.name for s in offline.sensors} == {s.name for s in first.sensors}
 
 
+def test_a_run_worker_unpacks_only_the_entries_of_the_mapping_it_runs(demo):
+    """The index entries and the mappings travel packed one by one: a run worker unpacks
+    those of the mapping it runs and of the mappings it reads, not the whole catalog (at
+    2,000 mappings that was most of what a run worker spent on its definitions)."""
+    from dms_orchestration.definitions import definitions, run_repository
+    from dms_orchestration.metadata.catalog import load_catalog
+
+    initial = DefinitionsLoadContext(load_type=DefinitionsLoadType.INITIALIZATION)
+    with DefinitionsLoadContext.scoped(initial):
+        definitions(demo.settings)
+    load_data = RepositoryLoadData(
+        reconstruction_metadata={
+            k: CodeLocationReconstructionMetadataValue(v)
+            for k, v in initial.get_pending_reconstruction_metadata().items()
+        }
+    )
+    again = DefinitionsLoadContext(DefinitionsLoadType.RECONSTRUCTION, load_data)
+    with DefinitionsLoadContext.scoped(again):
+        repository = run_repository(demo.settings)
+        job = repository.get_job("dim_customer_job")
+    parts = repository._repository_data.parts  # (MappingRuns)
+    needed = {"DIM_CUSTOMER", *parts.index.mappings["DIM_CUSTOMER"].upstream}
+    assert set(parts.index.mappings.unpacked) == needed
+    assert set(parts.mapping_of.__self__.mappings.unpacked) == needed
+    assert len(parts.index.mappings) == len(load_catalog(demo.engine).mappings) > len(needed)
+    assert job.name == "dim_customer_job"
+
+
 # ------------------------------------------------------------------ materializations
 
 CUST_YAML = """

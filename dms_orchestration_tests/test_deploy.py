@@ -306,6 +306,30 @@ def test_the_kubernetes_instance_config_passes_dagsters_validation_with_dagster_
     assert not process_config(K8sRunLauncher.config_type(), bad).success
 
 
+@pytest.mark.parametrize(
+    "instance_file",
+    [REPO_ROOT / "dagster.yaml", DEPLOY / "dagster.yaml", K8S / "dagster-instance.yaml"],
+    ids=["dagster.yaml", "deploy", "k8s"],
+)
+def test_no_instance_runs_the_freshness_daemon(instance_file, tmp_path, monkeypatch):
+    """No DMS asset has a freshness policy; Dagster's freshness daemon would still walk
+    every asset each second and write an event per asset on its first pass."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    shutil.copy(instance_file, tmp_path / "dagster.yaml")
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "unused")
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["freshness"] == {"enabled": False}
+    if instance_file == REPO_ROOT / "dagster.yaml":  # SQLite storage: the instance itself
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+        with dg.DagsterInstance.get() as instance:
+            daemons = instance.get_required_daemon_types()
+        assert "FRESHNESS_DAEMON" not in daemons and "QUEUED_RUN_COORDINATOR" in daemons
+    values = yaml.safe_load((K8S / "values.yaml").read_text())
+    assert values["additionalInstanceConfig"]["freshness"] == {"enabled": False}
+
+
 def test_the_helm_values_and_the_instance_config_say_the_same():
     values = yaml.safe_load((K8S / "values.yaml").read_text())
     instance = yaml.safe_load((K8S / "dagster-instance.yaml").read_text())
