@@ -30,7 +30,7 @@ from dms_orchestration.db.connect import metadata_engine, probe
 from dms_orchestration.db.connections import probe_connection
 from dms_orchestration.db.schema import dms_prclog
 from dms_orchestration.dmslog.lock import RunAlive, holder_of, lock_place, running_loads
-from dms_orchestration.metadata.catalog import current_connections, load_catalog
+from dms_orchestration.metadata.catalog import current_connections, load_params
 from dms_orchestration.metadata.models import Connection
 from dms_orchestration.metadata.requests import count_in, queue_settings, stale_claims
 from dms_orchestration.settings import Settings
@@ -137,7 +137,7 @@ def stuck_loads_check(meta: sa.Engine, settings: Settings, run_alive: RunAlive |
 
 
 def stuck_requests_check(meta: sa.Engine, run_alive: RunAlive | None) -> Check:
-    timeout = queue_settings(load_catalog(meta, lookups_only=True)).claim_timeout
+    timeout = queue_settings(load_params(meta)).claim_timeout
     stale = stale_claims(meta, 2 * timeout)
     stuck = [r for r in stale if not r.run_id or (run_alive and run_alive(r.run_id) is False)]
     claimed = count_in(meta, RequestStatus.CLAIMED)

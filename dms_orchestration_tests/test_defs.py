@@ -1242,6 +1242,33 @@ def test_schedule_and_queue_verbs_print_the_ids_they_write(demo):
         assert status == "FAILED" and errmsg == f"canceled by STOP request {stop}"
 
 
+def test_a_request_or_schedule_of_one_mapping_reads_only_that_mappings_rows(demo):
+    """`dms queue` / `dms schedule set|enable` of one mapping read its rows alone: they
+    cost the same with 4 or 2,000 mappings (a dependency reads them all: its cycle check)."""
+    from dms_orchestration.metadata import scheduling
+
+    rows_read: list[tuple[str, set]] = []
+
+    def read(conn, cursor, statement, parameters, context, executemany):
+        for table in ("DMS_MAPR", "DMS_MAPRDTL", "DMS_JOB"):
+            if re.search(rf"FROM {table}\b", statement, re.IGNORECASE):
+                binds = parameters.values() if isinstance(parameters, dict) else parameters
+                rows_read.append((table, set(binds or ())))
+
+    sa.event.listen(demo.engine, "before_cursor_execute", read)
+    try:
+        scheduling.queue_immediate_job(demo.engine, "STG_SALES")
+        scheduling.queue_history_job(demo.engine, "STG_SALES", date(2026, 11, 1), date(2026, 11, 2))
+        scheduling.queue_stop_request(demo.engine, "STG_SALES")
+        scheduling.enable_disable_schedule(demo.engine, "STG_SALES", True)
+        scheduling.create_job_schedule(demo.engine, "STG_SALES", "DL", hour=2)
+    finally:
+        sa.event.remove(demo.engine, "before_cursor_execute", read)
+    assert {table for table, _ in rows_read} == {"DMS_MAPR", "DMS_MAPRDTL", "DMS_JOB"}
+    assert all("STG_SALES" in binds for _, binds in rows_read), rows_read
+    assert len(demo.query("SELECT PRCREQID FROM DMS_PRCREQ WHERE MAPREF = 'STG_SALES'")) == 3
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -123,6 +123,14 @@ def test_health_fails_on_a_load_whose_holder_died_and_a_request_nobody_serves(dm
     assert code == 0 and by_name(report)["stuck_requests"]["detail"] == (
         "1 request(s) CLAIMED, none stuck"
     )
+    # the claim timeout is DMS_PARAMS' (read alone, not with every mapping): 2 x 300 s
+    dms.run("UPDATE DMS_PRCREQ SET RECUPDT = :old WHERE PRCREQID = 41", old=old)
+    dms.run(
+        "INSERT INTO DMS_PARAMS (PRTYP, PRCD, PRVAL) "
+        "VALUES ('DMSCONFIG', 'CLAIM_TIMEOUT_SECONDS', '300')"
+    )
+    code, report = health(dms)
+    assert code == 0 and by_name(report)["stuck_requests"]["status"] == "ok"
 
 
 def test_health_of_an_unreachable_metadata_database_fails_and_skips_the_rest(tmp_path):

@@ -215,6 +215,22 @@ def load_mapping(engine: sa.Engine, mapref: str) -> Catalog:
     return catalog
 
 
+def _params(conn: sa.Connection) -> dict[str, dict[str, str | None]]:
+    """DMS_PARAMS: PRTYP -> PRCD -> PRVAL."""
+    params: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for r in _rows(
+        conn, s.dms_params, s.dms_params.c.prtyp, s.dms_params.c.prcd, current_only=False
+    ):
+        params[r["PRTYP"]][r["PRCD"]] = r["PRVAL"]
+    return dict(params)
+
+
+def load_params(engine: sa.Engine) -> Catalog:
+    """A catalog of DMS_PARAMS alone: for a setting, without reading every mapping."""
+    with engine.connect() as conn:
+        return Catalog(params=_params(conn))
+
+
 def load_catalog(
     engine: sa.Engine, *, mapref: str | None = None, lookups_only: bool = False
 ) -> Catalog:
@@ -264,11 +280,7 @@ def load_catalog(
         ):
             if (finding := _maperr(r)) is not None:
                 findings[finding.mapref].append(finding)
-        params: dict[str, dict[str, str | None]] = defaultdict(dict)
-        for r in _rows(
-            conn, s.dms_params, s.dms_params.c.prtyp, s.dms_params.c.prcd, current_only=False
-        ):
-            params[r["PRTYP"]][r["PRCD"]] = r["PRVAL"]
+        params = _params(conn)
         reports = {} if mapref is not None else _reports(conn, source_sql, connections)
         file_loads = {} if mapref is not None else _file_loads(conn, connections)
         mappings: dict[str, Mapping] = {}
@@ -306,7 +318,7 @@ def load_catalog(
         file_loads=file_loads,
         connections=connections,
         source_sql=source_sql,
-        params=dict(params),
+        params=params,
         read_findings={
             ref: tuple(
                 Finding(mapref=ref, severity=Severity.ERROR, message=m) for m in problems[ref]
