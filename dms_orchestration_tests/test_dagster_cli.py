@@ -326,8 +326,11 @@ def test_idle_queue_ticks_log_nothing_and_stay_out_of_the_terminal(ui):
     ticks = wait_for("two ticks of the queue sensor", lambda: len(queue_ticks(ui.port)) >= 2, 60)
     ticks = queue_ticks(ui.port)
     assert {t["status"] for t in ticks} == {"SKIPPED"}
-    logged = [(t["skipReason"], t["logEvents"]["events"]) for t in ticks]
-    assert logged == [(DAGSTER_EMPTY_TICK, [])] * len(ticks), ticks
+    assert [t["logEvents"]["events"] for t in ticks] == [[]] * len(ticks), ticks
+    # no reason of ours: Dagster's own for an empty result, or none (a tick the daemon
+    # found interrupted, e.g. under load while the location starts, is moved to SKIPPED)
+    reasons = [t["skipReason"] for t in ticks]
+    assert set(reasons) <= {DAGSTER_EMPTY_TICK, None} and DAGSTER_EMPTY_TICK in reasons, ticks
     assert "dms_request_queue" not in ui.log.read_text()
 
 
