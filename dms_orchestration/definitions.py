@@ -2,11 +2,13 @@
 
 The metadata is read once per code-server load and handed to run workers as
 reconstruction metadata: each mapping on its own, and an index of what the whole catalog
-says of each (its Dagster names, the mappings it reads, its findings). A run worker, and
-`dagster job execute`, build the definitions of the one mapping whose job they run, from
-its entries alone: a run costs the same with 4 or 2,000 mappings, and never queries the
-metadata database for its definitions. A mapping that is invalid still appears as an
-asset that shows its findings (a run of it fails at once).
+says of each (its Dagster names, the mappings it reads, its findings), each mapping's
+entry on its own too. A run worker builds the definitions of the one mapping whose job
+it runs from its entries alone (and unpacks no other): a run costs the same with 4 or
+2,000 mappings, and never queries the metadata database for its definitions
+(`dagster job execute`, with no code server, reads the catalog's rows once). A mapping
+that is invalid still appears as an asset that shows its findings (a run of it fails at
+once).
 """
 
 from __future__ import annotations
