@@ -615,8 +615,8 @@ def _stored(context: DefinitionsLoadContext, settings: Settings) -> _Stored | No
     if CATALOG_KEY not in metadata:
         return None
     index = _unpack(LocationIndex, metadata[INDEX_KEY]) if INDEX_KEY in metadata else None
-    if index is not None:
-        entries = _by_prefix(metadata, ENTRY_KEY)
+    entries = _by_prefix(metadata, ENTRY_KEY)
+    if index is not None and entries:  # (an index packed whole, before: its own entries)
         dictionary = base64.b64decode(metadata.get(ENTRY_DICTIONARY_KEY, ""))
         index.mappings = _Packed(IndexEntry, entries, dictionary)  # type: ignore[assignment]
     dictionary = base64.b64decode(metadata.get(DICTIONARY_KEY, ""))

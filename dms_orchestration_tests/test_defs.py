@@ -619,6 +619,31 @@ def test_a_run_worker_unpacks_only_the_entries_of_the_mapping_it_runs(demo):
     assert job.name == "dim_customer_job"
 
 
+def test_a_run_worker_reads_an_index_packed_whole_as_an_earlier_code_server_left_it(demo):
+    """Reconstruction metadata whose index holds its entries (no entry of its own for
+    each mapping, as code servers before the entries were packed one by one left it):
+    a run worker still finds its mapping."""
+    from dms_orchestration import definitions as location
+    from dms_orchestration.metadata.catalog import load_catalog
+
+    catalog = load_catalog(demo.engine)
+    _, index = location._built(catalog, demo.settings, None)
+    metadata = {
+        key: value
+        for key, value in location._packed(catalog, index).items()
+        if not key.startswith(location.ENTRY_KEY)
+    } | {location.INDEX_KEY: location._pack(index)}
+    load_data = RepositoryLoadData(
+        reconstruction_metadata={
+            k: CodeLocationReconstructionMetadataValue(v) for k, v in metadata.items()
+        }
+    )
+    again = DefinitionsLoadContext(DefinitionsLoadType.RECONSTRUCTION, load_data)
+    with DefinitionsLoadContext.scoped(again):
+        job = location.run_repository(demo.settings).get_job("dim_customer_job")
+    assert job.asset_layer.asset_graph.get(dg.AssetKey(["main", "dim_customer"]))
+
+
 # ------------------------------------------------------------------ materializations
 
 CUST_YAML = """
