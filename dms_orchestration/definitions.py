@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import BaseModel, Field
 
+import dms_orchestration._gc  # noqa: F401 (first of ours: see there)
 from dms_orchestration.db.connect import metadata_engine
 from dms_orchestration.defs.assets import (
     MappingLoad,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -589,6 +591,22 @@ def test_reconstruction_does_not_query_the_metadata_database(demo):
     assert set(spec_by_key(rebuilt)) == set(spec_by_key(first)) == set(spec_by_key(offline))
     assert {s.name for s in rebuilt.schedules} == {s.name for s in first.schedules}
     assert {s.name for s in offline.sensors} == {s.name for s in first.sensors}
+
+
+def test_importing_the_code_location_freezes_what_dagster_loaded_before_it():
+    """A run worker imports Dagster, then the code location: what was loaded before
+    leaves the garbage collector's generations, so importing the rest does not walk it
+    (dms_orchestration/_gc.py)."""
+    probe = (
+        "import gc, dagster; before = gc.get_freeze_count(); "
+        "import dms_orchestration.definitions; "
+        "print(before, gc.get_freeze_count(), gc.isenabled())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    before, after, enabled = done.stdout.split()
+    assert int(before) == 0 and int(after) > 10_000 and enabled == "True"
 
 
 def test_a_run_worker_unpacks_only_the_entries_of_the_mapping_it_runs(demo):
