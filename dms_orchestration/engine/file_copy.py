@@ -1,15 +1,27 @@
-"""The fast path of a CSV file into PostgreSQL: the server reads the file (COPY FROM
-STDIN, every column as text), one query checks every value by the rules the Python
-path applies (engine/file_load.py: value_problem, required, the key repeated), and the
-rows are applied set-based. It takes only clean files: anything it cannot vouch for (a
-malformed record, a value a rule refuses, an error of the server) returns None, the
-caller rolls its savepoint back and the Python path reads the file, naming each bad
-line. Its checks may be stricter than the Python path's (1E5 as a number), never laxer.
+"""The fast paths of a CSV file into PostgreSQL: the server reads the file (COPY FROM
+STDIN) and checks every value by the rules the Python path applies (engine/file_load.py:
+value_problem, required, the key repeated).
+
+- Straight into the target (`copy_into` the target table), while a second session
+  copies the same file into a table whose types and CHECK constraints refuse what the
+  rules refuse (`FileCheck`, `checked_column`): a file whose columns are the target's,
+  loaded as they are. The two run side by side, on two cores.
+- Through a staging table of text (`copy_file`), checked and cast as it is applied
+  (`fits_sql`): a file with transforms, defaults, columns the load does not read, an
+  UPSERT.
+
+Either takes only clean files: anything it cannot vouch for (a malformed record, a value
+a rule refuses, an error of the server) means the caller rolls its savepoint back and the
+Python path reads the file, naming each bad line. The checks may be stricter than the
+Python path's (1E5 as a number), never laxer.
 """
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,6 +29,7 @@ from dms_orchestration.db.dialects import Dialect
 from dms_orchestration.metadata.datatypes import DataType
 
 BOM = b"\xef\xbb\xbf"
+_READ_BYTES = 1 << 18  # the file is sent to the server in pieces of this size
 _INT_MAX = {5: 2**15 - 1, 10: 2**31 - 1, 19: 2**63 - 1}
 _BOOLEANS = "('true','false','t','f','y','n','yes','no','1','0')"
 
@@ -69,29 +82,134 @@ def fits_sql(v: str, dtype: DataType) -> str:
     return "TRUE"
 
 
+def checked_column(d: Dialect, name: str, dtype: DataType, required: bool) -> str:
+    """A column of the table that checks a file's values as COPY reads them: its type and
+    CHECK constraint refuse what value_problem refuses (or more). The server parses each
+    value by its type's input (no regular expression where a cast or a comparison does):
+    a whole number as BIGINT in the column's range, a number as NUMERIC (exact; no NaN,
+    no infinity, no hexadecimal), a date back to the text it was read from."""
+    column = d.quote(name)
+    kind, check = "TEXT", fits_sql(column, dtype)
+    f = dtype.family
+    if f == "INTEGER":
+        top = _INT_MAX.get(dtype.precision or 19, 2**63 - 1)
+        kind, check = "BIGINT", f"{column} BETWEEN -{top} AND {top}"
+    elif f in ("DECIMAL", "FLOAT"):  # (NaN and the infinities: no scale, beyond any bound)
+        kind, check = "NUMERIC", f"scale({column}) IS NOT NULL"
+        if f == "DECIMAL" and dtype.precision is not None:
+            bound = f"1e{dtype.precision - (dtype.scale or 0)}"
+            check = f"{column} > -{bound} AND {column} < {bound}"
+            check += f" AND min_scale({column}) <= {dtype.scale or 0}"
+    elif f == "DATE":  # YYYY-MM-DD: the text the date is written as (psycopg2 sets ISO)
+        check = f"octet_length({column}) = 10 AND CAST(CAST({column} AS DATE) AS TEXT) = {column}"
+    not_null = " NOT NULL" if required else ""
+    return f"{column} {kind}{not_null}" + ("" if check == "TRUE" else f" CHECK ({check})")
+
+
+def same_types(conn: sa.Connection, table: str, names: list[str], types: list[str]) -> bool:
+    """Whether the table's columns `names` (quoted) have the types `types` (type, length,
+    precision and scale, as the server describes a query's columns)."""
+    have = conn.exec_driver_sql(f"SELECT {', '.join(names)} FROM {table} WHERE 1 = 0")
+    want = conn.exec_driver_sql(f"SELECT {', '.join(f'CAST(NULL AS {t})' for t in types)}")
+    return [tuple(c)[1:6] for c in have.cursor.description] == [
+        tuple(c)[1:6] for c in want.cursor.description
+    ]
+
+
+class FileCheck:
+    """A second session that copies the file into a table of `checked_column`s (`names`
+    quoted, `columns` their definitions) while the caller's session copies it into the
+    target: `rows()` is the file's rows when every value passed its checks, else None.
+    Its table is temporary and rolled back."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        d: Dialect,
+        path: Path,
+        table: str,
+        names: list[str],
+        columns: list[str],
+        options: CopyOptions,
+    ) -> None:
+        self._dbapi: Any = None
+        self._rows: int | None = None
+
+        def check() -> None:
+            try:
+                with engine.connect() as conn:
+                    self._dbapi = conn.connection.dbapi_connection
+                    with conn.begin() as transaction:
+                        conn.exec_driver_sql(d.temp_table(table, columns))
+                        self._rows = copy_into(conn, path, table, names, options)
+                        transaction.rollback()
+            except Exception:  # a value its checks refuse, a malformed record: not vouched for
+                self._rows = None
+            finally:
+                self._dbapi = None
+
+        self._thread = threading.Thread(target=check, daemon=True)
+        self._thread.start()
+
+    def rows(self) -> int | None:
+        self._thread.join()
+        return self._rows
+
+    def cancel(self) -> None:
+        """Stop the check (the file is not loaded after all)."""
+        dbapi = self._dbapi
+        if dbapi is not None and self._thread.is_alive():
+            dbapi.cancel()
+        self._thread.join()
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    """How COPY reads the file: an empty field, quoted or not, is NULL (as in the Python
+    path)."""
+
+    delimiter: str
+    header: bool
+
+    def sql(self, names: list[str]) -> str:
+        return (
+            f"FORMAT csv, DELIMITER {_literal(self.delimiter)}, HEADER {str(self.header).upper()}"
+            f", FORCE_NULL ({', '.join(names)})"
+        )
+
+
 def copy_file(
     conn: sa.Connection,
     d: Dialect,
     path: Path,
     staging: str,
     columns: list[str],
-    delimiter: str,
-    header: bool,
+    options: CopyOptions,
 ) -> None:
-    """The whole file into `staging` (its columns, as text, in the file's order), parsed
-    by the server; an empty field, quoted or not, is NULL (as in the Python path)."""
-    names = ", ".join(d.quote(c) for c in columns)
-    conn.exec_driver_sql(d.temp_table(staging, [f"{d.quote(c)} TEXT" for c in columns]))
-    options = f"FORMAT csv, DELIMITER {_literal(delimiter)}, HEADER {str(header).upper()}"
-    options += f", FORCE_NULL ({names})"
+    """The whole file into `staging` (its columns, as text, in the file's order)."""
+    names = [d.quote(c) for c in columns]
+    conn.exec_driver_sql(d.temp_table(staging, [f"{n} TEXT" for n in names]))
+    copy_into(conn, path, staging, names, options)
+
+
+def copy_into(
+    conn: sa.Connection, path: Path, table: str, names: list[str], options: CopyOptions
+) -> int:
+    """The whole file into `table`'s columns `names` (quoted, in the file's order), parsed
+    by the server; the rows copied."""
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None  # an open connection has its DBAPI connection
     cursor = dbapi.cursor()
+    statement = f"COPY {table} ({', '.join(names)}) FROM STDIN WITH ({options.sql(names)})"
+    error = conn.dialect.loaded_dbapi.Error
     try:
         with path.open("rb") as f:
             if f.read(3) != BOM:
                 f.seek(0)
-            cursor.copy_expert(f"COPY {staging} ({names}) FROM STDIN WITH ({options})", f)
+            cursor.copy_expert(statement, f, _READ_BYTES)
+        return int(cursor.rowcount)
+    except error as exc:  # (the DBAPI cursor's own: raised as SQLAlchemy raises them)
+        raise sa.exc.DBAPIError.instance(statement, None, exc, error) from exc
     finally:
         cursor.close()
 

@@ -38,7 +38,14 @@ from dms_orchestration.db.dialects import Dialect, dialect_of, sqlglot_dialect
 from dms_orchestration.dmslog.writer import LoadCounts, fit_message, log_writer
 from dms_orchestration.engine import file_sql as sql
 from dms_orchestration.engine.errors import error_text
-from dms_orchestration.engine.file_copy import copy_file
+from dms_orchestration.engine.file_copy import (
+    CopyOptions,
+    FileCheck,
+    checked_column,
+    copy_file,
+    copy_into,
+    same_types,
+)
 from dms_orchestration.engine.file_sql import LINE
 from dms_orchestration.engine.sqlgen import delete_all, drop_table
 from dms_orchestration.engine.target import table_columns
@@ -492,26 +499,97 @@ def _fast(
         return None
     if len({c.lower() for c in columns}) != len(columns) or not all(columns):
         return None  # names the server would take for one another
+    options = CopyOptions(csv_delimiter(fl.delimiter), (fl.header_flag or "Y").upper() != "N")
+    straight = _copied_as(plan, columns)
     savepoint = conn.begin_nested()
     try:
-        header = (fl.header_flag or "Y").upper() != "N"
-        copied = f"{staging}_c"
-        copy_file(conn, d, path, copied, columns, csv_delimiter(fl.delimiter), header)
-        _defaults(conn, d, plan, copied)
-        if plan.load_type == LoadType.UPSERT:
-            rows = _apply(conn, d, fl, plan, copied) if _clean(conn, d, plan, copied) else None
-        else:  # checked as they are applied, in one pass: all of them, or the Python path
-            staged = conn.exec_driver_sql(sql.row_count(copied)).scalar()
-            rows = _apply(conn, d, fl, plan, copied, where=sql.rules(d, plan.targets))
-            rows = rows if rows == staged else None
+        if straight is not None and _same_types(conn, d, fl, straight):
+            rows = _copy_straight(conn, d, fl, plan, path, straight, staging, options)
+        else:
+            rows = _copy_staged(conn, d, fl, plan, path, columns, staging, options)
         if rows is not None:
-            conn.exec_driver_sql(drop_table(copied))
             savepoint.commit()
             return rows
     except sa.exc.DBAPIError:  # a record the server refused, a value it could not read
         pass
     savepoint.rollback()
     return None
+
+
+def _copied_as(plan: FilePlan, columns: list[str]) -> list[Target] | None:
+    """The target column of each of the file's columns, when COPY can write the file
+    straight into the target: an APPEND or TRUNCATE whose every column is one of the
+    file's as it is (no TRNSFRM, no DFLTVAL), each file column loaded once."""
+    if plan.load_type == LoadType.UPSERT:
+        return None
+    by_source: dict[str, Target] = {}
+    for t in plan.targets:
+        if t.transform or t.default is not None or not t.source:
+            return None
+        by_source.setdefault(t.source.upper(), t)
+    if len(by_source) != len(plan.targets) or set(by_source) != {c.upper() for c in columns}:
+        return None
+    return [by_source[c.upper()] for c in columns]
+
+
+def _same_types(conn: sa.Connection, d: Dialect, fl: FileLoad, targets: list[Target]) -> bool:
+    """Whether the target's columns have the definition's types (so that COPY stores what
+    the cast of the staged path stores)."""
+    names = [d.quote(t.name.lower()) for t in targets]
+    types = [d.type_sql(t.dtype.sqlalchemy_type()) for t in targets]
+    return same_types(conn, _target_table(d, fl), names, types)
+
+
+def _copy_straight(
+    conn: sa.Connection,
+    d: Dialect,
+    fl: FileLoad,
+    plan: FilePlan,
+    path: Path,
+    targets: list[Target],
+    staging: str,
+    options: CopyOptions,
+) -> int | None:
+    """The file straight into the target while a second session checks its values (two
+    cores: the file is read twice, side by side): the rows, or None when a check fails."""
+    table = _target_table(d, fl)
+    names = [d.quote(t.name.lower()) for t in targets]
+    checked = [checked_column(d, t.name.lower(), t.dtype, t.required) for t in targets]
+    check = FileCheck(conn.engine, d, path, f"{staging}_k", names, checked, options)
+    try:
+        if plan.load_type == LoadType.TRUNCATE:
+            conn.exec_driver_sql(delete_all(table))
+        rows = copy_into(conn, path, table, names, options)
+    except BaseException:
+        check.cancel()
+        raise
+    return rows if check.rows() == rows else None
+
+
+def _copy_staged(
+    conn: sa.Connection,
+    d: Dialect,
+    fl: FileLoad,
+    plan: FilePlan,
+    path: Path,
+    columns: list[str],
+    staging: str,
+    options: CopyOptions,
+) -> int | None:
+    """The file into a staging table of text, checked and cast as it is applied: the
+    rows, or None when a check fails."""
+    copied = f"{staging}_c"
+    copy_file(conn, d, path, copied, columns, options)
+    _defaults(conn, d, plan, copied)
+    if plan.load_type == LoadType.UPSERT:
+        rows = _apply(conn, d, fl, plan, copied) if _clean(conn, d, plan, copied) else None
+    else:  # checked as they are applied, in one pass: all of them, or the Python path
+        staged = conn.exec_driver_sql(sql.row_count(copied)).scalar()
+        rows = _apply(conn, d, fl, plan, copied, where=sql.rules(d, plan.targets))
+        rows = rows if rows == staged else None
+    if rows is not None:
+        conn.exec_driver_sql(drop_table(copied))
+    return rows
 
 
 def _defaults(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> None:
