@@ -233,3 +233,35 @@ def test_a_record_the_server_cannot_read_is_named_by_the_python_path(plain, stra
     assert plain.paths[:2] == ["read_records", "_copy_straight" if straight else "_copy_staged"]
     [message] = plain.query("SELECT ERRMSG FROM DMS_JOBERR")
     assert message[0].startswith("plain_1.csv line 6:")
+
+
+def test_a_staged_file_is_checked_as_copy_reads_the_columns_loaded_as_they_are(
+    pg_url, tmp_path, monkeypatch
+):
+    """With a TRNSFRM the file goes through a staging table: its columns loaded as they
+    are into one target column are checked as COPY reads them; CITY, which a TRNSFRM
+    reads, stays text (checked as the rows are applied)."""
+    from dms_orchestration_tests.test_file_loads import CUSTOMERS, GOOD, loaded
+
+    d = Dms(pg_url, tmp_path / "home", monkeypatch)
+    d.import_yaml(yaml.safe_dump({"file_loads": [CUSTOMERS]}))
+    (d.home / "landing").mkdir()
+    checked = []
+    real = file_load.copy_file
+
+    def spied(*args, **kwargs):
+        checked.append(sorted(args[-1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(file_load, "copy_file", spied)
+    try:
+        land(d, "customers_1.csv", GOOD)
+        assert dms("files", "load", "CUSTOMERS_FILE").exit_code == 0
+        assert checked == [["ID", "JOINED", "LIMIT_AMT", "NAME"]]
+        assert [r[2:4] for r in loaded(d)] == [
+            ("Paris", "PARIS"),
+            ("Unknown", "UNKNOWN"),
+            ("New York", "NEW YORK"),
+        ]
+    finally:
+        dispose_all()

@@ -19,6 +19,7 @@ Python path's (1E5 as a number), never laxer.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,10 +186,13 @@ def copy_file(
     staging: str,
     columns: list[str],
     options: CopyOptions,
+    checked: Mapping[str, str],
 ) -> None:
-    """The whole file into `staging` (its columns, as text, in the file's order)."""
+    """The whole file into `staging` (its columns in the file's order): as text, or by
+    the definition `checked` gives a column (upper case; a `checked_column`)."""
     names = [d.quote(c) for c in columns]
-    conn.exec_driver_sql(d.temp_table(staging, [f"{n} TEXT" for n in names]))
+    definitions = [checked.get(c.upper(), f"{n} TEXT") for c, n in zip(columns, names, strict=True)]
+    conn.exec_driver_sql(d.temp_table(staging, definitions))
     copy_into(conn, path, staging, names, options)
 
 

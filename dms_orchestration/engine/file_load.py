@@ -11,6 +11,11 @@ others (a key the file repeats is a bad row). Bad rows go to DMS_JOBERR (ERRTYP 
 the line and the key) and to a reject file beside the archive; the good rows load,
 unless there are more bad rows than DMS_PARAMS FILE_MAX_BAD_ROWS (default 0: any bad
 row rejects the whole file). The file moves to ARCHPATH only after the commit.
+
+A CSV file into PostgreSQL takes a fast path first (engine/file_copy.py): the server
+reads it by COPY, straight into the target when the file's columns are the target's as
+they are (checked side by side by a second session), else into a staging table of text;
+a file with a bad row falls back to the reader here, which names each bad line.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class FilePlan:
     targets: tuple[Target, ...]
     staged: tuple[str, ...]  # the file's columns staged (upper case): those the load reads
     load_type: str
+    transformed: frozenset[str] = frozenset()  # the file's columns TRNSFRM reads (upper case)
 
     @property
     def keys(self) -> tuple[Target, ...]:
@@ -228,12 +234,14 @@ def file_plan(fl: FileLoad, dialect: str) -> FilePlan:
         raise FileLoadInvalid(fl.ref, problems)
     ordered = sorted(fl.columns, key=lambda c: (c.order if c.order is not None else 0, c.id))
     targets = tuple(t for c in ordered if (t := _target(c, dialect, [])) is not None)
-    staged = {t.source.upper() for t in targets if t.source}
+    transformed: set[str] = set()
     for t in targets:
         if t.transform:
-            staged |= _columns_read(t.transform, dialect)
+            transformed |= _columns_read(t.transform, dialect)
+    staged = transformed | {t.source.upper() for t in targets if t.source}
     assert fl.load_type is not None  # (the findings refuse any other LDTYP)
-    return FilePlan(targets, tuple(sorted(staged)), fl.load_type.strip().upper())
+    load_type = fl.load_type.strip().upper()
+    return FilePlan(targets, tuple(sorted(staged)), load_type, frozenset(transformed))
 
 
 def _columns_read(expression: str, dialect: str) -> set[str]:
@@ -532,6 +540,16 @@ def _copied_as(plan: FilePlan, columns: list[str]) -> list[Target] | None:
     return [by_source[c.upper()] for c in columns]
 
 
+def _checked_sources(plan: FilePlan) -> dict[str, Target]:
+    """The file's columns (upper case) loaded as they are into one target column each
+    and read by no TRNSFRM: the target column of each."""
+    loaded: dict[str, list[Target]] = {}
+    for t in plan.targets:
+        if t.source and not t.transform:
+            loaded.setdefault(t.source.upper(), []).append(t)
+    return {c: ts[0] for c, ts in loaded.items() if len(ts) == 1 and c not in plan.transformed}
+
+
 def _same_types(conn: sa.Connection, d: Dialect, fl: FileLoad, targets: list[Target]) -> bool:
     """Whether the target's columns have the definition's types (so that COPY stores what
     the cast of the staged path stores)."""
@@ -576,16 +594,26 @@ def _copy_staged(
     staging: str,
     options: CopyOptions,
 ) -> int | None:
-    """The file into a staging table of text, checked and cast as it is applied: the
-    rows, or None when a check fails."""
+    """The file into a staging table, checked and cast as it is applied: the rows, or
+    None when a check fails. A column loaded as it is into one target column, and read
+    by no TRNSFRM, is checked as COPY reads it (its staging column a `checked_column`);
+    the others are text, checked by `sql.rules` as they are applied."""
     copied = f"{staging}_c"
-    copy_file(conn, d, path, copied, columns, options)
+    checked = _checked_sources(plan)
+    definitions = {
+        c.upper(): checked_column(d, c, t.dtype, t.required and t.default is None)
+        for c in columns
+        if (t := checked.get(c.upper())) is not None
+    }
+    copy_file(conn, d, path, copied, columns, options, definitions)
     _defaults(conn, d, plan, copied)
+    unchecked = [t for t in plan.targets if (t.source or "").upper() not in definitions]
     if plan.load_type == LoadType.UPSERT:
-        rows = _apply(conn, d, fl, plan, copied) if _clean(conn, d, plan, copied) else None
+        clean = _clean(conn, d, plan, unchecked, copied)
+        rows = _apply(conn, d, fl, plan, copied) if clean else None
     else:  # checked as they are applied, in one pass: all of them, or the Python path
         staged = conn.exec_driver_sql(sql.row_count(copied)).scalar()
-        rows = _apply(conn, d, fl, plan, copied, where=sql.rules(d, plan.targets))
+        rows = _apply(conn, d, fl, plan, copied, where=sql.rules(d, unchecked))
         rows = rows if rows == staged else None
     if rows is not None:
         conn.exec_driver_sql(drop_table(copied))
@@ -599,10 +627,12 @@ def _defaults(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> 
             conn.execute(sa.text(sql.fill_default(d, staging, t.source)), {"v": t.default})
 
 
-def _clean(conn: sa.Connection, d: Dialect, plan: FilePlan, staging: str) -> bool:
-    """Whether every copied row passes the rules and no key repeats (UPSERT): else the
-    Python path names the bad rows."""
-    if conn.exec_driver_sql(sql.a_broken_row(d, staging, plan.targets)).first() is not None:
+def _clean(
+    conn: sa.Connection, d: Dialect, plan: FilePlan, targets: list[Target], staging: str
+) -> bool:
+    """Whether every copied row passes the rules of `targets` and no key repeats (UPSERT):
+    else the Python path names the bad rows."""
+    if conn.exec_driver_sql(sql.a_broken_row(d, staging, targets)).first() is not None:
         return False
     if plan.load_type != LoadType.UPSERT:
         return True
