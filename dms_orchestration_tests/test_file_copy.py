@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -265,3 +266,23 @@ def test_a_staged_file_is_checked_as_copy_reads_the_columns_loaded_as_they_are(
         ]
     finally:
         dispose_all()
+
+
+def test_a_stop_during_the_straight_copy_ends_the_check_and_applies_nothing(plain, monkeypatch):
+    """A stop (an interruption, as Ctrl-C or a terminated run) while the target's COPY
+    runs: the checking session is ended, the file's transaction rolls back, DMS_PRCLOG
+    says ST, and the file stays where it landed."""
+    from dms_orchestration.engine.file_load import load_file
+    from dms_orchestration.metadata.catalog import load_file_loads
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(file_load, "copy_into", stopped)
+    many = "".join(f"{n},1.5,Name {n},2024-01-02,y\n" for n in range(200_000))
+    path = land(plain, "plain_1.csv", PLAIN + many)  # (a check that outlasts the stop)
+    with pytest.raises(KeyboardInterrupt):
+        load_file(load_file_loads(plain.engine)["PLAIN_FILE"], path, settings=plain.settings)
+    assert [t for t in threading.enumerate() if t.name.startswith("dms-file-check")] == []
+    assert plain.query("SELECT PRCSTS FROM DMS_PRCLOG") == [("ST",)]
+    assert not sa.inspect(plain.engine).has_table("landed_plain") and path.exists()

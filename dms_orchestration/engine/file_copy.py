@@ -6,9 +6,10 @@ value_problem, required, the key repeated).
   copies the same file into a table whose types and CHECK constraints refuse what the
   rules refuse (`FileCheck`, `checked_column`): a file whose columns are the target's,
   loaded as they are. The two run side by side, on two cores.
-- Through a staging table of text (`copy_file`), checked and cast as it is applied
-  (`fits_sql`): a file with transforms, defaults, columns the load does not read, an
-  UPSERT.
+- Through a staging table (`copy_file`), then applied set-based: a file with transforms,
+  defaults, columns the load does not read, an UPSERT. A column loaded as it is into one
+  target column is a `checked_column` there too; a column a transform reads is text,
+  checked (`fits_sql`) and cast as it is applied.
 
 Either takes only clean files: anything it cannot vouch for (a malformed record, a value
 a rule refuses, an error of the server) means the caller rolls its savepoint back and the
@@ -90,7 +91,6 @@ def checked_column(d: Dialect, name: str, dtype: DataType, required: bool) -> st
     a whole number as BIGINT in the column's range, a number as NUMERIC (exact; no NaN,
     no infinity, no hexadecimal), a date back to the text it was read from."""
     column = d.quote(name)
-    kind, check = "TEXT", fits_sql(column, dtype)
     f = dtype.family
     if f == "INTEGER":
         top = _INT_MAX.get(dtype.precision or 19, 2**63 - 1)
@@ -102,7 +102,10 @@ def checked_column(d: Dialect, name: str, dtype: DataType, required: bool) -> st
             check = f"{column} > -{bound} AND {column} < {bound}"
             check += f" AND min_scale({column}) <= {dtype.scale or 0}"
     elif f == "DATE":  # YYYY-MM-DD: the text the date is written as (psycopg2 sets ISO)
+        kind = "TEXT"
         check = f"octet_length({column}) = 10 AND CAST(CAST({column} AS DATE) AS TEXT) = {column}"
+    else:  # lengths, date-times, booleans: as the staging table of text checks them
+        kind, check = "TEXT", fits_sql(column, dtype)
     not_null = " NOT NULL" if required else ""
     return f"{column} {kind}{not_null}" + ("" if check == "TRUE" else f" CHECK ({check})")
 
@@ -149,7 +152,7 @@ class FileCheck:
             finally:
                 self._dbapi = None
 
-        self._thread = threading.Thread(target=check, daemon=True)
+        self._thread = threading.Thread(target=check, name=f"dms-file-check {path}", daemon=True)
         self._thread.start()
 
     def rows(self) -> int | None:
