@@ -4,7 +4,8 @@ way people and other tools do it: GraphQL (DagsterGraphQLClient) and plain SQL r
 
 One module-scoped `dagster dev` serves the tests below, which run in order:
 listing, a GraphQL launch, an IMMEDIATE request, a STOP of a slow load inside its SQL
-statement, and a mapping added with plain SQL and picked up by a reload.
+statement, a mapping added with plain SQL and picked up by a reload, a REPORT request,
+and a file landed before the start, loaded by its file load's sensor.
 """
 
 from __future__ import annotations
@@ -64,7 +65,24 @@ mappings:
       - {{name: ID, type: INTEGER, key: 1, logic: SRC.ID}}
       - {{name: VAL, type: VARCHAR(50), logic: SRC.VAL, scd: 1}}
     job: {{}}
+file_loads:
+  - ref: E2E_FILE
+    type: CSV
+    path: landing/e2e_*.csv
+    archive: archive
+    target: {{table: E2E_LANDED}}
+    load_type: APPEND
+    columns:
+      - {{name: ID, type: INTEGER, source: ID, required: true}}
+      - {{name: NAME, type: VARCHAR(20), source: NAME}}
 """
+LANDED = 'ID,NAME\n1,"Lovelace, Ada"\n2,Grace\n'
+REPORT = (
+    "INSERT INTO DMS_MAPRSQL (MAPRSQLID, MAPRSQLCD, MAPRSQL, CURFLG) "
+    "VALUES (930001, 'E2E_REPORT_SQL', 'SELECT ID, NAME FROM E2E_FAST_SRC ORDER BY ID', 'Y')",
+    "INSERT INTO DMS_RPRT (RPRTID, RPRTREF, MAPRSQLCD, OUTFMT, OUTPATH, CURFLG) "
+    "VALUES (930001, 'E2E_REPORT', 'E2E_REPORT_SQL', 'CSV', 'reports/{RPRTREF}_{PRCID}', 'Y')",
+)
 
 ASSETS_AND_JOBS = """
 {
@@ -108,10 +126,11 @@ def _free_port() -> int:
 class Dagster:
     """The running `dagster dev` and the DMS database it serves."""
 
-    def __init__(self, port: int, dms_dsn: dict, log: Path) -> None:
+    def __init__(self, port: int, dms_dsn: dict, log: Path, dms_home: Path) -> None:
         self.port = port
         self.dsn = dms_dsn
         self.log = log
+        self.dms_home = dms_home
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
@@ -233,7 +252,15 @@ def dagster(pg_server, tmp_path_factory):
         conn.exec_driver_sql("CREATE TABLE E2E_FAST_SRC (ID INTEGER PRIMARY KEY, NAME VARCHAR(50))")
         conn.exec_driver_sql("INSERT INTO E2E_FAST_SRC VALUES (1, 'one'), (2, 'two'), (3, 'three')")
     import_mapping_file(engine, parse_mapping_file(MAPPINGS))
+    with engine.begin() as conn:
+        for statement in REPORT:
+            conn.exec_driver_sql(statement)
     engine.dispose()
+    # a file landed (and settled) before the services start: the file load's sensor finds it
+    landed = tmp / "dms_home" / "landing" / "e2e_1.csv"
+    landed.parent.mkdir(parents=True)
+    landed.write_text(LANDED, encoding="utf-8")
+    os.utime(landed, (time.time() - 60, time.time() - 60))
 
     port = _free_port()
     log = tmp / "dagster-dev.log"
@@ -272,7 +299,7 @@ def dagster(pg_server, tmp_path_factory):
         print(f"\n[e2e] dagster dev answers GraphQL after {time.time() - started:.1f}s")
         dsn = dict(host="127.0.0.1", port=pg_server.port, user=pg_server.user, dbname=dms_db)
         print(f"[e2e] dagster dev output: {log}")
-        yield Dagster(port, dsn, log)
+        yield Dagster(port, dsn, log, tmp / "dms_home")
     finally:
         _stop(proc)
         if TIMINGS:
@@ -409,3 +436,46 @@ def test_mapping_added_with_plain_sql_appears_after_a_reload(dagster):
     node = dagster.graphql(FINDINGS, {"path": ["public", "new_t"]})["assetNodeOrError"]
     entries = {e["label"]: e.get("mdStr") for e in node["metadataEntries"]}
     assert entries["dms/findings"] == "no findings"
+
+
+def test_a_report_request_runs_the_report_through_the_queue(dagster):
+    dagster.sql(
+        "INSERT INTO DMS_PRCREQ (PRCREQID, REQTYP, MAPREF) VALUES (%s, 'REPORT', 'E2E_REPORT')",
+        (910003,),
+    )
+    run_id = dagster.wait(
+        "the REPORT request CLAIMED with a RUNID", lambda: dagster.request(910003)[1], timeout=60
+    )
+    dagster.wait_run(run_id, {DagsterRunStatus.SUCCESS}, timeout=120)
+    assert dagster.wait(
+        "the REPORT request DONE",
+        lambda: (r := dagster.request(910003))[0] not in ("NEW", "CLAIMED") and r,
+        timeout=30,
+    ) == ("DONE", run_id, None)
+    [(status, prcid)] = dagster.sql(
+        "SELECT PRCSTS, PRCID FROM DMS_PRCLOG WHERE RUNID = %s AND MAPREF = 'E2E_REPORT'",
+        (run_id,),
+    )
+    assert status == "PC"
+    written = dagster.dms_home / "reports" / f"E2E_REPORT_{prcid}.csv"
+    assert written.read_text().splitlines() == ["id,name", "1,one", "2,two", "3,three"]
+
+
+def test_a_landed_file_is_loaded_by_its_sensor_running_by_default(dagster):
+    """The file landed before the services started: the file load's sensor (RUNNING by
+    default, every 30 s) adds its partition and runs it; the file moves to the archive."""
+
+    def loaded():
+        rows = dagster.sql("SELECT PRCSTS, RUNID FROM DMS_PRCLOG WHERE MAPREF = 'E2E_FILE'")
+        return rows if rows and rows[0][0] != "IP" else None
+
+    [(status, run_id)] = dagster.wait("the landed file's load", loaded, timeout=120)
+    assert status == "PC"
+    assert dagster.sql("SELECT ID, NAME FROM E2E_LANDED ORDER BY ID") == [
+        (1, "Lovelace, Ada"),
+        (2, "Grace"),
+    ]
+    tags = {t["key"]: t["value"] for t in dagster.run(run_id)["tags"]}
+    assert tags["dagster/partition"].startswith("e2e_1.csv@")
+    assert not (dagster.dms_home / "landing" / "e2e_1.csv").exists()
+    assert (dagster.dms_home / "archive" / "e2e_1.csv").read_text() == LANDED
