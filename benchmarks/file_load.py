@@ -3,7 +3,10 @@ APPEND) against psql's `\\copy` of the same file into a table of the same types,
 side in one run (the figures of issue 12; target <= 1.5x), and the loader's peak memory
 at two file sizes (flat: the same for 100 MB and 1 GB). Two definitions of the same
 file: its columns as they are (`straight`: COPY into the target, checked by a second
-session) and with a TRNSFRM column besides (`staged`: through a staging table).
+session) and with a TRNSFRM column besides (`staged`: through a staging table). At
+`--small-rows` the same loads into SQLite, the embedded default, against the plain load
+a Python user would write (the csv module and executemany into a table of the same
+types, no checks): SQLite has no COPY, the records go through the Python reader.
 
     python benchmarks/file_load.py [--rows 10000000] [--small-rows 1000000]
 
@@ -106,6 +109,54 @@ def write_csv(path: Path, rows: int) -> int:
     return path.stat().st_size
 
 
+# the plain load of the same file into SQLite: Python's csv module and executemany into a
+# table of the same types, one transaction, no checks (seconds and peak RSS on stdout)
+PLAIN_SQLITE = """
+import csv, resource, sqlite3, sys, time
+t0 = time.perf_counter()
+con = sqlite3.connect(sys.argv[2])
+con.execute("CREATE TABLE BENCH_COPY (" + sys.argv[3] + ")")
+with open(sys.argv[1], newline="", encoding="utf-8") as f, con:
+    rows = csv.reader(f)
+    next(rows)
+    con.executemany("INSERT INTO BENCH_COPY VALUES (?, ?, ?, ?, ?, ?)", rows)
+con.close()
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def plain_sqlite(path: Path, database: Path) -> tuple[float, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_SQLITE, str(path), str(database), COLUMNS],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, rss = done.stdout.split()
+    return float(seconds), int(rss)
+
+
+def sqlite_loads(root: Path, path: Path, rows: int, size: int) -> None:
+    """The same two file loads into SQLite (metadata and target in one file) against the
+    plain load of the file into SQLite."""
+    root.mkdir()
+    url = f"sqlite:///{root / 'dms.db'}"
+    engine = sa.create_engine(url)
+    init_schema(engine)
+    import_mapping_file(engine, parse_mapping_file(DEFINITION))
+    engine.dispose()
+    plain_s, plain_rss = plain_sqlite(path, root / "plain.db")
+    print(f"{'sqlite':>9} {'plain':>10} {'':>7} {plain_s:>8.2f} (csv + executemany, no checks)")
+    for label, ref, table in LOADS:
+        seconds, loaded, rss = our_load(url, root / "home", path, ref, table)
+        assert loaded == rows, (loaded, rows)
+        print(
+            f"{label:>9} {rows:>10,} {size / 1e6:>7.0f} {plain_s:>8.2f} {seconds:>8.2f} "
+            f"{seconds / plain_s:>5.2f}x {'':>6} {rows / seconds:>10,.0f} {rss / 1024:>11.0f}",
+            flush=True,
+        )
+
+
 def psql_copy(server: PostgresServer, url: str, path: Path) -> float:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -161,6 +212,10 @@ def main() -> None:
                     f"{rows / seconds:>10,.0f} {rss / 1024:>11.0f}",
                     flush=True,
                 )
+            if rows == args.small_rows:
+                print(f"SQLite, the embedded default, at {rows:,} rows: against the plain load")
+                sqlite_loads(root / "sqlite", path, rows, size)
+                print(HEADER)
             path.unlink()
     finally:
         server.stop()

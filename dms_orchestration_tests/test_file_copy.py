@@ -18,7 +18,7 @@ from dms_orchestration.db.connect import dispose_all
 from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.engine import file_load
 from dms_orchestration.engine.file_copy import CopyOptions, FileCheck, checked_column, copy_into
-from dms_orchestration.engine.file_load import value_problem
+from dms_orchestration.engine.file_values import value_problem
 from dms_orchestration.metadata.datatypes import parse_data_type
 from dms_orchestration_tests.test_defs import Dms
 from dms_orchestration_tests.test_file_loads import LINE, VALUES, dms, land

@@ -304,7 +304,7 @@ def test_the_servers_checks_are_never_laxer_than_the_python_rules(pg_url):
     check and the cast that stores it; a value the Python rules refuse must fail one of
     them too (they may refuse more)."""
     from dms_orchestration.engine.file_copy import fits_sql
-    from dms_orchestration.engine.file_load import value_problem
+    from dms_orchestration.engine.file_values import value_problem
     from dms_orchestration.metadata.datatypes import parse_data_type
 
     engine = sa.create_engine(pg_url)

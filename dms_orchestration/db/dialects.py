@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -25,6 +26,10 @@ from sqlglot import exp
 
 from dms_orchestration.db.schema import ColumnSpec, IndexSpec, TableSpec
 from dms_orchestration.vocabulary import STRING_FAMILIES, DbType
+
+# sqlite3 binds no Decimal (a PostgreSQL or Oracle source sends them, bulk_insert passes
+# them on): as its exact text, which a column's NUMERIC affinity turns into a number
+sqlite3.register_adapter(Decimal, str)
 
 if TYPE_CHECKING:
     from dms_orchestration.db.connections import Connection
@@ -347,13 +352,24 @@ class Dialect:
     def bulk_insert(
         self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
     ) -> int:
-        """Insert one batch of rows: executemany (array binding on Oracle)."""
-        rows = list(rows)
+        """Insert one batch of rows: the driver's executemany (array binding on Oracle),
+        positional binds straight to the driver (no bind dictionary per row)."""
+        rows = [tuple(r) for r in rows]
         if rows:
-            marks = ", ".join(f":c{i}" for i in range(len(columns)))
-            stmt = sa.text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})")
-            conn.execute(stmt, [{f"c{i}": v for i, v in enumerate(r)} for r in rows])
+            marks = ", ".join(_positional_marks(conn.dialect.paramstyle, len(columns)))
+            stmt = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+            conn.exec_driver_sql(stmt, rows)
         return len(rows)
+
+
+def _positional_marks(paramstyle: str, count: int) -> list[str]:
+    """Bind markers for `count` values given as a sequence (sqlite3: qmark; oracledb:
+    named, which binds a sequence by position)."""
+    if paramstyle == "qmark":
+        return ["?"] * count
+    if paramstyle in ("format", "pyformat"):
+        return ["%s"] * count
+    return [f":{i}" for i in range(1, count + 1)]  # numeric, named
 
 
 def _copy_field(value: object) -> str:
@@ -834,14 +850,6 @@ class SqliteDialect(Dialect):
 
     def is_distinct(self, a: str, b: str) -> str:
         return f"{a} IS NOT {b}"
-
-    def bulk_insert(
-        self, conn: sa.Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
-    ) -> int:
-        # sqlite3 binds no Decimal (a PostgreSQL or Oracle source sends them): as exact
-        # text, which the column's NUMERIC affinity turns into a number
-        rows = ([str(v) if isinstance(v, Decimal) else v for v in row] for row in rows)
-        return super().bulk_insert(conn, table, columns, rows)
 
     def typed(self, expr: str, family: str, type_sql: str) -> str:
         # SQLite stores by affinity: cast to the affinity the column applies. DATE and

@@ -27,8 +27,6 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -52,6 +50,7 @@ from dms_orchestration.engine.file_copy import (
     same_types,
 )
 from dms_orchestration.engine.file_sql import LINE
+from dms_orchestration.engine.file_values import value_check
 from dms_orchestration.engine.sqlgen import delete_all, drop_table
 from dms_orchestration.engine.target import table_columns
 from dms_orchestration.files.readers import (
@@ -74,8 +73,6 @@ LOAD_TYPES = codes(LoadType)
 BATCH_ROWS = 10_000
 JOBERR_ROWS = 1_000  # DMS_JOBERR rows per file at most; the reject file has every bad row
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_$#]*$"
-_INT_RANGE = {5: 2**15 - 1, 10: 2**31 - 1, 19: 2**63 - 1}
-_TRUE_FALSE = {"true", "false", "t", "f", "y", "n", "yes", "no", "1", "0"}
 
 
 class FileLoadInvalid(ValueError):
@@ -252,65 +249,41 @@ def _columns_read(expression: str, dialect: str) -> set[str]:
 # ------------------------------------------------------------------ values
 
 
-def value_problem(text: str, dtype: DataType) -> str | None:
-    """Why a file's value does not fit its column's type (None: it fits)."""
-    f = dtype.family
-    if f in ("STRING", "CHAR") and dtype.length is not None and len(text) > dtype.length:
-        return f"{len(text)} characters, more than {dtype}"
-    if f == "INTEGER":
-        value = text.strip()
-        if not re.fullmatch(r"[+-]?[0-9]+", value):
-            return f"{text!r} is not a whole number"
-        if abs(int(value)) > _INT_RANGE.get(dtype.precision or 19, 2**63 - 1):
-            return f"{text} is out of the range of {dtype}"
-    elif f in ("DECIMAL", "FLOAT"):
-        try:
-            number = Decimal(text.strip())
-        except InvalidOperation:
-            return f"{text!r} is not a number"
-        if not number.is_finite():
-            return f"{text!r} is not a number"
-        if f == "DECIMAL" and dtype.precision is not None:
-            scale = dtype.scale or 0
-            _, digits, exponent = number.as_tuple()
-            assert isinstance(exponent, int)  # (a finite number's exponent)
-            if -exponent > scale and number != round(number, scale):
-                return f"{text} has more than {scale} decimals ({dtype})"
-            whole = len(digits) + exponent  # the digits before the point
-            if number and whole > dtype.precision - scale:
-                return f"{text} does not fit {dtype}"
-    elif f == "DATE":
-        try:
-            date.fromisoformat(text.strip())
-        except ValueError:
-            return f"{text!r} is not a date (YYYY-MM-DD)"
-    elif f == "TIMESTAMP":
-        try:
-            datetime.fromisoformat(text.strip())
-        except ValueError:
-            return f"{text!r} is not a date-time (YYYY-MM-DD HH:MM:SS)"
-    elif f == "BOOLEAN" and text.strip().lower() not in _TRUE_FALSE:
-        return f"{text!r} is not true or false"
-    return None
+class _RowCheck:
+    """The checks of a file's records, prepared once per file (`columns`: the names its
+    records are keyed by): a record's staged values, or why it is a bad row."""
+
+    def __init__(self, plan: FilePlan, columns: list[str]) -> None:
+        named = {c.upper(): c for c in columns}
+        self._keys = [named.get(c, c) for c in plan.staged]
+        self._staged = plan.staged
+        place = {c: i for i, c in enumerate(plan.staged)}
+        self._targets = [
+            (t, place[t.source.upper()], check)
+            for t in plan.targets
+            if t.source and not t.transform  # (the findings: SRCCLNM or TRNSFRM)
+            if (check := value_check(t.dtype)) or t.required or t.default is not None
+        ]
+
+    def __call__(self, values: dict[str, str | None]) -> tuple[list[str | None], str | None]:
+        row = [values.get(k, _MISSING) for k in self._keys]
+        if _MISSING in row:  # keys of another case than the first record's (JSON)
+            upper = {k.upper(): v for k, v in values.items()}
+            row = [upper.get(c) for c in self._staged]
+        for t, i, check in self._targets:
+            value = row[i]
+            if value is None and t.default is not None:
+                row[i] = value = t.default
+            if value is None:
+                if t.required:
+                    return [], f"{t.name} is required ({t.source} is empty)"
+                continue
+            if check is not None and (problem := check(value)):
+                return [], f"{t.name}: {problem}"
+        return row, None
 
 
-def _checked(plan: FilePlan, values: dict[str, str | None]) -> tuple[list[str | None], str | None]:
-    """A record's staged values, or why it is a bad row."""
-    values = {k.upper(): v for k, v in values.items()}
-    for t in plan.targets:
-        if t.transform:
-            continue
-        assert t.source is not None  # (the findings: SRCCLNM or TRNSFRM)
-        value = values.get(t.source.upper())
-        if value is None and t.default is not None:
-            values[t.source.upper()] = value = t.default
-        if value is None:
-            if t.required:
-                return [], f"{t.name} is required ({t.source} is empty)"
-            continue
-        if problem := value_problem(value, t.dtype):
-            return [], f"{t.name}: {problem}"
-    return [values.get(c) for c in plan.staged], None
+_MISSING: Any = object()
 
 
 def _key_of(plan: FilePlan, values: dict[str, str | None]) -> str | None:
@@ -472,7 +445,7 @@ def _load(
             if (rows := _fast(conn, d, fl, plan, path, columns, staging)) is not None:
                 return rows, bad
             conn.exec_driver_sql(d.temp_table(staging, sql.staging_columns(d, plan.staged)))
-            for batch in _batches(plan, records, bad):
+            for batch in _batches(plan, columns, records, bad):
                 d.bulk_insert(conn, staging, [LINE, *map(d.quote, plan.staged)], batch)
             if plan.load_type == LoadType.UPSERT:
                 _repeated_keys(conn, d, plan, staging, bad)
@@ -639,13 +612,16 @@ def _clean(
     return conn.exec_driver_sql(sql.a_repeated_key(d, staging, plan.keys)).first() is None
 
 
-def _batches(plan: FilePlan, records: Iterable[Record], bad: _Bad) -> Iterator[list[list[Any]]]:
+def _batches(
+    plan: FilePlan, columns: list[str], records: Iterable[Record], bad: _Bad
+) -> Iterator[list[list[Any]]]:
+    checked = _RowCheck(plan, columns)
     batch: list[list[Any]] = []
     for record in records:
         if record.problem:
             bad.add(record.line, record.problem, None, record.values)
             continue
-        staged, problem = _checked(plan, record.values)
+        staged, problem = checked(record.values)
         if problem:
             bad.add(record.line, problem, _key_of(plan, record.values), record.values)
             continue
