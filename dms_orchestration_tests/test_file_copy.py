@@ -286,3 +286,36 @@ def test_a_stop_during_the_straight_copy_ends_the_check_and_applies_nothing(plai
     assert [t for t in threading.enumerate() if t.name.startswith("dms-file-check")] == []
     assert plain.query("SELECT PRCSTS FROM DMS_PRCLOG") == [("ST",)]
     assert not sa.inspect(plain.engine).has_table("landed_plain") and path.exists()
+
+
+@pytest.mark.parametrize("straight", [True, False])
+def test_empty_lines_at_the_end_of_a_file_keep_it_on_the_servers_path(plain, monkeypatch, straight):
+    """An editor's or an export's empty lines after the last record are no records (as
+    for the Python reader): the server still reads the file (the Python reader reads
+    none of its records), and the rows are the file's."""
+    if not straight:  # a transform: the staging table
+        plain.sql("UPDATE DMS_FLUPLDDTL SET TRNSFRM = 'UPPER(SRC.NAME)' WHERE TRGCLNM = 'NAME'")
+    records = []
+    real = file_load.read_records
+
+    def counting(*args, **kwargs):
+        names, found = real(*args, **kwargs)
+        return names, (records.append(r.line) or r for r in found)
+
+    monkeypatch.setattr(file_load, "read_records", counting)
+    land(plain, "plain_1.csv", PLAIN.replace("\n", "\r\n") + "\r\n\n\r\n")
+    done = dms("files", "load", "PLAIN_FILE")
+    assert done.exit_code == 0, done.output
+    assert LINE.match(done.stdout.strip()).groups()[2:] == ("PC", "3", "0")
+    assert records == []
+    assert [r[0] for r in _rows(plain)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1 << 18])
+def test_the_copy_stream_drops_only_the_line_ends_at_the_files_end_whatever_the_piece(size):
+    from dms_orchestration.engine.file_copy import _WithoutTrailingBlankLines
+
+    data = b'a,b\r\n1,"x\n\ny"\r\n\r\n2,\n\n\r\n\n'
+    reader = _WithoutTrailingBlankLines(io.BytesIO(data))
+    pieces = list(iter(lambda: reader.read(size), b""))
+    assert b"".join(pieces) == data.rstrip(b"\r\n")

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
@@ -213,12 +213,32 @@ def copy_into(
         with path.open("rb") as f:
             if f.read(3) != BOM:
                 f.seek(0)
-            cursor.copy_expert(statement, f, _READ_BYTES)
+            cursor.copy_expert(statement, _WithoutTrailingBlankLines(f), _READ_BYTES)
         return int(cursor.rowcount)
     except error as exc:  # (the DBAPI cursor's own: raised as SQLAlchemy raises them)
         raise sa.exc.DBAPIError.instance(statement, None, exc, error) from exc
     finally:
         cursor.close()
+
+
+class _WithoutTrailingBlankLines:
+    """A file as COPY reads it, without the empty lines at its end: the Python reader
+    skips them, COPY would take each for a record that lacks its columns (and send the
+    whole file to the Python path). The last record may then end without a newline,
+    which COPY reads as it reads any other."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._held = b""  # line ends read last: the file's end, unless more follows
+
+    def read(self, size: int = -1) -> bytes:
+        while chunk := self._f.read(size):
+            data = self._held + chunk
+            kept = data.rstrip(b"\r\n")
+            self._held = data[len(kept) :]
+            if kept:
+                return kept
+        return b""
 
 
 def _literal(text: str) -> str:
