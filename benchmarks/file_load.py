@@ -6,7 +6,9 @@ file: its columns as they are (`straight`: COPY into the target, checked by a se
 session) and with a TRNSFRM column besides (`staged`: through a staging table). At
 `--small-rows` the same loads into SQLite, the embedded default, against the plain load
 a Python user would write (the csv module and executemany into a table of the same
-types, no checks): SQLite has no COPY, the records go through the Python reader.
+types, no checks): SQLite has no COPY, the records go through the Python reader. At
+`--small-rows` on both databases, a third definition loads the file by UPSERT (ID the
+key) twice: every key new, then every key present.
 
     python benchmarks/file_load.py [--rows 10000000] [--small-rows 1000000]
 
@@ -69,6 +71,18 @@ file_loads:
       - {name: NAME, type: VARCHAR(40), source: NAME}
       - {name: CITY, type: VARCHAR(30), source: CITY}
       - {name: CITY_UPPER, type: VARCHAR(30), transform: UPPER(SRC.CITY)}
+      - {name: JOINED, type: DATE, source: JOINED}
+      - {name: AMOUNT, type: "NUMBER(12,2)", source: AMOUNT}
+      - {name: NOTE, type: TEXT, source: NOTE}
+  - ref: BENCH_UPSERT
+    type: CSV
+    path: landing_u/*.csv
+    target: {table: BENCH_UPSERTED}
+    load_type: UPSERT
+    columns:
+      - {name: ID, type: BIGINT, source: ID, required: true, key: true}
+      - {name: NAME, type: VARCHAR(40), source: NAME}
+      - {name: CITY, type: VARCHAR(30), source: CITY}
       - {name: JOINED, type: DATE, source: JOINED}
       - {name: AMOUNT, type: "NUMBER(12,2)", source: AMOUNT}
       - {name: NOTE, type: TEXT, source: NOTE}
@@ -155,6 +169,19 @@ def sqlite_loads(root: Path, path: Path, rows: int, size: int) -> None:
             f"{seconds / plain_s:>5.2f}x {'':>6} {rows / seconds:>10,.0f} {rss / 1024:>11.0f}",
             flush=True,
         )
+    upserts(url, root / "home", path, rows, size, plain_s)
+
+
+def upserts(url: str, home: Path, path: Path, rows: int, size: int, baseline: float) -> None:
+    """The file by UPSERT twice: every key new, then every key present (all updates)."""
+    for label, again in (("upsert", False), ("upsert 2", True)):
+        seconds, loaded, rss = our_load(url, home, path, "BENCH_UPSERT", "BENCH_UPSERTED", again)
+        assert loaded == rows, (loaded, rows)
+        print(
+            f"{label:>9} {rows:>10,} {size / 1e6:>7.0f} {baseline:>8.2f} {seconds:>8.2f} "
+            f"{seconds / baseline:>5.2f}x {'':>6} {rows / seconds:>10,.0f} {rss / 1024:>11.0f}",
+            flush=True,
+        )
 
 
 def psql_copy(server: PostgresServer, url: str, path: Path) -> float:
@@ -169,11 +196,15 @@ def psql_copy(server: PostgresServer, url: str, path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def our_load(url: str, home: Path, path: Path, ref: str, table: str) -> tuple[float, int, int]:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-    engine.dispose()
+def our_load(
+    url: str, home: Path, path: Path, ref: str, table: str, again: bool = False
+) -> tuple[float, int, int]:
+    """One load in a process of its own; `again`: into the table as the last load left it."""
+    if not again:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+        engine.dispose()
     env = {**os.environ, "DMS_DATABASE_URL": url, "DMS_HOME": str(home)}
     done = subprocess.run(
         [sys.executable, "-c", LOAD, str(path), ref], env=env, capture_output=True, text=True
@@ -213,6 +244,7 @@ def main() -> None:
                     flush=True,
                 )
             if rows == args.small_rows:
+                upserts(url, root / "home", path, rows, size, copy_s)
                 print(f"SQLite, the embedded default, at {rows:,} rows: against the plain load")
                 sqlite_loads(root / "sqlite", path, rows, size)
                 print(HEADER)

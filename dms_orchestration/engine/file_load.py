@@ -685,11 +685,12 @@ def _apply(
         return conn.exec_driver_sql(sql.insert_select(table, names, select)).rowcount
     typed = f"{staging}_t"
     conn.exec_driver_sql(d.temp_table_as(typed, sql.typed_rows(d, staging, plan.targets, names)))
-    match = sql.key_match([d.quote(t.name.lower()) for t in plan.keys])
+    keys = [d.quote(t.name.lower()) for t in plan.keys]
+    match = sql.key_match(keys)
     others = [(n, f"A.{n}") for t, n in zip(plan.targets, names, strict=True) if not t.key]
     updated = 0
     if others:
         updated = conn.exec_driver_sql(d.update_from(table, typed, match, others)).rowcount
-    inserted = conn.exec_driver_sql(sql.insert_new(table, names, typed, match)).rowcount
+    inserted = conn.exec_driver_sql(sql.insert_new(table, names, typed, keys)).rowcount
     conn.exec_driver_sql(drop_table(typed))
     return updated + inserted

@@ -109,9 +109,11 @@ def key_match(keys: Sequence[str]) -> str:
     return " AND ".join(f"T.{k} = A.{k}" for k in keys)
 
 
-def insert_new(table: str, names: Sequence[str], typed: str, match: str) -> str:
-    """An UPSERT's rows whose key the target does not hold yet."""
+def insert_new(table: str, names: Sequence[str], typed: str, keys: Sequence[str]) -> str:
+    """An UPSERT's rows whose key the target does not hold yet: an anti-join (a row of A
+    that no row of T matches), which every database runs as a join, by an index or a hash
+    of T; as a correlated NOT EXISTS, SQLite scanned T once per row of A."""
     return (
         f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(f'A.{n}' for n in names)} "
-        f"FROM {typed} A WHERE NOT EXISTS (SELECT 1 FROM {table} T WHERE {match})"
+        f"FROM {typed} A LEFT JOIN {table} T ON {key_match(keys)} WHERE T.{keys[0]} IS NULL"
     )
