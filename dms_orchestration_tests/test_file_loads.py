@@ -226,6 +226,7 @@ def test_json_arrays_and_json_lines(files, shape):
     records = [
         {"ID": 1, "NAME": "Ada", "CITY": "Paris", "JOINED": "2024-01-02", "LIMIT_AMT": 100.5},
         {"ID": 2, "NAME": "Alan", "CITY": None, "JOINED": None, "LIMIT_AMT": None},
+        {"id": 3, "Name": "Grace", "city": "Oslo"},  # other case, keys missing
     ]
     text = json.dumps(records) if shape == "array" else "\n".join(map(json.dumps, records))
     land(files, "people.json", text)
@@ -234,6 +235,7 @@ def test_json_arrays_and_json_lines(files, shape):
     assert [(r[0], r[1], r[2]) for r in loaded(files)] == [
         (1, "Ada", "Paris"),
         (2, "Alan", "Unknown"),
+        (3, "Grace", "Oslo"),
     ]
 
 

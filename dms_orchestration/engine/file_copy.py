@@ -1,6 +1,6 @@
 """The fast paths of a CSV file into PostgreSQL: the server reads the file (COPY FROM
-STDIN) and checks every value by the rules the Python path applies (engine/file_load.py:
-value_problem, required, the key repeated).
+STDIN) and checks every value by the rules the Python path applies (engine/file_values.py:
+value_problem; engine/file_load.py: required, the key repeated).
 
 - Straight into the target (`copy_into` the target table), while a second session
   copies the same file into a table whose types and CHECK constraints refuse what the
@@ -28,12 +28,12 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 
 from dms_orchestration.db.dialects import Dialect
+from dms_orchestration.engine.file_values import INT_RANGE, TRUE_FALSE
 from dms_orchestration.metadata.datatypes import DataType
 
 BOM = b"\xef\xbb\xbf"
 _READ_BYTES = 1 << 18  # the file is sent to the server in pieces of this size
-_INT_MAX = {5: 2**15 - 1, 10: 2**31 - 1, 19: 2**63 - 1}
-_BOOLEANS = "('true','false','t','f','y','n','yes','no','1','0')"
+_BOOLEANS = "(" + ", ".join(f"'{word}'" for word in sorted(TRUE_FALSE)) + ")"
 
 
 _S, _D = r"\s*", r"\d"  # (PostgreSQL regular expressions: spaces, a digit)
@@ -58,7 +58,7 @@ def fits_sql(v: str, dtype: DataType) -> str:
     if f in ("STRING", "CHAR"):
         return f"length({v}) <= {dtype.length}" if dtype.length is not None else "TRUE"
     if f == "INTEGER":
-        top = _INT_MAX.get(dtype.precision or 19, 2**63 - 1)
+        top = INT_RANGE.get(dtype.precision or 19, 2**63 - 1)
         width = len(str(top))
         short = _matches(v, "[+-]?" + _digits(width - 1))
         full = _matches(v, "[+-]?" + _D + "{" + str(width) + "}")
@@ -93,7 +93,7 @@ def checked_column(d: Dialect, name: str, dtype: DataType, required: bool) -> st
     column = d.quote(name)
     f = dtype.family
     if f == "INTEGER":
-        top = _INT_MAX.get(dtype.precision or 19, 2**63 - 1)
+        top = INT_RANGE.get(dtype.precision or 19, 2**63 - 1)
         kind, check = "BIGINT", f"{column} BETWEEN -{top} AND {top}"
     elif f in ("DECIMAL", "FLOAT"):  # (NaN and the infinities: no scale, beyond any bound)
         kind, check = "NUMERIC", f"scale({column}) IS NOT NULL"
