@@ -60,10 +60,24 @@ def _one_value_file(tmp_path, n: int, value: str):
     return path
 
 
-def test_the_straight_copy_takes_no_value_the_python_rules_refuse(pg_url, tmp_path):
-    """A value goes straight into the target only when the checking session's column
-    took it and the target's column did: a value the Python rules refuse fails one of
-    them; the values of TAKEN it takes."""
+def _copied(conn, path, table: str, definition: str, options) -> bool:
+    """Whether COPY puts the file's one value into a new table of that one column."""
+    conn.exec_driver_sql(f"CREATE TABLE {table} ({definition})")
+    savepoint = conn.begin_nested()
+    try:
+        copied = copy_into(conn, path, table, ['"v"'], options) == 1
+        savepoint.commit()
+        return copied
+    except sa.exc.DBAPIError:
+        savepoint.rollback()
+        return False
+
+
+def test_the_servers_checks_take_no_value_the_python_rules_refuse(pg_url, tmp_path):
+    """A value is taken straight into the target only when the checking session's copy
+    refused nothing (FileCheck: the refusals as COPY ... WHERE) and the target's column
+    took it; into a staging table only when the column's CHECK (the same refusals) took
+    it. A value the Python rules refuse fails each way; the values of TAKEN pass both."""
     engine = sa.create_engine(pg_url)
     d = dialect_of(engine)
     options = CopyOptions(",", True)
@@ -71,43 +85,32 @@ def test_the_straight_copy_takes_no_value_the_python_rules_refuse(pg_url, tmp_pa
         (t, v) for t, vs in LAXER.items() for v in vs
     ]
     cases += list(TAKEN.items())
-    taken: dict[tuple[str, str], bool] = {}
+    straight: dict[tuple[str, str], bool] = {}
+    staged: dict[tuple[str, str], bool] = {}
     try:
         with engine.connect() as conn:
             for n, (type_text, value) in enumerate(cases):
                 dtype = parse_data_type(type_text)
                 path = _one_value_file(tmp_path, n, value)
-                check = FileCheck(
-                    engine,
-                    d,
-                    path,
-                    f"k{n}",
-                    ['"v"'],
-                    [checked_column(d, "v", dtype, False)],
-                    options,
+                checked = checked_column(d, "v", dtype, False)
+                check = FileCheck(engine, d, path, f"k{n}", [checked], options)
+                column = f"v {d.type_sql(dtype.sqlalchemy_type())}"
+                stored = _copied(conn, path, f"t{n}", column, options)
+                straight[(type_text, value)] = stored and check.clean()
+                staged[(type_text, value)] = _copied(
+                    conn, path, f"s{n}", checked.definition(), options
                 )
-                target = f"t{n}"
-                conn.exec_driver_sql(
-                    f"CREATE TABLE {target} (v {d.type_sql(dtype.sqlalchemy_type())})"
-                )
-                savepoint = conn.begin_nested()
-                try:
-                    stored = copy_into(conn, path, target, ['"v"'], options) == 1
-                    savepoint.commit()
-                except sa.exc.DBAPIError:
-                    savepoint.rollback()
-                    stored = False
-                taken[(type_text, value)] = stored and check.rows() == 1
             conn.rollback()
     finally:
         engine.dispose()
-    laxer = [
-        case
-        for case, ok in taken.items()
-        if ok and value_problem(case[1], parse_data_type(case[0]))
-    ]
-    assert laxer == []
-    assert [case for case in TAKEN.items() if not taken[case]] == []
+    for taken in (straight, staged):
+        laxer = [
+            case
+            for case, ok in taken.items()
+            if ok and value_problem(case[1], parse_data_type(case[0]))
+        ]
+        assert laxer == []
+        assert [case for case in TAKEN.items() if not taken[case]] == []
 
 
 STRAIGHT = {
@@ -188,12 +191,13 @@ def test_a_file_of_the_targets_columns_is_copied_straight_into_it(plain, load_ty
         ("1.234", "CREDIT: 1.234 has more than 2 decimals"),  # COPY alone would round it
         ("01/02/2024", "JOINED: '01/02/2024' is not a date"),  # COPY alone would read it
         ("Ada" + " " * 20, "NAME: 23 characters"),  # COPY alone would cut the spaces
+        ("", "ID is required (ID is empty)"),  # COPY alone would store NULL
     ],
 )
 def test_a_value_the_copy_would_change_sends_the_file_to_the_python_path(plain, bad, reason):
     land(plain, "plain_1.csv", PLAIN)
     assert dms("files", "load", "PLAIN_FILE").exit_code == 0
-    column = {"1.234": 1, "01/02/2024": 3}.get(bad, 2)
+    column = {"1.234": 1, "01/02/2024": 3, "": 0}.get(bad, 2)
     fields = "7,1,Ada,2024-01-03,y".split(",")
     fields[column] = bad
     land(plain, "plain_2.csv", PLAIN.replace("1,100.50", "6,100.50") + ",".join(fields) + "\n")

@@ -40,8 +40,15 @@ _S, _D = r"\s*", r"\d"  # (PostgreSQL regular expressions: spaces, a digit)
 _NUMBER = r"(\d+(\.\d*)?|\.\d+)"
 
 
+_TIMESTAMP = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?"
+
+
 def _matches(v: str, pattern: str) -> str:
     return f"{v} ~ '^{_S}{pattern}{_S}$'"
+
+
+def _misses(v: str, pattern: str) -> str:
+    return f"{v} !~ '^{_S}{pattern}{_S}$'"
 
 
 def _digits(most: int) -> str:
@@ -78,36 +85,64 @@ def fits_sql(v: str, dtype: DataType) -> str:
     if f == "DATE":
         return _matches(v, r"\d{4}-\d{2}-\d{2}")
     if f == "TIMESTAMP":
-        return _matches(v, r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?")
+        return _matches(v, _TIMESTAMP)
     if f == "BOOLEAN":
         return f"lower(trim({v})) IN {_BOOLEANS}"
     return "TRUE"
 
 
-def checked_column(d: Dialect, name: str, dtype: DataType, required: bool) -> str:
-    """A column of the table that checks a file's values as COPY reads them: its type and
-    CHECK constraint refuse what value_problem refuses (or more). The server parses each
-    value by its type's input (no regular expression where a cast or a comparison does):
+@dataclass(frozen=True)
+class CheckedColumn:
+    """How the server checks a file's column as COPY reads it: the type it parses the
+    value as, and the conditions under which the value is refused (any one of them true;
+    none for NULL). Together they refuse what value_problem refuses, or more. Each value is
+    parsed by its type's input (no regular expression where a cast or a comparison does):
     a whole number as BIGINT in the column's range, a number as NUMERIC (exact; no NaN,
-    no infinity, no hexadecimal), a date back to the text it was read from."""
-    column = d.quote(name)
+    no infinity, no hexadecimal), a date back to the text it was read from. The
+    conditions are written as refusals, never as a NOT of a comparison: PostgreSQL 15
+    turns `NOT (a <= b)` in a COPY ... WHERE into `a > b` without its function ("cache
+    lookup failed for function 0")."""
+
+    column: str  # quoted
+    kind: str
+    refusals: tuple[str, ...]
+    required: bool
+
+    def definition(self) -> str:
+        """The column of a table whose CHECK refuses what the refusals refuse (a staging
+        table that keeps the rows)."""
+        not_null = " NOT NULL" if self.required else ""
+        check = f" CHECK (NOT ({' OR '.join(self.refusals)}))" if self.refusals else ""
+        return f"{self.column} {self.kind}{not_null}{check}"
+
+    def refused(self) -> list[str]:
+        """The conditions true for a refused value, an empty required value included."""
+        return [*self.refusals, *([f"{self.column} IS NULL"] if self.required else [])]
+
+
+def checked_column(d: Dialect, name: str, dtype: DataType, required: bool) -> CheckedColumn:
+    v = d.quote(name)
     f = dtype.family
     if f == "INTEGER":
         top = INT_RANGE.get(dtype.precision or 19, 2**63 - 1)
-        kind, check = "BIGINT", f"{column} BETWEEN -{top} AND {top}"
-    elif f in ("DECIMAL", "FLOAT"):  # (NaN and the infinities: no scale, beyond any bound)
-        kind, check = "NUMERIC", f"scale({column}) IS NOT NULL"
+        return CheckedColumn(v, "BIGINT", (f"{v} < -{top}", f"{v} > {top}"), required)
+    if f in ("DECIMAL", "FLOAT"):  # (NaN and the infinities: no scale, beyond any bound)
+        refusals: tuple[str, ...] = (f"scale({v}) IS NULL",)
         if f == "DECIMAL" and dtype.precision is not None:
             bound = f"1e{dtype.precision - (dtype.scale or 0)}"
-            check = f"{column} > -{bound} AND {column} < {bound}"
-            check += f" AND min_scale({column}) <= {dtype.scale or 0}"
-    elif f == "DATE":  # YYYY-MM-DD: the text the date is written as (psycopg2 sets ISO)
-        kind = "TEXT"
-        check = f"octet_length({column}) = 10 AND CAST(CAST({column} AS DATE) AS TEXT) = {column}"
-    else:  # lengths, date-times, booleans: as the staging table of text checks them
-        kind, check = "TEXT", fits_sql(column, dtype)
-    not_null = " NOT NULL" if required else ""
-    return f"{column} {kind}{not_null}" + ("" if check == "TRUE" else f" CHECK ({check})")
+            scale = dtype.scale or 0
+            refusals = (f"{v} <= -{bound}", f"{v} >= {bound}", f"min_scale({v}) > {scale}")
+        return CheckedColumn(v, "NUMERIC", refusals, required)
+    if f == "DATE":  # YYYY-MM-DD: the text the date is written as (psycopg2 sets ISO)
+        read_back = f"CAST(CAST({v} AS DATE) AS TEXT) <> {v}"
+        return CheckedColumn(v, "TEXT", (f"octet_length({v}) <> 10", read_back), required)
+    if f in ("STRING", "CHAR") and dtype.length is not None:
+        return CheckedColumn(v, "TEXT", (f"length({v}) > {dtype.length}",), required)
+    if f == "TIMESTAMP":
+        return CheckedColumn(v, "TEXT", (_misses(v, _TIMESTAMP),), required)
+    if f == "BOOLEAN":
+        return CheckedColumn(v, "TEXT", (f"lower(trim({v})) NOT IN {_BOOLEANS}",), required)
+    return CheckedColumn(v, "TEXT", (), required)
 
 
 def same_types(conn: sa.Connection, table: str, names: list[str], types: list[str]) -> bool:
@@ -121,10 +156,10 @@ def same_types(conn: sa.Connection, table: str, names: list[str], types: list[st
 
 
 class FileCheck:
-    """A second session that copies the file into a table of `checked_column`s (`names`
-    quoted, `columns` their definitions) while the caller's session copies it into the
-    target: `rows()` is the file's rows when every value passed its checks, else None.
-    Its table is temporary and rolled back."""
+    """A second session that copies the file into a table of the `columns` while the
+    caller's session copies it into the target, keeping only the rows a refusal names
+    (COPY ... WHERE): `clean()` says whether it read every record and kept none. Its
+    table is temporary and rolled back; a clean file writes nothing to it."""
 
     def __init__(
         self,
@@ -132,32 +167,36 @@ class FileCheck:
         d: Dialect,
         path: Path,
         table: str,
-        names: list[str],
-        columns: list[str],
+        columns: list[CheckedColumn],
         options: CopyOptions,
     ) -> None:
         self._dbapi: Any = None
-        self._rows: int | None = None
+        self._clean = False
+        names = [c.column for c in columns]
+        refused = " OR ".join(r for c in columns for r in c.refused()) or "FALSE"
 
         def check() -> None:
             try:
                 with engine.connect() as conn:
                     self._dbapi = conn.connection.dbapi_connection
                     with conn.begin() as transaction:
-                        conn.exec_driver_sql(d.temp_table(table, columns))
-                        self._rows = copy_into(conn, path, table, names, options)
+                        conn.exec_driver_sql(
+                            d.temp_table(table, [f"{c.column} {c.kind}" for c in columns])
+                        )
+                        kept = copy_into(conn, path, table, names, options, where=refused)
+                        self._clean = kept == 0
                         transaction.rollback()
-            except Exception:  # a value its checks refuse, a malformed record: not vouched for
-                self._rows = None
+            except Exception:  # a value its types refuse, a malformed record: not vouched for
+                self._clean = False
             finally:
                 self._dbapi = None
 
         self._thread = threading.Thread(target=check, name=f"dms-file-check {path}", daemon=True)
         self._thread.start()
 
-    def rows(self) -> int | None:
+    def clean(self) -> bool:
         self._thread.join()
-        return self._rows
+        return self._clean
 
     def cancel(self) -> None:
         """Stop the check (the file is not loaded after all)."""
@@ -189,25 +228,34 @@ def copy_file(
     staging: str,
     columns: list[str],
     options: CopyOptions,
-    checked: Mapping[str, str],
+    checked: Mapping[str, CheckedColumn],
 ) -> None:
-    """The whole file into `staging` (its columns in the file's order): as text, or by
-    the definition `checked` gives a column (upper case; a `checked_column`)."""
+    """The whole file into `staging` (its columns in the file's order): as text, or as
+    `checked` gives a column (upper case), whose CHECK refuses what its refusals name."""
     names = [d.quote(c) for c in columns]
-    definitions = [checked.get(c.upper(), f"{n} TEXT") for c, n in zip(columns, names, strict=True)]
+    definitions = [
+        column.definition() if (column := checked.get(c.upper())) else f"{n} TEXT"
+        for c, n in zip(columns, names, strict=True)
+    ]
     conn.exec_driver_sql(d.temp_table(staging, definitions))
     copy_into(conn, path, staging, names, options)
 
 
 def copy_into(
-    conn: sa.Connection, path: Path, table: str, names: list[str], options: CopyOptions
+    conn: sa.Connection,
+    path: Path,
+    table: str,
+    names: list[str],
+    options: CopyOptions,
+    where: str | None = None,
 ) -> int:
     """The whole file into `table`'s columns `names` (quoted, in the file's order), parsed
-    by the server; the rows copied."""
+    by the server (only the rows `where` keeps, if given); the rows copied."""
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None  # an open connection has its DBAPI connection
     cursor = dbapi.cursor()
     statement = f"COPY {table} ({', '.join(names)}) FROM STDIN WITH ({options.sql(names)})"
+    statement += f" WHERE {where}" if where else ""
     error = conn.dialect.loaded_dbapi.Error
     try:
         with path.open("rb") as f:

@@ -546,7 +546,7 @@ def _copy_straight(
     table = _target_table(d, fl)
     names = [d.quote(t.name.lower()) for t in targets]
     checked = [checked_column(d, t.name.lower(), t.dtype, t.required) for t in targets]
-    check = FileCheck(conn.engine, d, path, f"{staging}_k", names, checked, options)
+    check = FileCheck(conn.engine, d, path, f"{staging}_k", checked, options)
     try:
         if plan.load_type == LoadType.TRUNCATE:
             conn.exec_driver_sql(delete_all(table))
@@ -554,7 +554,7 @@ def _copy_straight(
     except BaseException:
         check.cancel()
         raise
-    return rows if check.rows() == rows else None
+    return rows if check.clean() else None
 
 
 def _copy_staged(
