@@ -3,13 +3,13 @@ STDIN) and checks every value by the rules the Python path applies (engine/file_
 value_problem; engine/file_load.py: required, the key repeated).
 
 - Straight into the target (`copy_into` the target table), while a second session
-  copies the same file into a table whose types and CHECK constraints refuse what the
-  rules refuse (`FileCheck`, `checked_column`): a file whose columns are the target's,
-  loaded as they are. The two run side by side, on two cores.
+  reads the same file as the types of `checked_column`s and keeps only the rows their
+  refusals name (`FileCheck`: none for a clean file): a file whose columns are the
+  target's, loaded as they are. The two run side by side, on two cores.
 - Through a staging table (`copy_file`), then applied set-based: a file with transforms,
   defaults, columns the load does not read, an UPSERT. A column loaded as it is into one
-  target column is a `checked_column` there too; a column a transform reads is text,
-  checked (`fits_sql`) and cast as it is applied.
+  target column is a `checked_column` there too (its refusals a CHECK); a column a
+  transform reads is text, checked (`fits_sql`) and cast as it is applied.
 
 Either takes only clean files: anything it cannot vouch for (a malformed record, a value
 a rule refuses, an error of the server) means the caller rolls its savepoint back and the
