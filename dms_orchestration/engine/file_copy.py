@@ -121,6 +121,7 @@ class CheckedColumn:
 
 
 def checked_column(d: Dialect, name: str, dtype: DataType, required: bool) -> CheckedColumn:
+    """The checks of the file column `name` (unquoted) loaded into a column of `dtype`."""
     v = d.quote(name)
     f = dtype.family
     if f == "INTEGER":
