@@ -501,13 +501,9 @@ def _copied_as(plan: FilePlan, columns: list[str]) -> list[Target] | None:
     """The target column of each of the file's columns, when COPY can write the file
     straight into the target: an APPEND or TRUNCATE whose every column is one of the
     file's as it is (no TRNSFRM, no DFLTVAL), each file column loaded once."""
-    if plan.load_type == LoadType.UPSERT:
+    if plan.load_type == LoadType.UPSERT or any(t.default is not None for t in plan.targets):
         return None
-    by_source: dict[str, Target] = {}
-    for t in plan.targets:
-        if t.transform or t.default is not None or not t.source:
-            return None
-        by_source.setdefault(t.source.upper(), t)
+    by_source = _checked_sources(plan)  # (every target among them: none has a TRNSFRM)
     if len(by_source) != len(plan.targets) or set(by_source) != {c.upper() for c in columns}:
         return None
     return [by_source[c.upper()] for c in columns]
