@@ -12,7 +12,6 @@ import threading
 
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from dms_orchestration.db.connect import dispose_all
 from dms_orchestration.db.dialects import dialect_of
@@ -21,7 +20,14 @@ from dms_orchestration.engine.file_copy import CopyOptions, FileCheck, checked_c
 from dms_orchestration.engine.file_values import value_problem
 from dms_orchestration.metadata.datatypes import parse_data_type
 from dms_orchestration_tests.test_defs import Dms
-from dms_orchestration_tests.test_file_loads import LINE, VALUES, dms, land
+from dms_orchestration_tests.test_file_loads import (
+    LINE,
+    VALUES,
+    dms,
+    land,
+    records_read,
+    with_landing,
+)
 
 # values where the server's own input is laxer than the Python rules, per type
 LAXER = {
@@ -139,9 +145,7 @@ PLAIN = (
 @pytest.fixture
 def plain(pg_url, tmp_path, monkeypatch):
     """The file load's paths, counted: straight into the target, staged, the Python reader."""
-    d = Dms(pg_url, tmp_path / "home", monkeypatch)
-    d.import_yaml(yaml.safe_dump({"file_loads": [STRAIGHT]}))
-    (d.home / "landing").mkdir()
+    d = with_landing(pg_url, tmp_path, monkeypatch, STRAIGHT)
     d.paths = []
     for name in ("_copy_straight", "_copy_staged", "read_records"):
         real = getattr(file_load, name)
@@ -248,9 +252,7 @@ def test_a_staged_file_is_checked_as_copy_reads_the_columns_loaded_as_they_are(
     reads, stays text (checked as the rows are applied)."""
     from dms_orchestration_tests.test_file_loads import CUSTOMERS, GOOD, loaded
 
-    d = Dms(pg_url, tmp_path / "home", monkeypatch)
-    d.import_yaml(yaml.safe_dump({"file_loads": [CUSTOMERS]}))
-    (d.home / "landing").mkdir()
+    d = with_landing(pg_url, tmp_path, monkeypatch, CUSTOMERS)
     checked = []
     real = file_load.copy_file
 
@@ -299,14 +301,7 @@ def test_empty_lines_at_the_end_of_a_file_keep_it_on_the_servers_path(plain, mon
     none of its records), and the rows are the file's."""
     if not straight:  # a transform: the staging table
         plain.sql("UPDATE DMS_FLUPLDDTL SET TRNSFRM = 'UPPER(SRC.NAME)' WHERE TRGCLNM = 'NAME'")
-    records = []
-    real = file_load.read_records
-
-    def counting(*args, **kwargs):
-        names, found = real(*args, **kwargs)
-        return names, (records.append(r.line) or r for r in found)
-
-    monkeypatch.setattr(file_load, "read_records", counting)
+    records = records_read(monkeypatch)
     land(plain, "plain_1.csv", PLAIN.replace("\n", "\r\n") + "\r\n\n\r\n")
     done = dms("files", "load", "PLAIN_FILE")
     assert done.exit_code == 0, done.output

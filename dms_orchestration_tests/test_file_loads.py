@@ -59,12 +59,32 @@ BAD = (
 )
 
 
+def with_landing(url: str, tmp_path: Path, monkeypatch, spec: dict) -> Dms:
+    """A DMS home and database with the file load `spec` and an empty landing folder."""
+    d = Dms(url, tmp_path / "home", monkeypatch)
+    d.import_yaml(yaml.safe_dump({"file_loads": [spec]}))
+    (d.home / "landing").mkdir()
+    return d
+
+
+def records_read(monkeypatch) -> list[int]:
+    """The lines of the records the Python reader reads from now on (filled as it reads)."""
+    from dms_orchestration.engine import file_load
+
+    lines: list[int] = []
+    real = file_load.read_records
+
+    def counting(*args, **kwargs):
+        names, records = real(*args, **kwargs)
+        return names, (lines.append(r.line) or r for r in records)
+
+    monkeypatch.setattr(file_load, "read_records", counting)
+    return lines
+
+
 @pytest.fixture
 def files(dms_url, tmp_path, monkeypatch):
-    d = Dms(dms_url, tmp_path / "home", monkeypatch)
-    d.import_yaml(yaml.safe_dump({"file_loads": [CUSTOMERS]}))
-    (d.home / "landing").mkdir()
-    yield d
+    yield with_landing(dms_url, tmp_path, monkeypatch, CUSTOMERS)
     dispose_all()
 
 
@@ -362,19 +382,8 @@ def test_the_servers_checks_are_never_laxer_than_the_python_rules(pg_url):
 def test_a_clean_csv_into_postgresql_is_read_by_the_server(pg_url, tmp_path, monkeypatch):
     """COPY reads a clean file (the Python reader reads none of its records); one bad
     row sends the file to the Python path, which names it."""
-    from dms_orchestration.engine import file_load
-
-    d = Dms(pg_url, tmp_path / "home", monkeypatch)
-    d.import_yaml(yaml.safe_dump({"file_loads": [CUSTOMERS]}))
-    (d.home / "landing").mkdir()
-    read = []
-    real = file_load.read_records
-
-    def counting(*args, **kwargs):
-        names, records = real(*args, **kwargs)
-        return names, (read.append(r.line) or r for r in records)
-
-    monkeypatch.setattr(file_load, "read_records", counting)
+    d = with_landing(pg_url, tmp_path, monkeypatch, CUSTOMERS)
+    read = records_read(monkeypatch)
     try:
         land(d, "customers_1.csv", GOOD, bom=True)
         assert dms("files", "load", "CUSTOMERS_FILE").exit_code == 0
