@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -47,46 +48,49 @@ LOADS = (("straight", "BENCH_FILE", "BENCH_LOADED"), ("staged", "BENCH_FILE_T", 
 COLUMNS = (
     "ID BIGINT, NAME VARCHAR(40), CITY VARCHAR(30), JOINED DATE, AMOUNT NUMERIC(12,2), NOTE TEXT"
 )
-DEFINITION = """
-file_loads:
-  - ref: BENCH_FILE
-    type: CSV
-    path: landing/*.csv
-    target: {table: BENCH_LOADED}
-    load_type: APPEND
-    columns:
-      - {name: ID, type: BIGINT, source: ID, required: true}
-      - {name: NAME, type: VARCHAR(40), source: NAME}
-      - {name: CITY, type: VARCHAR(30), source: CITY}
-      - {name: JOINED, type: DATE, source: JOINED}
-      - {name: AMOUNT, type: "NUMBER(12,2)", source: AMOUNT}
-      - {name: NOTE, type: TEXT, source: NOTE}
-  - ref: BENCH_FILE_T
-    type: CSV
-    path: landing_t/*.csv
-    target: {table: BENCH_LOADED_T}
-    load_type: APPEND
-    columns:
-      - {name: ID, type: BIGINT, source: ID, required: true}
-      - {name: NAME, type: VARCHAR(40), source: NAME}
-      - {name: CITY, type: VARCHAR(30), source: CITY}
-      - {name: CITY_UPPER, type: VARCHAR(30), transform: UPPER(SRC.CITY)}
-      - {name: JOINED, type: DATE, source: JOINED}
-      - {name: AMOUNT, type: "NUMBER(12,2)", source: AMOUNT}
-      - {name: NOTE, type: TEXT, source: NOTE}
-  - ref: BENCH_UPSERT
-    type: CSV
-    path: landing_u/*.csv
-    target: {table: BENCH_UPSERTED}
-    load_type: UPSERT
-    columns:
-      - {name: ID, type: BIGINT, source: ID, required: true, key: true}
-      - {name: NAME, type: VARCHAR(40), source: NAME}
-      - {name: CITY, type: VARCHAR(30), source: CITY}
-      - {name: JOINED, type: DATE, source: JOINED}
-      - {name: AMOUNT, type: "NUMBER(12,2)", source: AMOUNT}
-      - {name: NOTE, type: TEXT, source: NOTE}
-"""
+# the file's columns as they are (BENCH_FILE); BENCH_FILE_T adds a TRNSFRM column,
+# BENCH_UPSERT makes ID its key
+FILE_COLUMNS = [
+    {"name": "ID", "type": "BIGINT", "source": "ID", "required": True},
+    {"name": "NAME", "type": "VARCHAR(40)", "source": "NAME"},
+    {"name": "CITY", "type": "VARCHAR(30)", "source": "CITY"},
+    {"name": "JOINED", "type": "DATE", "source": "JOINED"},
+    {"name": "AMOUNT", "type": "NUMBER(12,2)", "source": "AMOUNT"},
+    {"name": "NOTE", "type": "TEXT", "source": "NOTE"},
+]
+CITY_UPPER = {"name": "CITY_UPPER", "type": "VARCHAR(30)", "transform": "UPPER(SRC.CITY)"}
+
+
+def _file_load(ref: str, table: str, load_type: str, columns: list[dict]) -> dict:
+    return {
+        "ref": ref,
+        "type": "CSV",
+        "path": f"landing_{ref.lower()}/*.csv",
+        "target": {"table": table},
+        "load_type": load_type,
+        "columns": columns,
+    }
+
+
+DEFINITION = yaml.safe_dump(
+    {
+        "file_loads": [
+            _file_load("BENCH_FILE", "BENCH_LOADED", "APPEND", FILE_COLUMNS),
+            _file_load(
+                "BENCH_FILE_T",
+                "BENCH_LOADED_T",
+                "APPEND",
+                [*FILE_COLUMNS[:3], CITY_UPPER, *FILE_COLUMNS[3:]],
+            ),
+            _file_load(
+                "BENCH_UPSERT",
+                "BENCH_UPSERTED",
+                "UPSERT",
+                [{**FILE_COLUMNS[0], "key": True}, *FILE_COLUMNS[1:]],
+            ),
+        ]
+    }
+)
 # one load in a process of its own: seconds and peak RSS (KiB) on stdout
 LOAD = """
 import resource, sys, time
