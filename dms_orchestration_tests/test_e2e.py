@@ -196,6 +196,28 @@ class Dagster:
             (run_id,),
         )
 
+    def served(self, prcreqid: int, reqtyp: str, mapref: str) -> str:
+        """Insert a DMS_PRCREQ row and wait for the queue sensor to serve it: claimed with
+        a run, the run a SUCCESS, the request DONE; the run id."""
+        self.sql(
+            "INSERT INTO DMS_PRCREQ (PRCREQID, REQTYP, MAPREF) VALUES (%s, %s, %s)",
+            (prcreqid, reqtyp, mapref),
+        )
+        # the sensor claims it and launches a run within its interval (5 s) plus daemon latency
+        run_id = self.wait(
+            f"the {reqtyp} request CLAIMED with a RUNID",
+            lambda: self.request(prcreqid)[1],
+            timeout=60,
+        )
+        self.wait_run(run_id, {DagsterRunStatus.SUCCESS}, timeout=120)
+        # DONE on the sensor's next tick after the run ended
+        assert self.wait(
+            f"the {reqtyp} request DONE",
+            lambda: (r := self.request(prcreqid))[0] not in ("NEW", "CLAIMED") and r,
+            timeout=30,
+        ) == ("DONE", run_id, None)
+        return run_id
+
     def request(self, prcreqid: int) -> tuple:
         rows = self.sql(
             "SELECT REQSTS, RUNID, ERRMSG FROM DMS_PRCREQ WHERE PRCREQID = %s", (prcreqid,)
@@ -343,23 +365,7 @@ def test_job_launched_over_graphql_succeeds_and_logs_pc(dagster):
 
 def test_immediate_request_row_runs_the_job(dagster):
     inserted = time.time()
-    dagster.sql(
-        "INSERT INTO DMS_PRCREQ (PRCREQID, REQTYP, MAPREF) VALUES (%s, 'IMMEDIATE', 'FAST')",
-        (910001,),
-    )
-    # the sensor claims it and launches a run within its interval (5 s) plus daemon latency
-    run_id = dagster.wait(
-        "the IMMEDIATE request CLAIMED with a RUNID",
-        lambda: dagster.request(910001)[1],
-        timeout=60,
-    )
-    dagster.wait_run(run_id, {DagsterRunStatus.SUCCESS}, timeout=120)
-    # DONE on the sensor's next tick after the run ended
-    assert dagster.wait(
-        "the IMMEDIATE request DONE",
-        lambda: (r := dagster.request(910001))[0] not in ("NEW", "CLAIMED") and r,
-        timeout=30,
-    ) == ("DONE", run_id, None)
+    run_id = dagster.served(910001, "IMMEDIATE", "FAST")
     run = dagster.run(run_id)
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags.get("dms/prcreqid") == "910001"
@@ -439,19 +445,7 @@ def test_mapping_added_with_plain_sql_appears_after_a_reload(dagster):
 
 
 def test_a_report_request_runs_the_report_through_the_queue(dagster):
-    dagster.sql(
-        "INSERT INTO DMS_PRCREQ (PRCREQID, REQTYP, MAPREF) VALUES (%s, 'REPORT', 'E2E_REPORT')",
-        (910003,),
-    )
-    run_id = dagster.wait(
-        "the REPORT request CLAIMED with a RUNID", lambda: dagster.request(910003)[1], timeout=60
-    )
-    dagster.wait_run(run_id, {DagsterRunStatus.SUCCESS}, timeout=120)
-    assert dagster.wait(
-        "the REPORT request DONE",
-        lambda: (r := dagster.request(910003))[0] not in ("NEW", "CLAIMED") and r,
-        timeout=30,
-    ) == ("DONE", run_id, None)
+    run_id = dagster.served(910003, "REPORT", "E2E_REPORT")
     [(status, prcid)] = dagster.sql(
         "SELECT PRCSTS, PRCID FROM DMS_PRCLOG WHERE RUNID = %s AND MAPREF = 'E2E_REPORT'",
         (run_id,),
