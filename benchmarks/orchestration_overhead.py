@@ -113,14 +113,19 @@ def command(args: list[str], env: dict, timeout: float = 900) -> float:
     return seconds
 
 
-def dagster_home(root: Path, name: str, pool_limit: int | None = None) -> Path:
+def dagster_home(
+    root: Path, name: str, pool_limit: int | None = None, launcher: str = "forked"
+) -> Path:
     """A DAGSTER_HOME with the repository's dagster.yaml, its storage created (as after a
-    first run: creating it is not what a run costs)."""
+    first run: creating it is not what a run costs); launcher "default": Dagster's
+    DefaultRunLauncher instead of ours (the code server spawns each run's worker)."""
     home = root / name
     home.mkdir()
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     if pool_limit:
         config["concurrency"]["pools"]["default_limit"] = pool_limit
+    if launcher == "default":
+        del config["run_launcher"]
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     with instance_of(home) as instance:
         instance.get_runs(limit=1)
@@ -322,6 +327,9 @@ class Small:
     graphql: list[float] = field(default_factory=list)
     graphql_run: list[float] = field(default_factory=list)  # as Dagster records the run
     graphql_phases: list[dict[str, float]] = field(default_factory=list)
+    # the same launches with Dagster's DefaultRunLauncher (a spawned worker per run)
+    spawned: list[float] = field(default_factory=list)
+    spawned_phases: list[dict[str, float]] = field(default_factory=list)
     queue: list[float] = field(default_factory=list)
     plan_snapshots: tuple[int, int] = (0, 0)  # execution plan snapshots stored, bytes
 
@@ -399,6 +407,28 @@ def queue_latency(url: str, home: Path, dev: DagsterDev) -> float:
         engine.dispose()
 
 
+def graphql_launches(
+    env: dict, log: Path, repeat: int, then: Callable[[DagsterDev], None] = lambda dev: None
+) -> list[tuple[float, dict[str, float], float]]:
+    """`repeat` launches of SMALL_DIM's job through the webserver, after one that warms the
+    code server: (launch -> SUCCESS, its phases, the run's own duration) each; then
+    `then` with the same `dagster dev`."""
+    home = Path(env["DAGSTER_HOME"])
+    dev = DagsterDev(env, log)
+    try:
+        dev.wait_ready()
+        dev.launch_to_success(SMALL_JOB)  # not timed
+        launches = []
+        for _ in range(repeat):
+            seconds, run, began = dev.launch_to_success(SMALL_JOB)
+            phases = launch_phases(home, run, began, seconds)
+            launches.append((seconds, phases, run_seconds(home, run)))
+        then(dev)
+        return launches
+    finally:
+        dev.stop()
+
+
 def small_runs(server, mappings: int, repeat: int, requests: int, root: Path) -> Small:
     url = catalog(server, mappings)
     home = dagster_home(root, f"dagster_catalog_{mappings}")
@@ -409,20 +439,22 @@ def small_runs(server, mappings: int, repeat: int, requests: int, root: Path) ->
     for _ in range(repeat):
         small.dms_run.append(command(dms, env))
         small.job_execute.append(job_execute(SMALL_JOB, env))
-    dev = DagsterDev(env, root / f"dagster_dev_{mappings}.log")
-    try:
-        dev.wait_ready()
-        dev.launch_to_success(SMALL_JOB)  # the first launch warms the code server: not timed
-        for _ in range(repeat):
-            seconds, run, began = dev.launch_to_success(SMALL_JOB)
-            small.graphql.append(seconds)
-            small.graphql_run.append(run_seconds(home, run))
-            small.graphql_phases.append(launch_phases(home, run, began, seconds))
-        for _ in range(requests):
-            small.queue.append(queue_latency(url, home, dev))
-    finally:
-        dev.stop()
+
+    def queue(dev: DagsterDev) -> None:
+        small.queue.extend(queue_latency(url, home, dev) for _ in range(requests))
+
+    for seconds, phases, run in graphql_launches(
+        env, root / f"dagster_dev_{mappings}.log", repeat, queue
+    ):
+        small.graphql.append(seconds)
+        small.graphql_phases.append(phases)
+        small.graphql_run.append(run)
     small.plan_snapshots = plan_snapshots(home)
+    spawning = dagster_home(root, f"dagster_spawned_{mappings}", launcher="default")
+    env = {**env, "DAGSTER_HOME": str(spawning)}
+    for seconds, phases, _ in graphql_launches(env, root / f"spawned_{mappings}.log", repeat):
+        small.spawned.append(seconds)
+        small.spawned_phases.append(phases)
     return small
 
 
@@ -466,10 +498,22 @@ def report(deltas: list[Delta], smalls: list[Small], rows: int, repeat: int, n: 
         "   GraphQL = launch (submitJobExecution) -> SUCCESS seen through GraphQL; "
         "(run) = the run's own duration"
     )
+
+    def phases(launches: list[dict[str, float]]) -> str:
+        return ", ".join(f"{k} {med([p[k] for p in launches]):.2f}" for k in launches[0])
+
     for s in smalls:
-        phases = {k: med([p[k] for p in s.graphql_phases]) for k in s.graphql_phases[0]}
-        text = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
-        print(f"   {s.mappings} mappings, a launch (median s): {text}")
+        print(f"   {s.mappings} mappings, a launch (median s): {phases(s.graphql_phases)}")
+    print(
+        "   the same launches with Dagster's DefaultRunLauncher (the code server spawns a "
+        "worker per run) instead of ForkedRunLauncher (a fork of a preloaded server):"
+    )
+    for s in smalls:
+        spawned, forked = med(s.spawned), med(s.graphql)
+        print(
+            f"   {s.mappings} mappings: {spawned:.2f} s, forked {forked:.2f} s = "
+            f"{forked / spawned:.2f}x; spawned (median s): {phases(s.spawned_phases)}"
+        )
     for s in smalls:
         count, size = s.plan_snapshots
         print(

@@ -87,10 +87,20 @@ def _stat(pid: int) -> tuple[int, float, float, int] | None:
 
 
 def _is_run_worker(pid: int) -> bool:
-    """A run's process: the code server starts it with multiprocessing (or as `dagster api
-    execute_run`)."""
+    """A run's process: a fork of ForkedRunLauncher's forkserver (its command line, whose
+    parent has it too), or one the code server spawns with multiprocessing, or
+    `dagster api execute_run`."""
     command = _cmdline(pid)
+    if "multiprocessing.forkserver" in command:
+        return "multiprocessing.forkserver" in _cmdline(_parent(pid))
     return "multiprocessing" in command or "execute_run" in command
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _cmdline(pid: int) -> str:
@@ -101,7 +111,8 @@ def _cmdline(pid: int) -> str:
 
 
 class Sampler(threading.Thread):
-    """Every second: CPU and RSS of each service's process group, run workers apart."""
+    """Every second: CPU and RSS of each service's process group, run workers apart
+    (wherever they are: a forked worker has a session of its own)."""
 
     def __init__(self, groups: dict[str, int]) -> None:
         super().__init__(daemon=True)
@@ -129,18 +140,17 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(1.0):
+            for pid in (int(e) for e in os.listdir("/proc") if e.isdigit()):
+                if _is_run_worker(pid) and (stat := _stat(pid)):
+                    if pid not in self.worker_cpu:
+                        self.workers_seen += 1
+                    self.worker_cpu[pid] = stat[1]
             for name, pgid in self.groups.items():
-                rss = 0
-                for pid in self._members(pgid):
-                    stat = _stat(pid)
-                    if stat is None:
-                        continue
-                    if _is_run_worker(pid):
-                        if pid not in self.worker_cpu:
-                            self.workers_seen += 1
-                        self.worker_cpu[pid] = stat[1]
-                    else:
-                        rss += stat[3]
+                rss = sum(
+                    stat[3]
+                    for pid in self._members(pgid)
+                    if (stat := _stat(pid)) and not _is_run_worker(pid)
+                )
                 self.peak_rss[name] = max(self.peak_rss[name], rss)
 
 

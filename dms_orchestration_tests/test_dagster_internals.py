@@ -27,16 +27,26 @@ from dms_orchestration.defs.dagster_internals import (
     IMPLICIT_ASSET_JOB_NAME,
     SINGLETON_REPOSITORY_NAME,
     AssetGraph,
+    CheckRunHealthResult,
+    ConfigurableClass,
+    ConfigurableClassData,
     DagsterInvalidAssetSelectionError,
     DefinitionsLoadContext,
     DefinitionsLoadType,
     InstanceConcurrencyContext,
+    InstanceRef,
+    LaunchRunContext,
+    RunLauncher,
     TableMetadataSet,
     UnresolvedAssetJobDefinition,
+    WorkerStatus,
+    capture_interrupts,
+    execute_run_command_body,
     has_valid_name_chars,
     is_valid_name,
 )
 from dms_orchestration.defs.jobs import JOB_FIELDS, MappingJob, mapping_job, run_executor
+from dms_orchestration.defs.run_launcher import ForkedRunLauncher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "dms_orchestration"
@@ -454,3 +464,27 @@ def test_instance_concurrency_context_keeps_what_pool_slots_call():
     ]
     assert hasattr(InstanceConcurrencyContext, "__enter__")
     assert hasattr(InstanceConcurrencyContext, "__exit__")
+
+
+def test_the_run_launcher_base_and_the_run_worker_body_keep_what_forked_runs_call():
+    """ForkedRunLauncher implements RunLauncher's abstract methods and the health check;
+    its workers call `dagster api execute_run`'s body with these arguments."""
+    abstract = getattr(RunLauncher, "__abstractmethods__", frozenset())
+    assert abstract <= {"launch_run", "terminate"}, abstract
+    assert _params(RunLauncher.check_run_worker_health) == ["self", "run"]
+    assert _params(RunLauncher.register_instance) == ["self", "instance"]
+    assert {s.name for s in WorkerStatus} >= {"RUNNING", "FAILED"}
+    assert CheckRunHealthResult(WorkerStatus.RUNNING).status == WorkerStatus.RUNNING
+    assert _params(LaunchRunContext) == ["dagster_run", "workspace"]
+    assert issubclass(ForkedRunLauncher, ConfigurableClass)
+    assert ConfigurableClassData("m", "C", "{}").module_name == "m"
+    assert _params(execute_run_command_body()) == [
+        "run_id",
+        "instance",
+        "write_stream_fn",
+        "set_exit_code_on_failure",
+    ]
+    assert dg.DagsterInstance.from_ref  # (the worker opens the instance from its ref)
+    assert InstanceRef.from_dir  # (what instance.get_ref() returns)
+    with capture_interrupts():  # a context manager that installs the SIGINT handler
+        pass

@@ -247,6 +247,18 @@ def test_the_systemd_units_pass_systemd_analyze_verify_and_a_broken_one_does_not
     assert refused.returncode != 0 and "/nonexistent" in refused.stderr
 
 
+def test_the_deployed_instance_forks_run_workers_and_the_daemons_unit_leaves_them_running():
+    """The daemon launches runs as forks of its preloaded server (ForkedRunLauncher): a
+    stop of its unit must not take the running loads with it."""
+    instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    assert instance["run_launcher"] == {
+        "module": "dms_orchestration.defs.run_launcher",
+        "class": "ForkedRunLauncher",
+    }
+    unit = (DEPLOY / "systemd" / "dms-dagster-daemon.service").read_text()
+    assert re.findall(r"^KillMode=(\w+)$", unit, flags=re.MULTILINE) == ["process"]
+
+
 _VARIABLE = re.compile(r"\"((?:DMS|DB|DAGSTER|CDR)_[A-Z0-9_]+)\"")
 
 

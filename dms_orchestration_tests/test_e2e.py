@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import psycopg2
 import pytest
 import yaml
@@ -27,6 +28,13 @@ from dagster_graphql import DagsterGraphQLClient
 
 from dms_orchestration.db.connect import create_engine
 from dms_orchestration.db.ddl import init_schema
+from dms_orchestration.defs.dagster_internals import WorkerStatus
+from dms_orchestration.defs.run_launcher import (
+    PID_TAG,
+    STARTED_TAG,
+    ForkedRunLauncher,
+    process_start,
+)
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.mapping_file import parse_mapping_file
 from dms_orchestration_tests.conftest import REPO_ROOT
@@ -414,6 +422,59 @@ def test_stop_request_cancels_a_slow_load_inside_its_sql(dagster, pg_server):
     )
     assert dagster.sql("SELECT COUNT(*) FROM SLOW_T") == [(0,)]
     assert dagster.request(910002) == ("DONE", run_id, None)
+
+
+LOGS = """
+query Logs($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { ... on MessageEvent { message } } }
+  }
+}
+"""
+
+
+def _run_messages(dagster: Dagster, run_id: str) -> list[str]:
+    events = dagster.graphql(LOGS, {"runId": run_id})["logsForRun"]["events"]
+    return [e["message"] for e in events if e.get("message")]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_run_worker_is_a_fork_of_the_daemons_preloaded_server_in_a_session_of_its_own(
+    dagster,
+):
+    run_id = dagster.client.submit_job_execution("slow_job")
+    dagster.wait(
+        "the SLOW load IP",
+        lambda: [r[0] for r in dagster.prclog(run_id)] == ["IP"],
+        timeout=120,
+    )
+    tags = {t["key"]: t["value"] for t in dagster.run(run_id)["tags"]}
+    pid = int(tags[PID_TAG])
+    assert tags[STARTED_TAG] == process_start(pid)
+    # Dagster's "Started process for run (pid: N)" names the same process
+    [started] = [
+        m for m in _run_messages(dagster, run_id) if m.startswith("Started process for run")
+    ]
+    assert started == f"Started process for run (pid: {pid})."
+    server = _parent(pid)
+    assert "multiprocessing.forkserver" in _cmdline(server)
+    assert _cmdline(pid) == _cmdline(server)  # forked, not a new interpreter
+    assert "dagster._daemon" in _cmdline(_parent(server))  # the daemon's forkserver
+    assert os.getsid(pid) == pid  # a kill of the daemon's process group leaves it
+    run = dg.DagsterRun("slow_job", run_id, tags=tags)
+    health = ForkedRunLauncher().check_run_worker_health(run)
+    assert health.status == WorkerStatus.RUNNING
+    # a STOP request interrupts it (test_stop_request_cancels_a_slow_load_inside_its_sql)
+    dagster.sql("INSERT INTO DMS_PRCREQ (PRCREQID, REQTYP, MAPREF) VALUES (910010, 'STOP', 'SLOW')")
+    dagster.wait_run(run_id, {DagsterRunStatus.CANCELED}, timeout=60)
+    dagster.wait("the worker to end", lambda: process_start(pid) is None, timeout=30)
 
 
 def test_mapping_added_with_plain_sql_appears_after_a_reload(dagster):

@@ -8,6 +8,8 @@ test_dagster_internals.py pins the names, the signatures and the behaviour we re
 and the Dagster version: an upgrade fails there first, not in a run.
 """
 
+from collections.abc import Callable
+
 # an error a Dagster CLI raises for a selection of unknown assets; not exported by `dagster`
 # (only its base class DagsterError is, which would catch every Dagster error)
 from dagster._core.definitions.asset_selection import DagsterInvalidAssetSelectionError
@@ -51,7 +53,41 @@ from dagster._core.definitions.utils import has_valid_name_chars, is_valid_name
 # public pools only apply per op/step, not to work inside a step
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 
+# a run launcher of our own (ForkedRunLauncher) and what the instance hands it; dagster-k8s
+# and dagster-docker import these from the same private modules
+from dagster._core.instance import InstanceRef
+from dagster._core.launcher import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
+
+# how a run worker turns SIGINT into Dagster's interrupt of the run (a terminated run)
+from dagster._utils.interrupts import capture_interrupts
+
+
+def execute_run_command_body() -> Callable[..., int]:
+    """The body of `dagster api execute_run` (a run worker: the run's job rebuilt from its
+    origin and reconstruction metadata, executed, the run's status reported), which a run
+    forked by ForkedRunLauncher runs; the command itself only parses its JSON argument.
+    Imported when asked for: `dagster._cli` costs ~0.12 s to import."""
+    from dagster._cli.api import _execute_run_command_body
+
+    return _execute_run_command_body
+
+
 __all__ = [
+    "CheckRunHealthResult",
+    "ConfigurableClass",
+    "ConfigurableClassData",
+    "InstanceRef",
+    "LaunchRunContext",
+    "RunLauncher",
+    "WorkerStatus",
+    "capture_interrupts",
+    "execute_run_command_body",
     "IMPLICIT_ASSET_JOB_NAME",
     "SINGLETON_REPOSITORY_NAME",
     "AssetGraph",

@@ -61,6 +61,8 @@ RUN_TAGS: dict[str, Callable[[str], str | None]] = {
     "mapref": _any,  # the mapping the job loads (a job tag)
     "rprtref": _any,  # the report the job writes (a job tag)
     "flupldref": _any,  # the file load the job runs (a job tag)
+    "run_worker_pid": _whole_number(1),  # the run's worker (set by ForkedRunLauncher)
+    "run_worker_started": _any,  # when that process started (set by ForkedRunLauncher)
 }
 
 
