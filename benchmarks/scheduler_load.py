@@ -7,7 +7,8 @@ Prints: runs expected (mappings x minute ticks in the window) vs created (a run 
 schedule tick) vs started vs succeeded; missed ticks and ticks run twice; schedule tick
 lag (scheduled time -> run created, p50 / p95); queue latency (run created -> started,
 p50 / p95); run duration; the daemon's and the code server's CPU (per cent of one core
-over the window) and memory (peak RSS), and the run workers' CPU. After the window it
+over the window) and memory (peak RSS), the PostgreSQL server's CPU and the sessions
+opened on it, and the run workers' CPU. After the window it
 waits up to --drain minutes for the queue to empty and says how long that took.
 
     python benchmarks/scheduler_load.py [--mappings 200] [--minutes 10] [--drain 10]
@@ -154,6 +155,28 @@ class Sampler(threading.Thread):
                 self.peak_rss[name] = max(self.peak_rss[name], rss)
 
 
+def server_cpu(pg: PostgresServer) -> float:
+    """CPU seconds of the PostgreSQL server: its postmaster, the backends that have ended
+    (reaped by it) and those that run."""
+    postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+    own = _stat(postmaster)
+    total = own[1] + own[2] if own else 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _parent(int(entry)) == postmaster and (stat := _stat(int(entry))):
+            total += stat[1]
+    return total
+
+
+def sessions(url: str) -> int:
+    """Sessions the PostgreSQL server has opened (all databases, since its start)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT SUM(sessions) FROM pg_stat_database").scalar())
+    finally:
+        engine.dispose()
+
+
 # ------------------------------------------------------------------ the figures
 
 
@@ -248,9 +271,11 @@ def main() -> None:
         time.sleep(20)  # the code location loads; the first tick after this counts
         window_start = time.time()
         cpu0 = {name: sampler.cpu(name) for name in ("daemon", "code_server")}
+        pg_cpu0, sessions0 = server_cpu(pg), sessions(meta_url)
         time.sleep(args.minutes * 60)
         window_end = time.time()
         cpu1 = {name: sampler.cpu(name) for name in ("daemon", "code_server")}
+        pg_cpu1, sessions1 = server_cpu(pg), sessions(meta_url)
         with services.instance() as instance:
             at_end = measure(instance, (window_start, window_end), args.mappings)
             drained_after = None
@@ -301,6 +326,12 @@ def main() -> None:
                 f"{name}: CPU {100 * used / wall:.0f}% of a core over the window, "
                 f"peak RSS {sampler.peak_rss[name] / 2**20:.0f} MB"
             )
+        opened = sessions1 - sessions0
+        print(
+            f"postgresql: CPU {100 * (pg_cpu1 - pg_cpu0) / wall:.0f}% of a core over the window "
+            f"(backends included), {opened} sessions opened, "
+            f"{opened / max(1, at_end['started']):.1f} a run started"
+        )
         print(
             f"run workers seen: {sampler.workers_seen}; their CPU (last seen): "
             f"{sum(sampler.worker_cpu.values()):.0f} s, "

@@ -488,3 +488,25 @@ def test_the_run_launcher_base_and_the_run_worker_body_keep_what_forked_runs_cal
     assert InstanceRef.from_dir  # (what instance.get_ref() returns)
     with capture_interrupts():  # a context manager that installs the SIGINT handler
         pass
+
+
+def test_dagster_postgres_storages_keep_the_engine_the_pooled_storage_replaces():
+    """PooledPostgresStorage replaces each storage's `_engine` (dagster-postgres has no
+    public way to pool beyond the webserver's pool of one): the three storages still
+    create it in __init__ and send their statements through it."""
+    from dagster_postgres import (
+        PostgresEventLogStorage,
+        PostgresRunStorage,
+        PostgresScheduleStorage,
+    )
+    from dagster_postgres.utils import create_pg_engine
+
+    for storage in (PostgresRunStorage, PostgresEventLogStorage, PostgresScheduleStorage):
+        source = inspect.getsource(storage)
+        assert "self._engine = create_pg_engine(" in source, storage
+        assert "create_pg_connection(self._engine)" in source, storage
+    assert _params(create_pg_engine) == [
+        "postgres_url",
+        "token_provider",
+        "engine_kwargs",
+    ]

@@ -24,6 +24,11 @@ from dms_orchestration.defs.dagster_internals import (
 )
 
 _execute_run = execute_run_command_body()
+# Dagster's PostgreSQL storages connect anew for every statement (SQLAlchemy's NullPool),
+# a new server process each time: ~40 a run, which cost the server more CPU than the runs
+# under 200 schedules a minute (benchmarks/scheduler_load.py). A worker keeps one
+# connection per storage for its run, as the webserver does; no statement timeout
+POOL = {"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 8}
 gc.freeze()
 
 
@@ -32,4 +37,5 @@ def execute_run(run_id: str, instance_ref: str) -> int:
     failed); a SIGINT interrupts it as Dagster's own termination does."""
     ref = dg.deserialize_value(instance_ref, InstanceRef)
     with capture_interrupts(), dg.DagsterInstance.from_ref(ref) as instance:
+        instance.optimize_for_webserver(**POOL)  # (a no-op on SQLite storage)
         return _execute_run(run_id, instance, lambda _event: None, set_exit_code_on_failure=True)

@@ -1,0 +1,101 @@
+"""PooledPostgresStorage on a real PostgreSQL server: Dagster's storage that keeps its
+connections, where dagster-postgres' own opens one per statement; the same tables and
+answers; a server restart costs a reconnect, not a failure."""
+
+from __future__ import annotations
+
+import uuid
+
+import dagster as dg
+import psycopg2
+import pytest
+import yaml
+
+from dms_orchestration.defs.pooled_storage import PooledPostgresStorage
+from dms_orchestration_tests.conftest import REPO_ROOT
+
+
+def _sessions(pg, database: str) -> int:
+    """Sessions the server has opened on `database` (not counting this one)."""
+    conn = psycopg2.connect(host="127.0.0.1", port=pg.port, user=pg.user, dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (database,))
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _instance_yaml(pg, database: str, storage: str) -> dict:
+    db = {
+        "scheme": "postgresql+psycopg2",
+        "username": pg.user,
+        "hostname": "127.0.0.1",
+        "port": pg.port,
+        "db_name": database,
+    }
+    if storage == "pooled":
+        return {
+            "storage": {
+                "custom": {
+                    "module": "dms_orchestration.defs.pooled_storage",
+                    "class": "PooledPostgresStorage",
+                    "config": {"postgres_db": db},
+                }
+            }
+        }
+    return {"storage": {"postgres": {"postgres_db": db}}}
+
+
+def _runs_written_and_read(instance: dg.DagsterInstance, n: int) -> None:
+    for _ in range(n):
+        run = dg.DagsterRun(job_name="dim_job", run_id=str(uuid.uuid4()))
+        instance.add_run(run)
+        instance.report_engine_event("progress", run)
+        assert instance.get_run_by_id(run.run_id) is not None
+
+
+@pytest.fixture
+def dagster_db(pg_server):
+    name = f"dagster_{uuid.uuid4().hex[:8]}"
+    pg_server.create_database(name)
+    return name
+
+
+@pytest.mark.parametrize("storage", ["pooled", "dagster-postgres"])
+def test_the_pooled_storage_keeps_its_connections_where_dagsters_opens_one_a_statement(
+    pg_server, dagster_db, tmp_path, storage
+):
+    config = _instance_yaml(pg_server, dagster_db, storage)
+    with dg.instance_for_test(overrides=config) as instance:
+        _runs_written_and_read(instance, 1)  # tables made, pools started
+        before = _sessions(pg_server, dagster_db)
+        _runs_written_and_read(instance, 20)
+        opened = _sessions(pg_server, dagster_db) - before
+    if storage == "pooled":
+        assert opened == 0
+    else:  # (what the pool saves: 3 statements a run, a connection each)
+        assert opened >= 60
+
+
+def test_the_pooled_storage_answers_as_dagsters_and_survives_a_server_restart(
+    pg_server, dagster_db, tmp_path
+):
+    config = _instance_yaml(pg_server, dagster_db, "pooled")
+    with dg.instance_for_test(overrides=config) as instance:
+        assert instance.get_ref().storage_data.class_name == "PooledPostgresStorage"  # workers too
+        _runs_written_and_read(instance, 1)  # each storage holds a connection now
+        pg_server.restart()  # every pooled connection is dead now
+        run = dg.DagsterRun(job_name="dim_job", run_id=str(uuid.uuid4()))
+        instance.add_run(run)
+        assert instance.get_run_by_id(run.run_id).run_id == run.run_id
+        instance.report_engine_event("after the restart", run)
+        assert [e.message for e in instance.all_logs(run.run_id)] == ["after the restart"]
+
+
+def test_the_deployed_instance_pools_dagsters_storage():
+    storage = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
+    assert storage["custom"]["module"] == "dms_orchestration.defs.pooled_storage"
+    assert storage["custom"]["class"] == PooledPostgresStorage.__name__
+    assert set(storage["custom"]["config"]["postgres_db"]) >= {"hostname", "db_name"}
