@@ -25,9 +25,10 @@ from dms_orchestration.defs.dagster_internals import (
 
 _execute_run = execute_run_command_body()
 # Dagster's PostgreSQL storages connect anew for every statement (SQLAlchemy's NullPool),
-# a new server process each time: ~40 a run, which cost the server more CPU than the runs
-# under 200 schedules a minute (benchmarks/scheduler_load.py). A worker keeps one
-# connection per storage for its run, as the webserver does; no statement timeout
+# a new server process for each event a run writes and each query it makes: a worker
+# keeps one connection per storage for its run instead, as the webserver does (without
+# its statement timeout). PooledPostgresStorage (deploy/dagster.yaml) does the same for
+# every process; this covers Dagster's own PostgreSQL storage too
 POOL = {"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 8}
 gc.freeze()
 
