@@ -88,7 +88,6 @@ class ForkedRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
         self._inst_data = inst_data
         self._context: Any = None
-        self._workers: dict[str, multiprocessing.process.BaseProcess] = {}
         super().__init__()
 
     @property
@@ -125,25 +124,16 @@ class ForkedRunLauncher(RunLauncher, ConfigurableClass):
                 "Python (run the daemon in the code location's environment, or use "
                 "Dagster's DefaultRunLauncher)"
             )
-        self._forget_ended()
         ref = dg.serialize_value(self._instance.get_ref())
         worker = self._forkserver().Process(
             target=_work, args=(run.run_id, ref), name=f"dagster-run-{run.run_id}"
         )
-        worker.start()
+        worker.start()  # (multiprocessing lets go of it once it has ended)
         pid = worker.pid
         assert pid is not None
-        self._workers[run.run_id] = worker
         self._instance.add_run_tags(
             run.run_id, {PID_TAG: str(pid), STARTED_TAG: process_start(pid) or "?"}
         )
-
-    def _forget_ended(self) -> None:
-        """Let go of workers that have ended (their forkserver reaps them)."""
-        for run_id, worker in list(self._workers.items()):
-            if not worker.is_alive():
-                worker.close()
-                del self._workers[run_id]
 
     def _worker_pid(self, run: dg.DagsterRun) -> int | None:
         """The pid of the run's worker while it runs on this host, else None."""
@@ -187,6 +177,3 @@ class ForkedRunLauncher(RunLauncher, ConfigurableClass):
             WorkerStatus.FAILED,
             f"run worker (pid {run.tags[PID_TAG]}) ended without ending the run",
         )
-
-    def dispose(self) -> None:
-        self._forget_ended()
