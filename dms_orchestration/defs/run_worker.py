@@ -24,12 +24,6 @@ from dms_orchestration.defs.dagster_internals import (
 )
 
 _execute_run = execute_run_command_body()
-# Dagster's PostgreSQL storages connect anew for every statement (SQLAlchemy's NullPool),
-# a new server process for each event a run writes and each query it makes: a worker
-# keeps one connection per storage for its run instead, as the webserver does (without
-# its statement timeout). PooledPostgresStorage (deploy/dagster.yaml) does the same for
-# every process; this covers Dagster's own PostgreSQL storage too
-POOL = {"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 8}
 gc.freeze()
 
 
@@ -38,5 +32,4 @@ def execute_run(run_id: str, instance_ref: str) -> int:
     failed); a SIGINT interrupts it as Dagster's own termination does."""
     ref = dg.deserialize_value(instance_ref, InstanceRef)
     with capture_interrupts(), dg.DagsterInstance.from_ref(ref) as instance:
-        instance.optimize_for_webserver(**POOL)  # (a no-op on SQLite storage)
         return _execute_run(run_id, instance, lambda _event: None, set_exit_code_on_failure=True)
