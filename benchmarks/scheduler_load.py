@@ -125,34 +125,35 @@ class Sampler(threading.Thread):
 
     def cpu(self, name: str) -> float:
         """CPU seconds of a service's own processes (not the run workers it started)."""
-        total = 0.0
-        for pid in self._members(self.groups[name]):
-            stat = _stat(pid)
-            if stat and not _is_run_worker(pid):
-                total += stat[1]
-        return total
+        return sum(stat[1] for stat in self._own(_processes(), self.groups[name]))
 
-    def _members(self, pgid: int) -> list[int]:
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and (stat := _stat(int(entry))) and stat[0] == pgid:
-                pids.append(int(entry))
-        return pids
+    @staticmethod
+    def _own(processes: dict[int, tuple], pgid: int) -> list[tuple]:
+        """The stats of a process group's members that are not run workers."""
+        return [
+            stat for pid, stat in processes.items() if stat[0] == pgid and not _is_run_worker(pid)
+        ]
 
     def run(self) -> None:
         while not self.stopped.wait(1.0):
-            for pid in (int(e) for e in os.listdir("/proc") if e.isdigit()):
-                if _is_run_worker(pid) and (stat := _stat(pid)):
+            processes = _processes()  # one look at /proc a second
+            for pid, stat in processes.items():
+                if _is_run_worker(pid):
                     if pid not in self.worker_cpu:
                         self.workers_seen += 1
                     self.worker_cpu[pid] = stat[1]
             for name, pgid in self.groups.items():
-                rss = sum(
-                    stat[3]
-                    for pid in self._members(pgid)
-                    if (stat := _stat(pid)) and not _is_run_worker(pid)
-                )
+                rss = sum(stat[3] for stat in self._own(processes, pgid))
                 self.peak_rss[name] = max(self.peak_rss[name], rss)
+
+
+def _processes() -> dict[int, tuple[int, float, float, int]]:
+    """`_stat` of every process of the host."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(int(entry))):
+            found[int(entry)] = stat
+    return found
 
 
 def server_cpu(pg: PostgresServer) -> float:
