@@ -27,6 +27,7 @@ from dms_orchestration.defs.dagster_internals import (
     IMPLICIT_ASSET_JOB_NAME,
     SINGLETON_REPOSITORY_NAME,
     AssetGraph,
+    CapturedLogContext,
     CheckRunHealthResult,
     ConfigurableClass,
     ConfigurableClassData,
@@ -36,14 +37,18 @@ from dms_orchestration.defs.dagster_internals import (
     InstanceConcurrencyContext,
     InstanceRef,
     LaunchRunContext,
+    LocalComputeLogManager,
     RunLauncher,
     TableMetadataSet,
     UnresolvedAssetJobDefinition,
     WorkerStatus,
     capture_interrupts,
+    ensure_file,
     execute_run_command_body,
     has_valid_name_chars,
     is_valid_name,
+    redirect_to_file,
+    touch_file,
 )
 from dms_orchestration.defs.jobs import JOB_FIELDS, MappingJob, mapping_job, run_executor
 from dms_orchestration.defs.run_launcher import ForkedRunLauncher
@@ -510,3 +515,25 @@ def test_dagster_postgres_storages_keep_the_engine_the_pooled_storage_replaces()
         "token_provider",
         "engine_kwargs",
     ]
+
+
+def test_the_local_compute_log_manager_keeps_what_file_compute_logs_override_and_call():
+    """FileComputeLogManager replaces LocalComputeLogManager's capture_logs (the same files,
+    no processes mirroring them: test_compute_logs.py) and builds itself as it does."""
+    assert _params(LocalComputeLogManager.capture_logs) == ["self", "log_key"]
+    assert _params(LocalComputeLogManager.get_captured_local_path) == [
+        "self",
+        "log_key",
+        "extension",
+        "partial",
+    ]
+    assert _params(LocalComputeLogManager.complete_artifact_path) == ["self", "log_key"]
+    assert _params(LocalComputeLogManager.__init__) == [
+        "self",
+        "base_dir",
+        "polling_timeout",
+        "inst_data",
+    ]
+    assert _params(redirect_to_file) == ["stream", "filepath"]
+    assert _params(ensure_file) == ["path"] and _params(touch_file) == ["path"]
+    assert CapturedLogContext(["k"]).log_key == ["k"]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from dms_orchestration.defs.pooled_storage import PooledPostgresStorage
+from dms_orchestration.defs.run_worker import without_table_checks
 from dms_orchestration_tests.conftest import REPO_ROOT
 
 
@@ -92,6 +93,31 @@ def test_the_pooled_storage_answers_as_dagsters_and_survives_a_server_restart(
         assert instance.get_run_by_id(run.run_id).run_id == run.run_id
         instance.report_engine_event("after the restart", run)
         assert [e.message for e in instance.all_logs(run.run_id)] == ["after the restart"]
+
+
+def test_a_run_worker_opens_the_storage_without_a_session_to_inspect_its_tables(
+    pg_server, dagster_db, monkeypatch
+):
+    config = _instance_yaml(pg_server, dagster_db, "pooled")
+    config["storage"]["custom"]["config"]["postgres_db"]["password"] = {"env": "DAGSTER_PG_PW"}
+    monkeypatch.setenv("DAGSTER_PG_PW", "unused")  # (the test server trusts local logins)
+
+    def sessions_opening(ref) -> int:
+        before = _sessions(pg_server, dagster_db)
+        with dg.DagsterInstance.from_ref(ref):
+            pass
+        return _sessions(pg_server, dagster_db) - before
+
+    with dg.instance_for_test(overrides=config) as service:  # it creates the tables
+        ref = service.get_ref()
+        worker = without_table_checks(ref)
+        assert sessions_opening(ref) >= 6  # each storage looks for its tables, twice
+        assert sessions_opening(worker) == 0
+        with dg.DagsterInstance.from_ref(worker) as instance:
+            _runs_written_and_read(instance, 1)
+    # the password is still read from the environment, not written into the ref
+    postgres_db = yaml.safe_load(worker.storage_data.config_yaml)["postgres_db"]
+    assert postgres_db["password"] == {"env": "DAGSTER_PG_PW"}
 
 
 def test_the_deployed_instance_pools_dagsters_storage():

@@ -49,6 +49,10 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 # made from DMS rows are valid exactly when Dagster says so; not exported by `dagster`
 from dagster._core.definitions.utils import has_valid_name_chars, is_valid_name
 
+# a compute log manager of our own (FileComputeLogManager): Dagster's local one, and how it
+# sends a step's stdout / stderr to its files
+from dagster._core.execution.compute_logs import redirect_to_file
+
 # the claims of pool (concurrency) slots a step makes, used for each chunk of a load; the
 # public pools only apply per op/step, not to work inside a step
 from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
@@ -62,7 +66,10 @@ from dagster._core.launcher import (
     RunLauncher,
     WorkerStatus,
 )
+from dagster._core.storage.compute_log_manager import CapturedLogContext
+from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._utils import ensure_file, touch_file
 
 # how a run worker turns SIGINT into Dagster's interrupt of the run (a terminated run)
 from dagster._utils.interrupts import capture_interrupts
@@ -79,6 +86,11 @@ def execute_run_command_body() -> Callable[..., int]:
 
 
 __all__ = [
+    "CapturedLogContext",
+    "LocalComputeLogManager",
+    "ensure_file",
+    "redirect_to_file",
+    "touch_file",
     "CheckRunHealthResult",
     "ConfigurableClass",
     "ConfigurableClassData",
