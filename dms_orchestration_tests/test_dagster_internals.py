@@ -537,3 +537,49 @@ def test_the_local_compute_log_manager_keeps_what_file_compute_logs_override_and
     assert _params(redirect_to_file) == ["stream", "filepath"]
     assert _params(ensure_file) == ["path"] and _params(touch_file) == ["path"]
     assert CapturedLogContext(["k"]).log_key == ["k"]
+
+
+def test_dagster_postgres_keeps_what_the_pooled_storages_override():
+    """PooledPostgresStorage sets what DagsterPostgresStorage.__init__ sets (its own three
+    storages in place of dagster-postgres'), and they override Dagster's migration checks
+    with these signatures (a renamed check would be asked on every event again)."""
+    from dagster_postgres import (
+        DagsterPostgresStorage,
+        PostgresEventLogStorage,
+        PostgresRunStorage,
+        PostgresScheduleStorage,
+    )
+
+    init = inspect.getsource(DagsterPostgresStorage.__init__)
+    assigned = set(re.findall(r"self\.(\w+) =", init))
+    assert assigned == {
+        "postgres_url",
+        "should_autocreate_tables",
+        "_inst_data",
+        "_run_storage",
+        "_event_log_storage",
+        "_schedule_storage",
+    }
+    assert "super().__init__()" in init
+    checks = {
+        PostgresRunStorage: {
+            "has_run_stats_index_cols": ["self"],
+            "has_backfill_id_column": ["self"],
+            "has_bulk_actions_selector_cols": ["self"],
+            "has_bulk_action_job_name_column": ["self"],
+            "has_backfill_tags_table": ["self"],
+        },
+        PostgresEventLogStorage: {
+            "_has_asset_key_col_on_connection": ["self", "conn", "column_name"],
+            "has_table": ["self", "table_name"],
+        },
+        PostgresScheduleStorage: {
+            "_has_instigators_table": ["self", "conn"],
+            "_has_asset_daemon_asset_evaluations_table": ["self", "conn"],
+            "has_secondary_index_table": ["self"],
+            "has_built_index": ["self", "migration_name"],
+        },
+    }
+    for storage, methods in checks.items():
+        for name, params in methods.items():
+            assert _params(getattr(storage, name)) == params, (storage.__name__, name)

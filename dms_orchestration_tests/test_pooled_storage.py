@@ -4,12 +4,15 @@ answers; a server restart costs a reconnect, not a failure."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import dagster as dg
 import psycopg2
 import pytest
+import sqlalchemy as sa
 import yaml
+from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 
 from dms_orchestration.defs.pooled_storage import PooledPostgresStorage
 from dms_orchestration.defs.run_worker import without_table_checks
@@ -93,6 +96,54 @@ def test_the_pooled_storage_answers_as_dagsters_and_survives_a_server_restart(
         assert instance.get_run_by_id(run.run_id).run_id == run.run_id
         instance.report_engine_event("after the restart", run)
         assert [e.message for e in instance.all_logs(run.run_id)] == ["after the restart"]
+
+
+@pytest.mark.parametrize("storage", ["pooled", "dagster-postgres"])
+def test_the_pooled_storage_asks_once_whether_a_migration_added_its_columns(
+    pg_server, dagster_db, storage
+):
+    """Dagster reflects a table (catalog queries) on every run and asset event to see
+    whether a migration has added columns; a pooled storage, until they are there."""
+    config = _instance_yaml(pg_server, dagster_db, storage)
+    catalog_queries = []
+
+    def counted(_conn, _cursor, statement, *_args):
+        if "pg_catalog" in statement:
+            catalog_queries.append(statement)
+
+    with dg.instance_for_test(overrides=config) as instance:
+        _runs_and_assets_reported(instance, 1)  # tables made, the columns found there
+        sa.event.listen(sa.Engine, "before_cursor_execute", counted)
+        try:
+            _runs_and_assets_reported(instance, 10)
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", counted)
+    if storage == "pooled":
+        assert catalog_queries == []
+    else:  # (what it saves: reflections on each run created, run event, asset event, tick)
+        assert len(catalog_queries) >= 4 * 10  # run created, run event, asset event, tick
+
+
+def _runs_and_assets_reported(instance: dg.DagsterInstance, n: int) -> None:
+    """Runs created and failed, assets materialized, schedule ticks, as the services do."""
+    for _ in range(n):
+        run = dg.DagsterRun(job_name="dim_job", run_id=str(uuid.uuid4()))
+        instance.add_run(run)
+        instance.report_run_failed(run)  # a run event
+        instance.report_runless_asset_event(dg.AssetMaterialization("dim_customer"))
+        tick = instance.create_tick(
+            TickData(
+                instigator_origin_id="dim_schedule",
+                instigator_name="dim_schedule",
+                instigator_type=InstigatorType.SCHEDULE,
+                status=TickStatus.STARTED,
+                timestamp=time.time(),
+                selector_id="dim_schedule",
+            )
+        )
+        instance.update_tick(tick.with_status(TickStatus.SKIPPED))
+    assert instance.get_latest_materialization_event(dg.AssetKey("dim_customer"))
+    assert len(instance.get_ticks("dim_schedule", "dim_schedule")) >= n
 
 
 def test_a_run_worker_opens_the_storage_without_a_session_to_inspect_its_tables(

@@ -10,15 +10,26 @@ Dagster's own (same tables, same statements, same configuration plus two keys), 
 run, event log and schedule storages each keep up to `pool_size` connections open once
 used (more, up to `max_overflow`, while that many threads need them at once), checked
 before each use (`pool_pre_ping`: a restarted server costs nothing but a reconnect).
+
+Dagster also asks the database, on every run created, run event and asset event, whether
+a migration has added some columns or tables yet (a reflection: several catalog queries,
+14 in a small run's worker alone); these storages ask until the answer is yes, which no
+migration takes back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_postgres import DagsterPostgresStorage
+import sqlalchemy as sa
+from dagster_postgres import (
+    DagsterPostgresStorage,
+    PostgresEventLogStorage,
+    PostgresRunStorage,
+    PostgresScheduleStorage,
+)
 from dagster_postgres.utils import (
     create_pg_engine,
     get_token_provider_from_config,
@@ -28,6 +39,98 @@ from dagster_postgres.utils import (
 POOL_SIZE = 4  # connections each storage keeps (opened when first needed)
 MAX_OVERFLOW = 8  # more while that many threads use one storage at once, then closed
 POOL_RECYCLE_S = 3600  # a connection older than this is replaced
+
+
+def _pooled(storage: Any, token_provider: Any, pool_size: int, max_overflow: int) -> None:
+    """Send the storage's statements through a pool: dagster-postgres' storages keep their
+    engine (NullPool) in `_engine` (pinned in test_dagster_internals.py)."""
+    replaced = storage._engine
+    storage._engine = create_pg_engine(
+        storage.postgres_url,
+        token_provider,
+        isolation_level="AUTOCOMMIT",
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_recycle=POOL_RECYCLE_S,
+        pool_pre_ping=True,
+    )
+    replaced.dispose()
+
+
+class _MigrationChecks:
+    """Keeps what a storage's migration checks found true: Dagster asks whether a
+    migration has added a column or a table (a reflection: several catalog queries) on
+    every run created, run event and asset event; a migration adds, it never takes away."""
+
+    def _found_once(self, key: tuple[str, ...], ask: Callable[[], bool]) -> bool:
+        found: set[tuple[str, ...]] = self.__dict__.setdefault("_migrations_found", set())
+        if key not in found:
+            if not ask():
+                return False
+            found.add(key)
+        return True
+
+
+class PooledRunStorage(_MigrationChecks, PostgresRunStorage):
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
+        super().__init__(
+            postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
+        )
+        _pooled(self, **pool)
+
+    def has_run_stats_index_cols(self) -> bool:  # every run event
+        return self._found_once(("run_stats",), super().has_run_stats_index_cols)
+
+    def has_backfill_id_column(self) -> bool:  # every run created
+        return self._found_once(("backfill_id",), super().has_backfill_id_column)
+
+    def has_bulk_actions_selector_cols(self) -> bool:
+        return self._found_once(("bulk_selector",), super().has_bulk_actions_selector_cols)
+
+    def has_bulk_action_job_name_column(self) -> bool:
+        return self._found_once(("bulk_job_name",), super().has_bulk_action_job_name_column)
+
+    def has_backfill_tags_table(self) -> bool:
+        return self._found_once(("backfill_tags",), super().has_backfill_tags_table)
+
+
+class PooledEventLogStorage(_MigrationChecks, PostgresEventLogStorage):
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
+        super().__init__(
+            postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
+        )
+        _pooled(self, **pool)
+
+    def _has_asset_key_col_on_connection(self, conn: sa.Connection, column_name: str) -> bool:
+        ask = super()._has_asset_key_col_on_connection  # every asset event
+        return self._found_once(("asset_keys", column_name), lambda: ask(conn, column_name))
+
+    def has_table(self, table_name: str) -> bool:
+        ask = super().has_table
+        return self._found_once(("table", table_name), lambda: ask(table_name))
+
+
+class PooledScheduleStorage(_MigrationChecks, PostgresScheduleStorage):
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
+        super().__init__(
+            postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
+        )
+        _pooled(self, **pool)
+
+    def _has_instigators_table(self, conn: sa.Connection) -> bool:  # every tick
+        ask = super()._has_instigators_table
+        return self._found_once(("instigators",), lambda: ask(conn))
+
+    def _has_asset_daemon_asset_evaluations_table(self, conn: sa.Connection) -> bool:
+        ask = super()._has_asset_daemon_asset_evaluations_table
+        return self._found_once(("asset_evaluations",), lambda: ask(conn))
+
+    def has_secondary_index_table(self) -> bool:
+        return self._found_once(("secondary_indexes",), super().has_secondary_index_table)
+
+    def has_built_index(self, migration_name: str) -> bool:  # every tick
+        ask = super().has_built_index
+        return self._found_once(("index", migration_name), lambda: ask(migration_name))
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
@@ -42,21 +145,24 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         pool_size: int = POOL_SIZE,
         max_overflow: int = MAX_OVERFLOW,
     ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
-        for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
-            replaced = storage._engine
-            # dagster-postgres' storages keep their engine here (pinned in
-            # test_dagster_internals.py); the statements go through it
-            storage._engine = create_pg_engine(
-                postgres_url,
-                token_provider,
-                isolation_level="AUTOCOMMIT",
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_recycle=POOL_RECYCLE_S,
-                pool_pre_ping=True,
-            )
-            replaced.dispose()
+        # what DagsterPostgresStorage.__init__ sets (pinned in test_dagster_internals.py),
+        # with the pooled storages in place of its own
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        pool = {
+            "token_provider": token_provider,
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+        }
+        self._run_storage = PooledRunStorage(postgres_url, should_autocreate_tables, **pool)
+        self._event_log_storage = PooledEventLogStorage(
+            postgres_url, should_autocreate_tables, **pool
+        )
+        self._schedule_storage = PooledScheduleStorage(
+            postgres_url, should_autocreate_tables, **pool
+        )
+        super(DagsterPostgresStorage, self).__init__()
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:

@@ -50,6 +50,7 @@ RUN_IMPORTS = (
     "dagster._core.workspace.autodiscovery",
     "dagster._utils.temp_file",
     "dagster._utils.test.definitions",
+    "dms_orchestration.defs.compute_logs",  # the instance's (deploy/dagster.yaml)
     "dms_orchestration.defs.pooled_storage",
     "fsspec.implementations.local",  # the default IO manager's paths
     "upath.implementations.local",
