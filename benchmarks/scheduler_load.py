@@ -235,6 +235,19 @@ def measure(instance: dg.DagsterInstance, window: tuple[float, float], mappings:
     }
 
 
+def seen_all(instance: dg.DagsterInstance, schedules: int, timeout: float) -> None:
+    """Wait until the daemon has evaluated each schedule once (its state is stored)."""
+    deadline = time.time() + timeout
+    while True:
+        states = instance.all_instigator_state()
+        seen = sum(1 for s in states if s.instigator_type.value == "SCHEDULE")
+        if seen >= schedules:
+            return
+        if time.time() > deadline:
+            raise SystemExit(f"the daemon saw {seen} of {schedules} schedules in {timeout:g} s")
+        time.sleep(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--mappings", type=int, default=200)
@@ -269,7 +282,10 @@ def main() -> None:
             f"(services starting; logs in {services.logs})",
             flush=True,
         )
-        time.sleep(20)  # the code location loads; the first tick after this counts
+        # the window opens once the daemon has seen every schedule: a schedule's first
+        # evaluation is its start, and Dagster runs no tick due before it
+        with services.instance() as instance:
+            seen_all(instance, args.mappings, timeout=600)
         window_start = time.time()
         cpu0 = {name: sampler.cpu(name) for name in ("daemon", "code_server")}
         pg_cpu0, sessions0 = server_cpu(pg), sessions(meta_url)

@@ -1,6 +1,7 @@
 """ForkedRunLauncher's view of a run worker, with real processes: a worker is running while
 its process (that very process, not a pid used again, not its zombie) lives; stopping a
-run interrupts its worker as Dagster's own termination does. (Runs launched through it:
+run interrupts its worker as Dagster's own termination does; a run whose code location
+runs in another Python is refused. (Runs launched through it:
 test_e2e.py and test_deploy.py, whose instances use it.)"""
 
 from __future__ import annotations
@@ -113,3 +114,29 @@ def test_stopping_a_run_whose_worker_has_ended_says_so_and_interrupts_nothing(wo
         finished = _run(tags, status=dg.DagsterRunStatus.SUCCESS)
         instance.add_run(finished)
         assert not launcher.terminate(finished.run_id)  # nothing to stop
+
+
+def _origin(python: str):
+    from dagster._core.code_pointer import CodePointer
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+
+    pointer = CodePointer.from_module("dms_orchestration.definitions", "defs", None)
+    return JobPythonOrigin("dim_job", RepositoryPythonOrigin(python, pointer))
+
+
+def test_a_run_whose_code_location_runs_in_another_python_is_refused_before_any_worker():
+    from dms_orchestration.defs.dagster_internals import LaunchRunContext
+
+    other = "/opt/other-env/bin/python3"
+    with dg.instance_for_test() as instance:
+        launcher = ForkedRunLauncher()
+        launcher.register_instance(instance)
+        run = dg.DagsterRun(job_name="dim_job", run_id=str(uuid.uuid4()))
+        run = run._replace(job_code_origin=_origin(other))
+        instance.add_run(run)
+        with pytest.raises(dg.DagsterInvariantViolationError) as refused:
+            launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+        assert other in str(refused.value) and sys.executable in str(refused.value)
+        assert run.run_id in str(refused.value)
+        assert PID_TAG not in instance.get_run_by_id(run.run_id).tags  # no worker started
+        assert launcher._context is None  # not even the forkserver

@@ -11,10 +11,10 @@ run, event log and schedule storages each keep up to `pool_size` connections ope
 used (more, up to `max_overflow`, while that many threads need them at once), checked
 before each use (`pool_pre_ping`: a restarted server costs nothing but a reconnect).
 
-Dagster also asks the database, on every run created, run event and asset event, whether
-a migration has added some columns or tables yet (a reflection: several catalog queries,
-14 in a small run's worker alone); these storages ask until the answer is yes, which no
-migration takes back.
+Dagster also asks the database, on every run created, run event, asset event and schedule
+tick, whether a migration has added some columns or tables yet (a reflection: several
+catalog queries, 14 in a small run's worker alone); these storages ask until the answer
+is yes, which no migration takes back.
 """
 
 from __future__ import annotations

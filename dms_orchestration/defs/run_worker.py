@@ -34,32 +34,35 @@ from dms_orchestration.defs.dagster_internals import (
 # paths and fsspec alone took most of it). A name a newer Dagster no longer has costs
 # speed, not a run: test_run_worker.py lists what a run still imports.
 RUN_IMPORTS = (
+    # Dagster's execution, instance and storages
     "dagster._core.definitions.external_asset",
     "dagster._core.definitions.repository_definition.repository_data_builder",
     "dagster._core.execution.plan.active",
     "dagster._core.executor.in_process",
     "dagster._core.instance.factory",
     "dagster._core.storage.local_compute_log_manager",
-    "dagster._core.storage.root",
     "dagster._core.storage.migration.utils",  # a SQLite instance's (dagster dev)
+    "dagster._core.storage.root",
     "dagster._core.storage.sqlite_storage",
-    "importlib.readers",
-    "importlib.resources.readers",
     "dagster._core.system_config.composite_descent",
     "dagster._core.utility_ops",
     "dagster._core.workspace.autodiscovery",
     "dagster._utils.temp_file",
     "dagster._utils.test.definitions",
-    "dms_orchestration.defs.compute_logs",  # the instance's (deploy/dagster.yaml)
+    # the instance's classes of our own (deploy/dagster.yaml)
+    "dms_orchestration.defs.compute_logs",
     "dms_orchestration.defs.pooled_storage",
-    "fsspec.implementations.local",  # the default IO manager's paths
+    # libraries: the default IO manager's paths, the compute log manager's watchers, ...
+    "fsspec.implementations.local",
     "upath.implementations.local",
     "upath.types._abc",
+    "watchdog.observers.polling",
+    "watchdog.utils.dirsnapshot",
+    "psycopg2.extras",
+    "importlib.readers",
+    "importlib.resources.readers",
     "multiprocessing.popen_fork",
     "multiprocessing.synchronize",
-    "psycopg2.extras",
-    "watchdog.observers.polling",  # the compute log manager's
-    "watchdog.utils.dirsnapshot",
 )
 
 for _name in RUN_IMPORTS:
