@@ -4,11 +4,11 @@ webserver; Dagster's storage in PostgreSQL; the queued run coordinator of
 deploy/dagster.yaml).
 
 Prints: runs expected (mappings x minute ticks in the window) vs created (a run per
-schedule tick) vs started vs succeeded; missed ticks and ticks run twice; schedule tick
-lag (scheduled time -> run created, p50 / p95); queue latency (run created -> started,
-p50 / p95); run duration; the daemon's and the code server's CPU (per cent of one core
-over the window) and memory (peak RSS), the PostgreSQL server's CPU and the sessions
-opened on it, and the run workers' CPU. After the window it
+schedule tick) vs started vs succeeded (and failed); missed ticks and ticks run twice;
+schedule tick lag (scheduled time -> run created, p50 / p95); queue latency (run
+created -> started, p50 / p95); run duration; the daemon's and the code server's CPU
+(per cent of one core over the window) and memory (peak RSS), the PostgreSQL server's
+CPU and the sessions opened on it, and the run workers' CPU. After the window it
 waits up to --drain minutes for the queue to empty and says how long that took.
 
     python benchmarks/scheduler_load.py [--mappings 200] [--minutes 10] [--drain 10]
@@ -217,6 +217,7 @@ def measure(instance: dg.DagsterInstance, window: tuple[float, float], mappings:
     chosen = [v[0] for v in by_tick.values()]
     started = [r for r in chosen if r.start_time]
     succeeded = [r for r in chosen if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    failed = [r for r in chosen if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
     lag = [r.create_timestamp.timestamp() - tick_of[r.dagster_run.run_id] for r in chosen]
     queued = [r.start_time - r.create_timestamp.timestamp() for r in started]
     took = [r.end_time - r.start_time for r in started if r.end_time]
@@ -227,6 +228,7 @@ def measure(instance: dg.DagsterInstance, window: tuple[float, float], mappings:
         "created": created,
         "started": len(started),
         "succeeded": len(succeeded),
+        "failed": len(failed),  # (the rest of those started were still running)
         "missed": expected - len(by_tick),
         "duplicated": duplicated,
         "lag": lag,
@@ -320,7 +322,15 @@ def main() -> None:
             f"{at_end['ticks seen']} seen"
         )
         print(f"{'':28}{'at window end':>16}{'after drain':>14}")
-        for key in ("expected", "created", "started", "succeeded", "missed", "duplicated"):
+        for key in (
+            "expected",
+            "created",
+            "started",
+            "succeeded",
+            "failed",
+            "missed",
+            "duplicated",
+        ):
             print(f"runs {key:23}{at_end[key]:>16}{final[key]:>14}")
         drained = f"{drained_after:.0f} s" if drained_after is not None else f"> {args.drain:g} min"
         print(f"queue empty after the window: {drained}")

@@ -60,9 +60,11 @@ def _pooled(storage: Any, token_provider: Any, pool_size: int, max_overflow: int
 class _MigrationChecks:
     """Keeps what a storage's migration checks found true: Dagster asks whether a
     migration has added a column or a table (a reflection: several catalog queries) on
-    every run created, run event and asset event; a migration adds, it never takes away."""
+    every run created, run event, asset event and schedule tick; a migration adds, it
+    never takes away."""
 
     def _found_once(self, key: tuple[str, ...], ask: Callable[[], bool]) -> bool:
+        # (in __dict__, not set in __init__: Dagster's __init__ asks some already)
         found: set[tuple[str, ...]] = self.__dict__.setdefault("_migrations_found", set())
         if key not in found:
             if not ask():
@@ -72,6 +74,8 @@ class _MigrationChecks:
 
 
 class PooledRunStorage(_MigrationChecks, PostgresRunStorage):
+    """dagster-postgres' run storage, pooled, its migration checks kept."""
+
     def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
         super().__init__(
             postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
@@ -95,6 +99,8 @@ class PooledRunStorage(_MigrationChecks, PostgresRunStorage):
 
 
 class PooledEventLogStorage(_MigrationChecks, PostgresEventLogStorage):
+    """dagster-postgres' event log storage, pooled, its migration checks kept."""
+
     def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
         super().__init__(
             postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
@@ -111,6 +117,8 @@ class PooledEventLogStorage(_MigrationChecks, PostgresEventLogStorage):
 
 
 class PooledScheduleStorage(_MigrationChecks, PostgresScheduleStorage):
+    """dagster-postgres' schedule storage, pooled, its migration checks kept."""
+
     def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
         super().__init__(
             postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
