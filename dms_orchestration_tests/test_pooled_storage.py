@@ -14,6 +14,7 @@ import sqlalchemy as sa
 import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 
+from dms_orchestration.defs import pooled_storage
 from dms_orchestration.defs.pooled_storage import PooledPostgresStorage
 from dms_orchestration.defs.run_worker import without_table_checks
 from dms_orchestration_tests.conftest import REPO_ROOT
@@ -146,24 +147,39 @@ def _runs_and_assets_reported(instance: dg.DagsterInstance, n: int) -> None:
     assert len(instance.get_ticks("dim_schedule", "dim_schedule")) >= n
 
 
+def _sessions_opening(pg_server, dagster_db, ref) -> int:
+    before = _sessions(pg_server, dagster_db)
+    with dg.DagsterInstance.from_ref(ref):
+        pass
+    return _sessions(pg_server, dagster_db) - before
+
+
+def test_a_process_looks_for_dagsters_tables_once_per_database(pg_server, dagster_db, monkeypatch):
+    """The code server opens the instance anew for each schedule evaluation: the first
+    opening looks for (and makes) the tables, the next ones open no session."""
+    config = _instance_yaml(pg_server, dagster_db, "pooled")
+    with dg.instance_for_test(overrides=config) as service:  # it creates the tables
+        ref = service.get_ref()
+        monkeypatch.setattr(pooled_storage, "_TABLES_CHECKED", set())  # a new process
+        assert _sessions_opening(pg_server, dagster_db, ref) >= 6  # 3 storages, twice
+        assert _sessions_opening(pg_server, dagster_db, ref) == 0
+        other = f"{dagster_db}_b"
+        pg_server.create_database(other)
+        with dg.instance_for_test(overrides=_instance_yaml(pg_server, other, "pooled")) as b:
+            _runs_written_and_read(b, 1)  # another database: its tables made too
+
+
 def test_a_run_worker_opens_the_storage_without_a_session_to_inspect_its_tables(
     pg_server, dagster_db, monkeypatch
 ):
     config = _instance_yaml(pg_server, dagster_db, "pooled")
     config["storage"]["custom"]["config"]["postgres_db"]["password"] = {"env": "DAGSTER_PG_PW"}
     monkeypatch.setenv("DAGSTER_PG_PW", "unused")  # (the test server trusts local logins)
-
-    def sessions_opening(ref) -> int:
-        before = _sessions(pg_server, dagster_db)
-        with dg.DagsterInstance.from_ref(ref):
-            pass
-        return _sessions(pg_server, dagster_db) - before
-
     with dg.instance_for_test(overrides=config) as service:  # it creates the tables
         ref = service.get_ref()
         worker = without_table_checks(ref)
-        assert sessions_opening(ref) >= 6  # each storage looks for its tables, twice
-        assert sessions_opening(worker) == 0
+        monkeypatch.setattr(pooled_storage, "_TABLES_CHECKED", set())  # a new process
+        assert _sessions_opening(pg_server, dagster_db, worker) == 0
         with dg.DagsterInstance.from_ref(worker) as instance:
             _runs_written_and_read(instance, 1)
     # the password is still read from the environment, not written into the ref

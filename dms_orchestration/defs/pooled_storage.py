@@ -11,6 +11,9 @@ run, event log and schedule storages each keep up to `pool_size` connections ope
 used (more, up to `max_overflow`, while that many threads need them at once), checked
 before each use (`pool_pre_ping`: a restarted server costs nothing but a reconnect).
 
+A process looks for Dagster's tables (creating them when missing) once per database:
+Dagster opens the instance anew for every schedule evaluation in the code server.
+
 Dagster also asks the database, on every run created, run event, asset event and schedule
 tick, whether a migration has added some columns or tables yet (a reflection: several
 catalog queries, 14 in a small run's worker alone); these storages ask until the answer
@@ -39,6 +42,10 @@ from dagster_postgres.utils import (
 POOL_SIZE = 4  # connections each storage keeps (opened when first needed)
 MAX_OVERFLOW = 8  # more while that many threads use one storage at once, then closed
 POOL_RECYCLE_S = 3600  # a connection older than this is replaced
+# the databases whose Dagster tables this process has looked for (and created): Dagster
+# opens the instance anew for each schedule evaluation in the code server, whose three
+# storages looked for their tables each time (6 sessions an evaluation)
+_TABLES_CHECKED: set[str] = set()
 
 
 def _pooled(storage: Any, token_provider: Any, pool_size: int, max_overflow: int) -> None:
@@ -158,18 +165,17 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         self.postgres_url = postgres_url
         self.should_autocreate_tables = should_autocreate_tables
         self._inst_data = inst_data
+        check_tables = should_autocreate_tables and postgres_url not in _TABLES_CHECKED
         pool = {
             "token_provider": token_provider,
             "pool_size": pool_size,
             "max_overflow": max_overflow,
         }
-        self._run_storage = PooledRunStorage(postgres_url, should_autocreate_tables, **pool)
-        self._event_log_storage = PooledEventLogStorage(
-            postgres_url, should_autocreate_tables, **pool
-        )
-        self._schedule_storage = PooledScheduleStorage(
-            postgres_url, should_autocreate_tables, **pool
-        )
+        self._run_storage = PooledRunStorage(postgres_url, check_tables, **pool)
+        self._event_log_storage = PooledEventLogStorage(postgres_url, check_tables, **pool)
+        self._schedule_storage = PooledScheduleStorage(postgres_url, check_tables, **pool)
+        if check_tables:
+            _TABLES_CHECKED.add(postgres_url)
         super(DagsterPostgresStorage, self).__init__()
 
     @classmethod
