@@ -20,23 +20,25 @@ from dms_orchestration_tests.conftest import REPO_ROOT
 KEY = ["run-1", "compute_logs", "load_step"]
 
 
-def _children() -> list[str]:
+def _children() -> set[str]:
     """The processes this thread has started and not reaped."""
     tid = threading.get_native_id()
-    return Path(f"/proc/self/task/{tid}/children").read_text().split()
+    return set(Path(f"/proc/self/task/{tid}/children").read_text().split())
 
 
-def _capture(manager) -> list[str]:
+def _capture(manager) -> set[str]:
+    """The processes started while the manager captures a step's output."""
+    before = _children()
     with manager.capture_logs(KEY):
         print("rows: 10", flush=True)
         print("a warning", file=sys.stderr, flush=True)
-        started = _children()
-    return started
+        during = _children()
+    return during - before
 
 
 def test_a_steps_output_is_in_its_files_without_a_process_to_copy_it(tmp_path):
     manager = FileComputeLogManager.from_config_value(None, {"base_dir": str(tmp_path)})
-    assert _capture(manager) == []
+    assert _capture(manager) == set()
     data = manager.get_log_data(KEY)  # what the UI's stdout / stderr tabs read
     assert data.stdout == b"rows: 10\n"
     assert data.stderr == b"a warning\n"

@@ -342,6 +342,38 @@ def test_no_instance_runs_the_freshness_daemon(instance_file, tmp_path, monkeypa
     assert values["additionalInstanceConfig"]["freshness"] == {"enabled": False}
 
 
+@pytest.mark.parametrize(
+    "instance_file",
+    [REPO_ROOT / "dagster.yaml", DEPLOY / "dagster.yaml", K8S / "dagster-instance.yaml"],
+    ids=["dagster.yaml", "deploy", "k8s"],
+)
+def test_the_run_queue_starts_one_run_of_a_mapping_at_a_time(instance_file, tmp_path, monkeypatch):
+    """Runs of a mapping queued behind one that loads (schedule ticks waiting while the
+    host catches up, a run-now request) wait for it, not fail on the load lock: a limit
+    of 1 per value of the job tag dms/mapref, as Dagster's queue reads it."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    shutil.copy(instance_file, tmp_path / "dagster.yaml")
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "unused")
+    config, _ = dagster_instance_config(str(tmp_path))
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "dms/mapref", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    if instance_file == REPO_ROOT / "dagster.yaml":  # the queue's own reading of it
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+        with dg.DagsterInstance.get() as instance:
+            queue = instance.get_concurrency_config().run_queue_config
+        assert queue.tag_concurrency_limits == limits
+
+
+def test_a_mappings_runs_carry_the_tag_the_run_queue_limits(tmp_path, monkeypatch):
+    from dms_orchestration_tests.test_defs import cust_dms
+
+    d = cust_dms(f"sqlite:///{tmp_path / 'dms.db'}", tmp_path, monkeypatch)
+    job = d.defs().resolve_job_def("cust_dim_job")
+    assert job.tags["dms/mapref"] == "CUST_DIM"  # every run of the job has its tags
+
+
 def test_the_helm_values_and_the_instance_config_say_the_same():
     values = yaml.safe_load((K8S / "values.yaml").read_text())
     instance = yaml.safe_load((K8S / "dagster-instance.yaml").read_text())
