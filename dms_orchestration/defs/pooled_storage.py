@@ -64,11 +64,18 @@ def _pooled(storage: Any, token_provider: Any, pool_size: int, max_overflow: int
     replaced.dispose()
 
 
-class _MigrationChecks:
-    """Keeps what a storage's migration checks found true: Dagster asks whether a
+class _Pooled:
+    """A dagster-postgres storage whose statements go through a pool, and which keeps
+    what its migration checks found true: Dagster asks whether a
     migration has added a column or a table (a reflection: several catalog queries) on
     every run created, run event, asset event and schedule tick; a migration adds, it
     never takes away."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
+        super().__init__(  # type: ignore[call-arg] (the dagster-postgres storage's)
+            postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
+        )
+        _pooled(self, **pool)
 
     def _found_once(self, key: tuple[str, ...], ask: Callable[[], bool]) -> bool:
         # (in __dict__, not set in __init__: Dagster's __init__ asks some already)
@@ -80,14 +87,8 @@ class _MigrationChecks:
         return True
 
 
-class PooledRunStorage(_MigrationChecks, PostgresRunStorage):
+class PooledRunStorage(_Pooled, PostgresRunStorage):
     """dagster-postgres' run storage, pooled, its migration checks kept."""
-
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
-        super().__init__(
-            postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
-        )
-        _pooled(self, **pool)
 
     def has_run_stats_index_cols(self) -> bool:  # every run event
         return self._found_once(("run_stats",), super().has_run_stats_index_cols)
@@ -105,14 +106,8 @@ class PooledRunStorage(_MigrationChecks, PostgresRunStorage):
         return self._found_once(("backfill_tags",), super().has_backfill_tags_table)
 
 
-class PooledEventLogStorage(_MigrationChecks, PostgresEventLogStorage):
+class PooledEventLogStorage(_Pooled, PostgresEventLogStorage):
     """dagster-postgres' event log storage, pooled, its migration checks kept."""
-
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
-        super().__init__(
-            postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
-        )
-        _pooled(self, **pool)
 
     def _has_asset_key_col_on_connection(self, conn: sa.Connection, column_name: str) -> bool:
         ask = super()._has_asset_key_col_on_connection  # every asset event
@@ -123,14 +118,8 @@ class PooledEventLogStorage(_MigrationChecks, PostgresEventLogStorage):
         return self._found_once(("table", table_name), lambda: ask(table_name))
 
 
-class PooledScheduleStorage(_MigrationChecks, PostgresScheduleStorage):
+class PooledScheduleStorage(_Pooled, PostgresScheduleStorage):
     """dagster-postgres' schedule storage, pooled, its migration checks kept."""
-
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool, **pool: Any) -> None:
-        super().__init__(
-            postgres_url, should_autocreate_tables, token_provider=pool["token_provider"]
-        )
-        _pooled(self, **pool)
 
     def _has_instigators_table(self, conn: sa.Connection) -> bool:  # every tick
         ask = super()._has_instigators_table
