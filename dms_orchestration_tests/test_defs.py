@@ -687,8 +687,18 @@ mappings:
 """
 
 
-def cust_dms(url, tmp_path, monkeypatch, rows=30, name_size=20, name_logic="SRC.NAME") -> Dms:
-    """Metadata, source and target in one database (the metadata database)."""
+def cust_dms(
+    url,
+    tmp_path,
+    monkeypatch,
+    rows=30,
+    name_size=20,
+    name_logic="SRC.NAME",
+    city_scd=2,
+    delete_handling="EXPIRE",
+) -> Dms:
+    """Metadata, source and target in one database (the metadata database); an SCD1
+    target with `city_scd=1`."""
     d = Dms(url, tmp_path / "home", monkeypatch)
     d.sql("CREATE TABLE SRC_CUST (ID INTEGER, NAME VARCHAR(100), CITY VARCHAR(50))")
     for i in range(1, rows + 1):
@@ -696,6 +706,8 @@ def cust_dms(url, tmp_path, monkeypatch, rows=30, name_size=20, name_logic="SRC.
     file = yaml.safe_load(CUST_YAML)
     name = file["mappings"][0]["columns"][1]
     name.update(type=f"VARCHAR({name_size})", logic=name_logic)
+    file["mappings"][0]["columns"][2]["scd"] = city_scd
+    file["mappings"][0]["delete_handling"] = delete_handling
     d.import_yaml(yaml.safe_dump(file))
     return d
 

@@ -29,6 +29,7 @@ from dms_orchestration.db.ddl import init_schema
 from dms_orchestration.db.rowhash import row_hash
 from dms_orchestration.engine import load
 from dms_orchestration.engine.checkpoint import last_checkpoint
+from dms_orchestration.engine.checks import TableRows
 from dms_orchestration.engine.errors import DataError
 from dms_orchestration.metadata.authoring import import_mapping_file
 from dms_orchestration.metadata.catalog import load_catalog
@@ -375,6 +376,11 @@ class Loader:
         event(f"{result.chunk_count} chunk(s)")
         assert got == expected, f"counts of {snap}"
         assert result.counts.errrows == 0
+        if (full and not self.model.scd2) or result.target_rows is not None:
+            # the rows an SCD1 full extract's (or any first load's) chunks counted on
+            # their way: the whole target's, versions included, as a count finds them
+            in_model = TableRows(len(self.model.rows), len(self.model.current()))
+            assert result.target_rows == in_model, f"target rows after {snap}"
         if self.checkpoint:
             # the load records the largest UPD_SEQ it read, else the window start (none on
             # a --full load); the committed checkpoint is the last one recorded

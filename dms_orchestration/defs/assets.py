@@ -212,7 +212,7 @@ def mapping_asset(
     def load_step(context: dg.AssetExecutionContext):
         with dms_services(context.resources) as settings:
             done = load_mapping(context, settings, load)
-            rows = row_count(load.mapping, settings, context.log)
+            rows = done.target_rows or row_count(load.mapping, settings, context.log)
         if done.note:
             context.log.warning(f"{done.mapref}: {done.note}")
         return dg.MaterializeResult(metadata=materialization_metadata(done, rows))

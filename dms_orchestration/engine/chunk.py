@@ -23,6 +23,7 @@ from dms_orchestration.db.interrupt import cancellable, stoppable, stopped
 from dms_orchestration.db.sqltext import bound_text
 from dms_orchestration.dmslog.writer import LoadCounts
 from dms_orchestration.engine import sqlgen
+from dms_orchestration.engine.checks import TableRows
 from dms_orchestration.engine.errors import (
     DataError,
     describe,
@@ -44,6 +45,9 @@ class ChunkResult(BaseModel):
     index: int
     counts: LoadCounts
     seconds: float
+    # the target's rows in the chunk's key range after it, where the chunk counted them
+    # on its way (a first load, an SCD1 target's full extract; engine.chunk._delta_load)
+    target_rows: TableRows | None = None
 
 
 @contextlib.contextmanager
@@ -292,9 +296,13 @@ def _delta_load(
     values: dict[str, Any],
     sources: list[tuple[str, sqlgen.ChunkBounds]],
     progress: ChunkReporter,
-) -> LoadCounts:
+) -> tuple[LoadCounts, TableRows | None]:
     """Classify the keys that need a write (work table A) from `sources` (the staged
-    rows, or a single chunk's parts), check the keys, apply A."""
+    rows, or a single chunk's parts), check the keys, apply A. With the counts, the
+    target's rows in the chunk's key range after it where they come free: an SCD1
+    target's full extract meets every row of the range (`met`), so its rows after are
+    those plus its inserts less its deletes (an SCD2 target's closed versions are not
+    counted on the way: its rows are counted after the load)."""
     td = dialect_of(tgt)
     full = plan.strategy.full_extract
     # a full extract under the source's own unique key: one row per key, so its rows are
@@ -338,7 +346,7 @@ def _delta_load(
     expired_absent = (
         acts.get("D", 0) if spec.scd2 and spec.delete_handling == DeleteHandling.EXPIRE else 0
     )
-    return LoadCounts(
+    loaded = LoadCounts(
         srcrows=int(source_rows or 0),
         insrows=inserts,
         updrows=acts.get("U", 0),
@@ -346,6 +354,10 @@ def _delta_load(
         delrows=deleted,
         unchrows=unchanged,
     )
+    if not full or spec.scd2:
+        return loaded, None
+    after = met + done["insert"] - done["delete"]
+    return loaded, TableRows(after, after)
 
 
 def run_chunk(
@@ -403,8 +415,9 @@ def _run_chunk(
                 if read is Staging.STAGED:
                     progress.report("staged", srcrows=staged_rows)
                 staged = staging
-            if plan.strategy.apply is Apply.INSERT_ALL:
+            if plan.strategy.apply is Apply.INSERT_ALL:  # into an empty target
                 counts = _initial_load(conn, tgt, meta, plan, spec, staged, values)
+                rows: TableRows | None = TableRows(counts.insrows, counts.insrows)
             else:
                 made.append(work)
                 sources = [(staged, bounds)]
@@ -413,12 +426,14 @@ def _run_chunk(
                         (f"({sqlgen.transform_query(spec, sd, part, plan.windowed)})", part)
                         for part in sqlgen.ChunkBounds.parts(len(plan.parts) + 1)
                     ]
-                counts = _delta_load(
+                counts, rows = _delta_load(
                     conn, tgt, meta, plan, spec, staged, work, bounds, values, sources, progress
                 )
         _drop(tgt, made)
         progress.finish(counts)
-        return ChunkResult(index=index, counts=counts, seconds=time.perf_counter() - began)
+        return ChunkResult(
+            index=index, counts=counts, seconds=time.perf_counter() - began, target_rows=rows
+        )
     except BaseException as exc:
         _drop(tgt, made)
         with cancellable(meta):

@@ -19,6 +19,7 @@ from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.dmslog.reader import LoadState
 from dms_orchestration.dmslog.writer import LoadCounts, log_writer
 from dms_orchestration.engine import sqlgen
+from dms_orchestration.engine.checks import TableRows
 from dms_orchestration.engine.chunk import ChunkResult, run_chunk
 from dms_orchestration.engine.errors import (
     DataError,
@@ -52,6 +53,17 @@ class LoadResult:
     # it read the whole source extract (no window, no parameters): its source rows are
     # the extract's business keys, each once (a duplicate or NULL key fails the load)
     full_extract: bool = False
+    # the target's rows after the load where its chunks counted them on their way (a
+    # first load, an SCD1 target's full extract), so nobody has to count them again
+    target_rows: TableRows | None = None
+
+
+def _target_rows(results: list[ChunkResult]) -> TableRows | None:
+    """The whole target's rows: its chunks' key ranges cover every key."""
+    counted = [r.target_rows for r in results if r.target_rows is not None]
+    if not results or len(counted) < len(results):
+        return None
+    return TableRows(sum(r.rows for r in counted), sum(r.current for r in counted))
 
 
 def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> None:
@@ -116,6 +128,7 @@ def commit(
         plan.estimated_rows,
         plan.partial_note,
         plan.strategy.full_extract,
+        _target_rows(results),
     )
 
 
