@@ -44,6 +44,7 @@ from dms_orchestration_tests.services import DeployedServices
 SCHEDULE_TICK = ".dagster/scheduled_execution_time"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+POOL = "dms_metadata"  # the pool of the chunks writing the metadata database (the targets)
 
 
 def catalog(mappings: int) -> str:
@@ -168,6 +169,13 @@ def server_cpu(pg: PostgresServer) -> float:
     return total
 
 
+def host_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the host since boot, every core (/proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / CLOCK_TICKS, sum(ticks) / CLOCK_TICKS
+
+
 def sessions(url: str) -> int:
     """Sessions the PostgreSQL server has opened (all databases, since its start)."""
     engine = create_engine(url)
@@ -256,6 +264,12 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--drain", type=float, default=10, help="minutes to wait for the queue")
     ap.add_argument("--keep", action="store_true", help="keep the services' logs")
+    ap.add_argument(
+        "--pool-limit",
+        type=int,
+        help=f"chunks writing to the target database at once (pool {POOL}; "
+        "default: deploy/dagster.yaml's default_limit)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dms-load-"))
@@ -277,6 +291,9 @@ def main() -> None:
         import_mapping_file(engine, parse_mapping_file(catalog(args.mappings)))
         services = DeployedServices(pg, work, meta_url, "dagster")
         services.start_all()
+        if args.pool_limit is not None:
+            with services.instance() as instance:
+                instance.event_log_storage.set_concurrency_slots(POOL, args.pool_limit)
         sampler = Sampler({name: p.pid for name, p in services.procs.items()})
         sampler.start()
         print(
@@ -290,11 +307,11 @@ def main() -> None:
             seen_all(instance, args.mappings, timeout=600)
         window_start = time.time()
         cpu0 = {name: sampler.cpu(name) for name in ("daemon", "code_server")}
-        pg_cpu0, sessions0 = server_cpu(pg), sessions(meta_url)
+        pg_cpu0, sessions0, host0 = server_cpu(pg), sessions(meta_url), host_busy()
         time.sleep(args.minutes * 60)
         window_end = time.time()
         cpu1 = {name: sampler.cpu(name) for name in ("daemon", "code_server")}
-        pg_cpu1, sessions1 = server_cpu(pg), sessions(meta_url)
+        pg_cpu1, sessions1, host1 = server_cpu(pg), sessions(meta_url), host_busy()
         with services.instance() as instance:
             at_end = measure(instance, (window_start, window_end), args.mappings)
             drained_after = None
@@ -363,6 +380,12 @@ def main() -> None:
             f"run workers seen: {sampler.workers_seen}; their CPU (last seen): "
             f"{sum(sampler.worker_cpu.values()):.0f} s, "
             f"{sum(sampler.worker_cpu.values()) / max(1, sampler.workers_seen):.2f} s a run"
+        )
+        busy, every = host1[0] - host0[0], host1[1] - host0[1]
+        limit = "as deployed" if args.pool_limit is None else f"{args.pool_limit} (--pool-limit)"
+        print(
+            f"host: {100 * busy / max(every, 1e-9):.0f}% of its {os.cpu_count()} cores busy "
+            f"over the window; pool {POOL}: {limit}"
         )
         print(
             f"machine: {os.cpu_count()} cores; measured at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
