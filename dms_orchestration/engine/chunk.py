@@ -357,6 +357,9 @@ def _delta_load(
     if not full or spec.scd2:
         return loaded, None
     after = met + done["insert"] - done["delete"]
+    if bounds.upper and not bounds.lower:  # the first of several chunks
+        with conn.begin():
+            after += int(_execute(conn, sqlgen.rows_without_key(td, spec), {}).scalar() or 0)
     return loaded, TableRows(after, after)
 
 

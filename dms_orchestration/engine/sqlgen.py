@@ -323,6 +323,14 @@ def met_rows(d: Dialect, spec: LoadSpec, work: str, bounds: ChunkBounds, full: b
     return f"SELECT COUNT(DISTINCT {TSKEY}) FROM {work}"
 
 
+def rows_without_key(d: Dialect, spec: LoadSpec) -> str:
+    """The target's rows whose first business key is NULL: no chunk's key range holds
+    them (a table the loader made has none: its key columns are NOT NULL)."""
+    return (
+        f"SELECT COUNT(*) FROM {target_table(d, spec)} WHERE {d.quote(spec.keys[0].name)} IS NULL"
+    )
+
+
 def duplicate_new_keys(d: Dialect, spec: LoadSpec, work: str) -> str:
     """Whether two staged rows bring the same new key (both 'I' in the work table)."""
     keys = ", ".join(d.quote(k.name) for k in spec.keys)
