@@ -301,13 +301,16 @@ def _delta_load(
     rows, or a single chunk's parts), check the keys, apply A. With the counts, the
     target's rows in the chunk's key range after it where they come free: an SCD1
     target's full extract meets every row of the range (`met`), so its rows after are
-    those plus its inserts less its deletes (an SCD2 target's closed versions are not
-    counted on the way: its rows are counted after the load)."""
+    those plus its inserts less its deletes, and the first of several chunks adds the
+    rows no range holds (a NULL first key, which no chunk writes). An SCD2 target's
+    closed versions are not counted on the way: its rows are counted after the load."""
     td = dialect_of(tgt)
     full = plan.strategy.full_extract
     # a full extract under the source's own unique key: one row per key, so its rows are
     # the current rows met, less the absent, plus the new; no second read of the source
     unique = full and plan.strategy.unique_source_key
+    counts_rows = full and not spec.scd2
+    keyless = 0
     with _load_transaction(conn, tgt, snapshot=True, parallel=len(sources) > 1):
         _execute(conn, sqlgen.classify(td, spec, sources, work, full), values)
         if not unique:
@@ -318,6 +321,8 @@ def _delta_load(
         met_count = _execute(conn, sqlgen.met_rows(td, spec, work, bounds, full), values).scalar()
         assert met_count is not None  # (a count)
         met = int(met_count)
+        if counts_rows and bounds.upper and not bounds.lower:  # the first of several
+            keyless = int(_execute(conn, sqlgen.rows_without_key(td, spec), {}).scalar() or 0)
     with _load_transaction(conn, tgt):
         _check_null_keys(conn, td, spec, work, {})
         acts = {r[0]: int(r[1]) for r in conn.execute(sa.text(sqlgen.action_counts(work)))}
@@ -354,12 +359,9 @@ def _delta_load(
         delrows=deleted,
         unchrows=unchanged,
     )
-    if not full or spec.scd2:
+    if not counts_rows:
         return loaded, None
-    after = met + done["insert"] - done["delete"]
-    if bounds.upper and not bounds.lower:  # the first of several chunks
-        with conn.begin():
-            after += int(_execute(conn, sqlgen.rows_without_key(td, spec), {}).scalar() or 0)
+    after = met + keyless + done["insert"] - done["delete"]
     return loaded, TableRows(after, after)
 
 
