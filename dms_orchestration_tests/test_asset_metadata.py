@@ -6,6 +6,7 @@ the same facts read back the way the UI reads them, through GraphQL."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 
@@ -529,21 +530,30 @@ def test_a_load_that_counted_its_target_on_its_way_is_not_counted_again(
     """A first load (every row it inserts) and an SCD1 target's full extract (every row
     of each chunk's range met, or absent; and the rows no range holds) know the
     target's rows when they commit: the materialization reports them with no count of
-    the whole table after the load. An SCD2 target's closed versions are not met on the
-    way: its delta is counted."""
+    the whole table. An SCD2 target's closed versions are not met on the way: its delta
+    counts the target once, in a read snapshot taken before the chunks write (counted
+    beside them), and adds what they changed; nothing is counted after the load."""
     d = cust_dms(dms_url, tmp_path, monkeypatch, city_scd=scd, delete_handling="DELETE")
-    counts = []  # the statements that count the target after a load
+    seen = []  # the statements on the target: a count, the count's first read, a write
 
     def record(_conn, _cursor, statement, *_):
-        if statement.startswith("SELECT COUNT(*), COUNT(") and "cust_dim" in statement.lower():
-            counts.append(statement)
+        text = statement.lower()
+        counter = threading.current_thread().name.startswith("dms-count")
+        if "cust_dim" not in text:
+            return
+        if text.startswith("select count(*), count("):
+            seen.append("count")
+        elif counter:
+            seen.append("snapshot")
+        elif text.startswith(("insert into", "update", "delete from")):
+            seen.append("write")
 
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
     try:
         defs = d.defs()
         instance = dg.DagsterInstance.ephemeral()
         first = execute(defs, "cust_dim_job", instance, dms__chunks="3", dms__full="true")
-        after_first = len(counts)
+        after_first, seen[:] = list(seen), []
         d.sql("DELETE FROM SRC_CUST WHERE ID IN (3, 17)")
         d.sql("INSERT INTO SRC_CUST VALUES (31, 'name31', 'city1')")
         d.sql("UPDATE SRC_CUST SET CITY = 'moved' WHERE ID = 5")
@@ -551,19 +561,24 @@ def test_a_load_that_counted_its_target_on_its_way_is_not_counted_again(
         if keyless:  # a row no key range holds (a table made elsewhere: a NULL key)
             d.sql("ALTER TABLE CUST_DIM ALTER COLUMN ID DROP NOT NULL")
             d.sql("INSERT INTO CUST_DIM (SKEY, ID, NAME, CITY) VALUES (-1, NULL, 'n', 'c')")
+        seen[:] = []
         second = execute(defs, "cust_dim_job", instance, dms__chunks="3", dms__full="true")
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
         dispose_all()
     assert first.success and second.success
     assert materialization(first)["dagster/row_count"] == 30
-    assert after_first == 0  # a first load
+    assert "count" not in after_first and "snapshot" not in after_first  # a first load
     # 2 keys deleted, 1 new; an SCD2 target keeps ID 5's old city as a closed version
     rows = (29 if scd == 1 else 30) + keyless
     assert materialization(second)["dagster/row_count"] == rows
     assert materialization(second)["current rows"] == 29 + keyless
     assert d.scalar("SELECT COUNT(*) FROM CUST_DIM") == rows
-    assert len(counts) == (0 if scd == 1 else 1)
+    if scd == 1:
+        assert "count" not in seen and "snapshot" not in seen
+    else:
+        assert seen.count("count") == seen.count("snapshot") == 1
+        assert seen.index("snapshot") < seen.index("write")  # taken before the chunks wrote
 
 
 @pytest.mark.slow

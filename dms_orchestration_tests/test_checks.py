@@ -9,7 +9,13 @@ import dagster as dg
 import pytest
 
 from dms_orchestration.db.connect import dispose_all, metadata_engine
-from dms_orchestration.engine.checks import current_rows, reconcile
+from dms_orchestration.engine.checks import (
+    TableRows,
+    current_rows,
+    reconcile,
+    target_rows,
+    target_rows_as_of,
+)
 from dms_orchestration.metadata.catalog import load_catalog
 from dms_orchestration_tests.test_defs import cust_dms, execute
 
@@ -86,3 +92,17 @@ def test_a_load_of_part_of_the_source_leaves_the_reconciliation_to_count(cust):
     found = checks(result)["source_target_reconciliation"]
     assert found["source keys from"] == "the source query"
     assert found["source keys"] == 30 and found["current target rows"] == 30
+
+
+@pytest.mark.slow
+def test_rows_counted_in_a_snapshot_do_not_see_what_commits_after_it(cust):
+    """The target's rows before a load's chunks write, counted beside them: what
+    commits once the snapshot is taken is not counted (SQLite's read transaction, taken
+    at its first read; PostgreSQL's REPEATABLE READ)."""
+
+    def meanwhile(_cancel):  # as a chunk would, on a connection of its own
+        cust.sql("DELETE FROM CUST_DIM WHERE ID > 20")
+        cust.sql("UPDATE CUST_DIM SET CURFLG = 'N' WHERE ID = 1")
+
+    assert target_rows_as_of(mapping(cust), cust.settings, meanwhile) == TableRows(30, 30)
+    assert target_rows(mapping(cust), cust.settings) == TableRows(20, 19)

@@ -237,7 +237,9 @@ class Harness:
                 )
 
     def load(self, chunks: int, full: bool):
-        return load(self.mapping, None, chunks=chunks, full=full, settings=self.settings)
+        return load(
+            self.mapping, None, chunks=chunks, full=full, settings=self.settings, count_rows=True
+        )
 
     def dump(self) -> list[tuple]:
         """Every target row, every column, in SKEY order (for 'nothing changed')."""
@@ -376,11 +378,11 @@ class Loader:
         event(f"{result.chunk_count} chunk(s)")
         assert got == expected, f"counts of {snap}"
         assert result.counts.errrows == 0
-        if (full and not self.model.scd2) or result.target_rows is not None:
-            # the rows an SCD1 full extract's (or any first load's) chunks counted on
-            # their way: the whole target's, versions included, as a count finds them
-            in_model = TableRows(len(self.model.rows), len(self.model.current()))
-            assert result.target_rows == in_model, f"target rows after {snap}"
+        # the rows an SCD1 full extract's (or any first load's) chunks counted on their
+        # way, else those counted before the load plus what it changed: the whole
+        # target's, versions included, as a count finds them
+        in_model = TableRows(len(self.model.rows), len(self.model.current()))
+        assert result.target_rows == in_model, f"target rows after {snap}"
         if self.checkpoint:
             # the load records the largest UPD_SEQ it read, else the window start (none on
             # a --full load); the committed checkpoint is the last one recorded

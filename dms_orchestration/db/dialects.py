@@ -274,6 +274,11 @@ class Dialect:
         transactions do; Oracle's CREATE TABLE ends the transaction anyway)."""
         return []
 
+    def read_snapshot_session(self) -> list[str]:
+        """Statements that begin a transaction which only reads, all of it as of one
+        snapshot taken at its first read (SQLite's read transactions do)."""
+        return self.snapshot_session()
+
     def side_by_side_build(self) -> list[str]:
         """Statements before one of several index builds that run at the same time."""
         return []
@@ -498,6 +503,10 @@ class PostgresDialect(Dialect):
 
     def snapshot_session(self) -> list[str]:
         return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"]
+
+    def read_snapshot_session(self) -> list[str]:
+        # a read beside a load's chunks: one core, not the parallel workers theirs take
+        return [*self.snapshot_session(), "SET LOCAL max_parallel_workers_per_gather = 0"]
 
     def side_by_side_build(self) -> list[str]:
         # the builds are the parallelism: no extra sort workers each (benchmarks/README.md)
@@ -766,6 +775,10 @@ class OracleDialect(Dialect):
 
     def limit(self, sql: str, n: int) -> str:
         return f"{sql} FETCH FIRST {int(n)} ROWS ONLY"
+
+    def read_snapshot_session(self) -> list[str]:
+        # its queries see what was committed when the transaction began
+        return ["SET TRANSACTION READ ONLY"]
 
     def select_values(self, items: str) -> str:
         return f"SELECT {items} FROM dual"

@@ -96,7 +96,8 @@ def stoppable(conn: sa.Connection, load_key: int) -> Iterator[None]:
             _stoppable.get(load_key, set()).discard(dbapi)
 
 
-def _cancel(dbapi: DBAPIConnection | None) -> None:
+def cancel_statement(dbapi: DBAPIConnection | None) -> None:
+    """Cancel what a connection runs, from any thread (its transaction rolls back)."""
     for method in ("cancel", "interrupt"):  # psycopg2 / oracledb: cancel; sqlite3: interrupt
         if hasattr(dbapi, method):
             with contextlib.suppress(Exception):
@@ -111,7 +112,7 @@ def stop_statements(load_key: int) -> None:
         _stopped.add(load_key)
         connections = list(_stoppable.get(load_key, ()))
     for dbapi in connections:
-        _cancel(dbapi)
+        cancel_statement(dbapi)
 
 
 def stopped(load_key: int) -> bool:

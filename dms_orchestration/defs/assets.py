@@ -185,6 +185,7 @@ def load_mapping(context: dg.AssetExecutionContext, settings: Settings, load: Ma
         load_plan,
         settings,
         lambda: run_visible_chunks(context, load_plan, settings, load.retry, load.pool),
+        count_rows=True,  # the materialization's dagster/row_count
     )
 
 

@@ -5,11 +5,13 @@ target's row count a materialization reports."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from dms_orchestration.db.dialects import Dialect, dialect_of
+from dms_orchestration.db.interrupt import cancel_statement
 from dms_orchestration.db.sqltext import bound_text
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.plan import resolve
@@ -88,10 +90,30 @@ class TableRows:
 def target_rows(mapping: Mapping, settings: Settings) -> TableRows:
     """The rows of the target table and its current rows, in one scan."""
     spec, _src, tgt = resolve(mapping, settings)
-    counts = sa.text(sqlgen.target_row_counts(dialect_of(tgt), spec))
     with tgt.connect() as conn:
-        rows, now = conn.execute(counts).one()
+        return _counted(conn, dialect_of(tgt), spec)
+
+
+def _counted(conn: sa.Connection, d: Dialect, spec: LoadSpec) -> TableRows:
+    rows, now = conn.execute(sa.text(sqlgen.target_row_counts(d, spec))).one()
     return TableRows(int(rows or 0), int(now or 0))
+
+
+def target_rows_as_of(
+    mapping: Mapping, settings: Settings, taken: Callable[[Callable[[], None]], None]
+) -> TableRows:
+    """The target's rows and current rows as they were when `taken` is called: a read
+    snapshot of the target is taken first, then counted, and whatever commits meanwhile
+    is not seen. `taken` gets a function that cancels the count (from any thread)."""
+    spec, _src, tgt = resolve(mapping, settings)
+    d = dialect_of(tgt)
+    with tgt.connect() as conn, conn.begin():
+        for stmt in d.read_snapshot_session():
+            conn.exec_driver_sql(stmt)
+        conn.execute(sa.text(sqlgen.first_target_row(d, spec))).first()
+        dbapi = conn.connection.dbapi_connection
+        taken(lambda: cancel_statement(dbapi))
+        return _counted(conn, d, spec)
 
 
 # ------------------------------------------------------------------ the unique rule's index

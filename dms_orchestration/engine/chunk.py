@@ -48,6 +48,23 @@ class ChunkResult(BaseModel):
     # the target's rows in the chunk's key range after it, where the chunk counted them
     # on its way (a first load, an SCD1 target's full extract; engine.chunk._delta_load)
     target_rows: TableRows | None = None
+    # the rows (and current rows) the chunk added to the target, less those it removed
+    row_change: TableRows | None = None
+
+
+def counts_target_rows(plan: LoadPlan, spec: LoadSpec) -> bool:
+    """Whether the chunks of a load count the target's rows on their way: a first load
+    (into an empty target) and an SCD1 target's full extract; see _delta_load."""
+    return plan.strategy.apply is Apply.INSERT_ALL or (plan.strategy.full_extract and not spec.scd2)
+
+
+def _current_rows_removed(spec: LoadSpec, acts: dict[str, int]) -> int:
+    """The current rows a chunk removes: those of absent keys ('D', one current row
+    each), when the mapping deletes them, or expires them in an SCD2 target."""
+    handling = spec.delete_handling
+    if handling == DeleteHandling.DELETE or (spec.scd2 and handling == DeleteHandling.EXPIRE):
+        return acts.get("D", 0)
+    return 0
 
 
 @contextlib.contextmanager
@@ -296,20 +313,21 @@ def _delta_load(
     values: dict[str, Any],
     sources: list[tuple[str, sqlgen.ChunkBounds]],
     progress: ChunkReporter,
-) -> tuple[LoadCounts, TableRows | None]:
+) -> tuple[LoadCounts, TableRows, TableRows | None]:
     """Classify the keys that need a write (work table A) from `sources` (the staged
-    rows, or a single chunk's parts), check the keys, apply A. With the counts, the
-    target's rows in the chunk's key range after it where they come free: an SCD1
-    target's full extract meets every row of the range (`met`), so its rows after are
-    those plus its inserts less its deletes, and the first of several chunks adds the
-    rows no range holds (a NULL first key, which no chunk writes). An SCD2 target's
-    closed versions are not counted on the way: its rows are counted after the load."""
+    rows, or a single chunk's parts), check the keys, apply A. With the counts, the rows
+    the chunk added (current ones too) less those it removed, and the target's rows in
+    the chunk's key range after it where they come free: an SCD1 target's full extract
+    meets every row of the range (`met`), so its rows after are those plus its inserts
+    less its deletes, and the first of several chunks adds the rows no range holds (a
+    NULL first key, which no chunk writes). An SCD2 target's closed versions are not
+    met on the way: the load counts its rows before the chunks write (engine.load)."""
     td = dialect_of(tgt)
     full = plan.strategy.full_extract
     # a full extract under the source's own unique key: one row per key, so its rows are
     # the current rows met, less the absent, plus the new; no second read of the source
     unique = full and plan.strategy.unique_source_key
-    counts_rows = full and not spec.scd2
+    counts_rows = counts_target_rows(plan, spec)
     keyless = 0
     with _load_transaction(conn, tgt, snapshot=True, parallel=len(sources) > 1):
         _execute(conn, sqlgen.classify(td, spec, sources, work, full), values)
@@ -359,10 +377,13 @@ def _delta_load(
         delrows=deleted,
         unchrows=unchanged,
     )
+    change = TableRows(
+        done["insert"] - done["delete"], acts.get("I", 0) - _current_rows_removed(spec, acts)
+    )
     if not counts_rows:
-        return loaded, None
-    after = met + keyless + done["insert"] - done["delete"]
-    return loaded, TableRows(after, after)
+        return loaded, change, None
+    after = met + keyless + change.rows
+    return loaded, change, TableRows(after, after)
 
 
 def run_chunk(
@@ -422,7 +443,8 @@ def _run_chunk(
                 staged = staging
             if plan.strategy.apply is Apply.INSERT_ALL:  # into an empty target
                 counts = _initial_load(conn, tgt, meta, plan, spec, staged, values)
-                rows: TableRows | None = TableRows(counts.insrows, counts.insrows)
+                change = TableRows(counts.insrows, counts.insrows)
+                rows: TableRows | None = change
             else:
                 made.append(work)
                 sources = [(staged, bounds)]
@@ -431,13 +453,17 @@ def _run_chunk(
                         (f"({sqlgen.transform_query(spec, sd, part, plan.windowed)})", part)
                         for part in sqlgen.ChunkBounds.parts(len(plan.parts) + 1)
                     ]
-                counts, rows = _delta_load(
+                counts, change, rows = _delta_load(
                     conn, tgt, meta, plan, spec, staged, work, bounds, values, sources, progress
                 )
         _drop(tgt, made)
         progress.finish(counts)
         return ChunkResult(
-            index=index, counts=counts, seconds=time.perf_counter() - began, target_rows=rows
+            index=index,
+            counts=counts,
+            seconds=time.perf_counter() - began,
+            target_rows=rows,
+            row_change=change,
         )
     except BaseException as exc:
         _drop(tgt, made)

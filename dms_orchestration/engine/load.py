@@ -7,7 +7,11 @@ processes, and can pass the load's progress on as it goes (`on_progress`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,8 +23,8 @@ from dms_orchestration.db.dialects import dialect_of
 from dms_orchestration.dmslog.reader import LoadState
 from dms_orchestration.dmslog.writer import LoadCounts, log_writer
 from dms_orchestration.engine import sqlgen
-from dms_orchestration.engine.checks import TableRows
-from dms_orchestration.engine.chunk import ChunkResult, run_chunk
+from dms_orchestration.engine.checks import TableRows, target_rows_as_of
+from dms_orchestration.engine.chunk import ChunkResult, counts_target_rows, run_chunk
 from dms_orchestration.engine.errors import (
     DataError,
     describe,
@@ -54,16 +58,60 @@ class LoadResult:
     # the extract's business keys, each once (a duplicate or NULL key fails the load)
     full_extract: bool = False
     # the target's rows after the load where its chunks counted them on their way (a
-    # first load, an SCD1 target's full extract), so nobody has to count them again
+    # first load, an SCD1 target's full extract), or where the load counted them before
+    # its chunks wrote (count_rows), so nobody has to count them again
     target_rows: TableRows | None = None
 
 
-def _target_rows(results: list[ChunkResult]) -> TableRows | None:
-    """The whole target's rows: its chunks' key ranges cover every key."""
-    counted = [r.target_rows for r in results if r.target_rows is not None]
-    if not results or len(counted) < len(results):
+def _target_rows(results: list[ChunkResult], before: TableRows | None) -> TableRows | None:
+    """The whole target's rows after the load: those its chunks counted (their key
+    ranges cover every key), else those `before` it and what its chunks changed."""
+    if not results:
         return None
-    return TableRows(sum(r.rows for r in counted), sum(r.current for r in counted))
+    counted = [r.target_rows for r in results if r.target_rows is not None]
+    if len(counted) == len(results):
+        return TableRows(sum(r.rows for r in counted), sum(r.current for r in counted))
+    changes = [r.row_change for r in results if r.row_change is not None]
+    if before is None or len(changes) < len(results):
+        return None
+    return TableRows(
+        before.rows + sum(c.rows for c in changes), before.current + sum(c.current for c in changes)
+    )
+
+
+@contextlib.contextmanager
+def _counting_before(
+    plan: LoadPlan, settings: Settings, beside: bool
+) -> Iterator[Callable[[], TableRows | None]]:
+    """The target's rows before the chunks write: a read snapshot of the target is taken
+    before this yields (the load lock keeps other loads of the mapping out), counted by a
+    thread of its own while the chunks run (`beside`), else before this yields (chunk
+    processes are forked: none may take a copy of the count's connection). Yields what
+    waits for the count (None if it failed); a failure of the chunks cancels it."""
+    taken, cancel = threading.Event(), []
+
+    def on_taken(stop: Callable[[], None]) -> None:
+        cancel.append(stop)
+        taken.set()
+
+    def result() -> TableRows | None:
+        try:
+            return counting.result()
+        except Exception:  # a report only: the target is counted after the load instead
+            return None
+
+    with ThreadPoolExecutor(1, thread_name_prefix=f"dms-count-{plan.prcid}") as pool:
+        counting = pool.submit(target_rows_as_of, plan.mapping, settings, on_taken)
+        while not (taken.wait(0.01) or counting.done()):  # the snapshot is taken
+            pass
+        if not beside:
+            wait_for([counting])
+        try:
+            yield result
+        except BaseException:
+            for stop in cancel:
+                stop()
+            raise
 
 
 def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> None:
@@ -87,7 +135,10 @@ def _index_first_load(plan: LoadPlan, meta: sa.Engine, settings: Settings) -> No
 
 
 def commit(
-    plan: LoadPlan, results: list[ChunkResult], settings: Settings | None = None
+    plan: LoadPlan,
+    results: list[ChunkResult],
+    settings: Settings | None = None,
+    rows_before: TableRows | None = None,
 ) -> LoadResult:
     settings = settings or load_settings()
     meta = metadata_engine(settings)
@@ -128,7 +179,7 @@ def commit(
         plan.estimated_rows,
         plan.partial_note,
         plan.strategy.full_extract,
-        _target_rows(results),
+        _target_rows(results, rows_before),
     )
 
 
@@ -177,11 +228,13 @@ def load(
     settings: Settings | None = None,
     url: str | None = None,
     on_progress: Callable[[LoadState], None] | None = None,
+    count_rows: bool = False,
     **log_ids: Any,
 ) -> LoadResult:
     """plan -> every chunk -> commit. A failure leaves DMS_PRCLOG FL (the failed chunk
     logged its error), an interruption ST. `on_progress` gets the load's progress as the
-    log tables tell it: once planned, then about every second while the chunks run."""
+    log tables tell it: once planned, then about every second while the chunks run.
+    `count_rows`: the result tells the target's rows after the load (run_and_commit)."""
     settings = settings or load_settings(url)
     the_plan = plan(mapping, params, chunks=chunks, full=full, settings=settings, **log_ids)
     tick = None
@@ -193,16 +246,30 @@ def load(
             tick()
         return run_chunks(the_plan, settings, parallel, processes, tick)
 
-    return run_and_commit(the_plan, settings, run)
+    return run_and_commit(the_plan, settings, run, count_rows, processes)
 
 
 def run_and_commit(
-    the_plan: LoadPlan, settings: Settings, run: Callable[[], list[ChunkResult]]
+    the_plan: LoadPlan,
+    settings: Settings,
+    run: Callable[[], list[ChunkResult]],
+    count_rows: bool = False,
+    forks: bool = False,
 ) -> LoadResult:
     """The chunks of a plan (`run()`), then the commit; a failure or a stop of the
-    chunks closes the load FL / ST (each chunk logged its own)."""
+    chunks closes the load FL / ST (each chunk logged its own). `count_rows`: the
+    result's target_rows tells the target's rows after the load (None if they could not
+    be counted): counted by the chunks on their way where they can, else counted before
+    the chunks write (beside them, unless `run()` forks chunk processes: `forks`, or
+    rows that stream) plus what they changed."""
+    spec = resolve(the_plan.mapping, settings)[0]
+    counting = count_rows and not counts_target_rows(the_plan, spec)
+    beside = not forks and the_plan.strategy.staging is not Staging.STREAMED
     try:
-        results = run()
+        not_counting = contextlib.nullcontext(lambda: None)
+        with _counting_before(the_plan, settings, beside) if counting else not_counting as before:
+            results = run()
+            rows_before = before()
     except BaseException as exc:
         record_load_end(
             metadata_engine(settings),
@@ -213,4 +280,4 @@ def run_and_commit(
             logged=True,
         )
         raise
-    return commit(the_plan, results, settings)
+    return commit(the_plan, results, settings, rows_before)

@@ -605,6 +605,11 @@ def target_row_counts(d: Dialect, spec: LoadSpec) -> str:
     return f"SELECT COUNT(*), {current} FROM {target_table(d, spec)}"
 
 
+def first_target_row(d: Dialect, spec: LoadSpec) -> str:
+    """One row of the target, if it has any: a read of the table (a snapshot's first)."""
+    return d.limit(f"SELECT 1 FROM {target_table(d, spec)}", 1)
+
+
 def source_key_count(spec: LoadSpec) -> str:
     """The distinct business keys of the whole source extract (binds :p1..:p10)."""
     keys = ", ".join(k.logic for k in spec.keys)
