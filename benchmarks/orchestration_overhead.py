@@ -3,7 +3,10 @@ one run (the figures of issue 11):
 
 1. a 1M-row delta in 2 and in 4 chunks: the engine's load() alone, and `dagster job
    execute` of its job: the run's duration as Dagster records it (run start -> success,
-   target <= 1.25x load()) and the command's wall time (target <= load() + 3 s);
+   target <= 1.25x load()) and the command's wall time (target <= load() + 3 s), each the
+   median of --delta-repeat pairs (load() then the run: a busy spell falls on both),
+   with Dagster's storage in SQLite files (the repository's dagster.yaml) and as
+   deployed (deploy/dagster.yaml: the pooled PostgreSQL storage, on the same server);
 2. a 20-row mapping in a catalog of 4 and of 2,000 mappings: `dms run` of it, and its
    job through `dagster job execute` (wall time) and launched through the webserver's
    GraphQL API (launch -> run SUCCESS): target <= 4x `dms run`, and a run's cost does not
@@ -12,11 +15,12 @@ one run (the figures of issue 11):
    the queue sensor's interval + 2 s).
 
     python benchmarks/orchestration_overhead.py [--rows 1000000] [--chunks 2 4]
-        [--mappings 4 2000] [--repeat 5] [--requests 10]
+        [--delta-repeat 3] [--mappings 4 2000] [--repeat 5] [--requests 10]
 
 A throw-away PostgreSQL server holds the DMS metadata and the tables, a database per data
 set; Dagster's storage is SQLite under a temporary DAGSTER_HOME with the repository's
-dagster.yaml (the pools' limit raised to the chunk count). The 1M-row data set is
+dagster.yaml (the pools' limit raised to the chunk count), and in part 1 also the
+deployed storage in a database of the same server. The 1M-row data set is
 benchmarks/scd_load.py's (DIM_CUSTOMER, version 2 over version 1); the catalogs are
 benchmarks/metadata_load.py's 30-column mappings plus the 20-row SMALL_DIM. The webserver
 and the daemon are `dagster dev` on 127.0.0.1, one per catalog, stopped at the end.
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
@@ -114,11 +119,17 @@ def command(args: list[str], env: dict, timeout: float = 900) -> float:
 
 
 def dagster_home(
-    root: Path, name: str, pool_limit: int | None = None, launcher: str = "forked"
+    root: Path,
+    name: str,
+    pool_limit: int | None = None,
+    launcher: str = "forked",
+    storage_url: str | None = None,
 ) -> Path:
     """A DAGSTER_HOME with the repository's dagster.yaml, its storage created (as after a
     first run: creating it is not what a run costs); launcher "default": Dagster's
-    DefaultRunLauncher instead of ours (the code server spawns each run's worker)."""
+    DefaultRunLauncher instead of ours (the code server spawns each run's worker);
+    `storage_url`: the deployed storage (deploy/dagster.yaml's pooled PostgreSQL storage)
+    in that database instead of SQLite files."""
     home = root / name
     home.mkdir()
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
@@ -126,6 +137,15 @@ def dagster_home(
         config["concurrency"]["pools"]["default_limit"] = pool_limit
     if launcher == "default":
         del config["run_launcher"]
+    if storage_url:
+        config["storage"] = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())[
+            "storage"
+        ]
+        url = sa.make_url(storage_url)
+        db = {"hostname": url.host, "port": url.port, "username": url.username}
+        config["storage"]["custom"]["config"]["postgres_db"].update(
+            db, password="", db_name=url.database
+        )
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     with instance_of(home) as instance:
         instance.get_runs(limit=1)
@@ -192,9 +212,27 @@ class Delta:
     wall_s: float
     counts: tuple
     steps: dict[str, float]
+    storage: str = "SQLite"  # Dagster's storage: the repository's (SQLite), or deployed
 
 
-def delta_loads(server, rows: int, chunk_counts: list[int], root: Path) -> list[Delta]:
+def _median_delta(chunks: int, pairs: list[Delta]) -> Delta:
+    """The median of each figure over the pairs (the steps: those of the median run)."""
+    med = statistics.median
+    middle = sorted(pairs, key=lambda d: d.run_s)[len(pairs) // 2]
+    return Delta(
+        chunks,
+        med(d.engine_s for d in pairs),
+        med(d.run_s for d in pairs),
+        med(d.wall_s for d in pairs),
+        middle.counts,
+        middle.steps,
+        middle.storage,
+    )
+
+
+def delta_loads(server, rows: int, chunk_counts: list[int], root: Path, repeat: int) -> list[Delta]:
+    """Per chunk count, `repeat` pairs of load() and the run, one after the other (a
+    busy spell of the host falls on both), and the median of each figure."""
     url = server.create_database("bench_overhead")
     engine = create_engine(url)
     init_schema(engine)
@@ -214,10 +252,19 @@ def delta_loads(server, rows: int, chunk_counts: list[int], root: Path) -> list[
         point_view(engine, "src_customer_v2")
         vacuum(engine, "dim_customer")
 
-    home = dagster_home(root, "dagster_delta", pool_limit=max(chunk_counts))
-    env = environment(url, home, root)
-    results = []
-    for n in chunk_counts:
+    homes = {
+        "SQLite": dagster_home(root, "dagster_delta", pool_limit=max(chunk_counts)),
+        "deployed": dagster_home(
+            root,
+            "dagster_delta_deployed",
+            pool_limit=max(chunk_counts),
+            storage_url=server.create_database("bench_dagster"),
+        ),
+    }
+
+    def pair(n: int, storage: str) -> Delta:  # load(), then the run, each on version 1
+        home = homes[storage]
+        env = environment(url, home, root)
         fresh_delta()
         t0 = time.perf_counter()
         result = load(mapping, chunks=n, full=True, parallel=True, settings=settings, url=url)
@@ -236,7 +283,12 @@ def delta_loads(server, rows: int, chunk_counts: list[int], root: Path) -> list[
         run_s, steps = run_record(home)
         steps["before the run"] = steps.pop("run start") - began
         steps["after it"] = began + wall - steps.pop("run end")
-        results.append(Delta(n, engine_s, run_s, wall, tuple(counts), steps))
+        return Delta(n, engine_s, run_s, wall, tuple(counts), steps, storage)
+
+    results = []
+    for n in chunk_counts:
+        pairs = [pair(n, storage) for _ in range(repeat) for storage in homes]
+        results += [_median_delta(n, [p for p in pairs if p.storage == s]) for s in homes]
     engine.dispose()
     return results
 
@@ -461,26 +513,32 @@ def small_runs(server, mappings: int, repeat: int, requests: int, root: Path) ->
 # ---------------------------------------------------------------------- report
 
 
-def report(deltas: list[Delta], smalls: list[Small], rows: int, repeat: int, n: int) -> None:
-    print(f"\n1. delta load of {rows:,} rows on PostgreSQL: load() vs `dagster job execute`")
+def report(
+    deltas: list[Delta], smalls: list[Small], rows: int, repeat: int, n: int, pairs: int
+) -> None:
     print(
-        f"{'chunks':>6}{'load()':>9}{'run':>9}{'run/load':>10}{'<=1.25x':>9}"
+        f"\n1. delta load of {rows:,} rows on PostgreSQL: load() vs `dagster job execute`, "
+        f"median of {pairs} pairs"
+    )
+    print(
+        f"{'chunks':>6}{'storage':>10}{'load()':>9}{'run':>9}{'run/load':>10}{'<=1.25x':>9}"
         f"{'wall':>9}{'wall-load':>11}{'<=+3s':>7}  counts (SRC/INS/UPD/EXP/UNCH)"
     )
     for d in deltas:
         ratio, extra = d.run_s / d.engine_s, d.wall_s - d.engine_s
         print(
-            f"{d.chunks:>6}{d.engine_s:>9.2f}{d.run_s:>9.2f}{ratio:>9.2f}x"
+            f"{d.chunks:>6}{d.storage:>10}{d.engine_s:>9.2f}{d.run_s:>9.2f}{ratio:>9.2f}x"
             f"{verdict(ratio <= RUN_RATIO):>9}{d.wall_s:>9.2f}{extra:>+10.2f}s"
             f"{verdict(extra <= WALL_EXTRA_S):>7}  {'/'.join(map(str, d.counts))}"
         )
     print(
         "   run = its duration as Dagster records it (run start -> success); wall = the "
-        "command's wall time"
+        "command's wall time; storage = Dagster's: SQLite files (the repository's "
+        "dagster.yaml) or deployed (deploy/dagster.yaml's pooled PostgreSQL storage)"
     )
     for d in deltas:
         steps = ", ".join(f"{k} {v:.2f} s" for k, v in d.steps.items())
-        print(f"   {d.chunks} chunks, the command: {steps}")
+        print(f"   {d.chunks} chunks, {d.storage}, the median run's command: {steps}")
     print(f"\n2. a {SMALL_ROWS}-row mapping, median of {repeat} (seconds; x = / `dms run`)")
     print(
         f"{'mappings':>8}{'dms run':>9}{'job execute':>13}{'x':>7}{'<=4x':>6}"
@@ -550,6 +608,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="0: no delta load")
     ap.add_argument("--chunks", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--mappings", type=int, nargs="*", default=[4, 2000])
+    ap.add_argument("--delta-repeat", type=int, default=3, help="pairs per chunk count")
     ap.add_argument("--repeat", type=int, default=5)  # a launch varies by ~1 s (the 1 s dequeue)
     ap.add_argument("--requests", type=int, default=10)
     args = ap.parse_args()
@@ -558,10 +617,14 @@ def main() -> None:
     server = PostgresServer().start()
     root = Path(tempfile.mkdtemp(prefix="dms-bench-"))
     try:
-        deltas = delta_loads(server, args.rows, args.chunks, root) if args.rows else []
+        deltas = (
+            delta_loads(server, args.rows, args.chunks, root, args.delta_repeat)
+            if args.rows
+            else []
+        )
         dispose_all()
         smalls = [small_runs(server, n, args.repeat, args.requests, root) for n in args.mappings]
-        report(deltas, smalls, args.rows, args.repeat, args.requests)
+        report(deltas, smalls, args.rows, args.repeat, args.requests, args.delta_repeat)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
