@@ -32,6 +32,7 @@ from dms_orchestration.engine import ChunkResult, LoadPlan, commit, load, plan, 
 from dms_orchestration.engine import chunk as chunk_module
 from dms_orchestration.engine import target as target_module
 from dms_orchestration.engine.checkpoint import register_checkpoint_function
+from dms_orchestration.engine.checks import TableRows
 from dms_orchestration.engine.errors import DataError
 from dms_orchestration.engine.load import IncompleteLoad
 from dms_orchestration.engine.spec import load_spec
@@ -1148,7 +1149,11 @@ def test_load_can_run_the_chunks_of_one_database_in_spawned_processes(dms):
     setup_keyed(dms, "INTEGER")
     assert counts(dms.load(chunks=2, parallel=True, processes=True)) == (30, 30, 0, 0, 0, 0)
     dms.run("UPDATE SRC_K SET V = 'x' WHERE K > 20")
-    assert counts(dms.load(chunks=2, parallel=True, processes=True)) == (30, 0, 10, 0, 0, 20)
+    dms.run("INSERT INTO SRC_K (K, V) VALUES (31, 'new')")
+    # the target counted before the chunk processes fork (none takes its connection)
+    done = dms.load(chunks=2, parallel=True, processes=True, count_rows=True)
+    assert counts(done) == (31, 1, 10, 0, 0, 20)
+    assert done.target_rows == TableRows(31, 31) and dms.scalar("SELECT COUNT(*) FROM T_K") == 31
 
 
 def _spawned_chunk(plan_json: str, index: int, url: str, home: str) -> str:
