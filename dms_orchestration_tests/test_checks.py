@@ -8,6 +8,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from dms_orchestration.db import interrupt
 from dms_orchestration.db.connect import dispose_all, metadata_engine
 from dms_orchestration.engine.checks import (
     TableRows,
@@ -106,3 +107,20 @@ def test_rows_counted_in_a_snapshot_do_not_see_what_commits_after_it(cust):
 
     assert target_rows_as_of(mapping(cust), cust.settings, meanwhile) == TableRows(30, 30)
     assert target_rows(mapping(cust), cust.settings) == TableRows(20, 19)
+
+
+@pytest.mark.slow
+def test_a_count_beside_the_chunks_keeps_psycopg2s_wait_callback_set(cust):
+    """The count runs `cancellable`, as a chunk's log writes do (engine.progress): the
+    chunks' transactions set and unset psycopg2's process-wide wait callback, and a
+    statement that began under it can fail when the last of them leaves before it waits
+    (a full run of the suite saw a load's count fail, its rows None, in the model test)."""
+    from psycopg2 import extensions
+
+    callbacks = []
+    target_rows_as_of(
+        mapping(cust), cust.settings, lambda _: callbacks.append(extensions.get_wait_callback())
+    )
+    postgres = cust.url.startswith("postgresql")
+    assert callbacks == [interrupt._wait] if postgres else callbacks == [None]
+    assert extensions.get_wait_callback() is None  # unset again once the count is done

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dms_orchestration.db.dialects import Dialect, dialect_of
-from dms_orchestration.db.interrupt import cancel_statement
+from dms_orchestration.db.interrupt import cancel_statement, cancellable
 from dms_orchestration.db.sqltext import bound_text
 from dms_orchestration.engine import sqlgen
 from dms_orchestration.engine.plan import resolve
@@ -104,10 +104,12 @@ def target_rows_as_of(
 ) -> TableRows:
     """The target's rows and current rows as they were when `taken` is called: a read
     snapshot of the target is taken first, then counted, and whatever commits meanwhile
-    is not seen. `taken` gets a function that cancels the count (from any thread)."""
+    is not seen. `taken` gets a function that cancels the count (from any thread).
+    Run `cancellable` (engine.progress): beside a load's chunks, whose transactions set
+    and unset psycopg2's wait callback for the whole process."""
     spec, _src, tgt = resolve(mapping, settings)
     d = dialect_of(tgt)
-    with tgt.connect() as conn, conn.begin():
+    with cancellable(tgt), tgt.connect() as conn, conn.begin():
         for stmt in d.read_snapshot_session():
             conn.exec_driver_sql(stmt)
         conn.execute(sa.text(sqlgen.first_target_row(d, spec))).first()
