@@ -49,22 +49,13 @@ class ChunkResult(BaseModel):
     # on its way (a first load, an SCD1 target's full extract; engine.chunk._delta_load)
     target_rows: TableRows | None = None
     # the rows (and current rows) the chunk added to the target, less those it removed
-    row_change: TableRows | None = None
+    row_change: TableRows
 
 
 def counts_target_rows(plan: LoadPlan, spec: LoadSpec) -> bool:
     """Whether the chunks of a load count the target's rows on their way: a first load
     (into an empty target) and an SCD1 target's full extract; see _delta_load."""
     return plan.strategy.apply is Apply.INSERT_ALL or (plan.strategy.full_extract and not spec.scd2)
-
-
-def _current_rows_removed(spec: LoadSpec, acts: dict[str, int]) -> int:
-    """The current rows a chunk removes: those of absent keys ('D', one current row
-    each), when the mapping deletes them, or expires them in an SCD2 target."""
-    handling = spec.delete_handling
-    if handling == DeleteHandling.DELETE or (spec.scd2 and handling == DeleteHandling.EXPIRE):
-        return acts.get("D", 0)
-    return 0
 
 
 @contextlib.contextmanager
@@ -377,8 +368,10 @@ def _delta_load(
         delrows=deleted,
         unchrows=unchanged,
     )
+    # absent keys ('D', one current row each) lose it when deleted or expired
+    deleted_absent = acts.get("D", 0) if spec.delete_handling == DeleteHandling.DELETE else 0
     change = TableRows(
-        done["insert"] - done["delete"], acts.get("I", 0) - _current_rows_removed(spec, acts)
+        done["insert"] - done["delete"], acts.get("I", 0) - deleted_absent - expired_absent
     )
     if not counts_rows:
         return loaded, change, None

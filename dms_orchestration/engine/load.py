@@ -71,9 +71,9 @@ def _target_rows(results: list[ChunkResult], before: TableRows | None) -> TableR
     counted = [r.target_rows for r in results if r.target_rows is not None]
     if len(counted) == len(results):
         return TableRows(sum(r.rows for r in counted), sum(r.current for r in counted))
-    changes = [r.row_change for r in results if r.row_change is not None]
-    if before is None or len(changes) < len(results):
+    if before is None:
         return None
+    changes = [r.row_change for r in results]
     return TableRows(
         before.rows + sum(c.rows for c in changes), before.current + sum(c.current for c in changes)
     )
