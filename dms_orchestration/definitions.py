@@ -33,7 +33,6 @@ from dms_orchestration.defs.assets import (
     MappingLoad,
     chunk_retry,
     mapping_asset,
-    mapping_checks,
     source_dialect,
     upstream_mappings,
 )
@@ -258,7 +257,6 @@ class IndexEntry(BaseModel):
     key: list[str]
     job: str
     graph: str
-    checks: str
     pool: str
     # (lists made by a factory: pydantic deep-copies a default [] for every entry)
     upstream: list[str] = Field(default_factory=list)
@@ -319,7 +317,6 @@ class CatalogFacts:
                 key=list(n.key.path),
                 job=n.job,
                 graph=n.graph,
-                checks=n.checks,
                 pool=n.pool,
                 upstream=self.upstream[ref],
                 sources=self.sources(ref),
@@ -409,7 +406,7 @@ class MappingParts:
         e = self.index.mappings[ref]
         spec = mapping_spec(self.mapping_of(ref), self.translator)
         key = dg.AssetKey(e.key)
-        return MappingNames(key, spec, e.job, e.graph, e.checks, e.pool)
+        return MappingNames(key, spec, e.job, e.graph, e.pool)
 
     def asset(self, ref: str) -> dg.AssetsDefinition:
         if ref not in self.assets:  # once: also the upstream asset of other mappings
@@ -436,9 +433,6 @@ class MappingParts:
         lineage = dg.deserialize_value(entry.lineage, dict) if entry.lineage else {}
         shown = [*m.findings, *rules, *entry.findings]
         return mapping_asset(names, load, upstream, shown, lineage)
-
-    def checks(self, ref: str) -> dg.AssetChecksDefinition:
-        return mapping_checks(self.mapping_of(ref), self.names(ref))
 
     def report(self, rprtref: str) -> tuple:
         """The report's asset, job and schedule (None: on demand only)."""
@@ -469,7 +463,6 @@ class MappingParts:
         sources = [dg.AssetsDefinition(specs=[dg.AssetSpec(path)]) for path in entry.sources]
         return dg.Definitions(
             assets=[asset, *upstream, *sources],
-            asset_checks=[self.checks(ref)],
             jobs=[_job(self.mapping_of(ref), self.names(ref))],
             resources=self.resources,
         )
@@ -504,7 +497,6 @@ def _location(catalog: Catalog, facts: CatalogFacts, parts: MappingParts) -> dg.
             *(asset for asset, _, _ in files),
             *operations.assets,
         ],
-        asset_checks=[parts.checks(ref) for ref in catalog.mappings],
         jobs=[
             *jobs.values(),
             *report_jobs.values(),

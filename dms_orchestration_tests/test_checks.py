@@ -1,7 +1,7 @@
 """The asset checks at any table size: the current-row check answered by the unique index
 the engine builds (counted when it is missing or not that index), and the
 reconciliation taking the source keys of the same run's load of the whole extract, and
-the current rows its load step counted (one scan, with the materialization's row count)."""
+the current rows its load found; either part of the step runs alone."""
 
 from __future__ import annotations
 
@@ -93,6 +93,58 @@ def test_a_load_of_part_of_the_source_leaves_the_reconciliation_to_count(cust):
     found = checks(result)["source_target_reconciliation"]
     assert found["source keys from"] == "the source query"
     assert found["source keys"] == 30 and found["current target rows"] == 30
+
+
+def run_selected(d, selection: dg.AssetSelection, instance=None) -> dg.ExecuteInProcessResult:
+    """A run of part of the mapping's step, as the UI asks for one ("Execute checks",
+    "Materialize without checks")."""
+    job = dg.define_asset_job("part_of_cust_dim", selection=selection)
+    defs = dg.Definitions.merge(d.defs(), dg.Definitions(jobs=[job]))
+    instance = instance or dg.DagsterInstance.ephemeral()
+    return defs.resolve_job_def(job.name).execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+
+
+CUST_DIM = dg.AssetKey(["default", "cust_dim"])
+
+
+@pytest.mark.slow
+def test_the_checks_run_alone_without_a_load_and_the_load_without_its_checks(cust):
+    before = cust.scalar("SELECT COUNT(*) FROM DMS_PRCLOG")
+    checked = run_selected(cust, dg.AssetSelection.checks_for_assets(CUST_DIM))
+    assert checked.success
+    assert not checked.get_asset_materialization_events()
+    assert cust.scalar("SELECT COUNT(*) FROM DMS_PRCLOG") == before  # nothing loaded
+    found = checks(checked)
+    assert set(found) == {"one_current_row_per_key", "source_target_reconciliation"}
+    # no load in this run to take them from: both counted by the check
+    reconciliation = found["source_target_reconciliation"]
+    assert reconciliation["source keys from"] == "the source query"
+    assert reconciliation["current rows from"] == "this check"
+    assert (reconciliation["source keys"], reconciliation["current target rows"]) == (30, 30)
+
+    loaded = run_selected(cust, dg.AssetSelection.assets(CUST_DIM).without_checks())
+    assert loaded.success and len(loaded.get_asset_materialization_events()) == 1
+    assert not loaded.get_asset_check_evaluations()
+    assert cust.scalar("SELECT COUNT(*) FROM DMS_PRCLOG") == before + 1
+
+
+@pytest.mark.slow
+def test_a_failing_current_row_check_fails_the_mappings_step(cust):
+    cust.sql(f"DROP INDEX {INDEX}")
+    cust.sql(
+        "INSERT INTO CUST_DIM (SKEY, ID, NAME, CITY, CURFLG, VLDFRM, RWHKEY) "
+        "SELECT SKEY + 1000, ID, NAME, CITY, CURFLG, VLDFRM, RWHKEY FROM CUST_DIM WHERE ID = 7"
+    )
+    result = run_selected(cust, dg.AssetSelection.checks_for_assets(CUST_DIM))
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "cust_dim"
+    assert "blocking asset check failed" in failure.step_failure_data.error.message
+    evaluation = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not evaluation["one_current_row_per_key"].passed
+    assert evaluation["one_current_row_per_key"].blocking
 
 
 @pytest.mark.slow

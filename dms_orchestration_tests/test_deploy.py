@@ -186,7 +186,7 @@ def test_the_deployed_services_serve_a_schedule_the_queue_and_a_stop_through_a_d
             )
         return {r.run_id for r in runs}
 
-    # (a run succeeds a moment after its load: the checks step follows it)
+    # (a run succeeds a moment after its load: its checks follow it)
     d.wait("a scheduled run of FAST to succeed", succeeded_runs, 60)
     with d.instance() as instance:
         scheduled = instance.get_runs(filters=dg.RunsFilter(job_name="fast_job"))

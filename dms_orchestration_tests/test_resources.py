@@ -118,7 +118,7 @@ def test_a_log_writer_swapped_in_definitions_sees_every_write_of_a_load(cust):
 def test_steps_checks_and_sensors_receive_the_resources(cust):
     defs = cust.defs()
     job = defs.resolve_job_def("cust_dim_job")
-    for node in job.graph.node_defs:  # the load step and the checks
+    for node in job.graph.node_defs:  # the load step, which runs the checks too
         assert node.required_resource_keys >= RESOURCE_KEYS, node.name
     queue = defs.resolve_sensor_def("dms_request_queue")
     assert set(queue.required_resource_keys) == RESOURCE_KEYS

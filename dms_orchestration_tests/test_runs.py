@@ -115,7 +115,7 @@ def test_a_run_worker_builds_only_the_mapping_it_runs(demo, monkeypatch):
 def test_a_mapping_job_runs_in_its_run_worker(cust):
     job = cust.defs().resolve_job_def("cust_dim_job")
     assert job.executor_def is dg.in_process_executor  # no process per step
-    assert len(job.nodes) == 2  # the load (its chunks inside it) and the checks
+    assert len(job.nodes) == 1  # the load (its chunks inside it), then its checks
 
 
 @pytest.mark.slow

@@ -81,10 +81,9 @@ def test_a_valid_dms_name_stays_as_today_in_lower_case():
         )
     )["DIM_CUSTOMER"]
     assert names.key == dg.AssetKey(["main", "dim_customer"])
-    assert (names.job, names.graph, names.checks) == (
+    assert (names.job, names.graph) == (
         "dim_customer_job",
-        "dim_customer",  # the steps of a run read dim_customer.plan, ...
-        "dim_customer__CHECKS",
+        "dim_customer",  # a run's step (the load and its checks) reads dim_customer
     )
     assert names.spec.group_name == "crm" and names.spec.tags["dms/mapref"] == "dim_customer"
     assert names.pool == "dms_metadata"
@@ -104,7 +103,7 @@ def test_names_that_clean_up_alike_stay_distinct_valid_and_stable(odd, plain):
     assert a.key != b.key and a.job != b.job and a.graph != b.graph
     assert a.spec.group_name != b.spec.group_name
     for n in (a, b):
-        assert all(is_valid_name(x) for x in (n.job, n.graph, n.checks))
+        assert all(is_valid_name(x) for x in (n.job, n.graph))
         assert all(is_valid_strict_tag_value(v) for v in n.spec.tags.values())
 
 
@@ -123,7 +122,7 @@ def test_two_mappings_on_one_table_and_mapref_case_twins_get_their_own_names():
     assert names["FACT_B"].key == dg.AssetKey(["dw", "fact__fact_b"])
     assert names["ABC"].job == "abc_job" and names["abc"].job.startswith("abc_job_")
     assert names["J1"].graph != names["J2"].graph
-    for kind in ("key", "job", "graph", "checks"):
+    for kind in ("key", "job", "graph"):
         values = [getattr(n, kind) for n in names.values()]
         assert len(set(values)) == len(values), kind
 
@@ -566,8 +565,9 @@ def test_a_valid_legacy_mapping_loads_and_a_blocked_one_fails_at_once(legacy):
         blocked = execute(defs, job, instance)
         assert not blocked.success
         [failure] = blocked.get_step_failure_events()
-        # in its load step (not its checks), before any chunk
-        assert not failure.step_key.endswith("__CHECKS") and not chunk_steps(blocked)
+        # in its load step, before any chunk and before its checks
+        assert failure.step_key == job.removesuffix("_job") and not chunk_steps(blocked)
+        assert not blocked.get_asset_check_evaluations()
         text = error_text(failure.step_failure_data.error)
         assert "is not valid" in text and words in text, text
         with legacy.engine.connect() as conn:

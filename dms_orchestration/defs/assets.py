@@ -189,6 +189,28 @@ def load_mapping(context: dg.AssetExecutionContext, settings: Settings, load: Ma
     )
 
 
+CURRENT_ROWS = "one_current_row_per_key"
+RECONCILIATION = "source_target_reconciliation"
+
+
+def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    """The two checks of a mapping's asset; the current-row check blocks downstream
+    assets."""
+    return [
+        dg.AssetCheckSpec(
+            CURRENT_ROWS,
+            asset=key,
+            blocking=True,
+            description="Exactly one current row per business key",
+        ),
+        dg.AssetCheckSpec(
+            RECONCILIATION,
+            asset=key,
+            description="Distinct source keys vs current target rows (a warning)",
+        ),
+    ]
+
+
 def mapping_asset(
     names: MappingNames,
     load: MappingLoad,
@@ -197,10 +219,19 @@ def mapping_asset(
     lineage: dict | None = None,
 ) -> dg.AssetsDefinition:
     """The mapping's asset as the translator named it, with its findings and column
-    lineage (defs/lineage.py) in the metadata: one step, named as the translator names
-    the mapping's graph, that loads it."""
+    lineage (defs/lineage.py) in the metadata, and its checks: one step, named as the
+    translator names the mapping's graph, that loads it and then checks it.
+
+    The checks run in the load's step, after its commit, with what the load found (the
+    source keys of a whole extract, the current rows): a step of their own cost a run
+    ~0.05-0.1 s of step events and a read of the materialization back from the event
+    log. Either part can run alone (the UI's "materialize without checks", "execute
+    checks"). A blocking check that fails fails the step once the materialization is
+    recorded (Dagster's rule for a check of its own asset's step): downstream assets do
+    not run."""
+    key = names.key
     spec = names.spec.replace_attributes(
-        key=names.key,
+        key=key,
         deps=deps,
         metadata={
             **names.spec.metadata,
@@ -209,20 +240,40 @@ def mapping_asset(
         },
     )
 
-    @dg.multi_asset(name=names.graph, specs=[spec], required_resource_keys=RESOURCE_KEYS)
+    @dg.multi_asset(
+        name=names.graph,
+        specs=[spec],
+        check_specs=check_specs(key),
+        can_subset=True,
+        required_resource_keys=RESOURCE_KEYS,
+    )
     def load_step(context: dg.AssetExecutionContext):
         with dms_services(context.resources) as settings:
-            done = load_mapping(context, settings, load)
-            rows = done.target_rows or row_count(load.mapping, settings, context.log)
-        if done.note:
-            context.log.warning(f"{done.mapref}: {done.note}")
-        return dg.MaterializeResult(metadata=materialization_metadata(done, rows))
+            found = Loaded()
+            if key in context.selected_asset_keys:
+                done = load_mapping(context, settings, load)
+                rows = done.target_rows or row_count(load.mapping, settings, context.log)
+                if done.note:
+                    context.log.warning(f"{done.mapref}: {done.note}")
+                yield dg.MaterializeResult(
+                    asset_key=key, metadata=materialization_metadata(done, rows)
+                )
+                found = loaded(done, rows)
+            checks = sorted(c.name for c in context.selected_asset_check_keys)
+            yield from evaluate_checks(load.mapping, key, checks, settings, found)
 
     return load_step
 
 
-CURRENT_ROWS = "one_current_row_per_key"
-RECONCILIATION = "source_target_reconciliation"
+def evaluate_checks(
+    mapping: Mapping, key: dg.AssetKey, names: Sequence[str], settings: Settings, found: Loaded
+) -> list[dg.AssetCheckResult]:
+    """The checks `names` of the mapping's asset, side by side (a connection each: each
+    scans the target, or the source, once)."""
+    if not names:
+        return []
+    with ThreadPoolExecutor(len(names)) as pool:
+        return list(pool.map(lambda n: _evaluate_check(mapping, key, n, settings, found), names))
 
 
 def _evaluate_check(
@@ -266,45 +317,3 @@ def _evaluate_check(
             ),
         },
     )
-
-
-def mapping_checks(mapping: Mapping, names: MappingNames) -> dg.AssetChecksDefinition:
-    """Both checks of one mapping's asset: a run evaluates those of the assets it
-    materializes. The current-row check blocks downstream assets.
-
-    One definition per asset, never one for all assets: a checks definition's op takes
-    every asset it checks as an input, and keeps them all when Dagster subsets it to one
-    job's asset, so a shared definition pulled every asset into every job and resolving
-    the jobs grew with the square of the number of mappings."""
-    key = names.key
-    specs = [
-        dg.AssetCheckSpec(
-            CURRENT_ROWS,
-            asset=key,
-            blocking=True,
-            description="Exactly one current row per business key",
-        ),
-        dg.AssetCheckSpec(
-            RECONCILIATION,
-            asset=key,
-            description="Distinct source keys vs current target rows (a warning)",
-        ),
-    ]
-
-    @dg.multi_asset_check(
-        specs=specs, can_subset=True, name=names.checks, required_resource_keys=RESOURCE_KEYS
-    )
-    def dms_checks(context: dg.AssetCheckExecutionContext):
-        names = [k.name for k in sorted(context.selected_asset_check_keys, key=str)]
-        found = loaded(context.instance, context.run.run_id, key)
-        # side by side, a connection each: each scans the target (or the source) once
-        with (
-            dms_services(context.resources) as settings,
-            ThreadPoolExecutor(max(1, len(names))) as pool,
-        ):
-            results = list(
-                pool.map(lambda n: _evaluate_check(mapping, key, n, settings, found), names)
-            )
-        yield from results
-
-    return dms_checks

@@ -109,9 +109,9 @@ def mapping_job(
     name: str, key: dg.AssetKey, description: str, tags: Mapping[str, str]
 ) -> UnresolvedAssetJobDefinition:
     """define_asset_job(name, selection=AssetSelection.assets(key), ...), resolved cheaply,
-    run by run_executor(): by default in its run worker, where its two steps (the load,
-    whose chunks run side by side inside it, and the checks) would each pay a process and
-    a definitions load otherwise."""
+    run by run_executor(): by default in its run worker, where its step (the load, whose
+    chunks run side by side inside it, then the checks) would pay a process and a
+    definitions load otherwise."""
     job = dg.define_asset_job(
         name, selection=dg.AssetSelection.assets(key), description=description, tags=tags
     )

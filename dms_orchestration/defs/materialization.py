@@ -56,21 +56,17 @@ def materialization_metadata(done: LoadResult, rows: TableRows | None) -> dict[s
 
 @dataclass(frozen=True)
 class Loaded:
-    """What the load of the same run found, for its checks: the source keys when it read
+    """What the load of the same step found, for its checks: the source keys when it read
     the whole extract (each key once: a duplicate or NULL key fails a load), and the
-    target's current rows counted after its commit; None where it does not tell."""
+    target's current rows after its commit; None where it does not tell (no load)."""
 
     source_keys: int | None = None
     current_rows: int | None = None
 
 
-def loaded(instance: dg.DagsterInstance, run_id: str, key: dg.AssetKey) -> Loaded:
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.run_id != run_id or event.asset_materialization is None:
-        return Loaded()
-    md = event.asset_materialization.metadata
-    full, rows, current = md.get(FULL_EXTRACT), md.get("source rows"), md.get(CURRENT_ROWS)
+def loaded(done: LoadResult, rows: TableRows | None) -> Loaded:
+    """What the load `done` tells its checks (`rows`: the target's rows after it)."""
     return Loaded(
-        int(rows.value) if full is not None and full.value and rows is not None else None,
-        int(current.value) if current is not None else None,
+        done.counts.srcrows if done.full_extract else None,
+        rows.current if rows else None,
     )

@@ -205,13 +205,9 @@ class DmsTranslator:
         return f"{self._ref(mapping)}_job"
 
     def get_graph_name(self, mapping: Mapping) -> str:
-        """The step that loads the mapping (plan -> chunks -> commit): the MAPREF, so a
-        run's steps read `dim_customer`, `dim_customer__CHECKS`."""
+        """The step that loads the mapping (plan -> chunks -> commit) and checks it: the
+        MAPREF, so a run's step reads `dim_customer`."""
         return self._ref(mapping)
-
-    def get_checks_name(self, mapping: Mapping) -> str:
-        # upper case: never the name of a mapping's graph (lower case)
-        return f"{self.get_graph_name(mapping)}__CHECKS"
 
     def get_schedule_name(self, mapping: Mapping, schedule: Schedule) -> str:
         frequency = dagster_name(schedule.frequency)
@@ -420,7 +416,6 @@ class MappingNames:
     spec: dg.AssetSpec  # the translator's: its key may be another mapping's too
     job: str
     graph: str
-    checks: str
     pool: str
 
 
@@ -525,13 +520,7 @@ def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
     keys = distinct({ref: s.key for ref, s in specs.items()}, _key_suffix)
     pools = ask_each("get_pool", _checked_pool)
     jobs = distinct(ask_each("get_job_name", valid_name), _name_suffix, ("__ASSET_JOB",))
-    graphs = ask_each("get_graph_name", valid_name)
-    checks = ask_each("get_checks_name", valid_name)
-    nodes = distinct(
-        {("graph", ref): n for ref, n in graphs.items()}
-        | {("checks", ref): n for ref, n in checks.items()},
-        _name_suffix,
-    )
+    graphs = distinct(ask_each("get_graph_name", valid_name), _name_suffix)
     schedules, sensors = _schedule_names(catalog, asking)
     return CatalogNames(
         mappings={
@@ -539,8 +528,7 @@ def name_catalog(catalog: Catalog, translator: DmsTranslator) -> CatalogNames:
                 key=keys[ref],
                 spec=specs[ref],
                 job=jobs[ref],
-                graph=nodes[("graph", ref)],
-                checks=nodes[("checks", ref)],
+                graph=graphs[ref],
                 pool=pools[ref],
             )
             for ref in mappings
