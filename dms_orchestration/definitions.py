@@ -376,7 +376,7 @@ def catalog_facts(
 
 
 class MappingParts:
-    """The asset, checks and job of one mapping at a time, from the index and its rows:
+    """The asset (with its checks) and job of one mapping at a time, from the index and its rows:
     what every mapping's definitions are made of, all of them for the code location, one
     (and the assets it reads) for a run worker."""
 
@@ -455,8 +455,8 @@ class MappingParts:
         return dg.Definitions(assets=[asset, *deps], jobs=[job], resources=self.resources)
 
     def job_definitions(self, ref: str) -> dg.Definitions:
-        """The job of one mapping in definitions of its own: its asset, its checks and the
-        assets it reads (the part of the location's asset graph its job resolves in): the
+        """The job of one mapping in definitions of its own: its asset (with its checks) and
+        the assets it reads (the part of the location's asset graph its job resolves in): the
         mappings' and the source tables' (as keys: a run needs no more of them)."""
         entry, asset = self.index.mappings[ref], self.asset(ref)  # (its sources read)
         upstream = [self.asset(r) for r in entry.upstream]
@@ -684,7 +684,7 @@ def definitions(
 
 class MappingRuns(dg.RepositoryData):
     """The definitions a run worker reconstructs: the job of a mapping is built from that
-    mapping's entries alone (its asset, checks and the assets it reads); anything else
+    mapping's entries alone (its asset and the assets it reads); anything else
     asked of it (another job, the schedules, the asset graph) builds the whole location."""
 
     def __init__(self, parts: MappingParts, whole: Callable[[], dg.Definitions]) -> None:

@@ -1,5 +1,5 @@
 """One asset per current mapping, materialized by one step that loads it (plan -> its
-chunks side by side, N decided by the engine at run time -> commit), plus its asset checks.
+chunks side by side, N decided by the engine at run time -> commit) and then checks it.
 
 The Dagster layer holds no SQL: every step calls the engine. Run tags carry what a run
 was asked for: dms/param1..10, dms/full, dms/chunks, dms/prcreqid, dms/jobschid.
