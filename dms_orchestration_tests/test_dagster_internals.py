@@ -519,7 +519,8 @@ def test_dagster_postgres_storages_keep_the_engine_the_pooled_storage_replaces()
 
 def test_the_local_compute_log_manager_keeps_what_file_compute_logs_override_and_call():
     """FileComputeLogManager replaces LocalComputeLogManager's capture_logs (the same files,
-    no processes mirroring them: test_compute_logs.py) and builds itself as it does."""
+    no processes mirroring them: test_compute_logs.py), builds itself as it does, and takes
+    its default folder from the instance."""
     assert _params(LocalComputeLogManager.capture_logs) == ["self", "log_key"]
     assert _params(LocalComputeLogManager.get_captured_local_path) == [
         "self",
@@ -537,6 +538,11 @@ def test_the_local_compute_log_manager_keeps_what_file_compute_logs_override_and
     assert _params(redirect_to_file) == ["stream", "filepath"]
     assert _params(ensure_file) == ["path"] and _params(touch_file) == ["path"]
     assert CapturedLogContext(["k"]).log_key == ["k"]
+    # where it learns a temporary instance's folder (its default base_dir): the instance
+    # hands itself over, and the manager keeps base_dir in this attribute
+    assert _params(LocalComputeLogManager.register_instance) == ["self", "instance"]
+    assert LocalComputeLogManager(base_dir="/x/storage")._base_dir == "/x/storage"
+    assert _params(dg.DagsterInstance.root_directory.fget) == ["self"]
 
 
 def test_dagster_postgres_keeps_what_the_pooled_storages_override():
