@@ -376,9 +376,9 @@ def catalog_facts(
 
 
 class MappingParts:
-    """The asset (with its checks) and job of one mapping at a time, from the index and its rows:
-    what every mapping's definitions are made of, all of them for the code location, one
-    (and the assets it reads) for a run worker."""
+    """The asset (with its checks) and job of one mapping at a time, from the index and
+    its rows: what every mapping's definitions are made of, all of them for the code
+    location, one (and the assets it reads) for a run worker."""
 
     def __init__(
         self,

@@ -61,17 +61,18 @@ def mirror_to_file(stream: IO[str], path: str) -> Iterator[None]:
     before, (read_end, write_end) = os.dup(fd), os.pipe()
     file = open(path, "ab")  # (the copying thread closes it)
 
-    def copy() -> None:  # owns the pipe's read end, the file and `before`
+    def copy() -> None:  # owns the pipe's read end and the file; drains the pipe whatever
+        # fails (a step writing into a pipe nobody reads would fail, or hang)
         try:
             while data := os.read(read_end, 1 << 16):
-                file.write(data)
-                file.flush()  # the UI reads the file while the step runs
+                with contextlib.suppress(OSError, ValueError):  # (a full disk: the terminal)
+                    file.write(data)
+                    file.flush()  # the UI reads the file while the step runs
                 with contextlib.suppress(OSError):  # (a closed terminal: the file has it)
                     _write_all(before, data)
         finally:
             file.close()
             os.close(read_end)
-            os.close(before)
 
     mirror = threading.Thread(target=copy, name="dms-compute-log-mirror", daemon=True)
     mirror.start()
@@ -83,6 +84,8 @@ def mirror_to_file(stream: IO[str], path: str) -> Iterator[None]:
         stream.flush()
         os.dup2(before, fd)  # the pipe's last write end closes: the copy drains and ends
         mirror.join(MIRROR_DRAIN_S)  # (unless a forked child still holds the pipe)
+        if not mirror.is_alive():  # (else it may still copy there)
+            os.close(before)
 
 
 class FileComputeLogManager(LocalComputeLogManager):
