@@ -102,8 +102,8 @@ def _counting_before(
 
     with ThreadPoolExecutor(1, thread_name_prefix=f"dms-count-{plan.prcid}") as pool:
         counting = pool.submit(target_rows_as_of, plan.mapping, settings, on_taken)
-        while not (taken.wait(0.01) or counting.done()):  # the snapshot is taken
-            pass
+        counting.add_done_callback(lambda _: taken.set())  # (a count that failed first)
+        taken.wait()  # the snapshot is taken
         if not beside:
             wait_for([counting])
         try:
@@ -262,8 +262,10 @@ def run_and_commit(
     be counted): counted by the chunks on their way where they can, else counted before
     the chunks write (beside them, unless `run()` forks chunk processes: `forks`, or
     rows that stream) plus what they changed."""
-    spec = resolve(the_plan.mapping, settings)[0]
-    counting = count_rows and not counts_target_rows(the_plan, spec)
+    # (the spec only when asked: `dms run` does not ask for the rows)
+    counting = count_rows and not counts_target_rows(
+        the_plan, resolve(the_plan.mapping, settings)[0]
+    )
     beside = not forks and the_plan.strategy.staging is not Staging.STREAMED
     try:
         not_counting = contextlib.nullcontext(lambda: None)
